@@ -1,0 +1,579 @@
+"""The HTTP client for the WASend session API.
+
+``WasendClient`` knows HTTP and the API's shapes and nothing of backoff or supervision
+state. Every request:
+
+* first awaits the rate gate (``RateGate.acquire``), then tells it how the call went
+  (``rate_limited`` on a 429 with the parsed ``Retry-After``, ``succeeded`` on any other
+  answer; a transport failure is no answer and tells it nothing);
+* carries ``Authorization: Bearer <key>``, ``Accept: application/json`` and
+  ``User-Agent: wasend-supervisor/<version>``; redirects are never followed, so the key
+  never leaves for another host;
+* reads at most ``max_body_bytes`` of the body, streaming, and stops past that.
+
+Two functions translate the outside world into ``supervisor.errors``:
+``map_response`` (HTTP status codes) and ``map_transport_error`` (httpx exceptions).
+Bodies that cannot be read become ``UnexpectedResponse`` with a short, single-line,
+redacted ``excerpt``. No message, excerpt, log event or traceback local of this module
+holds the API key.
+
+What an answer means:
+
+* ``list_sessions``: ``{"sessions": [...]}``, a bare ``[...]`` or ``{"data": [...]}``;
+  each item nested (``{"session": {...}, "downstream": {"status": ...}}``) or flat
+  (``{"uniqueSessionId", "status", ...}``). An unreadable item or a duplicate id is not
+  fatal: it is described in ``SessionList.problems`` and the rest is used.
+* ``get_session``, ``restart``, ``stop``: a Session object (flat or nested). ``status``
+  is required. An empty 2xx body to ``restart`` or ``stop`` means "accepted, status
+  unknown" and gives ``SessionInfo(session_id, None, "")``: an empty ``status`` is
+  never a real status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import functools
+import json
+import math
+import re
+from collections.abc import AsyncGenerator, Callable, Iterable
+from datetime import UTC
+from importlib import metadata
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Self, cast
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from supervisor.clock import Clock, SystemClock
+from supervisor.errors import (
+    ApiError,
+    ApiTimeout,
+    ApiUnreachable,
+    AuthFailed,
+    Conflict,
+    RateLimited,
+    ServerError,
+    SessionGone,
+    UnexpectedResponse,
+)
+from supervisor.models import SessionInfo, SessionList
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from supervisor.ratelimit import RateGate
+
+__all__ = [
+    "EXCERPT_LIMIT",
+    "MAX_RETRY_AFTER",
+    "Observer",
+    "WasendClient",
+    "map_response",
+    "map_transport_error",
+    "parse_retry_after",
+    "redacted_excerpt",
+]
+
+log = structlog.get_logger("supervisor.client")
+
+Observer = Callable[[str, int | None, float], None]
+"""Called after every request with (call, HTTP status or None, duration in seconds)."""
+
+EXCERPT_LIMIT: Final = 200
+"""The longest excerpt of a body that goes into an exception or a list problem."""
+
+MAX_RETRY_AFTER: Final = 10 * 365.25 * 86400.0
+"""A ``Retry-After`` further away than this (ten years) is absurd and ignored."""
+
+_EXCERPT_WINDOW: Final = 4096  # bytes of a body looked at to build an excerpt
+_ERROR_BODY_LIMIT: Final = 8192  # bytes read of a non-2xx body: enough for an excerpt
+_PROBLEM_EXCERPT_LIMIT: Final = 100
+_REDACTED: Final = "[REDACTED]"
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"'<>,;]+")
+_SECRET_FIELD = re.compile(
+    r"(?i)\b((?:api[_-]?key|access[_-]?token|token|secret|password|authorization)"
+    r"[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'<>,;&}]+"
+)
+_KEY_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
+# --- Retry-After ---------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait according to a ``Retry-After`` value (RFC 9110, section 10.2.3).
+
+    ``value`` is delay-seconds (a decimal such as ``1.5`` is tolerated) or an HTTP-date
+    (IMF-fixdate, RFC 850 or asctime); ``now`` is wall-clock epoch seconds. A date in
+    the past gives 0.0. Missing, empty, negative, malformed, non-finite values and
+    values more than ``MAX_RETRY_AFTER`` away give None. The value is not capped here:
+    the rate gate caps it.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text[0].isdigit() or text[0] in "+-.":
+        if not _DELAY_SECONDS.fullmatch(text):
+            return None  # negative, signed, "1e3", "0x10", "1_000", "1.": not delay-seconds
+        seconds = float(text)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+            if when.tzinfo is None:  # asctime has no zone; HTTP-dates are always GMT
+                when = when.replace(tzinfo=UTC)
+            seconds = max(0.0, when.timestamp() - now)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if not math.isfinite(seconds) or seconds > MAX_RETRY_AFTER:
+        return None
+    return seconds
+
+
+# --- Excerpts and redaction ----------------------------------------------------------
+
+
+def redacted_excerpt(
+    body: bytes | str, secrets: Iterable[str] = (), *, limit: int = EXCERPT_LIMIT
+) -> str:
+    """A short, single-line piece of ``body`` with secrets removed.
+
+    Looks only at the start of the body. Every string in ``secrets`` (the API key) is
+    replaced, as is anything that looks like ``Bearer ...``/``Basic ...`` or the value of
+    an ``api_key``/``token``/``secret``/``password``/``authorization`` field. The result
+    is at most ``limit`` characters and never ends in the first characters of a secret.
+    """
+    if isinstance(body, bytes):
+        text = body[:_EXCERPT_WINDOW].decode("utf-8", errors="replace")
+    else:
+        text = body[:_EXCERPT_WINDOW]
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = " ".join(text.split())
+    live = [s for s in secrets if s]
+    for secret in live:
+        text = text.replace(secret, _REDACTED)
+    text = _AUTH_SCHEME.sub(rf"\1 {_REDACTED}", text)
+    text = _SECRET_FIELD.sub(rf"\1{_REDACTED}", text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    # Secrets were replaced before the cut above, so it cannot split one; but the window
+    # may have, and if the text ends there, drop the trailing prefix of a secret.
+    for secret in live:
+        for length in range(min(len(secret) - 1, len(text)), 2, -1):
+            if text.endswith(secret[:length]):
+                text = text[:-length] + "…"
+                break
+    return text
+
+
+# --- The one place that maps answers and failures to errors -------------------------
+
+
+def map_response(
+    call: str,
+    response: httpx.Response,
+    *,
+    now: float,
+    body: bytes = b"",
+    secrets: Iterable[str] = (),
+) -> ApiError | None:
+    """The error a response stands for, or None for any 2xx.
+
+    ``body`` is what was read of the response (it may be a prefix); it only feeds the
+    redacted excerpt. ``now`` is wall-clock epoch seconds, for an HTTP-date Retry-After.
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    excerpt = redacted_excerpt(body, secrets)
+    detail = f": {excerpt}" if excerpt else ""
+    if status in (401, 403):
+        return AuthFailed(
+            f"{call}: HTTP {status}: the API key was refused{detail}",
+            call=call,
+            http_status=status,
+        )
+    if status == 404:
+        return SessionGone(f"{call}: HTTP 404: no such session{detail}", call=call, http_status=404)
+    if status in (409, 422):
+        return Conflict(f"{call}: HTTP {status}: conflict{detail}", call=call, http_status=status)
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+        said = "no usable Retry-After" if retry_after is None else f"retry after {retry_after:g}s"
+        return RateLimited(
+            f"{call}: HTTP 429: rate limited ({said})",
+            call=call,
+            http_status=429,
+            retry_after=retry_after,
+        )
+    if 500 <= status < 600:
+        return ServerError(
+            f"{call}: HTTP {status}: server error{detail}", call=call, http_status=status
+        )
+    reason = "redirect not followed" if 300 <= status < 400 else "unexpected status"
+    return UnexpectedResponse(
+        f"{call}: HTTP {status}: {reason}", call=call, http_status=status, excerpt=excerpt
+    )
+
+
+def map_transport_error(
+    call: str, exc: httpx.RequestError, *, secrets: Iterable[str] = ()
+) -> ApiError:
+    """The error an httpx failure (no usable answer) stands for.
+
+    The message names the httpx exception and a redacted piece of its text; raise the
+    result ``from None`` or outside the ``except`` block, since ``exc`` holds the request.
+    """
+    what = type(exc).__name__
+    said = redacted_excerpt(str(exc), secrets, limit=120)
+    detail = f"{what}: {said}" if said else what
+    if isinstance(exc, httpx.TimeoutException):
+        return ApiTimeout(f"{call}: timed out ({detail})", call=call)
+    if isinstance(exc, httpx.DecodingError):  # the body's content-encoding was broken
+        return UnexpectedResponse(f"{call}: body could not be decoded ({detail})", call=call)
+    return ApiUnreachable(f"{call}: API unreachable ({detail})", call=call)
+
+
+# --- Reading the API's shapes --------------------------------------------------------
+
+
+class _Unreadable(Exception):
+    """A 2xx body that does not have the expected shape; the message says why."""
+
+
+def _fields(item: dict[str, object]) -> tuple[object, object, object]:
+    """(uniqueSessionId, status, name) of a nested or a flat session item."""
+    session = item.get("session")
+    if isinstance(session, dict):
+        downstream = item.get("downstream")
+        status = downstream.get("status") if isinstance(downstream, dict) else None
+        if status is None:
+            status = session.get("status")
+        source: dict[str, object] = session
+    else:
+        source = item
+        status = item.get("status")
+    name = source.get("sessionName")
+    if not isinstance(name, str) or not name:
+        name = source.get("name")
+    return source.get("uniqueSessionId"), status, name
+
+
+def _item_excerpt(item: object, secrets: Iterable[str]) -> str:
+    try:
+        text = json.dumps(item, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = type(item).__name__
+    return redacted_excerpt(text[:_EXCERPT_WINDOW], secrets, limit=_PROBLEM_EXCERPT_LIMIT)
+
+
+def _parse_session_list(data: object, secrets: Iterable[str] = ()) -> SessionList:
+    items: object = None
+    if isinstance(data, list):
+        items = data
+    elif isinstance(data, dict):
+        items = data.get("sessions")
+        if items is None:
+            items = data.get("data")
+    if not isinstance(items, list):
+        raise _Unreadable(
+            'expected {"sessions": [...]}, {"data": [...]} or a JSON array of sessions'
+        )
+    sessions: list[SessionInfo] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.append(f"item {index}: not an object: {_item_excerpt(item, secrets)}")
+            continue
+        session_id, status, name = _fields(item)
+        if not isinstance(session_id, str) or not session_id:
+            reason = "no string uniqueSessionId"
+        elif not isinstance(status, str) or not status:
+            reason = "no string status"
+        elif session_id in seen:
+            reason = "duplicate uniqueSessionId, the first one is kept"
+        else:
+            seen.add(session_id)
+            sessions.append(
+                SessionInfo(session_id, name if isinstance(name, str) and name else None, status)
+            )
+            continue
+        problems.append(f"item {index}: {reason}: {_item_excerpt(item, secrets)}")
+    return SessionList(tuple(sessions), tuple(problems))
+
+
+def _parse_session(data: object, requested_id: str) -> SessionInfo:
+    if (
+        isinstance(data, dict)
+        and "status" not in data
+        and "session" not in data
+        and isinstance(data.get("data"), dict)
+    ):
+        data = data["data"]
+    if not isinstance(data, dict):
+        raise _Unreadable("expected a Session object")
+    session_id, status, name = _fields(data)
+    if not isinstance(status, str) or not status:
+        raise _Unreadable("no string status in the session")
+    if session_id is None or session_id == "":
+        session_id = requested_id
+    elif not isinstance(session_id, str):
+        raise _Unreadable("uniqueSessionId is not a string")
+    elif session_id != requested_id:
+        raise _Unreadable("the answer is about another session")
+    return SessionInfo(session_id, name if isinstance(name, str) and name else None, status)
+
+
+# --- The client ----------------------------------------------------------------------
+
+
+@functools.cache
+def _user_agent() -> str:
+    try:
+        version = metadata.version("wasend-supervisor")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"wasend-supervisor/{version}"
+
+
+def _check_key(api_key: SecretStr) -> SecretStr:
+    if not _KEY_CHARS.fullmatch(api_key.get_secret_value()):
+        raise ValueError("the API key must be non-empty printable ASCII without spaces")
+    return api_key
+
+
+def _session_path(session_id: str, action: str = "") -> str:
+    if not session_id:
+        raise ValueError("session_id must not be empty")
+    quoted = quote(session_id, safe="")
+    if quoted in (".", ".."):  # a dot segment would be resolved away by URL rules
+        quoted = quoted.replace(".", "%2E")
+    return f"/sessions/{quoted}/{action}" if action else f"/sessions/{quoted}"
+
+
+class WasendClient:
+    """An async client for the WASend session endpoints. Use ``async with`` or ``aclose``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        *,
+        timeout: float,
+        gate: RateGate | None = None,
+        clock: Clock | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_body_bytes: int = 32 * 1024 * 1024,
+        observer: Observer | None = None,
+    ) -> None:
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("base_url must be an absolute http(s) URL")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError("timeout must be a positive number of seconds")
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+        self._api_key = _check_key(api_key)
+        self._gate = gate
+        self._clock: Clock = clock or SystemClock()
+        self._max_body_bytes = max_body_bytes
+        self._observer = observer
+        self._http = httpx.AsyncClient(
+            base_url=url,
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": _user_agent()},
+        )
+
+    def __repr__(self) -> str:
+        return f"<WasendClient {self._http.base_url}>"
+
+    def set_api_key(self, api_key: SecretStr) -> None:
+        """Use another API key from the next request on."""
+        self._api_key = _check_key(api_key)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- the calls ---
+
+    async def list_sessions(self) -> SessionList:
+        """``GET /sessions``: every session on the account, and items that could not be read."""
+        status, body = await self._call("list", "GET", "/sessions")
+        data = self._json("list", status, body)
+        try:
+            return _parse_session_list(data, self._secrets())
+        except _Unreadable as exc:
+            reason = str(exc)
+        raise self._unexpected("list", status, reason, body)  # unchained, outside the except
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        """``GET /sessions/{id}``."""
+        return await self._session_call("get", "GET", _session_path(session_id), session_id)
+
+    async def restart(self, session_id: str) -> SessionInfo:
+        """``POST /sessions/{id}/restart``. An empty answer gives status "" (status unknown)."""
+        path = _session_path(session_id, "restart")
+        return await self._session_call("restart", "POST", path, session_id, empty_ok=True)
+
+    async def stop(self, session_id: str) -> SessionInfo:
+        """``POST /sessions/{id}/stop``. An empty answer gives status "" (status unknown)."""
+        path = _session_path(session_id, "stop")
+        return await self._session_call("stop", "POST", path, session_id, empty_ok=True)
+
+    # --- the machinery ---
+
+    async def _session_call(
+        self, call: str, method: str, path: str, session_id: str, *, empty_ok: bool = False
+    ) -> SessionInfo:
+        status, body = await self._call(call, method, path)
+        if empty_ok and not body.strip():
+            return SessionInfo(session_id, None, "")
+        data = self._json(call, status, body)
+        try:
+            return _parse_session(data, session_id)
+        except _Unreadable as exc:
+            reason = str(exc)
+        raise self._unexpected(call, status, reason, body)  # unchained, outside the except
+
+    def _secrets(self) -> tuple[str]:
+        return (self._api_key.get_secret_value(),)
+
+    def _unexpected(self, call: str, status: int, reason: str, body: bytes) -> UnexpectedResponse:
+        return UnexpectedResponse(
+            f"{call}: HTTP {status}: {reason}",
+            call=call,
+            http_status=status,
+            excerpt=redacted_excerpt(body, self._secrets()),
+        )
+
+    def _json(self, call: str, status: int, body: bytes) -> object:
+        if not body.strip():
+            raise self._unexpected(call, status, "empty body", body)
+        readable = True
+        try:
+            data: object = json.loads(body)
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, too deep
+            readable, data = False, None
+        if not readable:  # raised here, not in the except: JSONDecodeError holds the body
+            raise self._unexpected(call, status, "body is not JSON", body)
+        return data
+
+    async def _call(self, call: str, method: str, path: str) -> tuple[int, bytes]:
+        """Send one request through the gate; the status and body of a 2xx, or raise."""
+        if self._gate is not None:
+            await self._gate.acquire()
+        request = self._http.build_request(
+            method, path, headers={"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+        )
+        started = self._clock.monotonic()
+        response: httpx.Response | None = None
+        body, too_big = b"", False
+        failure: httpx.RequestError | None = None
+        try:
+            response = await self._http.send(request, stream=True)
+            limit = self._max_body_bytes if response.is_success else _ERROR_BODY_LIMIT
+            try:
+                body, too_big = await _read_capped(response, limit)
+            finally:
+                await response.aclose()
+        except httpx.RequestError as exc:
+            if response is None or response.is_success:
+                failure = exc
+            # else: the status is the answer; a broken error body only loses the excerpt
+        duration = self._clock.monotonic() - started
+
+        # Mapped outside the except block, so no httpx exception (which holds the
+        # request and its headers) is chained to what we raise.
+        http_status = None if response is None else response.status_code
+        error: ApiError | None
+        if failure is not None:
+            error = map_transport_error(call, failure, secrets=self._secrets())
+            error.http_status = http_status
+        else:
+            assert response is not None
+            error = map_response(
+                call, response, now=self._clock.now(), body=body, secrets=self._secrets()
+            )
+            if error is None and too_big:
+                error = self._unexpected(
+                    call, response.status_code, f"body over {self._max_body_bytes} bytes", body
+                )
+        if self._gate is not None and http_status is not None:  # an answer came
+            if isinstance(error, RateLimited):
+                self._gate.rate_limited(error.retry_after, call=call)
+            else:
+                self._gate.succeeded()
+        self._record(call, method, request, http_status, duration, error)
+        if error is not None:
+            raise error
+        assert http_status is not None
+        return http_status, body
+
+    def _record(
+        self,
+        call: str,
+        method: str,
+        request: httpx.Request,
+        http_status: int | None,
+        duration: float,
+        error: ApiError | None,
+    ) -> None:
+        log.debug(
+            "api.request",
+            call=call,
+            method=method,
+            path=request.url.raw_path.decode("ascii"),
+            http_status=http_status,
+            duration_ms=round(duration * 1000.0, 3),
+            error=None if error is None else error.kind,
+        )
+        if self._observer is not None:
+            try:
+                self._observer(call, http_status, duration)
+            except Exception as exc:  # a metrics hook must not break a call
+                log.warning("api.observer_failed", call=call, error=type(exc).__name__)
+
+
+def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    # aiter_bytes is an async generator, typed as an iterator; closing it is tidier.
+    return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the (decoded) body, and whether there was more."""
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
+        async with contextlib.aclosing(_chunks(response)) as chunks:
+            async for chunk in chunks:  # only the first chunk, for the excerpt
+                return chunk[:_EXCERPT_WINDOW], True
+        return b"", True
+    parts: list[bytes] = []
+    total = 0
+    async with contextlib.aclosing(_chunks(response)) as chunks:
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > limit:
+                parts.append(chunk[: len(chunk) - (total - limit)])
+                return b"".join(parts), True
+            parts.append(chunk)
+    return b"".join(parts), False

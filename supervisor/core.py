@@ -1,0 +1,637 @@
+"""The decision core: what to do with one session, given what was seen, what is
+remembered and the time now. Pure: no I/O, no clock, no globals; randomness comes in.
+
+Two entry points, both returning a ``Step`` (the new record, at most one action, and
+the events to log):
+
+* ``decide(seen, record, now, policy, rng)`` after a poll observed the session;
+* ``apply(record, action, outcome, now, policy, rng)`` after the shell carried out an
+  action the core asked for. It may ask for a follow-up action (a conflict is re-read
+  with a GET; a session still failed after a conflict is stopped, then restarted).
+
+``vanished(record, now, policy, configured=...)`` handles a session that the API no
+longer knows (404, or missing from the account's list).
+
+Every restart request produces exactly one ``restart.requested`` event and, later,
+exactly one outcome event for it: ``restart.succeeded`` (seen healthy within
+``starting_timeout``), ``restart.failed``, ``restart.conflict`` (409/422, with how it
+was resolved) or ``restart.deferred`` (429 or 401: not the session's fault, not counted).
+
+A restart is recorded as in flight (phase ``VERIFYING``) *before* it is sent, so a
+process that dies mid-request comes back without restarting the session again inside
+its verification window.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any
+
+from supervisor.models import (
+    Action,
+    ActionKind,
+    Event,
+    Outcome,
+    OutcomeKind,
+    Phase,
+    Record,
+    SessionInfo,
+    StatusClass,
+    Step,
+)
+from supervisor.policy import Policy
+
+# Phases from which a healthy sighting is a recovery (VERIFYING is a success of ours).
+_BROKEN = frozenset({Phase.UNHEALTHY, Phase.GAVE_UP, Phase.NEEDS_PERSON})
+
+
+def _fields(record: Record, **extra: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"session_id": record.session_id, "session_name": record.name}
+    fields.update({k: v for k, v in extra.items() if v is not None})
+    return fields
+
+
+def _event(name: str, record: Record, level: str = "info", **extra: Any) -> Event:
+    return Event(name, level, _fields(record, **extra))
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def decide(
+    seen: SessionInfo, record: Record | None, now: float, policy: Policy, rng: random.Random
+) -> Step:
+    """A poll saw ``seen``: what now?"""
+    status = seen.status
+    # Fast path: the common case of a stable, healthy session costs one comparison.
+    if (
+        record is not None
+        and record.phase is Phase.HEALTHY
+        and record.last_status == status
+        and record.attempt == 0
+        and record.name == seen.name
+    ):
+        return Step(record)
+
+    klass = policy.classes.classify(status)
+    events: list[Event] = []
+    if record is None or record.phase is Phase.GONE:
+        previous = record
+        record = Record(seen.session_id, name=seen.name, phase=Phase.HEALTHY, since=now)
+        if previous is not None:  # it came back
+            record = replace(record, warned_statuses=previous.warned_statuses)
+            events.append(_event("session.reappeared", record, status=status))
+            if klass is StatusClass.HEALTHY:
+                record = replace(record, last_status=status)
+                return Step(record, None, tuple(events))
+    elif record.name != seen.name and seen.name is not None:
+        record = replace(record, name=seen.name)
+
+    # Leaving "needs a person" is worth one event of its own, whatever comes next.
+    if record.phase is Phase.NEEDS_PERSON and klass is not StatusClass.NEEDS_PERSON:
+        events.append(_event("session.needs_person_cleared", record, status=status))
+
+    if klass is StatusClass.HEALTHY:
+        step = _seen_healthy(record, status, now, policy)
+    elif klass is StatusClass.TRANSITIONAL:
+        step = _seen_transitional(record, status, now, policy, rng)
+    elif klass is StatusClass.RESTARTABLE:
+        step = _seen_restartable(record, status, now, policy, rng)
+    elif klass is StatusClass.NEEDS_PERSON:
+        step = _seen_needs_person(record, status, now)
+    else:
+        step = _seen_unknown(record, status, now, policy, rng)
+    if events:
+        return Step(step.record, step.action, (*events, *step.events))
+    return step
+
+
+def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> Step:
+    if record.phase is Phase.VERIFYING:
+        took = now - record.requested_at if record.requested_at is not None else None
+        record = replace(
+            record,
+            phase=Phase.HEALTHY,
+            last_status=status,
+            since=now,
+            requested_at=None,
+            verify_deadline=None,
+            next_attempt_at=None,
+            stop_first=False,
+            gave_up=False,
+            last_outcome="succeeded",
+        )
+        duration = _ms(took) if took is not None else None
+        return Step(
+            record,
+            None,
+            (
+                _event(
+                    "restart.succeeded",
+                    record,
+                    status=status,
+                    attempt=record.attempt,
+                    outcome="succeeded",
+                    duration_ms=duration,
+                ),
+                _event("session.recovered", record, status=status, by="restart"),
+            ),
+        )
+    if record.phase in _BROKEN or record.last_outcome == "starting_elsewhere":
+        by = {
+            Phase.NEEDS_PERSON: "person",
+            Phase.STARTING: "elsewhere",
+        }.get(record.phase, "itself")
+        record = replace(
+            record,
+            phase=Phase.HEALTHY,
+            last_status=status,
+            since=now,
+            next_attempt_at=None,
+            stop_first=False,
+            gave_up=False,
+            last_outcome="recovered",
+        )
+        return Step(record, None, (_event("session.recovered", record, status=status, by=by),))
+    if record.phase is not Phase.HEALTHY:  # starting by itself, or an unknown status, ended
+        record = replace(record, phase=Phase.HEALTHY, last_status=status, since=now)
+        return Step(record)
+    # Already healthy: reset the backoff once it has been stable long enough.
+    since = record.since if record.since is not None else now
+    if (record.attempt or record.failures) and now - since >= policy.stable_after:
+        record = replace(record, attempt=0, failures=(), last_status=status)
+        return Step(
+            record,
+            None,
+            (_event("session.stable", record, "debug", status=status, stable_for=now - since),),
+        )
+    if record.last_status != status:
+        record = replace(record, last_status=status)
+    return Step(record)
+
+
+def _seen_transitional(
+    record: Record, status: str, now: float, policy: Policy, rng: random.Random
+) -> Step:
+    if record.phase is Phase.VERIFYING:
+        if record.verify_deadline is not None and now >= record.verify_deadline:
+            record = replace(record, last_status=status, stop_first=True)
+            return _failed(record, now, policy, rng, reason="starting_timeout", status=status)
+        if record.last_status != status:
+            record = replace(record, last_status=status)
+        return Step(record)
+    if record.stop_first and record.phase in (Phase.UNHEALTHY, Phase.GAVE_UP):
+        # Our attempt timed out in STARTING: the next one stops it first, when due.
+        if record.last_status != status:
+            record = replace(record, last_status=status)
+        return _due_or_wait(record, now)
+    if record.phase is not Phase.STARTING:
+        # Someone else (the provider, a person) is starting it: watch, do not interfere.
+        events: tuple[Event, ...] = ()
+        if record.phase is Phase.HEALTHY and record.last_status is not None:
+            events = (_event("session.starting", record, "debug", status=status),)
+        return Step(
+            replace(record, phase=Phase.STARTING, last_status=status, since=now), None, events
+        )
+    since = record.since if record.since is not None else now
+    if now - since < policy.starting_timeout:
+        if record.last_status != status:
+            record = replace(record, last_status=status)
+        return Step(record)
+    # Stuck in STARTING without us: only a stop and a fresh start clears that.
+    record = replace(record, phase=Phase.UNHEALTHY, last_status=status, since=now, stop_first=True)
+    unhealthy = _event(
+        "session.unhealthy", record, "warning", status=status, reason="stuck_starting"
+    )
+    step = _due_or_wait(record, now)
+    return Step(step.record, step.action, (unhealthy, *step.events))
+
+
+def _seen_restartable(
+    record: Record, status: str, now: float, policy: Policy, rng: random.Random
+) -> Step:
+    if record.phase is Phase.VERIFYING:
+        if record.requested_at is not None and now - record.requested_at < 0:
+            return Step(record)  # clock went backwards; judge on the next poll
+        record = replace(record, last_status=status)
+        return _failed(record, now, policy, rng, reason="relapsed", status=status)
+    if record.phase in (Phase.UNHEALTHY, Phase.GAVE_UP):
+        if record.last_status != status:
+            record = replace(record, last_status=status)
+        return _due_or_wait(record, now)
+    # It was fine (or unknown, or starting by itself): it has failed now.
+    events: list[Event] = []
+    relapsed = record.phase is Phase.HEALTHY and record.attempt > 0
+    record = replace(record, phase=Phase.UNHEALTHY, last_status=status, since=now)
+    if relapsed:
+        # It failed again before it was stable: the last restart did not really help.
+        failures = _failures(record, now, policy)
+        record = replace(record, failures=failures)
+        if len(failures) >= policy.max_restarts:
+            return _give_up(record, now, policy, (), reason="relapsed", status=status)
+        wait = policy.backoff.delay(record.attempt, rng)
+        record = replace(record, next_attempt_at=now + wait)
+        events.append(
+            _event(
+                "session.unhealthy",
+                record,
+                "warning",
+                status=status,
+                relapsed=True,
+                next_attempt_in=round(wait, 3),
+            )
+        )
+    else:
+        events.append(_event("session.unhealthy", record, "warning", status=status))
+    step = _due_or_wait(record, now)
+    return Step(step.record, step.action, (*events, *step.events))
+
+
+def _seen_needs_person(record: Record, status: str, now: float) -> Step:
+    if record.phase is Phase.NEEDS_PERSON:
+        if record.last_status != status:
+            record = replace(record, last_status=status)
+        return Step(record)
+    events: list[Event] = []
+    if record.phase is Phase.VERIFYING:
+        events.append(
+            _event(
+                "restart.failed",
+                record,
+                "warning",
+                status=status,
+                attempt=record.attempt,
+                outcome="needs_person",
+                counted=False,
+            )
+        )
+    record = replace(
+        record,
+        phase=Phase.NEEDS_PERSON,
+        last_status=status,
+        since=now,
+        requested_at=None,
+        verify_deadline=None,
+        next_attempt_at=None,
+        last_outcome="needs_person",
+    )
+    events.append(_event("session.needs_person", record, "error", status=status))
+    return Step(record, None, tuple(events))
+
+
+def _seen_unknown(
+    record: Record, status: str, now: float, policy: Policy, rng: random.Random
+) -> Step:
+    key = status.upper()
+    events: tuple[Event, ...] = ()
+    if key not in record.warned_statuses:
+        events = (_event("session.unknown_status", record, "warning", status=status),)
+        record = replace(record, warned_statuses=record.warned_statuses | {key})
+    if record.phase is Phase.VERIFYING:
+        record = replace(record, last_status=status)
+        if record.verify_deadline is not None and now >= record.verify_deadline:
+            step = _failed(record, now, policy, rng, reason="starting_timeout", status=status)
+            return Step(step.record, step.action, (*events, *step.events))
+        return Step(record, None, events)
+    if record.phase is not Phase.UNKNOWN or record.last_status != status:
+        record = replace(record, phase=Phase.UNKNOWN, last_status=status, since=now)
+    return Step(record, None, events)
+
+
+# ----------------------------------------------------------------------- attempts
+
+
+def _due_or_wait(record: Record, now: float) -> Step:
+    """An unhealthy (or given-up) session: restart it if its wait is over."""
+    if record.next_attempt_at is not None and now < record.next_attempt_at:
+        return Step(record)
+    return _request(record, now)
+
+
+def _request(record: Record, now: float, *, attempt: int | None = None) -> Step:
+    """Ask for a restart (or a stop first): the attempt is recorded as in flight."""
+    number = record.attempt + 1 if attempt is None else attempt
+    via = "stop_then_restart" if record.stop_first else "restart"
+    record = replace(
+        record,
+        phase=Phase.VERIFYING,
+        attempt=number,
+        requested_at=now,
+        verify_deadline=None,
+        next_attempt_at=None,
+        last_outcome="requested",
+    )
+    kind = ActionKind.STOP if record.stop_first else ActionKind.RESTART
+    event = _event(
+        "restart.requested", record, status=record.last_status, attempt=number, via=via
+    )
+    return Step(record, Action(kind, record.session_id, number), (event,))
+
+
+def _failures(record: Record, now: float, policy: Policy) -> tuple[float, ...]:
+    kept = tuple(t for t in record.failures if now - t < policy.restart_window)
+    return (*kept, now)
+
+
+def _failed(
+    record: Record,
+    now: float,
+    policy: Policy,
+    rng: random.Random,
+    *,
+    reason: str,
+    status: str | None = None,
+    http_status: int | None = None,
+) -> Step:
+    """The attempt in flight failed: count it, then back off or give up."""
+    failures = _failures(record, now, policy)
+    took = now - record.requested_at if record.requested_at is not None else None
+    record = replace(
+        record,
+        failures=failures,
+        requested_at=None,
+        verify_deadline=None,
+        last_outcome=f"failed:{reason}",
+    )
+    if record.gave_up or len(failures) >= policy.max_restarts:
+        failed = _event(
+            "restart.failed",
+            record,
+            "warning",
+            status=status,
+            attempt=record.attempt,
+            outcome="failed",
+            reason=reason,
+            http_status=http_status,
+            duration_ms=_ms(took) if took is not None else None,
+            next_attempt_in=policy.gave_up_retry_interval,
+        )
+        return _give_up(record, now, policy, (failed,), reason=reason, status=status)
+    wait = policy.backoff.delay(record.attempt - 1, rng)
+    record = replace(record, phase=Phase.UNHEALTHY, since=now, next_attempt_at=now + wait)
+    failed = _event(
+        "restart.failed",
+        record,
+        "warning",
+        status=status,
+        attempt=record.attempt,
+        outcome="failed",
+        reason=reason,
+        http_status=http_status,
+        duration_ms=_ms(took) if took is not None else None,
+        next_attempt_in=round(wait, 3),
+    )
+    return Step(record, None, (failed,))
+
+
+def _give_up(
+    record: Record,
+    now: float,
+    policy: Policy,
+    events: tuple[Event, ...],
+    *,
+    reason: str,
+    status: str | None,
+) -> Step:
+    first_time = not record.gave_up
+    record = replace(
+        record,
+        phase=Phase.GAVE_UP,
+        gave_up=True,
+        since=now if first_time else record.since,
+        next_attempt_at=now + policy.gave_up_retry_interval,
+        last_outcome="gave_up",
+    )
+    if first_time:
+        events = (
+            *events,
+            _event(
+                "session.gave_up",
+                record,
+                "error",
+                status=status,
+                attempt=record.attempt,
+                reason=reason,
+                failures=len(record.failures),
+                restart_window=policy.restart_window,
+                next_attempt_in=policy.gave_up_retry_interval,
+            ),
+        )
+    return Step(record, None, events)
+
+
+def deferred(record: Record, now: float, reason: str, http_status: int | None) -> Step:
+    """A 429 or 401 stopped the attempt: not the session's fault, so it does not count."""
+    event = _event(
+        "restart.deferred",
+        record,
+        "warning",
+        attempt=record.attempt,
+        outcome="deferred",
+        reason=reason,
+        http_status=http_status,
+    )
+    record = replace(
+        record,
+        phase=Phase.GAVE_UP if record.gave_up else Phase.UNHEALTHY,
+        attempt=max(0, record.attempt - 1),
+        requested_at=None,
+        verify_deadline=None,
+        next_attempt_at=now,
+        last_outcome=f"deferred:{reason}",
+    )
+    return Step(record, None, (event,))
+
+
+# -------------------------------------------------------------------------- apply
+
+
+def apply(
+    record: Record,
+    action: Action,
+    outcome: Outcome,
+    now: float,
+    policy: Policy,
+    rng: random.Random,
+) -> Step:
+    """The shell carried out ``action``; this is what came of it."""
+    kind = outcome.kind
+    if kind is OutcomeKind.GONE:
+        return vanished(record, now, policy, configured=True)
+    if kind is OutcomeKind.RATE_LIMITED:
+        return deferred(record, now, "rate_limited", outcome.http_status)
+    if kind is OutcomeKind.AUTH_FAILED:
+        return deferred(record, now, "auth_failed", outcome.http_status)
+
+    if action.kind is ActionKind.RESTART:
+        return _after_restart(record, action, outcome, now, policy, rng)
+    if action.kind is ActionKind.STOP:
+        if kind is OutcomeKind.FAILED:
+            return _failed(
+                record,
+                now,
+                policy,
+                rng,
+                reason=f"stop_{outcome.reason or 'failed'}",
+                http_status=outcome.http_status,
+            )
+        # Stopped (or already stopped: a conflict here is fine): now the restart proper.
+        record = replace(record, last_status=outcome.status or record.last_status)
+        return Step(record, Action(ActionKind.RESTART, record.session_id, action.attempt))
+    return _after_reread(record, outcome, now, policy, rng)
+
+
+def _after_restart(
+    record: Record,
+    action: Action,
+    outcome: Outcome,
+    now: float,
+    policy: Policy,
+    rng: random.Random,
+) -> Step:
+    if outcome.kind is OutcomeKind.OK:
+        record = replace(
+            record,
+            last_status=outcome.status or record.last_status,
+            verify_deadline=now + policy.starting_timeout,
+            stop_first=False,
+            last_outcome="accepted",
+        )
+        event = _event(
+            "restart.accepted",
+            record,
+            "debug",
+            status=outcome.status or None,
+            attempt=action.attempt,
+            http_status=outcome.http_status,
+            duration_ms=round(outcome.duration_ms) if outcome.duration_ms is not None else None,
+        )
+        return Step(record, None, (event,))
+    if outcome.kind is OutcomeKind.CONFLICT:
+        if record.stop_first:
+            # Stopped it and it still conflicts: give this attempt up as failed.
+            return _failed(
+                record, now, policy, rng, reason="conflict_after_stop",
+                http_status=outcome.http_status,
+            )
+        # Re-read before deciding: it may be running (someone else restarted it).
+        record = replace(record, last_outcome="conflict")
+        return Step(record, Action(ActionKind.GET, record.session_id, action.attempt))
+    return _failed(
+        record,
+        now,
+        policy,
+        rng,
+        reason=outcome.reason or "failed",
+        http_status=outcome.http_status,
+    )
+
+
+def _after_reread(
+    record: Record, outcome: Outcome, now: float, policy: Policy, rng: random.Random
+) -> Step:
+    """The GET after a 409/422 on restart: how the conflict resolves."""
+    def conflict(resolution: str, status: str | None, level: str = "info") -> Event:
+        return _event(
+            "restart.conflict",
+            record,
+            level,
+            status=status,
+            attempt=record.attempt,
+            outcome="conflict",
+            resolution=resolution,
+        )
+
+    # The conflicting request does not count as an attempt of its own.
+    record = replace(
+        record,
+        attempt=max(0, record.attempt - 1),
+        requested_at=None,
+        verify_deadline=None,
+    )
+    if outcome.kind is not OutcomeKind.OK or not outcome.status:
+        event = conflict("unknown", None, "warning")
+        record = replace(record, phase=Phase.UNHEALTHY, next_attempt_at=now, since=now)
+        return Step(record, None, (event,))
+    status = outcome.status
+    klass = policy.classes.classify(status)
+    if klass is StatusClass.HEALTHY:
+        record = replace(
+            record,
+            phase=Phase.HEALTHY,
+            last_status=status,
+            since=now,
+            next_attempt_at=None,
+            gave_up=False,
+            last_outcome="recovered_elsewhere",
+        )
+        return Step(
+            record,
+            None,
+            (
+                conflict("recovered_elsewhere", status),
+                _event("session.recovered", record, status=status, by="elsewhere"),
+            ),
+        )
+    if klass is StatusClass.TRANSITIONAL:
+        record = replace(
+            record,
+            phase=Phase.STARTING,
+            last_status=status,
+            since=now,
+            last_outcome="starting_elsewhere",
+        )
+        return Step(record, None, (conflict("starting_elsewhere", status),))
+    if klass is StatusClass.RESTARTABLE:
+        record = replace(record, last_status=status, stop_first=True)
+        event = conflict("stop_then_restart", status)
+        step = _request(record, now)
+        return Step(step.record, step.action, (event, *step.events))
+    event = conflict(klass.value, status, "warning")
+    step = decide(SessionInfo(record.session_id, record.name, status), record, now, policy, rng)
+    return Step(step.record, step.action, (event, *step.events))
+
+
+# ------------------------------------------------------------------------- vanish
+
+
+def vanished(record: Record, now: float, policy: Policy, *, configured: bool) -> Step:
+    """The API does not know this session any more (404, or gone from the list).
+
+    A configured session stays on record as gone (it is shown in reports and looked
+    up again every ``gave_up_retry_interval``); one found by listing is forgotten.
+    """
+    events: tuple[Event, ...] = ()
+    if record.phase is not Phase.GONE:
+        events = (_event("session.gone", record, "error", status=record.last_status),)
+        if record.phase is Phase.VERIFYING:
+            events = (
+                _event(
+                    "restart.failed",
+                    record,
+                    "warning",
+                    attempt=record.attempt,
+                    outcome="failed",
+                    reason="gone",
+                    http_status=404,
+                    counted=False,
+                ),
+                *events,
+            )
+    if not configured:
+        return Step(None, None, events)
+    record = replace(
+        record,
+        phase=Phase.GONE,
+        since=now if record.phase is not Phase.GONE else record.since,
+        requested_at=None,
+        verify_deadline=None,
+        next_attempt_at=now + policy.gave_up_retry_interval,
+        last_outcome="gone",
+    )
+    return Step(record, None, events)

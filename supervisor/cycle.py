@@ -1,0 +1,307 @@
+"""One poll cycle: list once, decide for every session, act on the few that need it,
+record what changed, log what happened.
+
+The same ``Supervisor.poll`` serves ``run`` (called by the scheduler) and ``check``
+(called once, or a few times while waiting). It is the only place where the client,
+the decision core and the store meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+from pydantic import SecretStr
+
+from supervisor import core
+from supervisor.clock import Clock
+from supervisor.errors import (
+    ApiError,
+    AuthFailed,
+    Conflict,
+    RateLimited,
+    SessionGone,
+)
+from supervisor.models import (
+    Action,
+    ActionKind,
+    Event,
+    Outcome,
+    OutcomeKind,
+    Phase,
+    Record,
+    SessionInfo,
+    SessionList,
+    Step,
+)
+from supervisor.policy import Policy
+from supervisor.store import Store
+
+log = structlog.get_logger("supervisor.cycle")
+
+# A session may need several calls in one cycle (restart, conflict, re-read, stop,
+# restart); this bounds them so that a confused API cannot keep us in a loop.
+MAX_STEPS_PER_SESSION = 6
+
+
+class Api(Protocol):
+    async def list_sessions(self) -> SessionList: ...
+
+    async def get_session(self, session_id: str) -> SessionInfo: ...
+
+    async def restart(self, session_id: str) -> SessionInfo: ...
+
+    async def stop(self, session_id: str) -> SessionInfo: ...
+
+    def set_api_key(self, api_key: SecretStr) -> None: ...
+
+
+@dataclass(slots=True)
+class PollResult:
+    """What one cycle did, for the daemon's status line and for ``check``."""
+
+    ok: bool
+    error: ApiError | None = None
+    skipped: bool = False
+    sessions: int = 0
+    actions: int = 0
+    touched: set[str] = field(default_factory=set)  # sessions acted on this cycle
+    failed: set[str] = field(default_factory=set)  # sessions whose attempt failed this cycle
+    planned: dict[str, Action] = field(default_factory=dict)  # dry run: what would be done
+    seen: list[SessionInfo] = field(default_factory=list)  # what this cycle observed
+
+
+def emit(event: Event) -> None:
+    getattr(log, event.level)(event.name, **event.fields)
+
+
+class Supervisor:
+    """Holds what lives across cycles: the client, the store, the policy, auth state."""
+
+    def __init__(
+        self,
+        client: Api,
+        store: Store,
+        policy: Policy,
+        clock: Clock,
+        rng: random.Random,
+        *,
+        sessions: Iterable[str] = (),
+        get_concurrency: int = 8,
+        auth_retry_interval: float = 300.0,
+        key_reader: Callable[[], SecretStr] | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.rng = rng
+        self.configured = tuple(dict.fromkeys(sessions))
+        self.get_concurrency = get_concurrency
+        self.auth_retry_interval = auth_retry_interval
+        self.key_reader = key_reader
+        self.auth_blocked_until: float | None = None  # monotonic
+        self.last_success: float | None = None  # wall time of the last successful list
+        self.consecutive_failures = 0
+
+    # ------------------------------------------------------------------ the cycle
+
+    async def poll(self, *, dry_run: bool = False) -> PollResult:
+        started = self.clock.monotonic()
+        if self.auth_blocked_until is not None:
+            if started < self.auth_blocked_until:
+                log.debug("poll.skipped", reason="auth_failed",
+                          retry_in=round(self.auth_blocked_until - started, 3))
+                return PollResult(ok=False, skipped=True)
+            self._reload_key()
+        try:
+            listing = await self.client.list_sessions()
+        except ApiError as exc:
+            self._poll_failed(exc, started)
+            return PollResult(ok=False, error=exc)
+        if self.auth_blocked_until is not None:
+            self.auth_blocked_until = None
+            log.info("api.auth_restored")
+        for problem in listing.problems:
+            log.warning("poll.item_unreadable", problem=problem)
+
+        result = PollResult(ok=True)
+        seen = await self._observe(listing, dry_run)
+        now = self.clock.now()
+        pending: list[tuple[Record, Action]] = []
+        for info in seen:
+            old = self.store.get(info.session_id)
+            step = core.decide(info, old, now, self.policy, self.rng)
+            if step.action is not None and dry_run:
+                result.planned[info.session_id] = step.action
+                continue  # a dry run changes nothing
+            self._record(old, step, info.session_id, dry_run)
+            if step.action is not None and step.record is not None:
+                pending.append((step.record, step.action))
+        result.sessions = len(seen)
+        result.seen = seen
+
+        for record, action in pending:
+            if self.auth_blocked_until is not None:
+                # The key was refused mid-cycle: leave the rest for when it works again.
+                self._record(record, core.deferred(record, self.clock.now(), "auth_failed", 401),
+                             record.session_id, dry_run)
+                continue
+            await self._act(record, action, result)
+
+        self.last_success = self.clock.now()
+        self.consecutive_failures = 0
+        log.info(
+            "poll.completed",
+            sessions=result.sessions,
+            actions=result.actions,
+            unreadable=len(listing.problems),
+            duration_ms=round((self.clock.monotonic() - started) * 1000),
+        )
+        return result
+
+    async def _observe(self, listing: SessionList, dry_run: bool) -> list[SessionInfo]:
+        """The sessions to decide on: the listed ones, filtered to the configured ones,
+        plus per-session GETs for configured ones the list did not show."""
+        now = self.clock.now()
+        if not self.configured:
+            listed = {info.session_id: info for info in listing.sessions}
+            for record in self.store.records():
+                if record.session_id not in listed:
+                    step = core.vanished(record, now, self.policy, configured=False)
+                    self._record(record, step, record.session_id, dry_run)
+            return list(listed.values())
+
+        by_id = {info.session_id: info for info in listing.sessions}
+        seen: list[SessionInfo] = []
+        missing: list[str] = []
+        for session_id in self.configured:
+            info = by_id.get(session_id)
+            if info is not None:
+                seen.append(info)
+                continue
+            known = self.store.get(session_id)
+            due = known is None or known.phase is not Phase.GONE or (
+                known.next_attempt_at is not None and now >= known.next_attempt_at
+            )
+            if due:
+                missing.append(session_id)
+        if missing:
+            seen.extend(await self._lookup(missing))
+        return seen
+
+    async def _lookup(self, session_ids: list[str]) -> list[SessionInfo]:
+        """GET sessions the list did not show, a few at a time."""
+        limit = asyncio.Semaphore(self.get_concurrency)
+
+        async def one(session_id: str) -> SessionInfo | None:
+            async with limit:
+                try:
+                    return await self.client.get_session(session_id)
+                except SessionGone:
+                    record = self.store.get(session_id) or Record(session_id)
+                    step = core.vanished(record, self.clock.now(), self.policy, configured=True)
+                    self._record(self.store.get(session_id), step, session_id, False)
+                except AuthFailed as exc:
+                    self._auth_failed(exc)
+                except ApiError as exc:
+                    log.warning("session.lookup_failed", session_id=session_id,
+                                error=exc.kind, http_status=exc.http_status)
+                return None
+
+        found = await asyncio.gather(*(one(session_id) for session_id in session_ids))
+        return [info for info in found if info is not None]
+
+    async def _act(self, record: Record, action: Action, result: PollResult) -> None:
+        result.actions += 1
+        result.touched.add(record.session_id)
+        current: Record | None = record
+        next_action: Action | None = action
+        for _ in range(MAX_STEPS_PER_SESSION):
+            if current is None or next_action is None:
+                return
+            outcome = await self._execute(next_action)
+            step = core.apply(current, next_action, outcome, self.clock.now(), self.policy,
+                              self.rng)
+            if any(e.name == "restart.failed" for e in step.events):
+                result.failed.add(record.session_id)
+            self._record(current, step, record.session_id, False)
+            current, next_action = step.record, step.action
+        if next_action is not None:
+            log.warning("session.too_many_steps", session_id=record.session_id,
+                        steps=MAX_STEPS_PER_SESSION)
+
+    async def _execute(self, action: Action) -> Outcome:
+        started = self.clock.monotonic()
+        try:
+            if action.kind is ActionKind.RESTART:
+                info = await self.client.restart(action.session_id)
+            elif action.kind is ActionKind.STOP:
+                info = await self.client.stop(action.session_id)
+            else:
+                info = await self.client.get_session(action.session_id)
+        except Conflict as exc:
+            return Outcome(OutcomeKind.CONFLICT, http_status=exc.http_status)
+        except SessionGone as exc:
+            return Outcome(OutcomeKind.GONE, http_status=exc.http_status)
+        except RateLimited as exc:
+            return Outcome(OutcomeKind.RATE_LIMITED, http_status=exc.http_status)
+        except AuthFailed as exc:
+            self._auth_failed(exc)
+            return Outcome(OutcomeKind.AUTH_FAILED, http_status=exc.http_status)
+        except ApiError as exc:
+            return Outcome(OutcomeKind.FAILED, http_status=exc.http_status, reason=exc.kind,
+                           duration_ms=(self.clock.monotonic() - started) * 1000)
+        return Outcome(OutcomeKind.OK, status=info.status,
+                       duration_ms=(self.clock.monotonic() - started) * 1000)
+
+    # -------------------------------------------------------------- bookkeeping
+
+    def _record(self, old: Record | None, step: Step, session_id: str, dry_run: bool) -> None:
+        for event in step.events:
+            emit(event)
+        if dry_run:
+            return
+        if step.record is None:
+            if old is not None:
+                self.store.delete(session_id)
+        elif step.record is not old:
+            self.store.put(step.record)
+
+    def _poll_failed(self, exc: ApiError, started: float) -> None:
+        self.consecutive_failures += 1
+        if isinstance(exc, AuthFailed):
+            self._auth_failed(exc)
+        log.warning(
+            "poll.failed",
+            error=exc.kind,
+            http_status=exc.http_status,
+            detail=str(exc),
+            consecutive_failures=self.consecutive_failures,
+            duration_ms=round((self.clock.monotonic() - started) * 1000),
+        )
+
+    def _auth_failed(self, exc: AuthFailed) -> None:
+        first = self.auth_blocked_until is None
+        self.auth_blocked_until = self.clock.monotonic() + self.auth_retry_interval
+        if first:
+            log.critical(
+                "api.auth_failed",
+                call=exc.call,
+                http_status=exc.http_status,
+                retry_in=self.auth_retry_interval,
+            )
+
+    def _reload_key(self) -> None:
+        if self.key_reader is None:
+            return
+        try:
+            key = self.key_reader()
+        except Exception as exc:  # a one-line problem from the settings layer
+            log.error("api.key_unreadable", problem=str(exc))
+            return
+        self.client.set_api_key(key)

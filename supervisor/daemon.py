@@ -1,0 +1,146 @@
+"""``run``: the poll cycle on a schedule, until a signal says stop.
+
+APScheduler's ``AsyncIOScheduler`` fires the poll job (one instance at a time,
+coalescing missed runs, an explicit misfire grace, a little jitter). Signal handlers
+only set a flag; ``run`` reacts: it pauses the scheduler, lets the poll in flight finish
+within ``shutdown_grace`` seconds (then cancels it), shuts the scheduler down and
+returns 0. A second SIGINT exits at once.
+
+APScheduler 3.x would cancel a running coroutine job on ``shutdown()``, which is why
+the in-flight poll is awaited (bounded) before shutting down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from supervisor.cycle import PollResult, Supervisor
+
+log = structlog.get_logger("supervisor.daemon")
+
+EXIT_FORCED = 130
+
+
+class Daemon:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        *,
+        poll_interval: float,
+        shutdown_grace: float,
+        poll_jitter: float = 0.0,
+    ) -> None:
+        self.supervisor = supervisor
+        self.poll_interval = poll_interval
+        self.poll_jitter = poll_jitter
+        self.shutdown_grace = shutdown_grace
+        self.listeners: list[Callable[[PollResult], None]] = []
+        self.polls = 0
+        self._stop = asyncio.Event()
+        self._stop_signal: str | None = None
+        self._inflight: asyncio.Task[PollResult] | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+
+    # ------------------------------------------------------------------- signals
+
+    def handle_signal(self, signum: int) -> None:
+        """Only sets a flag (and, on a second SIGINT, leaves at once)."""
+        name = signal.Signals(signum).name
+        if self._stop.is_set():
+            if signum == signal.SIGINT:
+                log.warning("daemon.forced_exit", signal=name)
+                os._exit(EXIT_FORCED)
+            return
+        self._stop_signal = name
+        self._stop.set()
+
+    def request_stop(self, reason: str = "requested") -> None:
+        if not self._stop.is_set():
+            self._stop_signal = reason
+            self._stop.set()
+
+    @contextlib.contextmanager
+    def _signals(self, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+        installed = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, self.handle_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+        try:
+            yield
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+    # ---------------------------------------------------------------------- poll
+
+    async def _poll_job(self) -> None:
+        task = asyncio.ensure_future(self.supervisor.poll())
+        self._inflight = task
+        try:
+            result = await asyncio.shield(task)
+        except Exception:  # a bug, not an API error: keep the daemon alive, say so
+            log.exception("poll.crashed")
+            return
+        finally:
+            if task.done():
+                self._inflight = None
+        self.polls += 1
+        for listener in self.listeners:
+            listener(result)
+
+    # ----------------------------------------------------------------------- run
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler = scheduler
+        scheduler.add_job(
+            self._poll_job,
+            IntervalTrigger(seconds=self.poll_interval, jitter=self.poll_jitter or None,
+                            timezone=UTC),
+            id="poll",
+            name="poll",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, round(self.poll_interval)),
+            next_run_time=datetime.now(UTC),
+        )
+        with self._signals(loop):
+            scheduler.start()  # inside the running loop, as APScheduler 3 needs
+            log.info(
+                "daemon.started",
+                poll_interval=self.poll_interval,
+                sessions=len(self.supervisor.configured) or "all",
+                pid=os.getpid(),
+            )
+            await self._stop.wait()
+            log.info("daemon.stopping", signal=self._stop_signal,
+                     grace=self.shutdown_grace)
+            scheduler.pause()
+            await self._finish_inflight()
+            scheduler.shutdown(wait=False)
+        log.info("daemon.stopped", polls=self.polls)
+        return 0
+
+    async def _finish_inflight(self) -> None:
+        task = self._inflight
+        if task is None or task.done():
+            return
+        done, _ = await asyncio.wait({task}, timeout=self.shutdown_grace)
+        if not done:
+            log.warning("daemon.grace_expired", grace=self.shutdown_grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,121 @@
+"""Plain data that flows through one poll cycle.
+
+Observations come from the client, records are what the supervisor remembers about a
+session, actions are what the decision core asks the shell to do, outcomes are what
+came of them and events are what is logged. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class StatusClass(StrEnum):
+    """What a session's status means for supervision."""
+
+    HEALTHY = "healthy"
+    TRANSITIONAL = "transitional"
+    RESTARTABLE = "restartable"
+    NEEDS_PERSON = "needs_person"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One session as the API reported it."""
+
+    session_id: str
+    name: str | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionList:
+    """The answer to one list call: the sessions read, and items that could not be read."""
+
+    sessions: tuple[SessionInfo, ...]
+    problems: tuple[str, ...] = ()
+
+
+class Phase(StrEnum):
+    """Where a session stands in supervision."""
+
+    HEALTHY = "healthy"  # running; nothing to do
+    STARTING = "starting"  # transitional, not started by us (or re-read after a conflict)
+    UNHEALTHY = "unhealthy"  # restartable; restart now or when its backoff ends
+    VERIFYING = "verifying"  # we restarted it; waiting for it to come up
+    GAVE_UP = "gave_up"  # too many failed attempts; only an occasional retry
+    NEEDS_PERSON = "needs_person"  # e.g. SCAN_QR_CODE: restarting cannot help
+    GONE = "gone"  # 404 / vanished from the account
+    UNKNOWN = "unknown"  # a status we do not know; no action
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What is remembered about one session. Times are wall-clock epoch seconds."""
+
+    session_id: str
+    name: str | None = None
+    phase: Phase = Phase.HEALTHY
+    last_status: str | None = None
+    attempt: int = 0  # number of the last restart attempt since the session was last stable
+    failures: tuple[float, ...] = ()  # times of failed attempts inside restart_window
+    next_attempt_at: float | None = None
+    requested_at: float | None = None  # when the attempt being verified was requested
+    verify_deadline: float | None = None
+    since: float | None = None  # when the session entered its current phase
+    stop_first: bool = False  # the next attempt stops the session before restarting it
+    gave_up: bool = False  # given up on; stays set until the session is seen healthy
+    warned_statuses: frozenset[str] = frozenset()
+    last_outcome: str | None = None
+
+
+class ActionKind(StrEnum):
+    RESTART = "restart"
+    STOP = "stop"
+    GET = "get"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: ActionKind
+    session_id: str
+    attempt: int = 0
+
+
+class OutcomeKind(StrEnum):
+    OK = "ok"
+    CONFLICT = "conflict"
+    GONE = "gone"
+    RATE_LIMITED = "rate_limited"
+    AUTH_FAILED = "auth_failed"
+    FAILED = "failed"  # transient or unreadable; ``reason`` says which
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: OutcomeKind
+    status: str | None = None  # the session's status in the answer, when there was one
+    http_status: int | None = None
+    reason: str | None = None
+    duration_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A log event as data: the core returns these, the shell logs them."""
+
+    name: str
+    level: str = "info"
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What the core decided: the new record (None: forget it), an action, events."""
+
+    record: Record | None
+    action: Action | None = None
+    events: tuple[Event, ...] = ()

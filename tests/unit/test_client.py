@@ -1,0 +1,1006 @@
+"""``WasendClient`` against an in-process ``httpx.MockTransport``: no sockets, no sleeping."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from pydantic import SecretStr
+
+from supervisor.client import (
+    EXCERPT_LIMIT,
+    WasendClient,
+    map_response,
+    map_transport_error,
+    redacted_excerpt,
+)
+from supervisor.errors import (
+    ApiError,
+    ApiTimeout,
+    ApiUnreachable,
+    AuthFailed,
+    Conflict,
+    RateLimited,
+    ServerError,
+    SessionGone,
+    UnexpectedResponse,
+)
+from supervisor.models import SessionInfo, SessionList
+from supervisor.ratelimit import RateGate
+
+KEY = "sk-TEST-SECRET-KEY-123"
+BASE = "https://api.wasend.test"
+WALL = 1_700_000_000.0
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Virtual time: ``sleep`` advances it instead of waiting."""
+
+    def __init__(self) -> None:
+        self.mono = 5_000.0
+        self.wall = WALL
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def now(self) -> float:
+        return self.wall
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+class RecordingGate(RateGate):
+    """A real gate that also writes down, in order, what the client told it."""
+
+    def __init__(self, clock: FakeClock, journal: list[str]) -> None:
+        super().__init__(clock, rate_limit=None, max_retry_after=600.0)
+        self.journal = journal
+        self.told: list[tuple[str, float | None, str]] = []
+
+    async def acquire(self) -> None:
+        self.journal.append("acquire")
+        await super().acquire()
+
+    def rate_limited(self, retry_after: float | None, *, call: str = "") -> float:
+        self.journal.append("rate_limited")
+        self.told.append(("rate_limited", retry_after, call))
+        return super().rate_limited(retry_after, call=call)
+
+    def succeeded(self) -> None:
+        self.journal.append("succeeded")
+        super().succeeded()
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Api:
+    """Answers every request with ``handler`` and keeps the requests it saw."""
+
+    def __init__(self, handler: Handler, journal: list[str] | None = None) -> None:
+        self.handler = handler
+        self.requests: list[httpx.Request] = []
+        self.journal = journal if journal is not None else []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        self.journal.append(f"send {request.method} {request.url.path}")
+        return self.handler(request)
+
+
+def answer(status: int = 200, payload: Any = None, **kwargs: Any) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if payload is None:
+            return httpx.Response(status, **kwargs)
+        return httpx.Response(status, json=payload, **kwargs)
+
+    return handler
+
+
+def raising(exc_type: type[httpx.RequestError], message: str = "boom") -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc_type(message, request=request)
+
+    return handler
+
+
+def make_client(
+    api: Api | Handler,
+    *,
+    key: str = KEY,
+    gate: RateGate | None = None,
+    clock: FakeClock | None = None,
+    base_url: str = BASE,
+    **kwargs: Any,
+) -> WasendClient:
+    return WasendClient(
+        base_url,
+        SecretStr(key),
+        timeout=7.5,
+        gate=gate,
+        clock=clock or FakeClock(),
+        transport=httpx.MockTransport(api),
+        **kwargs,
+    )
+
+
+def flat(sid: str, status: str = "WORKING", name: str | None = "Shop") -> dict[str, Any]:
+    item: dict[str, Any] = {"uniqueSessionId": sid, "status": status}
+    if name is not None:
+        item["sessionName"] = name
+    return item
+
+
+def nested(sid: str, status: str = "WORKING", name: str = "Shop") -> dict[str, Any]:
+    return {
+        "session": {"id": 1, "uniqueSessionId": sid, "sessionName": name, "userId": "u1"},
+        "downstream": {"name": sid, "status": status, "config": {}, "engine": {}},
+    }
+
+
+CALLS: list[tuple[str, str, str]] = [
+    ("list", "GET", "/sessions"),
+    ("get", "GET", "/sessions/s1"),
+    ("restart", "POST", "/sessions/s1/restart"),
+    ("stop", "POST", "/sessions/s1/stop"),
+]
+
+
+async def invoke(client: WasendClient, call: str) -> SessionInfo | SessionList:
+    if call == "list":
+        return await client.list_sessions()
+    if call == "get":
+        return await client.get_session("s1")
+    if call == "restart":
+        return await client.restart("s1")
+    return await client.stop("s1")
+
+
+def good_answer(call: str) -> Handler:
+    if call == "list":
+        return answer(200, {"sessions": [nested("s1")]})
+    return answer(200, flat("s1"))
+
+
+def assert_secret_free(exc: BaseException) -> None:
+    assert KEY not in str(exc)
+    assert KEY not in repr(exc)
+    assert KEY not in getattr(exc, "excerpt", "")
+    assert exc.__cause__ is None
+    assert exc.__context__ is None  # nothing chained that could hold the request headers
+
+
+# --- requests: what goes out ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("call", "method", "path"), CALLS)
+async def test_every_call_sends_key_accept_user_agent_to_its_path(
+    call: str, method: str, path: str
+) -> None:
+    api = Api(good_answer(call))
+    async with make_client(api) as client:
+        await invoke(client, call)
+    [request] = api.requests
+    assert request.method == method
+    assert request.url.path == path
+    assert request.url.host == "api.wasend.test"
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["User-Agent"].startswith("wasend-supervisor/")
+
+
+@pytest.mark.parametrize(("call", "method", "path"), CALLS)
+async def test_timeout_applies_to_connect_read_write_and_pool(
+    call: str, method: str, path: str
+) -> None:
+    api = Api(good_answer(call))
+    async with make_client(api) as client:
+        await invoke(client, call)
+    assert api.requests[0].extensions["timeout"] == {
+        "connect": 7.5,
+        "read": 7.5,
+        "write": 7.5,
+        "pool": 7.5,
+    }
+
+
+async def test_set_api_key_changes_the_header_from_the_next_call_on() -> None:
+    api = Api(answer(200, flat("s1")))
+    async with make_client(api) as client:
+        await client.get_session("s1")
+        client.set_api_key(SecretStr("sk-NEW-KEY-456"))
+        await client.get_session("s1")
+    assert [r.headers["Authorization"] for r in api.requests] == [
+        f"Bearer {KEY}",
+        "Bearer sk-NEW-KEY-456",
+    ]
+
+
+async def test_session_ids_are_path_quoted() -> None:
+    api = Api(answer(200, flat("a/b c?d#e")))
+    async with make_client(api) as client:
+        await client.get_session("a/b c?d#e")
+    assert api.requests[0].url.raw_path == b"/sessions/a%2Fb%20c%3Fd%23e"
+
+
+@pytest.mark.parametrize(("sid", "raw"), [("..", b"%2E%2E"), (".", b"%2E")])
+async def test_dot_segment_ids_are_not_resolved_away(sid: str, raw: bytes) -> None:
+    api = Api(answer(200, flat(sid)))
+    async with make_client(api) as client:
+        await client.restart(sid)
+    assert api.requests[0].url.raw_path == b"/sessions/" + raw + b"/restart"
+
+
+async def test_empty_session_id_is_refused_before_any_request() -> None:
+    api = Api(answer(200, flat("s1")))
+    async with make_client(api) as client:
+        with pytest.raises(ValueError, match="session_id"):
+            await client.restart("")
+    assert api.requests == []
+
+
+async def test_base_url_path_prefix_is_kept() -> None:
+    api = Api(answer(200, {"sessions": []}))
+    async with make_client(api, base_url="https://api.wasend.test/v1") as client:
+        await client.list_sessions()
+    assert api.requests[0].url.path == "/v1/sessions"
+
+
+async def test_posts_carry_no_body() -> None:
+    api = Api(answer(200, flat("s1")))
+    async with make_client(api) as client:
+        await client.restart("s1")
+    assert api.requests[0].content == b""
+
+
+# --- status codes: the exception tree ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (401, AuthFailed),
+        (403, AuthFailed),
+        (404, SessionGone),
+        (409, Conflict),
+        (422, Conflict),
+        (500, ServerError),
+        (502, ServerError),
+        (503, ServerError),
+        (504, ServerError),
+        (400, UnexpectedResponse),
+        (405, UnexpectedResponse),
+        (304, UnexpectedResponse),
+    ],
+)
+@pytest.mark.parametrize("call", ["list", "get", "restart", "stop"])
+async def test_status_codes_map_to_the_exception_tree(
+    call: str, status: int, expected: type[ApiError]
+) -> None:
+    async with make_client(answer(status, {"message": "nope"})) as client:
+        with pytest.raises(ApiError) as caught:
+            await invoke(client, call)
+    assert type(caught.value) is expected
+    assert caught.value.call == call
+    assert caught.value.http_status == status
+
+
+@pytest.mark.parametrize("status", [200, 201, 202])
+async def test_every_2xx_is_success(status: int) -> None:
+    async with make_client(answer(status, flat("s1", "STARTING"))) as client:
+        info = await client.restart("s1")
+    assert info == SessionInfo("s1", "Shop", "STARTING")
+
+
+async def test_error_body_excerpt_goes_into_the_message_redacted() -> None:
+    body = {"message": "Session is already running", "echo": f"Bearer {KEY}"}
+    async with make_client(answer(409, body)) as client:
+        with pytest.raises(Conflict) as caught:
+            await client.restart("s1")
+    assert "already running" in str(caught.value)
+    assert_secret_free(caught.value)
+
+
+async def test_4xx_body_that_fails_mid_read_still_maps_by_status() -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b'{"message": "ru'
+        raise httpx.ReadError("connection reset")
+
+    async with make_client(lambda r: httpx.Response(409, content=broken())) as client:
+        with pytest.raises(Conflict):
+            await client.restart("s1")
+
+
+# --- 429 and the rate gate -----------------------------------------------------------
+
+
+async def test_429_with_delay_seconds_is_rate_limited_and_pauses_the_gate() -> None:
+    clock = FakeClock()
+    gate = RateGate(clock, rate_limit=None, max_retry_after=600.0)
+    async with make_client(answer(429, headers={"Retry-After": "7"}), gate=gate, clock=clock) as c:
+        with pytest.raises(RateLimited) as caught:
+            await c.restart("s1")
+    assert caught.value.retry_after == 7.0
+    assert caught.value.http_status == 429
+    assert gate.paused_until == clock.mono + 7.0
+    assert gate.rate_limited_total == 1
+
+
+async def test_429_with_http_date_is_seconds_from_the_clocks_wall_time() -> None:
+    clock = FakeClock()
+    gate = RateGate(clock, rate_limit=None, max_retry_after=600.0)
+    when = email.utils.formatdate(clock.wall + 90, usegmt=True)
+    async with make_client(answer(429, headers={"Retry-After": when}), gate=gate, clock=clock) as c:
+        with pytest.raises(RateLimited) as caught:
+            await c.list_sessions()
+    assert caught.value.retry_after == 90.0
+    assert gate.paused_until == clock.mono + 90.0
+
+
+@pytest.mark.parametrize("header", [None, "soon", "-5", ""])
+async def test_429_without_a_usable_retry_after_lets_the_gate_fall_back(
+    header: str | None,
+) -> None:
+    clock = FakeClock()
+    journal: list[str] = []
+    gate = RecordingGate(clock, journal)
+    headers = {} if header is None else {"Retry-After": header}
+    async with make_client(answer(429, headers=headers), gate=gate, clock=clock) as c:
+        with pytest.raises(RateLimited) as caught:
+            await c.stop("s1")
+    assert caught.value.retry_after is None
+    assert gate.told == [("rate_limited", None, "stop")]
+    assert gate.paused_until == clock.mono + 1.0  # the gate's own first fallback step
+
+
+async def test_the_gate_is_awaited_before_each_request_and_told_each_outcome() -> None:
+    clock = FakeClock()
+    journal: list[str] = []
+    gate = RecordingGate(clock, journal)
+    replies = iter(
+        [
+            httpx.Response(200, json={"sessions": []}),
+            httpx.Response(429, headers={"Retry-After": "3"}),
+            httpx.Response(500),
+            httpx.Response(201, json=flat("s1", "STARTING")),
+        ]
+    )
+    api = Api(lambda r: next(replies), journal)
+    async with make_client(api, gate=gate, clock=clock) as client:
+        await client.list_sessions()
+        with pytest.raises(RateLimited):
+            await client.restart("s1")
+        with pytest.raises(ServerError):
+            await client.restart("s1")
+        await client.restart("s1")
+    assert journal == [
+        "acquire",
+        "send GET /sessions",
+        "succeeded",
+        "acquire",
+        "send POST /sessions/s1/restart",
+        "rate_limited",
+        "acquire",
+        "send POST /sessions/s1/restart",
+        "succeeded",
+        "acquire",
+        "send POST /sessions/s1/restart",
+        "succeeded",
+    ]
+    assert gate.told == [("rate_limited", 3.0, "restart")]
+
+
+async def test_after_a_429_the_next_request_leaves_only_when_the_pause_is_over() -> None:
+    clock = FakeClock()
+    gate = RateGate(clock, rate_limit=None, max_retry_after=600.0)
+    sent_at: list[float] = []
+    replies = iter(
+        [httpx.Response(429, headers={"Retry-After": "30"}), httpx.Response(200, json=flat("s1"))]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent_at.append(clock.mono)
+        return next(replies)
+
+    async with make_client(handler, gate=gate, clock=clock) as client:
+        with pytest.raises(RateLimited):
+            await client.get_session("s1")
+        await client.get_session("s1")
+    assert clock.sleeps == [30.0]
+    assert sent_at[1] - sent_at[0] == 30.0
+
+
+async def test_a_transport_failure_tells_the_gate_nothing() -> None:
+    clock = FakeClock()
+    journal: list[str] = []
+    gate = RecordingGate(clock, journal)
+    async with make_client(Api(raising(httpx.ConnectError), journal), gate=gate) as client:
+        with pytest.raises(ApiUnreachable):
+            await client.get_session("s1")
+    assert journal == ["acquire", "send GET /sessions/s1"]
+
+
+# --- redirects -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_redirects_are_not_followed_and_the_key_stays_home(status: int) -> None:
+    api = Api(answer(status, headers={"Location": "https://evil.example/steal"}))
+    async with make_client(api) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await client.restart("s1")
+    assert caught.value.http_status == status
+    assert "redirect" in str(caught.value)
+    assert [r.url.host for r in api.requests] == ["api.wasend.test"]
+    assert all(r.url.host != "evil.example" for r in api.requests)
+
+
+# --- transport errors ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc_type", "expected"),
+    [
+        (httpx.ConnectError, ApiUnreachable),
+        (httpx.ReadError, ApiUnreachable),
+        (httpx.WriteError, ApiUnreachable),
+        (httpx.RemoteProtocolError, ApiUnreachable),
+        (httpx.ProxyError, ApiUnreachable),
+        (httpx.ReadTimeout, ApiTimeout),
+        (httpx.ConnectTimeout, ApiTimeout),
+        (httpx.WriteTimeout, ApiTimeout),
+        (httpx.PoolTimeout, ApiTimeout),
+    ],
+)
+async def test_transport_errors_map_to_the_exception_tree(
+    exc_type: type[httpx.RequestError], expected: type[ApiError]
+) -> None:
+    async with make_client(raising(exc_type, f"failed; sent Bearer {KEY}")) as client:
+        with pytest.raises(ApiError) as caught:
+            await client.restart("s1")
+    assert type(caught.value) is expected
+    assert caught.value.call == "restart"
+    assert caught.value.http_status is None
+    assert exc_type.__name__ in str(caught.value)
+    assert_secret_free(caught.value)
+
+
+async def test_a_2xx_body_that_breaks_mid_read_is_a_transport_error() -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b'{"sessions": ['
+        raise httpx.ReadTimeout("read timed out")
+
+    async with make_client(lambda r: httpx.Response(200, content=broken())) as client:
+        with pytest.raises(ApiTimeout) as caught:
+            await client.list_sessions()
+    assert caught.value.http_status == 200
+    assert_secret_free(caught.value)
+
+
+async def test_a_broken_content_encoding_is_an_unexpected_response() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip")
+
+    async with make_client(handler) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await client.list_sessions()
+    assert_secret_free(caught.value)
+
+
+def test_map_transport_error_is_usable_on_its_own() -> None:
+    request = httpx.Request("GET", f"{BASE}/sessions", headers={"Authorization": f"Bearer {KEY}"})
+    error = map_transport_error("list", httpx.ConnectError("refused", request=request))
+    assert isinstance(error, ApiUnreachable)
+    assert str(error) == "list: API unreachable (ConnectError: refused)"
+
+
+@pytest.mark.parametrize("status", [200, 201, 204, 299])
+def test_map_response_is_none_for_any_2xx(status: int) -> None:
+    assert map_response("get", httpx.Response(status), now=WALL) is None
+
+
+# --- list shapes ---------------------------------------------------------------------
+
+
+async def list_with(payload: Any) -> SessionList:
+    async with make_client(answer(200, payload)) as client:
+        return await client.list_sessions()
+
+
+async def test_list_reads_the_sdk_shape_of_nested_items() -> None:
+    result = await list_with({"sessions": [nested("s1", "WORKING"), nested("s2", "FAILED", "B")]})
+    assert result == SessionList(
+        (SessionInfo("s1", "Shop", "WORKING"), SessionInfo("s2", "B", "FAILED")), ()
+    )
+
+
+async def test_list_reads_a_bare_array_of_flat_items() -> None:
+    result = await list_with([flat("s1", "STOPPED"), flat("s2", "SCAN_QR_CODE", name=None)])
+    assert result.sessions == (
+        SessionInfo("s1", "Shop", "STOPPED"),
+        SessionInfo("s2", None, "SCAN_QR_CODE"),
+    )
+    assert result.problems == ()
+
+
+async def test_list_reads_a_data_wrapper() -> None:
+    result = await list_with({"data": [flat("s1")]})
+    assert result.sessions == (SessionInfo("s1", "Shop", "WORKING"),)
+
+
+async def test_list_takes_the_name_from_name_when_session_name_is_absent() -> None:
+    item = {
+        "session": {"uniqueSessionId": "s1", "name": "alt"},
+        "downstream": {"status": "WORKING"},
+    }
+    result = await list_with(
+        {"sessions": [item, {"uniqueSessionId": "s2", "status": "X", "name": "n"}]}
+    )
+    assert [s.name for s in result.sessions] == ["alt", "n"]
+
+
+async def test_list_status_is_taken_as_given() -> None:
+    result = await list_with([flat("s1", "working"), flat("s2", "SOMETHING_NEW")])
+    assert [s.status for s in result.sessions] == ["working", "SOMETHING_NEW"]
+
+
+async def test_an_empty_list_is_fine() -> None:
+    assert await list_with({"sessions": []}) == SessionList((), ())
+
+
+async def test_unreadable_items_are_reported_and_the_rest_is_used() -> None:
+    items: list[Any] = [
+        nested("s1"),
+        "just a string",
+        {"something": "else"},
+        flat("s2"),
+        {"uniqueSessionId": 42, "status": "WORKING"},
+        {"uniqueSessionId": "s3", "status": None},
+        {"session": {"uniqueSessionId": "s4"}, "downstream": {"status": ["WORKING"]}},
+        {"session": {"sessionName": "no id"}, "downstream": {"name": "s5", "status": "WORKING"}},
+        {"uniqueSessionId": "", "status": "WORKING"},
+        flat("s6", "FAILED"),
+    ]
+    result = await list_with({"sessions": items})
+    assert [s.session_id for s in result.sessions] == ["s1", "s2", "s6"]
+    assert [p.split(":")[0] for p in result.problems] == [
+        "item 1",
+        "item 2",
+        "item 4",
+        "item 5",
+        "item 6",
+        "item 7",
+        "item 8",
+    ]
+    assert "not an object" in result.problems[0]
+    assert "uniqueSessionId" in result.problems[2]
+    assert "status" in result.problems[3]
+    assert all(len(p) < 200 and "\n" not in p for p in result.problems)
+
+
+async def test_the_id_is_never_taken_from_downstream_name() -> None:
+    item = {"session": {"sessionName": "x"}, "downstream": {"name": "s5", "status": "WORKING"}}
+    result = await list_with({"sessions": [item]})
+    assert result.sessions == ()
+    assert len(result.problems) == 1
+
+
+async def test_duplicate_ids_keep_the_first_and_are_reported() -> None:
+    result = await list_with([flat("s1", "WORKING"), flat("s2"), flat("s1", "FAILED")])
+    assert result.sessions == (
+        SessionInfo("s1", "Shop", "WORKING"),
+        SessionInfo("s2", "Shop", "WORKING"),
+    )
+    [problem] = result.problems
+    assert problem.startswith("item 2: duplicate")
+
+
+async def test_a_problem_description_is_redacted_and_short() -> None:
+    bad = {"token": KEY, "note": f"Bearer {KEY}", "padding": "x" * 5000}
+    result = await list_with([bad, flat("s1")])
+    [problem] = result.problems
+    assert KEY not in problem
+    assert len(problem) <= 150
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"sessions": "none"},
+        {"sessions": None},
+        {"sessions": {"s1": flat("s1")}},
+        {"items": [flat("s1")]},
+        42,
+        "sessions",
+        None,
+        True,
+    ],
+)
+async def test_a_list_body_of_the_wrong_form_is_an_unexpected_response(payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    async with make_client(lambda r: httpx.Response(200, content=body)) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await client.list_sessions()
+    assert caught.value.http_status == 200
+    assert caught.value.excerpt == body.decode()[:EXCERPT_LIMIT]
+
+
+async def test_ten_thousand_nested_items_are_read() -> None:
+    items = [nested(f"sess-{i:05d}", "WORKING" if i % 3 else "FAILED") for i in range(10_000)]
+    result = await list_with({"sessions": items})
+    assert len(result.sessions) == 10_000
+    assert result.problems == ()
+    assert result.sessions[3] == SessionInfo("sess-00003", "Shop", "FAILED")
+
+
+# --- single-session answers ----------------------------------------------------------
+
+
+async def test_get_reads_a_flat_session() -> None:
+    async with make_client(answer(200, {**flat("s1", "WORKING"), "phoneNumber": "+49"})) as client:
+        assert await client.get_session("s1") == SessionInfo("s1", "Shop", "WORKING")
+
+
+async def test_get_tolerates_the_nested_shape() -> None:
+    async with make_client(answer(200, nested("s1", "STOPPED"))) as client:
+        assert await client.get_session("s1") == SessionInfo("s1", "Shop", "STOPPED")
+
+
+async def test_a_restart_answer_without_an_id_is_about_the_requested_session() -> None:
+    async with make_client(answer(201, {"status": "STARTING", "sessionName": "Shop"})) as client:
+        assert await client.restart("s1") == SessionInfo("s1", "Shop", "STARTING")
+
+
+@pytest.mark.parametrize("call", ["restart", "stop"])
+@pytest.mark.parametrize("status", [200, 201, 204])
+async def test_an_empty_restart_or_stop_answer_means_accepted_status_unknown(
+    call: str, status: int
+) -> None:
+    async with make_client(lambda r: httpx.Response(status)) as client:
+        info = await invoke(client, call)
+    assert info == SessionInfo("s1", None, "")
+
+
+@pytest.mark.parametrize("call", ["list", "get"])
+async def test_an_empty_list_or_get_answer_is_unexpected(call: str) -> None:
+    async with make_client(lambda r: httpx.Response(200, content=b"  ")) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await invoke(client, call)
+    assert "empty body" in str(caught.value)
+    assert caught.value.excerpt == ""
+
+
+@pytest.mark.parametrize("call", ["get", "restart", "stop"])
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        ({"uniqueSessionId": "s1", "sessionName": "x"}, "status"),
+        ({"uniqueSessionId": "s1", "status": 3}, "status"),
+        ({"uniqueSessionId": "s1", "status": ""}, "status"),
+        ({"uniqueSessionId": 7, "status": "WORKING"}, "uniqueSessionId"),
+        ({"uniqueSessionId": "other", "status": "WORKING"}, "another session"),
+        ([flat("s1")], "Session object"),
+        ("WORKING", "Session object"),
+    ],
+)
+async def test_a_session_answer_of_the_wrong_form_is_unexpected(
+    call: str, payload: Any, why: str
+) -> None:
+    async with make_client(answer(200, payload)) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await invoke(client, call)
+    assert why in str(caught.value)
+    assert caught.value.call == call
+
+
+# --- malformed bodies: excerpts ------------------------------------------------------
+
+HTML_PAGE = (
+    "<!DOCTYPE html>\n<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n"
+    + "<p>upstream said: Authorization: Bearer "
+    + KEY
+    + "</p>\n"
+    + "<p>key="
+    + KEY
+    + "</p>\n"
+    + ("<div>filler</div>\n" * 500)
+    + "</body></html>"
+).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b'{"sessions": [',
+        HTML_PAGE,
+        b"\xff\xfe\x00garbage\x00",
+        b"[" * 100_000,  # deeper than the JSON parser will go
+        ("not json " + KEY + "\n" * 10 + "tail").encode(),
+    ],
+)
+@pytest.mark.parametrize("call", ["list", "get", "restart", "stop"])
+async def test_a_body_that_is_not_json_gives_a_short_secret_free_excerpt(
+    call: str, body: bytes
+) -> None:
+    async with make_client(lambda r: httpx.Response(200, content=body)) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await invoke(client, call)
+    excerpt = caught.value.excerpt
+    assert "not JSON" in str(caught.value)
+    assert 0 < len(excerpt) <= EXCERPT_LIMIT
+    assert "\n" not in excerpt
+    assert excerpt.isprintable()
+    assert_secret_free(caught.value)
+
+
+async def test_an_html_error_page_is_excerpted_from_its_start() -> None:
+    async with make_client(lambda r: httpx.Response(200, content=HTML_PAGE)) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await client.list_sessions()
+    assert caught.value.excerpt.startswith("<!DOCTYPE html> <html> <head><title>502 Bad Gateway")
+    assert "[REDACTED]" in caught.value.excerpt
+
+
+async def test_a_body_over_the_cap_is_not_read_to_the_end() -> None:
+    produced = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal produced
+        yield b'{"sessions": ['
+        while produced < 10_000:  # ends, so that a client which reads on fails, not hangs
+            produced += 1
+            yield b'{"uniqueSessionId": "s", "status": "WORKING"},' * 10
+
+    async with make_client(
+        lambda r: httpx.Response(200, content=endless()), max_body_bytes=4096
+    ) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await client.list_sessions()
+    assert "over 4096 bytes" in str(caught.value)
+    assert caught.value.excerpt.startswith('{"sessions": [{"uniqueSessionId"')
+    assert len(caught.value.excerpt) <= EXCERPT_LIMIT
+    assert produced <= 10
+
+
+async def test_a_declared_content_length_over_the_cap_is_refused_after_one_chunk() -> None:
+    produced = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal produced
+        for _ in range(100):
+            produced += 1
+            yield b"[" + b" " * 1000 + b"]"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": "100200"}, content=chunks())
+
+    async with make_client(handler, max_body_bytes=10_000) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await client.list_sessions()
+    assert "over 10000 bytes" in str(caught.value)
+    assert produced == 1
+
+
+async def test_a_body_exactly_at_the_cap_is_read() -> None:
+    body = json.dumps([flat("s1")]).encode()
+    async with make_client(
+        lambda r: httpx.Response(200, content=body), max_body_bytes=len(body)
+    ) as client:
+        result = await client.list_sessions()
+    assert result.sessions == (SessionInfo("s1", "Shop", "WORKING"),)
+
+
+# --- redaction -----------------------------------------------------------------------
+
+
+def test_excerpt_is_single_line_short_and_redacted() -> None:
+    text = f"line one\r\n\tline two\x00\x1b[31m Authorization: Bearer abc.def {KEY} " + "z" * 500
+    excerpt = redacted_excerpt(text.encode(), [KEY])
+    assert len(excerpt) <= EXCERPT_LIMIT
+    assert excerpt.isprintable()
+    assert excerpt.startswith("line one line two")
+    assert "abc.def" not in excerpt
+    assert KEY not in excerpt
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"api_key": "hunter2hunter2"}',
+        "apiKey=hunter2hunter2&x=1",
+        "password: hunter2hunter2",
+        "Basic aHVudGVyMmh1bnRlcjI=",
+    ],
+)
+def test_excerpt_redacts_things_that_look_like_credentials(text: str) -> None:
+    excerpt = redacted_excerpt(text)
+    assert "hunter2hunter2" not in excerpt
+    assert "aHVudGVy" not in excerpt
+    assert "[REDACTED]" in excerpt
+
+
+def test_a_key_straddling_the_length_limit_is_redacted_before_the_cut() -> None:
+    text = "x" * (EXCERPT_LIMIT - 8) + " " + KEY
+    excerpt = redacted_excerpt(text, [KEY])
+    assert excerpt.endswith(" [REDAC…")
+    assert "sk-TEST" not in excerpt
+    assert len(excerpt) == EXCERPT_LIMIT
+
+
+def test_excerpt_does_not_end_in_the_start_of_a_key_cut_by_the_window() -> None:
+    body = b" " * 4090 + KEY.encode()  # the excerpt window ends inside the key
+    excerpt = redacted_excerpt(body, [KEY])
+    assert "sk-TE" not in excerpt
+
+
+# --- the key never leaks -------------------------------------------------------------
+
+LEAKY: list[Handler] = [
+    answer(401, {"error": f"invalid key {KEY}", "header": f"Bearer {KEY}"}),
+    answer(404, {"message": KEY}),
+    answer(409, {"message": KEY}),
+    answer(500, {"trace": f"Authorization: Bearer {KEY}"}),
+    answer(429, {"message": KEY}, headers={"Retry-After": KEY}),
+    answer(400, {"echo": KEY}),
+    answer(302, headers={"Location": f"https://evil.example/?key={KEY}"}),
+    lambda r: httpx.Response(200, content=f"<html>{KEY}</html>".encode()),
+    answer(200, {"uniqueSessionId": KEY, "status": 5}),
+    raising(httpx.ConnectError, f"refused: Authorization: Bearer {KEY}"),
+    raising(httpx.ReadTimeout, f"timed out, key {KEY}"),
+    raising(httpx.RemoteProtocolError, f"bad {KEY}"),
+]
+
+
+@pytest.mark.parametrize("handler", LEAKY)
+@pytest.mark.parametrize("call", ["list", "get", "restart", "stop"])
+async def test_the_key_is_in_no_exception_and_no_log_event(handler: Handler, call: str) -> None:
+    def observer(c: str, status: int | None, duration: float) -> None:
+        seen.append((c, status, duration))
+
+    seen: list[tuple[str, int | None, float]] = []
+    clock = FakeClock()
+    gate = RateGate(clock, rate_limit=None, max_retry_after=600.0)
+    with structlog.testing.capture_logs() as events:
+        async with make_client(handler, gate=gate, clock=clock, observer=observer) as client:
+            with pytest.raises(ApiError) as caught:
+                await invoke(client, call)
+    assert_secret_free(caught.value)
+    assert events, "at least the api.request event"
+    assert KEY not in repr(events)
+    assert KEY not in repr(seen)
+    assert KEY not in repr(client)
+
+
+async def test_the_key_is_in_no_list_problem() -> None:
+    result = await list_with([{"uniqueSessionId": KEY}, {"status": KEY}, KEY])
+    assert len(result.problems) == 3
+    assert all(KEY not in p for p in result.problems)
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "new\nline", "ünïcode", "\t"])
+def test_an_unusable_key_is_refused_without_repeating_it(bad: str) -> None:
+    with pytest.raises(ValueError, match="API key") as caught:
+        WasendClient(BASE, SecretStr(bad), timeout=1.0)
+    assert str(caught.value) == "the API key must be non-empty printable ASCII without spaces"
+
+
+async def test_set_api_key_refuses_an_unusable_key() -> None:
+    async with make_client(answer(200, flat("s1"))) as client:
+        with pytest.raises(ValueError, match="API key"):
+            client.set_api_key(SecretStr("two words"))
+
+
+# --- logs and the observer -----------------------------------------------------------
+
+
+async def test_each_call_logs_one_api_request_debug_event() -> None:
+    clock = FakeClock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        clock.advance(0.25)
+        return httpx.Response(201, json=flat("s1", "STARTING"))
+
+    with structlog.testing.capture_logs() as events:
+        async with make_client(handler, clock=clock) as client:
+            await client.restart("s1")
+    assert events == [
+        {
+            "event": "api.request",
+            "log_level": "debug",
+            "call": "restart",
+            "method": "POST",
+            "path": "/sessions/s1/restart",
+            "http_status": 201,
+            "duration_ms": 250.0,
+            "error": None,
+        }
+    ]
+
+
+async def test_a_failed_call_logs_its_error_kind_and_no_status() -> None:
+    with structlog.testing.capture_logs() as events:
+        async with make_client(raising(httpx.ConnectTimeout)) as client:
+            with pytest.raises(ApiTimeout):
+                await client.list_sessions()
+    [event] = events
+    assert event["http_status"] is None
+    assert event["error"] == "timeout"
+
+
+async def test_the_observer_hears_every_request() -> None:
+    clock = FakeClock()
+    heard: list[tuple[str, int | None, float]] = []
+    replies: Iterator[httpx.Response] = iter(
+        [httpx.Response(200, json={"sessions": []}), httpx.Response(404)]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        clock.advance(0.5)
+        if request.url.path.endswith("stop"):
+            raise httpx.ConnectError("refused", request=request)
+        return next(replies)
+
+    def observer(call: str, status: int | None, duration: float) -> None:
+        heard.append((call, status, duration))
+
+    async with make_client(handler, clock=clock, observer=observer) as client:
+        await client.list_sessions()
+        with pytest.raises(SessionGone):
+            await client.get_session("s1")
+        with pytest.raises(ApiUnreachable):
+            await client.stop("s1")
+    assert heard == [("list", 200, 0.5), ("get", 404, 0.5), ("stop", None, 0.5)]
+
+
+async def test_a_failing_observer_does_not_break_the_call() -> None:
+    def observer(call: str, status: int | None, duration: float) -> None:
+        raise RuntimeError("metrics are down")
+
+    with structlog.testing.capture_logs() as events:
+        async with make_client(answer(200, flat("s1")), observer=observer) as client:
+            assert await client.get_session("s1") == SessionInfo("s1", "Shop", "WORKING")
+    assert [e["event"] for e in events] == ["api.request", "api.observer_failed"]
+
+
+# --- construction and closing --------------------------------------------------------
+
+
+@pytest.mark.parametrize("base_url", ["", "api.wasend.dev", "ftp://api.wasend.dev", "/sessions"])
+def test_a_base_url_that_is_not_absolute_http_is_refused(base_url: str) -> None:
+    with pytest.raises(ValueError, match="base_url"):
+        WasendClient(base_url, SecretStr(KEY), timeout=1.0)
+
+
+@pytest.mark.parametrize("timeout", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_timeout_that_is_not_positive_and_finite_is_refused(timeout: float) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        WasendClient(BASE, SecretStr(KEY), timeout=timeout)
+
+
+async def test_the_context_manager_closes_the_client() -> None:
+    api = Api(answer(200, flat("s1")))
+    async with make_client(api) as client:
+        await client.get_session("s1")
+    with pytest.raises(RuntimeError):
+        await client.get_session("s1")
+
+
+def test_repr_shows_the_base_url_and_not_the_key() -> None:
+    client = WasendClient(BASE, SecretStr(KEY), timeout=1.0)
+    assert repr(client) == f"<WasendClient {BASE}>"
