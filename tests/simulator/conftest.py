@@ -1,0 +1,115 @@
+"""Fixtures for the simulator's tests: a manual clock, and one live server shared by
+the HTTP tests (reset before each of them)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from supervisor.simulator import ManualClock, Scenario, Simulator, SimulatorServer
+from supervisor.simulator.faults import Faults
+
+API_KEY = "test-key-0123456789"
+
+
+class ShiftableClock:
+    """The system clock plus an offset that tests can move forward (no sleeping)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._offset = 0.0
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return time.monotonic() + self._offset
+
+    def now(self) -> float:
+        with self._lock:
+            return time.time() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += seconds
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 5.0, interval: float = 0.005
+) -> None:
+    """Wait until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def make_sim(clock: ManualClock) -> Callable[..., Simulator]:
+    """Build a Simulator on the manual clock: ``make_sim(sessions=3, start_delay=2, ...)``
+    where keyword arguments other than ``sessions`` and ``scenario`` are fault settings."""
+
+    def make(sessions: int = 3, scenario: Scenario | None = None, **faults: object) -> Simulator:
+        sim = Simulator(scenario, sessions=sessions, api_key=API_KEY, clock=clock)
+        if faults:
+            sim.replace_faults(**faults)
+        return sim
+
+    return make
+
+
+LIVE_SCENARIO = Scenario(session_count=5, faults=Faults(start_delay=0.5, seed=7))
+
+
+@pytest.fixture(scope="session")
+def live_clock() -> ShiftableClock:
+    return ShiftableClock()
+
+
+@pytest.fixture(scope="session")
+def live_server(live_clock: ShiftableClock) -> Iterator[SimulatorServer]:
+    sim = Simulator(LIVE_SCENARIO, api_key=API_KEY, clock=live_clock)
+    with SimulatorServer(sim) as server:
+        yield server
+
+
+@pytest.fixture
+def server(live_server: SimulatorServer) -> SimulatorServer:
+    """The shared live server, back to its scenario's start."""
+    live_server.simulator.reset()
+    assert live_server.wait_listening(True)
+    return live_server
+
+
+@pytest.fixture(scope="session")
+def _live_clients(live_server: SimulatorServer) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    # Made once: building an httpx.Client (its TLS context) costs tens of milliseconds.
+    headers = {"Authorization": f"Bearer {live_server.api_key}"}
+    base = live_server.base_url
+    with (
+        httpx.Client(base_url=base, headers=headers, timeout=5.0) as keyed,
+        httpx.Client(base_url=base, timeout=5.0) as anonymous,
+    ):
+        yield keyed, anonymous
+
+
+@pytest.fixture
+def client(
+    server: SimulatorServer, _live_clients: tuple[httpx.Client, httpx.Client]
+) -> httpx.Client:
+    """A client of the live server that sends the API key."""
+    return _live_clients[0]
+
+
+@pytest.fixture
+def anon(server: SimulatorServer, _live_clients: tuple[httpx.Client, httpx.Client]) -> httpx.Client:
+    """A client of the live server that sends no Authorization header."""
+    return _live_clients[1]
