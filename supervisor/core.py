@@ -218,6 +218,8 @@ def _seen_restartable(
     if record.phase is Phase.VERIFYING:
         if record.requested_at is not None and now - record.requested_at < 0:
             return Step(record)  # clock went backwards; judge on the next poll
+        # A session that needed a stop before (a conflict, or stuck starting) keeps
+        # needing one while it fails: ``stop_first`` stays set until it is healthy.
         record = replace(record, last_status=status)
         return _failed(record, now, policy, rng, reason="relapsed", status=status)
     if record.phase in (Phase.UNHEALTHY, Phase.GAVE_UP):
@@ -483,7 +485,7 @@ def apply(
         # Stopped (or already stopped: a conflict here is fine): now the restart proper.
         record = replace(record, last_status=outcome.status or record.last_status)
         return Step(record, Action(ActionKind.RESTART, record.session_id, action.attempt))
-    return _after_reread(record, outcome, now, policy, rng)
+    return _after_reread(record, action, outcome, now, policy, rng)
 
 
 def _after_restart(
@@ -499,7 +501,6 @@ def _after_restart(
             record,
             last_status=outcome.status or record.last_status,
             verify_deadline=now + policy.starting_timeout,
-            stop_first=False,
             last_outcome="accepted",
         )
         event = _event(
@@ -521,7 +522,10 @@ def _after_restart(
             )
         # Re-read before deciding: it may be running (someone else restarted it).
         record = replace(record, last_outcome="conflict")
-        return Step(record, Action(ActionKind.GET, record.session_id, action.attempt))
+        return Step(
+            record,
+            Action(ActionKind.GET, record.session_id, action.attempt, outcome.http_status),
+        )
     return _failed(
         record,
         now,
@@ -533,17 +537,25 @@ def _after_restart(
 
 
 def _after_reread(
-    record: Record, outcome: Outcome, now: float, policy: Policy, rng: random.Random
+    record: Record,
+    action: Action,
+    outcome: Outcome,
+    now: float,
+    policy: Policy,
+    rng: random.Random,
 ) -> Step:
     """The GET after a 409/422 on restart: how the conflict resolves."""
+    attempt = record.attempt
+
     def conflict(resolution: str, status: str | None, level: str = "info") -> Event:
         return _event(
             "restart.conflict",
             record,
             level,
             status=status,
-            attempt=record.attempt,
+            attempt=attempt,
             outcome="conflict",
+            http_status=action.http_status,
             resolution=resolution,
         )
 

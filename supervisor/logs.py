@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any, TextIO
 
 import structlog
@@ -29,6 +29,9 @@ LEVELS = {
     "critical": logging.CRITICAL,
 }
 QUIET_LIBRARIES = ("httpx", "httpcore", "apscheduler", "uvicorn", "uvicorn.error", "asyncio")
+# A poll that waits out a Retry-After makes APScheduler skip the next run and say so at
+# WARNING; that is by design (one poll at a time), so only its errors are shown.
+HUSHED_LIBRARIES = ("apscheduler.scheduler", "apscheduler.executors.default")
 SECRET_FIELDS = frozenset({"api_key", "authorization", "headers", "password", "token"})
 REDACTED = "[REDACTED]"
 
@@ -75,8 +78,18 @@ def _renderer(fmt: str, stream: TextIO) -> Processor:
     return structlog.processors.JSONRenderer()
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Set up structlog and the stdlib root logger to write to ``stream`` (stdout)."""
+def configure(
+    fmt: str = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    extra: Sequence[Processor] = (),
+) -> None:
+    """Set up structlog and the stdlib root logger to write to ``stream`` (stdout).
+
+    ``extra`` processors run on the supervisor's own events, after redaction (the demo
+    counts events with one).
+    """
     stream = stream or sys.stdout
     numeric = LEVELS[level.lower()]
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
@@ -97,7 +110,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     else:
         exceptions = []
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, *extra, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
@@ -119,6 +132,8 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     root.setLevel(numeric)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    for name in HUSHED_LIBRARIES:
+        logging.getLogger(name).setLevel(max(numeric, logging.ERROR))
 
 
 def event_names(events: list[MutableMapping[str, Any]]) -> list[str]:

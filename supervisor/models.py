@@ -83,6 +83,7 @@ class Action:
     kind: ActionKind
     session_id: str
     attempt: int = 0
+    http_status: int | None = None  # for a GET after a conflict: the conflict's status
 
 
 class OutcomeKind(StrEnum):

@@ -227,7 +227,7 @@ def test_conflict_rereads_and_logs_recovered_elsewhere() -> None:
     d = Driver()
     step = d.poll("STOPPED", T0)
     get = d.outcome(step, Outcome(OutcomeKind.CONFLICT, http_status=409), T0)
-    assert get.action == Action(ActionKind.GET, "s1", 1)
+    assert get.action == Action(ActionKind.GET, "s1", 1, http_status=409)
     done = d.outcome(get, ok("WORKING"), T0)
     assert names(done) == ["restart.conflict", "session.recovered"]
     assert done.events[0].fields["resolution"] == "recovered_elsewhere"
@@ -382,3 +382,26 @@ def test_events_carry_the_documented_fields() -> None:
     fields = step.events[1].fields
     assert fields == {"session_id": "s1", "session_name": "Shop", "status": "STOPPED",
                       "attempt": 1, "via": "restart"}
+
+
+def test_after_a_stop_was_needed_later_attempts_stop_first_too() -> None:
+    d = Driver()
+    step = d.poll("ERROR", T0)
+    get = d.outcome(step, Outcome(OutcomeKind.CONFLICT, http_status=409), T0)
+    stop = d.outcome(get, ok("ERROR"), T0)
+    restart = d.outcome(stop, ok("STOPPED"), T0)
+    d.outcome(restart, ok("STARTING"), T0)
+    d.poll("ERROR", T0 + 2)  # relapsed: a failed attempt
+    retry = d.poll("ERROR", T0 + 100)
+    assert retry.action is not None and retry.action.kind is ActionKind.STOP
+
+
+def test_conflict_event_names_the_conflicting_request() -> None:
+    d = Driver()
+    step = d.poll("STOPPED", T0)
+    get = d.outcome(step, Outcome(OutcomeKind.CONFLICT, http_status=422), T0)
+    done = d.outcome(get, ok("STARTING"), T0)
+    fields = done.events[0].fields
+    assert (fields["attempt"], fields["http_status"], fields["resolution"]) == (
+        1, 422, "starting_elsewhere")
+    assert d.phase() is Phase.STARTING

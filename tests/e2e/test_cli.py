@@ -1,0 +1,183 @@
+"""The command line as a user runs it: real processes, the simulator over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from supervisor.simulator import SimulatorServer
+from tests.e2e.conftest import API_KEY, ROOT, SimFactory, cli
+
+pytestmark = pytest.mark.e2e
+
+
+def env_for(server: SimulatorServer, **extra: str) -> dict[str, str]:
+    return {"WASEND_BASE_URL": server.base_url, "WASEND_API_KEY": server.api_key,
+            "WASEND_SUPERVISOR_LOG_FORMAT": "json", **extra}
+
+
+def test_check_exits_0_when_all_healthy(simulator: SimFactory) -> None:
+    server = simulator({"session_count": 3})
+    done = cli("check", "--json", env=env_for(server))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [s["outcome"] for s in report["sessions"]] == ["ok"] * 3
+
+
+def test_check_exits_1_after_restarting_a_session(simulator: SimFactory) -> None:
+    server = simulator({"sessions": [{"id": "a"}, {"id": "b", "status": "STOPPED"}],
+                        "session_count": 0})
+    done = cli("check", "--wait", "5", env=env_for(server))
+    assert done.returncode == 1, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("b "))
+    assert row.split()[-2:] == ["restart", "restarted"]
+    assert server.simulator.status("b") == "WORKING"
+    # stdout is the report only; the events went to stderr as JSON lines
+    events = [json.loads(line)["event"] for line in done.stderr.splitlines()]
+    assert "restart.succeeded" in events
+
+
+def test_check_exits_2_when_a_session_needs_a_person(simulator: SimFactory) -> None:
+    server = simulator({"sessions": [{"id": "a"}, {"id": "q", "status": "SCAN_QR_CODE"}],
+                        "session_count": 0})
+    done = cli("check", "--json", env=env_for(server))
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["sessions"][1]["outcome"] == "needs_person"
+
+
+def test_check_exits_3_when_the_api_cannot_be_asked() -> None:
+    done = cli("check", env={"WASEND_BASE_URL": "http://127.0.0.1:9",
+                             "WASEND_API_KEY": API_KEY, "WASEND_SUPERVISOR_REQUEST_TIMEOUT": "2"})
+    assert done.returncode == 3
+    assert "UNKNOWN" in done.stdout and "unreachable" in done.stdout
+
+
+def test_check_exits_3_on_a_refused_key(simulator: SimFactory) -> None:
+    server = simulator({"session_count": 1})
+    done = cli("check", env={**env_for(server), "WASEND_API_KEY": "sk-wrong-key"})
+    assert done.returncode == 3
+    assert "auth_failed" in done.stdout
+
+
+def test_check_dry_run_restarts_nothing(simulator: SimFactory) -> None:
+    server = simulator({"sessions": [{"id": "b", "status": "STOPPED"}], "session_count": 0})
+    done = cli("check", "--dry-run", "--json", env=env_for(server))
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["sessions"][0]["action"] == "would_restart"
+    assert [r.kind for r in server.simulator.requests()] == ["list"]
+
+
+def test_invalid_settings_exit_78_with_one_line_per_problem() -> None:
+    done = cli("run", "--poll-interval", "-1",
+               env={"WASEND_API_KEY": API_KEY, "WASEND_SUPERVISOR_RATE_LIMIT": "lots",
+                    "WASEND_BASE_URL": "http://api.example.com"})
+    assert done.returncode == 78
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 3, done.stderr
+    assert all(line.startswith("wasend-supervisor: configuration error: ") for line in lines)
+    assert any("poll_interval" in line and "command line" in line for line in lines)
+    assert any("rate_limit" in line and "WASEND_SUPERVISOR_RATE_LIMIT" in line for line in lines)
+    assert any("base_url" in line for line in lines)
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_key_is_a_configuration_error() -> None:
+    done = cli("check")
+    assert done.returncode == 78
+    assert "api_key" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_config_prints_the_effective_configuration_with_the_key_masked() -> None:
+    done = cli("config", env={"WASEND_API_KEY": API_KEY,
+                              "WASEND_SUPERVISOR_POLL_INTERVAL": "12"})
+    assert done.returncode == 0, done.stderr
+    assert API_KEY not in done.stdout
+    assert "poll_interval = 12.0" in done.stdout
+    assert 'api_key = "********"' in done.stdout
+
+
+def _start_run(server: SimulatorServer) -> subprocess.Popen[str]:
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
+           **env_for(server, WASEND_SUPERVISOR_POLL_INTERVAL="0.2",
+                     WASEND_SUPERVISOR_SHUTDOWN_GRACE="3")}
+    return subprocess.Popen([sys.executable, "-m", "supervisor", "run"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_polls(server: SimulatorServer, count: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while len(server.simulator.requests()) < count:
+        assert time.monotonic() < deadline, "the daemon did not poll"
+        time.sleep(0.05)
+
+
+def test_run_exits_0_on_sigterm_within_its_grace_period(simulator: SimFactory) -> None:
+    server = simulator({"session_count": 2})
+    proc = _start_run(server)
+    try:
+        _wait_for_polls(server, 2)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert took < 3 + 1.5
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[-1]["event"] == "daemon.stopped"
+    assert any(e["event"] == "daemon.stopping" and e["signal"] == "SIGTERM" for e in events)
+    assert API_KEY not in out + err
+
+
+def test_second_sigint_exits_at_once(simulator: SimFactory) -> None:
+    server = simulator({"session_count": 1, "hang": {"always": True, "seconds": 60}})
+    proc = _start_run(server)
+    try:
+        _wait_for_polls(server, 0)
+        deadline = time.monotonic() + 10
+        while server.simulator.stats()["in_flight"] < 1:  # a poll is hanging in flight
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        assert proc.poll() is None  # still waiting for the poll, within its grace
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+
+
+def test_python_dash_m_and_help_work() -> None:
+    done = cli("--help")
+    assert done.returncode == 0
+    for mode in ("run", "check", "config", "simulate", "demo"):
+        assert mode in done.stdout
+
+
+def test_simulate_prints_where_to_point_the_supervisor() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "simulate", "--port", "0", "--api-key", API_KEY],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        second = proc.stdout.readline().strip()
+        assert first.startswith("WASEND_BASE_URL=http://127.0.0.1:")
+        assert second == f"WASEND_API_KEY={API_KEY}"
+        url = first.split("=", 1)[1]
+        done = cli("check", env={"WASEND_BASE_URL": url, "WASEND_API_KEY": API_KEY})
+        assert done.returncode == 0, done.stdout + done.stderr
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
