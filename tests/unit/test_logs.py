@@ -1,0 +1,107 @@
+"""Logging: the rendered output, redaction, tracebacks without locals, stdlib routing."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from supervisor import logs
+
+SECRET = "sk-LOGS-TEST-KEY-0042"
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+    logs._secrets.clear()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+
+
+def lines(buffer: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_json_lines_with_name_level_time_and_fields() -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", out)
+    structlog.get_logger("t").info("restart.requested", session_id="s1", attempt=2)
+    (event,) = lines(out)
+    assert event["event"] == "restart.requested"
+    assert event["level"] == "info"
+    assert event["session_id"] == "s1" and event["attempt"] == 2
+    assert str(event["timestamp"]).endswith("Z")
+
+
+def test_level_filters_events() -> None:
+    out = io.StringIO()
+    logs.configure("json", "warning", out)
+    log = structlog.get_logger("t")
+    log.info("poll.completed")
+    log.warning("poll.failed")
+    assert [e["event"] for e in lines(out)] == ["poll.failed"]
+
+
+def test_registered_secret_is_redacted_everywhere() -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", out)
+    logs.register_secret(SECRET)
+    structlog.get_logger("t").warning(
+        "poll.failed", detail=f"echo {SECRET}", nested={"k": [SECRET]}, api_key=SECRET)
+    text = out.getvalue()
+    assert SECRET not in text
+    (event,) = lines(out)
+    assert event["detail"] == "echo [REDACTED]"
+    assert event["api_key"] == "[REDACTED]"
+
+
+def test_tracebacks_do_not_show_frame_locals() -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", out)
+
+    def fails(api_key: str) -> None:
+        raise RuntimeError("boom")
+
+    try:
+        fails("sk-UNREGISTERED-LOCAL-9")
+    except RuntimeError:
+        structlog.get_logger("t").exception("poll.crashed")
+    text = out.getvalue()
+    assert "boom" in text and "poll.crashed" in text
+    assert "sk-UNREGISTERED-LOCAL-9" not in text
+
+
+def test_console_tracebacks_do_not_show_frame_locals_either() -> None:
+    out = io.StringIO()
+    logs.configure("console", "info", out)
+    local_secret = "sk-CONSOLE-LOCAL-7"
+    try:
+        raise ValueError("bad " + local_secret[:3])
+    except ValueError:
+        structlog.get_logger("t").exception("poll.crashed")
+    assert local_secret not in out.getvalue()
+
+
+def test_stdlib_loggers_use_the_same_renderer_and_httpx_is_quiet() -> None:
+    out = io.StringIO()
+    logs.configure("json", "debug", out)
+    logging.getLogger("httpx").info("HTTP Request: GET https://x")
+    logging.getLogger("httpx").warning("something odd")
+    logging.getLogger("apscheduler.scheduler").warning("Execution of job skipped")
+    events = lines(out)
+    assert [e["event"] for e in events] == ["something odd"]
+    assert events[0]["logger"] == "httpx" and events[0]["level"] == "warning"
+
+
+def test_auto_is_json_when_not_a_tty() -> None:
+    out = io.StringIO()
+    logs.configure("auto", "info", out)
+    structlog.get_logger("t").info("daemon.started")
+    assert lines(out)[0]["event"] == "daemon.started"
