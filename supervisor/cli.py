@@ -162,13 +162,17 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing_extra(what: str, exc: ImportError) -> int:
+    print(f"{PROG}: {what} needs the 'simulator' extra "
+          f"(pip install 'wasend-supervisor[simulator]'): {exc}", file=sys.stderr)
+    return EX_UNAVAILABLE
+
+
 def _simulate(args: argparse.Namespace) -> int:
     try:
         from supervisor.simulator import ScenarioError, serve
     except ImportError as exc:
-        print(f"{PROG}: the simulator needs the 'simulator' extra "
-              f"(pip install 'wasend-supervisor[simulator]'): {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
+        return _missing_extra("the simulator", exc)
     try:
         return serve(args.host, args.port, args.sessions, args.api_key, args.scenario,
                      sys.stdout)
@@ -181,9 +185,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         from supervisor.demo import run_demo
     except ImportError as exc:
-        print(f"{PROG}: the demo needs the 'simulator' extra "
-              f"(pip install 'wasend-supervisor[simulator]'): {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
+        return _missing_extra("the demo", exc)
     return run_demo(duration=args.duration, log_format=args.log_format)
 
 

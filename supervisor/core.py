@@ -111,21 +111,27 @@ def decide(
     return step
 
 
+def _running_again(record: Record, status: str, now: float, outcome: str) -> Record:
+    """The session runs again: nothing is in flight or pending. The attempt count and
+    failures stay until it has been stable for ``stable_after``."""
+    return replace(
+        record,
+        phase=Phase.HEALTHY,
+        last_status=status,
+        since=now,
+        requested_at=None,
+        verify_deadline=None,
+        next_attempt_at=None,
+        stop_first=False,
+        gave_up=False,
+        last_outcome=outcome,
+    )
+
+
 def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> Step:
     if record.phase is Phase.VERIFYING:
         took = now - record.requested_at if record.requested_at is not None else None
-        record = replace(
-            record,
-            phase=Phase.HEALTHY,
-            last_status=status,
-            since=now,
-            requested_at=None,
-            verify_deadline=None,
-            next_attempt_at=None,
-            stop_first=False,
-            gave_up=False,
-            last_outcome="succeeded",
-        )
+        record = _running_again(record, status, now, "succeeded")
         duration = _ms(took) if took is not None else None
         return Step(
             record,
@@ -147,16 +153,7 @@ def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> St
             Phase.NEEDS_PERSON: "person",
             Phase.STARTING: "elsewhere",
         }.get(record.phase, "itself")
-        record = replace(
-            record,
-            phase=Phase.HEALTHY,
-            last_status=status,
-            since=now,
-            next_attempt_at=None,
-            stop_first=False,
-            gave_up=False,
-            last_outcome="recovered",
-        )
+        record = _running_again(record, status, now, "recovered")
         return Step(record, None, (_event("session.recovered", record, status=status, by=by),))
     if record.phase is not Phase.HEALTHY:  # starting by itself, or an unknown status, ended
         record = replace(record, phase=Phase.HEALTHY, last_status=status, since=now)
@@ -573,15 +570,7 @@ def _after_reread(
     status = outcome.status
     klass = policy.classes.classify(status)
     if klass is StatusClass.HEALTHY:
-        record = replace(
-            record,
-            phase=Phase.HEALTHY,
-            last_status=status,
-            since=now,
-            next_attempt_at=None,
-            gave_up=False,
-            last_outcome="recovered_elsewhere",
-        )
+        record = _running_again(record, status, now, "recovered_elsewhere")
         return Step(
             record,
             None,
