@@ -5,6 +5,7 @@ Exit statuses (also in the README):
     1-3 ``check`` only, as a monitoring plugin (see ``supervisor.check``)
     2   also: bad command-line usage (argparse)
     69  a needed optional part is not installed (the simulator extra)
+    71  ``run``: the health and metrics listener could not bind its address
     78  invalid configuration (one line per problem on stderr; EX_CONFIG)
     130 a second Ctrl-C forced ``run`` to exit at once
 
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from supervisor.settings import Settings
 
 EX_UNAVAILABLE = 69
+EX_OSERR = 71
 EX_CONFIG = 78
 PROG = "wasend-supervisor"
 
@@ -45,7 +48,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
 
 
 _OVERRIDES = ("base_url", "sessions", "poll_interval", "request_timeout", "rate_limit",
-              "log_format", "log_level")
+              "log_format", "log_level", "http_listen")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the daemon: poll and restart until stopped")
     _settings_flags(run)
+    run.add_argument("--http-listen", dest="http_listen", metavar="HOST:PORT",
+                     help="serve /livez, /readyz and /metrics here (conventional port 9187)")
 
     check = sub.add_parser("check", help="one pass, a report and a monitoring exit status")
     _settings_flags(check)
@@ -108,24 +113,40 @@ def _run(args: argparse.Namespace) -> int:
     from supervisor import logs
 
     logs.configure(settings.log_format, settings.log_level, sys.stdout)
-    return asyncio.run(_run_async(settings))
+    return asyncio.run(_run_async(settings, lambda: _reload(args)))
 
 
-async def _run_async(settings: Settings) -> int:
-    from supervisor.daemon import Daemon
-    from supervisor.wiring import build
+def _reload(args: argparse.Namespace) -> Settings:
+    """SIGHUP: the settings again, from the same flags, config path and (re-read) sources."""
+    from supervisor.settings import load_settings
 
-    runtime = build(settings)
+    return load_settings(cli=_overrides(args), config_path=args.config, require_api_key=True)
+
+
+def _configure_logs(settings: Settings) -> None:
+    from supervisor import logs
+
+    logs.configure(settings.log_format, settings.log_level, sys.stdout)
+
+
+async def _run_async(settings: Settings, reload: Callable[[], Settings]) -> int:
+    import structlog
+
+    from supervisor.service import ListenError, Service
+
+    service = Service.build(settings, env=os.environ, load=reload,
+                            configure_logs=_configure_logs)
     try:
-        daemon = Daemon(
-            runtime.supervisor,
-            poll_interval=settings.poll_interval,
-            shutdown_grace=settings.shutdown_grace,
-            poll_jitter=settings.poll_jitter,
-        )
-        return await daemon.run()
+        try:
+            await service.open()
+        except ListenError as exc:
+            structlog.get_logger("supervisor.listener").error("http.listen_failed",
+                                                              problem=str(exc))
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return EX_OSERR
+        return await service.run()
     finally:
-        await runtime.aclose()
+        await service.aclose()
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -396,6 +396,16 @@ class WasendClient:
     def __repr__(self) -> str:
         return f"<WasendClient {self._http.base_url}>"
 
+    def configure(self, *, base_url: str, timeout: float) -> None:
+        """Use another base URL and request timeout from the next request on (a reload)."""
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("base_url must be an absolute http(s) URL")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError("timeout must be a positive number of seconds")
+        self._http.base_url = url
+        self._http.timeout = httpx.Timeout(timeout)
+
     def set_api_key(self, api_key: SecretStr) -> None:
         """Use another API key from the next request on."""
         self._api_key = _check_key(api_key)

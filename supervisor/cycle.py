@@ -73,6 +73,7 @@ class PollResult:
     failed: set[str] = field(default_factory=set)  # sessions whose attempt failed this cycle
     planned: dict[str, Action] = field(default_factory=dict)  # dry run: what would be done
     seen: list[SessionInfo] = field(default_factory=list)  # what this cycle observed
+    duration: float = 0.0  # seconds the cycle took (0 when skipped)
 
 
 def emit(event: Event) -> None:
@@ -107,6 +108,8 @@ class Supervisor:
         self.auth_blocked_until: float | None = None  # monotonic
         self.last_success: float | None = None  # wall time of the last successful list
         self.consecutive_failures = 0
+        # Called with every event of the decision core, after it is logged (metrics).
+        self.observers: list[Callable[[Event], None]] = []
 
     # ------------------------------------------------------------------ the cycle
 
@@ -122,7 +125,7 @@ class Supervisor:
             listing = await self.client.list_sessions()
         except ApiError as exc:
             self._poll_failed(exc, started)
-            return PollResult(ok=False, error=exc)
+            return PollResult(ok=False, error=exc, duration=self.clock.monotonic() - started)
         if self.auth_blocked_until is not None:
             self.auth_blocked_until = None
             log.info("api.auth_restored")
@@ -155,12 +158,13 @@ class Supervisor:
 
         self.last_success = self.clock.now()
         self.consecutive_failures = 0
+        result.duration = self.clock.monotonic() - started
         log.info(
             "poll.completed",
             sessions=result.sessions,
             actions=result.actions,
             unreadable=len(listing.problems),
-            duration_ms=round((self.clock.monotonic() - started) * 1000),
+            duration_ms=round(result.duration * 1000),
         )
         return result
 
@@ -264,6 +268,12 @@ class Supervisor:
     def _record(self, old: Record | None, step: Step, session_id: str, dry_run: bool) -> None:
         for event in step.events:
             emit(event)
+            for observe in self.observers:
+                try:
+                    observe(event)
+                except Exception as exc:  # a metrics hook must not break a cycle
+                    log.warning("poll.observer_failed", observed=event.name,
+                                error=type(exc).__name__)
         if dry_run:
             return
         if step.record is None:

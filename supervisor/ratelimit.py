@@ -36,6 +36,7 @@ class RateGate:
     ) -> None:
         self._clock = clock
         self._max_retry_after = max_retry_after
+        self._own_fallback = fallback is None
         self._fallback = fallback or Backoff(initial=1.0, max=max_retry_after, multiplier=2.0)
         self._paused_until = -math.inf
         self._consecutive_429 = 0
@@ -55,6 +56,8 @@ class RateGate:
 
     def set_max_retry_after(self, seconds: float) -> None:
         self._max_retry_after = seconds
+        if self._own_fallback:  # the fallback backoff is capped by it too
+            self._fallback = Backoff(initial=1.0, max=seconds, multiplier=2.0)
 
     @property
     def paused_until(self) -> float:

@@ -82,6 +82,7 @@ __all__ = [
     "StatusSettings",
     "cli_flag",
     "env_var_names",
+    "listen_address",
     "load_settings",
     "render_settings",
     "setting_keys",
@@ -95,6 +96,7 @@ CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 API_KEY_FILE_NAME = "wasend_api_key"
 CONTAINER_SECRETS_DIR = Path("/run/secrets")
 DEFAULT_BASE_URL = "https://api.wasend.dev"
+DEFAULT_HTTP_PORT = 9187  # the conventional port of the health and metrics listener
 
 _MASK = "********"
 _EXCERPT_MAX = 24  # characters of a rejected input shown in a problem line
@@ -343,6 +345,57 @@ def _normalise_base_url(value: str) -> str:
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_LISTEN_FORMS = "host:port, [IPv6]:port or a port alone (empty: off)"
+
+
+def listen_address(value: str) -> tuple[str, int] | None:
+    """``http_listen`` as (host, port), or None when it is empty (the listener is off).
+
+    ``9187`` means ``127.0.0.1:9187``; ``[::1]:9187`` is an IPv6 address; port 0 picks a
+    free port. Raises ValueError with a short reason for anything else.
+    """
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        host, port_text = "127.0.0.1", text
+    elif text.startswith("["):
+        inside, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"must be {_LISTEN_FORMS}")
+        try:
+            host = str(ipaddress.IPv6Address(inside))
+        except ValueError:
+            raise ValueError(f"{inside!r} in brackets is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"must be {_LISTEN_FORMS}")
+        if ":" in host:
+            raise ValueError("an IPv6 address must be in brackets: [::1]:9187")
+        if not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"{host[:24]!r} is not a host name or address")
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError("the port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def _check_listen(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # http_listen = 9187 in TOML
+    if not isinstance(value, str):
+        return value  # pydantic reports the type
+    try:
+        found = listen_address(value)
+    except ValueError as exc:
+        raise PydanticCustomError("listen_address", "{reason}", {"reason": str(exc)}) from None
+    if found is None:
+        return ""
+    host, port = found
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 # --- the model -----------------------------------------------------------------------------
 
 _MODEL_CONFIG = ConfigDict(
@@ -478,6 +531,17 @@ class Settings(BaseSettings):
     shutdown_grace: _NonNegativeSeconds = Field(
         default=10.0, description="seconds in-flight work may take after SIGTERM"
     )
+    http_listen: Annotated[str, BeforeValidator(_check_listen)] = Field(
+        default="",
+        description="host:port of the health and metrics listener (run only); empty: off",
+    )
+    unready_after: _NonNegativeSeconds = Field(
+        default=0.0,
+        description="seconds without a successful poll before /readyz fails; 0: 3 x poll_interval",
+    )
+    metrics_per_session: bool = Field(
+        default=False, description="add per-session series to /metrics"
+    )
     statuses: StatusSettings = Field(default=StatusSettings())
     log_format: Annotated[_LogFormat, BeforeValidator(_lower)] = Field(
         default="auto", description="json, console, or auto (console on a TTY)"
@@ -554,6 +618,11 @@ class Settings(BaseSettings):
             return self._origins.get(key, _DEFAULT).short()
         top = key.partition(".")[0]
         return (_Origin("code") if top in self.model_fields_set else _DEFAULT).short()
+
+    @property
+    def unready_threshold(self) -> float:
+        """Seconds without a successful poll after which ``/readyz`` answers 503."""
+        return self.unready_after or 3 * self.poll_interval
 
     def policy(self) -> Policy:
         """The decision core's knobs."""
@@ -882,6 +951,8 @@ _MESSAGES: dict[str, str] = {
     "extra_forbidden": "unknown key",
     "model_type": "must be a table",
     "dict_type": "must be a table",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
 }
 
 

@@ -13,7 +13,7 @@ import httpx
 from pydantic import SecretStr
 
 from supervisor import logs
-from supervisor.client import WasendClient
+from supervisor.client import Observer, WasendClient
 from supervisor.clock import Clock, SystemClock
 from supervisor.cycle import Supervisor
 from supervisor.ratelimit import RateGate
@@ -31,6 +31,33 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Apply reloaded settings to the running parts, keeping every record and the
+        gate's pause. Sessions no longer configured are forgotten (their records dropped)."""
+        self.gate.set_rate_limit(settings.rate_limit)
+        self.gate.set_max_retry_after(settings.max_retry_after)
+        self.client.configure(base_url=settings.base_url, timeout=settings.request_timeout)
+        supervisor = self.supervisor
+        key = settings.api_key
+        old_key = self.settings.api_key
+        if key is not None and (old_key is None
+                                or key.get_secret_value() != old_key.get_secret_value()):
+            logs.register_secret(key.get_secret_value())
+            self.client.set_api_key(key)
+            if supervisor.auth_blocked_until is not None:  # a new key: try it at the next poll
+                supervisor.auth_blocked_until = supervisor.clock.monotonic()
+        supervisor.policy = settings.policy()
+        supervisor.configured = tuple(dict.fromkeys(settings.sessions))
+        supervisor.get_concurrency = settings.get_concurrency
+        supervisor.auth_retry_interval = settings.auth_retry_interval
+        supervisor.key_reader = lambda: read_key(settings)
+        if supervisor.configured:
+            keep = set(supervisor.configured)
+            for record in self.store.records():
+                if record.session_id not in keep:
+                    self.store.delete(record.session_id)
+        self.settings = settings
 
 
 def read_key(settings: Settings) -> SecretStr:
@@ -50,6 +77,7 @@ def build(
     rng: random.Random | None = None,
     store: Store | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    observer: Observer | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
     policy = settings.policy()
@@ -69,6 +97,7 @@ def build(
         gate=gate,
         clock=clock,
         transport=transport,
+        observer=observer,
     )
     supervisor = Supervisor(
         client,

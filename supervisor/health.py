@@ -1,0 +1,87 @@
+"""Liveness and readiness: the answers behind ``/livez`` and ``/readyz``.
+
+* **Live** while the daemon's scheduler is running with its poll job (asked through
+  ``alive``); that the answer comes at all shows that the event loop turns, since the
+  listener runs on it. Liveness never looks at the WASend API: an API outage must not get
+  the process killed and restarted, which would not help.
+* **Ready** once a poll has succeeded, and as long as the last successful poll ended less
+  than ``unready_after`` seconds ago (the ``unready_after`` setting; 0 means three poll
+  intervals). Failed polls inside that window leave it ready (and say so); a key that is
+  refused, an outage or a stuck poll make it unready when the window has passed.
+
+Times are the clock's monotonic seconds; ``Health`` learns of polls through
+``poll_done``, called by the daemon after each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor.census import poll_outcome
+from supervisor.clock import Clock
+from supervisor.cycle import PollResult
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class Health:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        unready_after: float,
+        alive: Callable[[], tuple[bool, str]],
+    ) -> None:
+        self.clock = clock
+        self.unready_after = unready_after
+        self._alive = alive
+        self.last_success: float | None = None  # monotonic
+        self.last_poll: float | None = None
+        self.last_outcome: str | None = None
+        self.consecutive_failures = 0
+
+    def poll_done(self, result: PollResult) -> None:
+        now = self.clock.monotonic()
+        self.last_poll = now
+        self.last_outcome = poll_outcome(result)
+        if result.ok:
+            self.last_success = now
+            self.consecutive_failures = 0
+        else:
+            self.consecutive_failures += 1
+
+    def liveness(self) -> Verdict:
+        ok, reason = self._alive()
+        return Verdict(ok, {"status": "alive" if ok else "dead", "reason": reason})
+
+    def readiness(self) -> Verdict:
+        now = self.clock.monotonic()
+        body: dict[str, Any] = {
+            "last_poll": self.last_outcome,
+            "last_success_age": None,
+            "consecutive_failures": self.consecutive_failures,
+            "unready_after": self.unready_after,
+        }
+        if self.last_success is None:
+            reason = "no successful poll yet"
+            if self.last_outcome is not None:
+                reason += f" (last poll {self.last_outcome})"
+            return Verdict(False, {"status": "not_ready", "reason": reason, **body})
+        age = now - self.last_success
+        body["last_success_age"] = round(age, 3)
+        if age > self.unready_after:
+            reason = (f"no successful poll for {age:.0f} s "
+                      f"(more than unready_after, {self.unready_after:g} s)")
+            return Verdict(False, {"status": "not_ready", "reason": reason, **body})
+        if self.consecutive_failures:
+            reason = (f"{self.consecutive_failures} poll(s) failed since the last "
+                      f"success {age:.0f} s ago; unready after {self.unready_after:g} s")
+        else:
+            reason = "polls are succeeding"
+        return Verdict(True, {"status": "ready", "reason": reason, **body})

@@ -1,0 +1,198 @@
+"""Prometheus metrics for ``/metrics``, in a registry of their own.
+
+Fed from three hooks, never from log lines:
+
+* the client's ``observer`` (every HTTP request: call, status, duration);
+* the supervisor's event observers (every event of the decision core: restart outcomes,
+  give-ups, needs-a-person);
+* the daemon's poll listener (poll outcome and duration, and a ``Census`` of the store's
+  records: sessions by class and by phase).
+
+The rate gate's own counters (429s received, seconds paused) are read when scraped.
+Per-session series exist only with ``metrics_per_session = true``. Every name starts with
+``wasend_supervisor_``; see docs/operations.md for the list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from supervisor.census import Census
+from supervisor.models import Event, Phase, StatusClass
+
+if TYPE_CHECKING:
+    from supervisor.cycle import PollResult
+    from supervisor.ratelimit import RateGate
+
+PREFIX = "wasend_supervisor_"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+RESTART_OUTCOMES = {
+    "restart.succeeded": "succeeded",
+    "restart.failed": "failed",
+    "restart.conflict": "conflict",
+    "restart.deferred": "deferred",
+}
+API_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0)
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+class Metrics:
+    def __init__(self, *, per_session: bool = False) -> None:
+        self.per_session = per_session
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.restarts = Counter(
+            PREFIX + "restarts", "Restart attempts by outcome.", ["outcome"], registry=r)
+        self.restart_requests = Counter(
+            PREFIX + "restart_requests", "Restart requests about to be sent.", registry=r)
+        self.gave_up = Counter(
+            PREFIX + "gave_up", "Times a session was given up on (session.gave_up).",
+            registry=r)
+        self.needs_person = Counter(
+            PREFIX + "needs_person",
+            "Times a session entered a needs-a-person status (session.needs_person).",
+            registry=r)
+        self.polls = Counter(
+            PREFIX + "polls", "Poll cycles by outcome (ok, failed, skipped).", ["outcome"],
+            registry=r)
+        self.poll_duration = Histogram(
+            PREFIX + "poll_duration_seconds", "Duration of poll cycles that ran.",
+            buckets=POLL_BUCKETS, registry=r)
+        self.api_duration = Histogram(
+            PREFIX + "api_request_duration_seconds",
+            "WASend API requests by call and HTTP status (status 'none': no answer).",
+            ["call", "status"], buckets=API_BUCKETS, registry=r)
+        self.last_success = Gauge(
+            PREFIX + "last_successful_poll_timestamp_seconds",
+            "Unix time of the end of the last successful poll (0: none yet).", registry=r)
+        self.reloads = Counter(
+            PREFIX + "config_reloads", "Configuration reloads (SIGHUP) by outcome.",
+            ["outcome"], registry=r)
+        for outcome in RESTART_OUTCOMES.values():
+            self.restarts.labels(outcome)
+        for outcome in ("ok", "failed", "skipped"):
+            self.polls.labels(outcome)
+        for outcome in ("ok", "failed"):
+            self.reloads.labels(outcome)
+        self._gate: RateGate | None = None
+        self._census: Census | None = None
+        self._consecutive_failures = 0
+        r.register(_StateCollector(self))
+
+    # --- hooks ---
+
+    def watch_gate(self, gate: RateGate) -> None:
+        self._gate = gate
+
+    def observe_request(self, call: str, http_status: int | None, seconds: float) -> None:
+        status = "none" if http_status is None else str(http_status)
+        self.api_duration.labels(call or "other", status).observe(max(0.0, seconds))
+
+    def observe_event(self, event: Event) -> None:
+        outcome = RESTART_OUTCOMES.get(event.name)
+        if outcome is not None:
+            self.restarts.labels(outcome).inc()
+        elif event.name == "restart.requested":
+            self.restart_requests.inc()
+        elif event.name == "session.gave_up":
+            self.gave_up.inc()
+        elif event.name == "session.needs_person":
+            self.needs_person.inc()
+
+    def after_poll(
+        self,
+        result: PollResult,
+        census: Census,
+        *,
+        last_success: float | None,
+        consecutive_failures: int,
+    ) -> None:
+        outcome = "ok" if result.ok else "skipped" if result.skipped else "failed"
+        self.polls.labels(outcome).inc()
+        if not result.skipped:
+            self.poll_duration.observe(max(0.0, result.duration))
+        if last_success is not None:
+            self.last_success.set(last_success)
+        self._census = census
+        self._consecutive_failures = consecutive_failures
+
+    def reloaded(self, ok: bool) -> None:
+        self.reloads.labels("ok" if ok else "failed").inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition format (version 0.0.4)."""
+        return generate_latest(self.registry)
+
+    # --- read when scraped ---
+
+    def _state(self) -> Iterator[Metric]:
+        census = self._census
+        sessions = GaugeMetricFamily(
+            PREFIX + "sessions", "Supervised sessions by status class, after the last poll.",
+            labels=["class"])
+        phases = GaugeMetricFamily(
+            PREFIX + "sessions_in_phase", "Supervised sessions by supervision phase.",
+            labels=["phase"])
+        for klass in StatusClass:
+            sessions.add_metric([klass.value], census.by_class[klass] if census else 0)
+        for phase in Phase:
+            phases.add_metric([phase.value], census.by_phase[phase] if census else 0)
+        yield sessions
+        yield phases
+        yield GaugeMetricFamily(
+            PREFIX + "sessions_given_up",
+            "Sessions currently given up on (until seen healthy again).",
+            value=census.given_up if census else 0)
+        yield GaugeMetricFamily(
+            PREFIX + "sessions_needing_person",
+            "Sessions currently in a needs-a-person status (e.g. SCAN_QR_CODE).",
+            value=census.by_phase[Phase.NEEDS_PERSON] if census else 0)
+        yield GaugeMetricFamily(
+            PREFIX + "consecutive_poll_failures", "Polls failed in a row (0 after a success).",
+            value=self._consecutive_failures)
+        gate = self._gate
+        if gate is not None:
+            yield CounterMetricFamily(
+                PREFIX + "api_rate_limited", "429 answers received from the API.",
+                value=gate.rate_limited_total)
+            yield CounterMetricFamily(
+                PREFIX + "api_rate_limit_paused_seconds",
+                "Seconds requests were held back by a 429's Retry-After (or its fallback).",
+                value=gate.paused_seconds_total)
+            yield GaugeMetricFamily(
+                PREFIX + "api_rate_limit_pause_remaining_seconds",
+                "Seconds until requests may be sent again after a 429 (0: not paused).",
+                value=gate.paused_for())
+        if self.per_session and census is not None:
+            yield from _per_session(census)
+
+
+def _per_session(census: Census) -> Iterator[Metric]:
+    status = GaugeMetricFamily(
+        PREFIX + "session_status",
+        "1 for each session, labelled with its last status, status class and phase.",
+        labels=["session", "status", "class", "phase"])
+    healthy = GaugeMetricFamily(
+        PREFIX + "session_healthy", "1 if the session's last status is healthy, else 0.",
+        labels=["session"])
+    for record in census.records:
+        klass = Census.class_of(record, census.classes)
+        status.add_metric(
+            [record.session_id, record.last_status or "", klass.value, record.phase.value], 1)
+        healthy.add_metric([record.session_id], 1 if klass is StatusClass.HEALTHY else 0)
+    yield status
+    yield healthy
+
+
+class _StateCollector:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics._state()

@@ -1,0 +1,84 @@
+"""Reloading the configuration on SIGHUP, without losing supervision state.
+
+``Reloader.reload`` loads the settings again exactly as at start (the same command-line
+overrides and config path; the environment, the config file and the key read afresh).
+An invalid result is one ``config.reload_failed`` event (level error) with the one-line
+problems, and the settings in force stay as they were. A valid one is applied to the
+running parts by the ``apply`` callback and reported as ``config.reloaded`` with the keys
+that changed. Keys that need a restart (``RESTART_ONLY``) keep their old value; the event
+names them in ``restart_required``.
+
+Records, backoff, give-ups and the rate gate's pause live in objects that are
+reconfigured, never rebuilt, so a reload keeps them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from supervisor.settings import ConfigError, Settings, setting_keys
+
+log = structlog.get_logger("supervisor.reload")
+
+RESTART_ONLY = ("http_listen",)
+"""Settings a running daemon cannot change; a new value waits for the next start."""
+
+
+def _value(settings: Settings, key: str) -> Any:
+    value: Any = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    if key == "api_key" and value is not None:
+        return value.get_secret_value()
+    return value
+
+
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    """The setting keys whose value differs, in reference order (``api_key``: by value)."""
+    return [key for key in setting_keys() if _value(old, key) != _value(new, key)]
+
+
+class Reloader:
+    def __init__(
+        self,
+        load: Callable[[], Settings],
+        settings: Settings,
+        apply: Callable[[Settings, Settings], None],
+        *,
+        reported: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._load = load
+        self._apply = apply
+        self._reported = reported
+        self.settings = settings
+
+    def reload(self) -> bool:
+        """Load, validate and apply the configuration; False if it was refused."""
+        old = self.settings
+        try:
+            new = self._load()
+        except ConfigError as exc:
+            log.error("config.reload_failed", problems=exc.problems, kept="previous")
+            self._report(ok=False)
+            return False
+        restart_required = [key for key in RESTART_ONLY if _value(old, key) != _value(new, key)]
+        if restart_required:
+            new = new.model_copy(update={key: getattr(old, key) for key in restart_required})
+        changed = changed_keys(old, new)
+        self._apply(old, new)
+        self.settings = new
+        log.info(
+            "config.reloaded",
+            changed=changed,
+            restart_required=restart_required,
+            config_file=None if new.config_file is None else str(new.config_file),
+        )
+        self._report(ok=True)
+        return True
+
+    def _report(self, *, ok: bool) -> None:
+        if self._reported is not None:
+            self._reported(ok)

@@ -1,0 +1,139 @@
+"""``run`` as a service: the daemon and what operators see of it.
+
+Puts together, around one ``Daemon``: the systemd notifications (``sdnotify``), the
+health and metrics listener (``listener``, ``health``, ``metrics``) and the reload on
+SIGHUP (``reload``). Each is hooked to the daemon through its hooks and to the supervisor
+through its event observers; none of them is part of the poll cycle.
+
+Order at start: the listener binds (a failure is ``ListenError``, before any poll), then
+the daemon starts its scheduler. Order at stop: ``STOPPING=1``, the scheduler stops (the
+poll in flight finishes within ``shutdown_grace``), the watchdog stops, the listener
+closes, ``daemon.stopped``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from supervisor.census import Census
+from supervisor.cycle import PollResult
+from supervisor.daemon import Daemon
+from supervisor.health import Health, Verdict
+from supervisor.listener import HttpListener, ListenError, Reply
+from supervisor.metrics import CONTENT_TYPE, Metrics
+from supervisor.reload import Reloader
+from supervisor.sdnotify import Notifier, SystemdHooks, watchdog_interval
+from supervisor.settings import Settings, listen_address
+from supervisor.wiring import Runtime, build
+
+__all__ = ["ListenError", "Service"]
+
+
+class Service:
+    def __init__(
+        self,
+        runtime: Runtime,
+        metrics: Metrics,
+        *,
+        env: Mapping[str, str],
+        load: Callable[[], Settings] | None = None,
+        configure_logs: Callable[[Settings], None] | None = None,
+        pid: int | None = None,
+    ) -> None:
+        settings = runtime.settings
+        supervisor = runtime.supervisor
+        self.runtime = runtime
+        self.metrics = metrics
+        self.configure_logs = configure_logs
+        self.daemon = Daemon(
+            supervisor,
+            poll_interval=settings.poll_interval,
+            shutdown_grace=settings.shutdown_grace,
+            poll_jitter=settings.poll_jitter,
+        )
+        self.health = Health(supervisor.clock, unready_after=settings.unready_threshold,
+                             alive=self.daemon.alive)
+        self.systemd = SystemdHooks(
+            Notifier.from_env(env),
+            watchdog=watchdog_interval(env, os.getpid() if pid is None else pid),
+        )
+        self.listener: HttpListener | None = None
+        address = listen_address(settings.http_listen)
+        if address is not None:
+            self.listener = HttpListener(*address, {
+                "/livez": lambda: _json(self.health.liveness()),
+                "/readyz": lambda: _json(self.health.readiness()),
+                "/metrics": lambda: Reply(200, self.metrics.render(), CONTENT_TYPE),
+            })
+            self.daemon.closers.append(self.listener.close)
+        self.reloader: Reloader | None = None
+        if load is not None:
+            self.reloader = Reloader(load, settings, self._apply, reported=metrics.reloaded)
+            self.daemon.on_reload = self.reloader.reload
+
+        supervisor.observers.append(metrics.observe_event)
+        self.daemon.listeners.append(self._after_poll)
+        self.daemon.on_stopping.append(self.systemd.stopping)
+        if self.systemd.watchdog_interval is not None:
+            self.daemon.background.append(self.systemd.watchdog)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        env: Mapping[str, str],
+        load: Callable[[], Settings] | None = None,
+        configure_logs: Callable[[Settings], None] | None = None,
+        **build_args: Any,
+    ) -> Service:
+        """Metrics, then the runtime with the client reporting to them, then the service."""
+        metrics = Metrics(per_session=settings.metrics_per_session)
+        runtime = build(settings, observer=metrics.observe_request, **build_args)
+        metrics.watch_gate(runtime.gate)
+        return cls(runtime, metrics, env=env, load=load, configure_logs=configure_logs)
+
+    async def open(self) -> None:
+        """Bind the listener, if there is one. Raises ListenError (one line)."""
+        if self.listener is not None:
+            await self.listener.start()
+
+    async def run(self) -> int:
+        """Run until a signal (or ``daemon.request_stop``); the exit status."""
+        self.systemd.starting()
+        return await self.daemon.run()
+
+    async def aclose(self) -> None:
+        if self.listener is not None:
+            await self.listener.close()
+        self.systemd.notifier.close()
+        await self.runtime.aclose()
+
+    # --- hooks ---
+
+    def _after_poll(self, result: PollResult) -> None:
+        supervisor = self.runtime.supervisor
+        census = Census.take(self.runtime.store.records(), supervisor.policy.classes)
+        self.metrics.after_poll(result, census, last_success=supervisor.last_success,
+                                consecutive_failures=supervisor.consecutive_failures)
+        self.health.poll_done(result)
+        self.systemd.poll_done(result, census, supervisor.clock.now())
+
+    def _apply(self, old: Settings, new: Settings) -> None:
+        self.runtime.reconfigure(new)
+        self.daemon.reconfigure(poll_interval=new.poll_interval, poll_jitter=new.poll_jitter,
+                                shutdown_grace=new.shutdown_grace)
+        self.health.unready_after = new.unready_threshold
+        self.metrics.per_session = new.metrics_per_session
+        if self.configure_logs is not None and (
+            (old.log_format, old.log_level) != (new.log_format, new.log_level)
+        ):
+            self.configure_logs(new)
+
+
+def _json(verdict: Verdict) -> Reply:
+    body = json.dumps(verdict.body, separators=(",", ":")).encode("utf-8") + b"\n"
+    return Reply(200 if verdict.ok else 503, body, "application/json")

@@ -1,0 +1,76 @@
+"""Liveness and readiness as functions of the daemon's state and the (fake) clock."""
+
+from __future__ import annotations
+
+from supervisor.cycle import PollResult
+from supervisor.errors import ApiUnreachable
+from supervisor.health import Health
+from tests.fakes import FakeClock
+
+DOWN = ApiUnreachable("down", call="list")
+
+
+def make(clock: FakeClock, alive: tuple[bool, str] = (True, "ok")) -> Health:
+    return Health(clock, unready_after=90.0, alive=lambda: alive)
+
+
+def test_not_ready_until_the_first_successful_poll() -> None:
+    clock = FakeClock()
+    health = make(clock)
+    verdict = health.readiness()
+    assert not verdict.ok and verdict.body["reason"] == "no successful poll yet"
+    health.poll_done(PollResult(ok=False, error=DOWN))
+    verdict = health.readiness()
+    assert not verdict.ok
+    assert verdict.body["reason"] == "no successful poll yet (last poll failed (unreachable))"
+    health.poll_done(PollResult(ok=True))
+    assert health.readiness().ok
+
+
+def test_failures_inside_the_threshold_stay_ready_and_past_it_are_not() -> None:
+    clock = FakeClock()
+    health = make(clock)
+    health.poll_done(PollResult(ok=True))
+    clock.advance(30)
+    health.poll_done(PollResult(ok=False, error=DOWN))
+    clock.advance(30)
+    health.poll_done(PollResult(ok=False, error=DOWN))
+    verdict = health.readiness()
+    assert verdict.ok and verdict.body["consecutive_failures"] == 2
+    clock.advance(30.5)  # 90.5 s since the last success
+    verdict = health.readiness()
+    assert not verdict.ok
+    assert verdict.body["reason"].startswith("no successful poll for 90 s")
+    health.poll_done(PollResult(ok=True))
+    assert health.readiness().ok
+    assert health.readiness().body["reason"] == "polls are succeeding"
+
+
+def test_a_poll_that_never_ends_makes_it_unready_too() -> None:
+    clock = FakeClock()
+    health = make(clock)
+    health.poll_done(PollResult(ok=True))
+    clock.advance(91)  # nothing reported since: stuck, or waiting out a long Retry-After
+    assert not health.readiness().ok
+
+
+def test_a_new_threshold_applies_at_once() -> None:
+    clock = FakeClock()
+    health = make(clock)
+    health.poll_done(PollResult(ok=True))
+    clock.advance(50)
+    assert health.readiness().ok
+    health.unready_after = 40
+    assert not health.readiness().ok
+
+
+def test_liveness_follows_the_scheduler_not_the_polls() -> None:
+    clock = FakeClock()
+    health = make(clock)
+    for _ in range(10):
+        health.poll_done(PollResult(ok=False, error=DOWN))
+        clock.advance(100)
+    assert health.liveness().ok
+    dead = make(clock, alive=(False, "scheduler stopped"))
+    verdict = dead.liveness()
+    assert not verdict.ok and verdict.body == {"status": "dead", "reason": "scheduler stopped"}

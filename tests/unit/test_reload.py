@@ -1,0 +1,182 @@
+"""Reload on SIGHUP: what is applied, what is refused, what is kept."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from supervisor.clock import SystemClock
+from supervisor.cycle import Supervisor
+from supervisor.daemon import Daemon
+from supervisor.models import Phase, Record
+from supervisor.policy import Policy
+from supervisor.reload import Reloader, changed_keys
+from supervisor.settings import (
+    BackoffSettings,
+    ConfigError,
+    Settings,
+    StatusSettings,
+    load_settings,
+)
+from supervisor.store import MemoryStore
+from supervisor.wiring import build
+from tests.fakes import FakeApi, FakeClock, MaxRandom
+
+KEY = "sk-reload-test-key-0001"
+
+
+def settings(**values: Any) -> Settings:
+    return Settings(api_key=SecretStr(KEY), base_url="https://api.example", **values)
+
+
+def test_changed_keys_in_reference_order_and_the_key_by_value() -> None:
+    old = settings(poll_interval=30, rate_limit=5)
+    new = Settings(api_key=SecretStr(KEY + "x"), base_url="https://api.example",
+                   poll_interval=10, rate_limit=5, backoff=BackoffSettings(max=60))
+    assert changed_keys(old, new) == ["api_key", "poll_interval", "backoff.max"]
+    assert changed_keys(old, settings(poll_interval=30, rate_limit=5)) == []
+
+
+def test_a_valid_configuration_is_applied_and_reported() -> None:
+    applied: list[tuple[Settings, Settings]] = []
+    reports: list[bool] = []
+    old = settings(poll_interval=30)
+    reloader = Reloader(lambda: settings(poll_interval=10, rate_limit=2), old,
+                        lambda a, b: applied.append((a, b)), reported=reports.append)
+    with capture_logs() as events:
+        assert reloader.reload()
+    assert applied == [(old, reloader.settings)]
+    assert reloader.settings.poll_interval == 10
+    [event] = events
+    assert event["event"] == "config.reloaded" and event["log_level"] == "info"
+    assert event["changed"] == ["poll_interval", "rate_limit"]
+    assert event["restart_required"] == []
+    assert reports == [True]
+
+
+def test_an_invalid_configuration_is_reported_and_the_old_one_stays() -> None:
+    applied: list[object] = []
+    reports: list[bool] = []
+    old = settings()
+
+    def broken() -> Settings:
+        raise ConfigError(["poll_interval: must be greater than 0 (got -1, from x.toml)",
+                           "rate_limit: must be a number (got lots, from x.toml)"])
+
+    reloader = Reloader(broken, old, lambda a, b: applied.append(b), reported=reports.append)
+    with capture_logs() as events:
+        assert not reloader.reload()
+    assert applied == [] and reloader.settings is old
+    [event] = events
+    assert event["event"] == "config.reload_failed" and event["log_level"] == "error"
+    assert event["problems"] == ["poll_interval: must be greater than 0 (got -1, from x.toml)",
+                                 "rate_limit: must be a number (got lots, from x.toml)"]
+    assert reports == [False]
+
+
+def test_settings_that_need_a_restart_keep_their_old_value() -> None:
+    old = settings(http_listen="127.0.0.1:9187")
+    reloader = Reloader(lambda: settings(http_listen="0.0.0.0:9999", poll_interval=5), old,
+                        lambda a, b: None)
+    with capture_logs() as events:
+        reloader.reload()
+    assert reloader.settings.http_listen == "127.0.0.1:9187"
+    assert reloader.settings.poll_interval == 5
+    assert events[0]["changed"] == ["poll_interval"]
+    assert events[0]["restart_required"] == ["http_listen"]
+
+
+def test_a_real_config_file_is_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("poll_interval = 30.0\n")
+    env = {"WASEND_API_KEY": KEY}
+
+    def load() -> Settings:
+        return load_settings(config_path=path, env=env, secrets_dirs=[])
+
+    reloader = Reloader(load, load(), lambda a, b: None)
+    path.write_text("poll_interval = 12.5\n[backoff]\ninitial = 1.0\n")
+    with capture_logs() as events:
+        assert reloader.reload()
+    assert events[0]["changed"] == ["poll_interval", "backoff.initial"]
+    assert events[0]["config_file"] == str(path)
+
+
+# --- applying to the running parts --------------------------------------------------------
+
+
+async def test_runtime_reconfigure_keeps_records_and_the_gates_pause() -> None:
+    clock = FakeClock()
+    runtime = build(settings(sessions=("a", "b")), clock=clock, rng=MaxRandom())
+    try:
+        runtime.store.put(Record("a", phase=Phase.GAVE_UP, gave_up=True, attempt=5))
+        runtime.store.put(Record("b", phase=Phase.UNHEALTHY, attempt=2))
+        runtime.gate.rate_limited(120.0, call="list")
+        runtime.supervisor.auth_blocked_until = clock.monotonic() + 300
+        new = Settings(api_key=SecretStr(KEY + "-rotated"), base_url="https://other.example",
+                       sessions=("a",), request_timeout=3.0, max_restarts=9,
+                       statuses=StatusSettings(healthy=("RUNNING",)),
+                       rate_limit=1.0)
+        runtime.reconfigure(new)
+        assert runtime.store.get("a") == Record("a", phase=Phase.GAVE_UP, gave_up=True,
+                                                attempt=5)
+        assert runtime.store.get("b") is None  # no longer supervised: forgotten
+        assert runtime.gate.paused_for() == 120.0
+        assert runtime.supervisor.policy.max_restarts == 9
+        assert runtime.supervisor.policy.classes.classify("RUNNING").value == "healthy"
+        assert runtime.supervisor.configured == ("a",)
+        assert runtime.supervisor.auth_blocked_until == clock.monotonic()  # try the new key
+        assert repr(runtime.client) == "<WasendClient https://other.example>"
+        assert runtime.client._http.timeout.read == 3.0
+        assert runtime.client._api_key.get_secret_value() == KEY + "-rotated"
+        assert runtime.settings is new
+    finally:
+        await runtime.aclose()
+
+
+async def test_daemon_reschedules_its_poll_job_on_a_new_interval() -> None:
+    sup = Supervisor(FakeApi({"a": "WORKING"}), MemoryStore(), Policy(), SystemClock(),
+                     MaxRandom())
+    daemon = Daemon(sup, poll_interval=3600, shutdown_grace=1)
+    task = asyncio.create_task(daemon.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + 5
+        while daemon.polls < 1:  # the first poll is immediate; the next one an hour later
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        daemon.reconfigure(poll_interval=0.05, poll_jitter=0.0, shutdown_grace=2)
+        while daemon.polls < 4:
+            assert asyncio.get_running_loop().time() < deadline, "not rescheduled"
+            await asyncio.sleep(0.01)
+        assert daemon.shutdown_grace == 2
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 5) == 0
+
+
+async def test_sighup_only_flags_and_the_reload_runs_on_the_loop() -> None:
+    sup = Supervisor(FakeApi({"a": "WORKING"}), MemoryStore(), Policy(), SystemClock(),
+                     MaxRandom())
+    daemon = Daemon(sup, poll_interval=3600, shutdown_grace=1)
+    calls: list[str] = []
+    daemon.on_reload = lambda: calls.append("reload")
+    task = asyncio.create_task(daemon.run())
+    await asyncio.sleep(0)
+    daemon.handle_signal(signal.SIGHUP)
+    daemon.handle_signal(signal.SIGHUP)  # two before the loop turns: one reload
+    assert calls == []  # the handler itself did nothing but set a flag
+    deadline = asyncio.get_running_loop().time() + 5
+    while not calls:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert calls == ["reload"]
+    daemon.handle_signal(signal.SIGTERM)
+    daemon.handle_signal(signal.SIGHUP)  # too late: stopping
+    assert await asyncio.wait_for(task, 5) == 0
+    assert calls == ["reload"]
