@@ -85,6 +85,8 @@ class Report:
 
 async def run_check(supervisor: Supervisor, *, dry_run: bool = False, wait: float = 0.0) -> Report:
     result = await supervisor.poll(dry_run=dry_run)
+    if not result.ok and result.state_error is not None:
+        return Report(UNKNOWN, error=f"the state file could not be used ({result.state_error})")
     if not result.ok:
         error = result.error
         detail = f"{error.kind}: {error}" if error is not None else "poll failed"

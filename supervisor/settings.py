@@ -75,12 +75,15 @@ __all__ = [
     "CREDENTIALS_ENV",
     "DEFAULT_BASE_URL",
     "ENV_PREFIX",
+    "MEMORY_STATE",
+    "STATE_FILE_NAME",
     "ApiKeySource",
     "BackoffSettings",
     "ConfigError",
     "Settings",
     "StatusSettings",
     "cli_flag",
+    "default_state_path",
     "env_var_names",
     "load_settings",
     "render_settings",
@@ -95,6 +98,8 @@ CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 API_KEY_FILE_NAME = "wasend_api_key"
 CONTAINER_SECRETS_DIR = Path("/run/secrets")
 DEFAULT_BASE_URL = "https://api.wasend.dev"
+MEMORY_STATE = ":memory:"  # a state_path that keeps the state in memory (no disk)
+STATE_FILE_NAME = "state.db"
 
 _MASK = "********"
 _EXCERPT_MAX = 24  # characters of a rejected input shown in a problem line
@@ -120,7 +125,7 @@ class _Origin:
     def long(self) -> str:
         """For problem lines: ``from environment variable X``, or ``default``."""
         return {
-            "default": "default",
+            "default": f"default, {self.where}" if self.where else "default",
             "code": "set in code",
             "cli": f"from command line {self.where}",
             "env": f"from environment variable {self.where}",
@@ -478,6 +483,16 @@ class Settings(BaseSettings):
     shutdown_grace: _NonNegativeSeconds = Field(
         default=10.0, description="seconds in-flight work may take after SIGTERM"
     )
+    state_path: Path | None = Field(
+        default=None,
+        description="the SQLite state file, or :memory:; default: see default_state_path",
+    )
+    history_max_age: _PositiveSeconds = Field(
+        default=30 * 86400.0, description="seconds a restart history row is kept"
+    )
+    history_max_rows: Annotated[int, _Number, Field(ge=1)] = Field(
+        default=100_000, description="restart history rows kept at most"
+    )
     statuses: StatusSettings = Field(default=StatusSettings())
     log_format: Annotated[_LogFormat, BeforeValidator(_lower)] = Field(
         default="auto", description="json, console, or auto (console on a TTY)"
@@ -522,6 +537,13 @@ class Settings(BaseSettings):
     def _check_base_url(cls, value: str) -> str:
         return _normalise_base_url(value)
 
+    @field_validator("state_path", mode="before")
+    @classmethod
+    def _check_state_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("path_empty", "must not be empty")
+        return value
+
     @field_validator("sessions", mode="before")
     @classmethod
     def _check_sessions(cls, value: Any) -> tuple[str, ...]:
@@ -537,6 +559,13 @@ class Settings(BaseSettings):
         if self.api_key is not None:
             self._api_key_source = ApiKeySource("code", "", self.api_key)
 
+    def state_location(self, env: Mapping[str, str] | None = None) -> str:
+        """The state file to use (``:memory:`` for none): ``state_path``, else the
+        default location for this environment (``os.environ`` unless given)."""
+        if self.state_path is not None:
+            return str(self.state_path)
+        return str(default_state_path(os.environ if env is None else env)[0])
+
     def api_key_source(self) -> ApiKeySource | None:
         """Where the key came from (``.describe()``) and how to read it again (``.read()``)."""
         return self._api_key_source
@@ -546,14 +575,17 @@ class Settings(BaseSettings):
         """The TOML file that was read, if any (the daemon reloads it on SIGHUP)."""
         return None if self._config_file is None else self._config_file[0]
 
-    def source_of(self, key: str) -> str:
-        """Where a key's value came from: ``default``, ``env X``, a path, ``command line --x``."""
+    def source_of(self, key: str, *, long: bool = False) -> str:
+        """Where a key's value came from: ``default``, ``env X``, a path, ``command line --x``
+        (``long``: as in problem lines, ``from environment variable X``...)."""
         if key not in setting_keys():
             raise KeyError(key)
         if self._origins is not None:  # built by load_settings
-            return self._origins.get(key, _DEFAULT).short()
-        top = key.partition(".")[0]
-        return (_Origin("code") if top in self.model_fields_set else _DEFAULT).short()
+            origin = self._origins.get(key, _DEFAULT)
+        else:
+            top = key.partition(".")[0]
+            origin = _Origin("code") if top in self.model_fields_set else _DEFAULT
+        return origin.long() if long else origin.short()
 
     def policy(self) -> Policy:
         """The decision core's knobs."""
@@ -683,9 +715,28 @@ def _unknown(key: str) -> str:
     return f"unknown key, did you mean {names[close[0]]}?" if close else "unknown key"
 
 
+def default_state_path(env: Mapping[str, str]) -> tuple[Path, str]:
+    """Where the state file lives when ``state_path`` is not set, and why there:
+    ``$STATE_DIRECTORY/state.db`` (systemd's ``StateDirectory=``; the first of several),
+    else ``$XDG_STATE_HOME/wasend-supervisor/state.db`` (an absolute one only, as the XDG
+    specification says), else ``~/.local/state/wasend-supervisor/state.db``."""
+    first = env.get("STATE_DIRECTORY", "").split(":")[0].strip()
+    if first:
+        return Path(first) / STATE_FILE_NAME, "$STATE_DIRECTORY"
+    xdg = env.get("XDG_STATE_HOME", "").strip()
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "wasend-supervisor" / STATE_FILE_NAME, "$XDG_STATE_HOME"
+    home = env.get("HOME", "").strip()
+    base = Path(home) if home else Path.home()
+    return base / ".local" / "state" / "wasend-supervisor" / STATE_FILE_NAME, "~/.local/state"
+
+
+_PATH_KEYS = frozenset({"api_key_file", "state_path"})
+
+
 def _key_file_path(value: Any, base: Path | None) -> Any:
-    if not isinstance(value, str | Path) or str(value) == "":
-        return value  # pydantic (or _resolve_key) reports it
+    if not isinstance(value, str | Path) or str(value).strip() in ("", MEMORY_STATE):
+        return value  # pydantic (or _resolve_key) reports it; :memory: is no path
     path = Path(value).expanduser()
     return base / path if base is not None and not path.is_absolute() else path
 
@@ -713,7 +764,7 @@ def _fill(
             )
         elif key not in setting_keys():
             load.problems.append(f"{key}: {_unknown(key)} ({origin.long()})")
-        elif key == "api_key_file":
+        elif key in _PATH_KEYS:
             layer.put(key, _key_file_path(value, base), origin)
         else:
             layer.put(key, value, origin)
@@ -739,7 +790,7 @@ def _env_layer(load: _Load) -> _Layer:
         for name in env_var_names(key):
             if name in load.env:
                 value = load.env[name]
-                if key == "api_key_file":
+                if key in _PATH_KEYS:
                     value = _key_file_path(value, None)
                 layer.put(key, value, _Origin("env", name))
                 break
@@ -1010,7 +1061,19 @@ def load_settings(
             f"or provide a file named {API_KEY_FILE_NAME} in {where} (default)"
         )
 
-    layers = (cli_layer, env_layer, secrets_layer, config_layer)  # highest priority first
+    defaults_layer = _Layer("defaults")
+    if not any("state_path" in layer.values for layer in (cli_layer, env_layer, config_layer)):
+        try:
+            path, why = default_state_path(load.env)
+        except RuntimeError:  # no HOME and no user database entry
+            load.problems.append(
+                "state_path: no default location (none of STATE_DIRECTORY, XDG_STATE_HOME "
+                "and HOME is set); set state_path (default)"
+            )
+        else:
+            defaults_layer.put("state_path", path, _Origin("default", why))
+    # highest priority first
+    layers = (cli_layer, env_layer, secrets_layer, config_layer, defaults_layer)
     origins: dict[str, _Origin] = {}
     for layer in reversed(layers):
         origins.update(layer.origins)

@@ -1,0 +1,737 @@
+"""Supervision records and the restart history in one SQLite file: the default store.
+
+Tables (schema version 2)::
+
+    schema_migrations  version PK, applied_at, description     one row per applied migration
+    records            session_id PK, data (the Record as JSON), version, updated_at, writer
+    history            id PK, at, session_id, event, action, attempt, outcome, reason,
+                       status, http_status, duration_ms, next_attempt_at   (append-only)
+
+The connection uses WAL journaling (readers never block the writer), ``synchronous=FULL``
+(a commit is on disk before it returns, so a restart recorded as in flight survives a
+crash, a SIGKILL or a power cut) and a busy timeout (a second process waits for the lock
+rather than failing). Migrations are functions applied in order inside one transaction;
+``schema_migrations`` says which ran. A file from a newer supervisor is refused.
+
+Several processes may share the file (a daemon and a ``check`` from a timer). Each
+record row carries a ``version`` (incremented on every write), the time of the write
+and the writer (host, pid and a random tag of the store that wrote it). Writes are
+compare-and-set: ``swap(old, new)`` replaces the row only if it still holds ``old``
+(``UPDATE ... WHERE session_id = ? AND version = ?``), inside ``BEGIN IMMEDIATE``, so
+two processes never both claim the same restart. ``transaction()`` takes the write lock
+and re-reads what other processes committed (``PRAGMA data_version`` says whether they
+did), so a decision made inside it is made on the latest records.
+
+Reads are served from an in-memory copy of the records, refreshed when another
+connection has committed; a healthy supervisor neither reads rows nor writes anything
+on a poll where nothing changed.
+
+A file that is not a database, or fails ``PRAGMA quick_check``, is moved aside to
+``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), a fresh one is started
+and ``state.corrupt_moved_aside`` is logged at error level. Any other problem (a
+directory that cannot be created or written, a read-only file, somebody else's database,
+a lock held too long) is a ``StateError`` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import secrets
+import socket
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+import structlog
+
+from supervisor.clock import Clock, SystemClock
+from supervisor.models import HistoryEntry, Phase, Record
+from supervisor.store import StateError
+
+log = structlog.get_logger("supervisor.state")
+
+MEMORY: Final = ":memory:"
+SCHEMA_VERSION: Final = 2
+DEFAULT_HISTORY_MAX_AGE: Final = 30 * 86400.0
+DEFAULT_HISTORY_MAX_ROWS: Final = 100_000
+PRUNE_EVERY: Final = 3600.0  # seconds between prunes by age
+DEFAULT_BUSY_TIMEOUT: Final = 10.0
+
+_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
+
+
+# --------------------------------------------------------------------- migrations
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE records (session_id TEXT PRIMARY KEY, data TEXT NOT NULL,"
+        " version INTEGER NOT NULL DEFAULT 1, updated_at REAL NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE history (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+        " session_id TEXT NOT NULL, event TEXT NOT NULL, action TEXT, attempt INTEGER,"
+        " outcome TEXT, http_status INTEGER, duration_ms INTEGER)"
+    )
+    conn.execute("CREATE INDEX history_at ON history (at)")
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE records ADD COLUMN writer TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE history ADD COLUMN reason TEXT")
+    conn.execute("ALTER TABLE history ADD COLUMN status TEXT")
+    conn.execute("ALTER TABLE history ADD COLUMN next_attempt_at REAL")
+    conn.execute("CREATE INDEX history_session_at ON history (session_id, at)")
+
+
+MIGRATIONS: Final[tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...]] = (
+    (1, "records and restart history", _v1),
+    (2, "writer of each record; reason, status and next attempt in the history", _v2),
+)
+
+
+def applied_versions(conn: sqlite3.Connection) -> list[int]:
+    """The migrations applied to this database ([] for an empty one).
+
+    Raises StateError for a database that has tables but is not a state file.
+    """
+    tables = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if "schema_migrations" not in tables:
+        if tables:
+            raise StateError(
+                "is an SQLite database but not a wasend-supervisor state file "
+                f"(tables: {', '.join(sorted(tables)[:5])})"
+            )
+        return []
+    return [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+
+
+def migrate(conn: sqlite3.Connection, now: float, *, target: int = SCHEMA_VERSION) -> int:
+    """Apply the missing migrations up to ``target``, in one transaction; the version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = applied_versions(conn)
+        if done and max(done) > SCHEMA_VERSION:
+            raise StateError(
+                f"has schema version {max(done)}, newer than this supervisor knows "
+                f"({SCHEMA_VERSION}); use a newer wasend-supervisor or another state_path"
+            )
+        if not done:
+            conn.execute(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                " applied_at REAL NOT NULL, description TEXT NOT NULL)"
+            )
+        for version, description, step in MIGRATIONS:
+            if version > target or version in done:
+                continue
+            step(conn)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at, description) VALUES (?,?,?)",
+                (version, now, description),
+            )
+            done.append(version)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return max(done)
+
+
+# --------------------------------------------------------------- record encoding
+
+
+def encode(record: Record) -> str:
+    """A record as compact, canonical JSON (floats round-trip exactly)."""
+    data: dict[str, Any] = {}
+    for spec in dataclasses.fields(Record):
+        value = getattr(record, spec.name)
+        if isinstance(value, Phase):
+            value = value.value
+        elif isinstance(value, frozenset):
+            value = sorted(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        data[spec.name] = value
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("not an integer")
+    return value
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("not a number")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("not a boolean")
+    return value
+
+
+def _floats(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return tuple(_float(v) for v in value)
+
+
+def _strings(value: Any) -> frozenset[str]:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return frozenset(_str(v) for v in value)
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+# By the annotation of each Record field (a string: models uses postponed annotations).
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "str": _str,
+    "str | None": _optional(_str),
+    "int": _int,
+    "float": _float,
+    "float | None": _optional(_float),
+    "bool": _bool,
+    "Phase": Phase,
+    "tuple[float, ...]": _floats,
+    "frozenset[str]": _strings,
+}
+
+
+def decode(session_id: str, text: str) -> Record:
+    """The record a row holds; raises ValueError or TypeError if it cannot be read.
+    Fields it does not know are ignored; fields it lacks take their defaults."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(Record):
+        if spec.name == "session_id" or spec.name not in data:
+            continue
+        convert = _CONVERTERS.get(str(spec.type), lambda value: value)
+        values[spec.name] = convert(data[spec.name])
+    return Record(session_id, **values)
+
+
+# ------------------------------------------------------------------------- errors
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return True
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+class _Corrupt(Exception):
+    """The file is not a usable database; the message says why."""
+
+
+def _problem(exc: sqlite3.Error) -> str:
+    """One line about an SQLite error: its message, without anything else."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _describe(path: Path, exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_READONLY"):
+        return f"{path} is read-only ({_problem(exc)})"
+    if name.startswith("SQLITE_BUSY") or "locked" in str(exc):
+        return f"{path} is locked by another process ({_problem(exc)})"
+    return f"cannot use {path}: {_problem(exc)}"
+
+
+def corrupt_name(path: Path, now: float) -> Path:
+    """Where a corrupt state file is moved: ``<name>.corrupt-<UTC time>``, unused."""
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    return target
+
+
+def _move_aside(path: Path, now: float) -> Path:
+    target = corrupt_name(path, now)
+    try:
+        os.replace(path, target)
+        for suffix in _SIDE_FILES:
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.replace(side, target.with_name(target.name + suffix))
+    except OSError as exc:
+        raise StateError(
+            f"{path} is corrupt and cannot be moved aside: {exc.strerror or exc}"
+        ) from None
+    return target
+
+
+def _prepare_directory(path: Path) -> None:
+    if path.is_dir():
+        raise StateError(f"{path} is a directory; state_path names a file")
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StateError(
+            f"cannot create directory {directory}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    if not directory.is_dir():
+        raise StateError(f"{directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StateError(f"directory {directory} is not writable")
+
+
+def _writer_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+# -------------------------------------------------------------------------- store
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    record: Record
+    version: int
+    updated_at: float
+    writer: str
+
+
+_UPSERT = (
+    "INSERT INTO records (session_id, data, version, updated_at, writer) VALUES (?, ?, 1, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET data = excluded.data,"
+    " version = records.version + 1, updated_at = excluded.updated_at, writer = excluded.writer"
+    " RETURNING version"
+)
+_HISTORY_COLUMNS: Final = (
+    "at", "session_id", "event", "action", "attempt", "outcome", "reason", "status",
+    "http_status", "duration_ms", "next_attempt_at",
+)
+
+
+class SqliteStore:
+    """The ``Store`` in an SQLite file (or ``:memory:``). Build it with ``open``."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        location: str,
+        *,
+        clock: Clock,
+        schema_version: int,
+        history_max_age: float = DEFAULT_HISTORY_MAX_AGE,
+        history_max_rows: int = DEFAULT_HISTORY_MAX_ROWS,
+        readonly: bool = False,
+        writer: str | None = None,
+    ) -> None:
+        self._conn = conn
+        self.location = location
+        self.schema_version = schema_version
+        self.readonly = readonly
+        self.writer = writer or _writer_id()
+        self.history_max_age = history_max_age
+        self.history_max_rows = history_max_rows
+        self._clock = clock
+        self._cache: dict[str, _Row] = {}
+        self._data_version: int | None = None
+        self._depth = 0
+        self._added_since_prune = 0
+        self._pruned_at = -math.inf
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.location} v{self.schema_version}>"
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        history_max_age: float = DEFAULT_HISTORY_MAX_AGE,
+        history_max_rows: int = DEFAULT_HISTORY_MAX_ROWS,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> SqliteStore:
+        """Open (creating if needed) and migrate the state file; ``:memory:`` touches no disk.
+
+        A corrupt file is moved aside and a fresh one started (logged at error level).
+        Raises StateError, with a one-line message, when the file cannot be used.
+        """
+        clock = clock or SystemClock()
+        location = str(path)
+        options: dict[str, Any] = {
+            "clock": clock,
+            "history_max_age": history_max_age,
+            "history_max_rows": history_max_rows,
+        }
+        if location == MEMORY:
+            conn = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
+            version = migrate(conn, clock.now())
+            store = cls(conn, MEMORY, schema_version=version, **options)._loaded()
+            log.debug("state.opened", path=MEMORY, schema_version=version)
+            return store
+        file = Path(location)
+        _prepare_directory(file)
+        try:
+            conn, version = cls._connect(file, clock, busy_timeout)
+        except _Corrupt as exc:
+            moved = _move_aside(file, clock.now())
+            log.error(
+                "state.corrupt_moved_aside",
+                path=str(file),
+                moved_to=str(moved),
+                problem=str(exc),
+                action="started a fresh state file; backoff and history were lost",
+            )
+            conn, version = cls._connect(file, clock, busy_timeout)
+        store = cls(conn, str(file), schema_version=version, **options)._loaded()
+        store.prune()
+        log.info("state.opened", path=str(file), schema_version=version,
+                 records=len(store._cache), history_rows=store.history_count())
+        return store
+
+    @staticmethod
+    def _connect(file: Path, clock: Clock, busy_timeout: float) -> tuple[sqlite3.Connection, int]:
+        try:
+            conn = sqlite3.connect(
+                file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StateError(_describe(file, exc)) from None
+        try:
+            checked = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if checked != ["ok"]:
+                raise _Corrupt("; ".join(str(c) for c in checked)[:200])
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            version = migrate(conn, clock.now())
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if _is_corrupt(exc):
+                raise _Corrupt(_problem(exc)) from None
+            raise StateError(_describe(file, exc)) from None
+        except StateError as exc:
+            conn.close()
+            raise StateError(f"{file} {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn, version
+
+    @classmethod
+    def open_readonly(cls, path: str | Path, *, clock: Clock | None = None) -> SqliteStore:
+        """Open an existing state file for reading only (``status``, ``history``): nothing
+        is created, migrated or moved. Raises FileNotFoundError or StateError."""
+        file = Path(path)
+        if not file.exists():
+            raise FileNotFoundError(str(file))
+        if file.is_dir():
+            raise StateError(f"{file} is a directory; state_path names a file")
+        uri = f"file:{quote(str(file.resolve()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(_describe(file, exc)) from None
+        try:
+            done = applied_versions(conn)
+            version = max(done, default=0)
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"has schema version {version}, newer than this supervisor knows "
+                    f"({SCHEMA_VERSION})"
+                )
+            store = cls(conn, str(file), clock=clock or SystemClock(), schema_version=version,
+                        readonly=True)
+            return store._loaded()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            what = "is corrupt" if _is_corrupt(exc) else "cannot be read"
+            raise StateError(f"{file} {what}: {_problem(exc)}") from None
+        except StateError as exc:
+            conn.close()
+            raise StateError(f"{file} {exc}") from None
+
+    def _loaded(self) -> SqliteStore:
+        if self.schema_version > 0:
+            self._reload()
+        return self
+
+    def close(self) -> None:
+        """Close the file. What was read stays readable (from memory); writes fail."""
+        self._closed = True
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    # ------------------------------------------------------------- the cache
+
+    def _reload(self) -> None:
+        """Re-read the rows other connections changed (all of them, cheaply compared)."""
+        if self.schema_version == 0:
+            return
+        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        writer = "writer" if self.schema_version >= 2 else "''"
+        rows = self._conn.execute(
+            f"SELECT session_id, version, updated_at, {writer}, data FROM records"  # noqa: S608
+        ).fetchall()
+        fresh: dict[str, _Row] = {}
+        for session_id, version, updated_at, row_writer, data in rows:
+            known = self._cache.get(session_id)
+            if known is not None and (known.version, known.updated_at, known.writer) == (
+                version, updated_at, row_writer
+            ):
+                fresh[session_id] = known
+                continue
+            try:
+                record = decode(session_id, data)
+            except (ValueError, TypeError) as exc:
+                log.warning("state.record_unreadable", session_id=session_id,
+                            problem=str(exc)[:200])
+                continue
+            fresh[session_id] = _Row(record, version, updated_at, row_writer)
+        self._cache = fresh
+
+    def _refresh(self) -> None:
+        """Make the cache current, unless inside a transaction (it is, then)."""
+        if self._depth or self.schema_version == 0 or self._closed:
+            return
+        try:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._reload()
+        except sqlite3.Error as exc:
+            raise StateError(_describe(Path(self.location), exc)) from None
+
+    # ----------------------------------------------------------- transactions
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._reload_if_changed()
+        except sqlite3.Error as exc:
+            self._abort()
+            raise StateError(_describe(Path(self.location), exc)) from None
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._abort()
+            raise
+        self._depth = 0
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abort()
+            raise StateError(_describe(Path(self.location), exc)) from None
+
+    def _reload_if_changed(self) -> None:
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._reload()
+
+    def _abort(self) -> None:
+        """Roll back, and forget what the cache learnt from the writes rolled back."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            self._reload()
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StateError(_describe(Path(self.location), exc)) from None
+
+    # ----------------------------------------------------------------- records
+
+    def get(self, session_id: str) -> Record | None:
+        self._refresh()
+        row = self._cache.get(session_id)
+        return None if row is None else row.record
+
+    def records(self) -> Iterator[Record]:
+        self._refresh()
+        return iter([row.record for row in self._cache.values()])
+
+    def updated_at(self, session_id: str) -> float | None:
+        """When the record was last written (epoch seconds), by anyone."""
+        self._refresh()
+        row = self._cache.get(session_id)
+        return None if row is None else row.updated_at
+
+    def written_elsewhere_at(self, session_id: str) -> float | None:
+        self._refresh()
+        row = self._cache.get(session_id)
+        if row is None or row.writer == self.writer:
+            return None
+        return row.updated_at
+
+    def put(self, record: Record) -> None:
+        with self.transaction():
+            self._write(record)
+
+    def delete(self, session_id: str) -> None:
+        with self.transaction():
+            self._run("DELETE FROM records WHERE session_id = ?", (session_id,))
+            self._cache.pop(session_id, None)
+
+    def swap(self, old: Record | None, new: Record | None) -> bool:
+        either = new if new is not None else old
+        if either is None:
+            return True
+        session_id = either.session_id
+        with self.transaction():
+            row = self._cache.get(session_id)
+            if (None if row is None else row.record) != old:
+                return False
+            if row is None:
+                assert new is not None
+                self._write(new)
+                return True
+            if new is None:
+                done = self._run(
+                    "DELETE FROM records WHERE session_id = ? AND version = ?",
+                    (session_id, row.version),
+                ).rowcount
+                if done == 1:
+                    self._cache.pop(session_id, None)
+                return done == 1
+            now = self._clock.now()
+            done = self._run(
+                "UPDATE records SET data = ?, version = version + 1, updated_at = ?, writer = ?"
+                " WHERE session_id = ? AND version = ?",
+                (encode(new), now, self.writer, session_id, row.version),
+            ).rowcount
+            if done == 1:
+                self._cache[session_id] = _Row(new, row.version + 1, now, self.writer)
+            return done == 1
+
+    def _write(self, record: Record) -> None:
+        now = self._clock.now()
+        (version,) = self._run(
+            _UPSERT, (record.session_id, encode(record), now, self.writer)
+        ).fetchone()
+        self._cache[record.session_id] = _Row(record, version, now, self.writer)
+
+    # ------------------------------------------------------------------ history
+
+    def add_history(self, entries: Sequence[HistoryEntry]) -> None:
+        if not entries:
+            return
+        placeholders = ", ".join("?" for _ in _HISTORY_COLUMNS)
+        sql = f"INSERT INTO history ({', '.join(_HISTORY_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+        rows = [tuple(getattr(e, c) for c in _HISTORY_COLUMNS) for e in entries]
+        with self.transaction():
+            try:
+                self._conn.executemany(sql, rows)
+            except sqlite3.Error as exc:
+                raise StateError(_describe(Path(self.location), exc)) from None
+            self._added_since_prune += len(rows)
+            if (
+                self._added_since_prune >= max(100, self.history_max_rows // 10)
+                or self._clock.now() - self._pruned_at >= PRUNE_EVERY
+            ):
+                self.prune()
+
+    def prune(self) -> int:
+        """Drop history rows older than ``history_max_age`` and beyond the newest
+        ``history_max_rows``; the number dropped. Runs by itself every ``PRUNE_EVERY``
+        seconds, and whenever a tenth of ``history_max_rows`` rows were added."""
+        now = self._clock.now()
+        with self.transaction():
+            dropped = self._run(
+                "DELETE FROM history WHERE at < ?", (now - self.history_max_age,)
+            ).rowcount
+            dropped += self._run(
+                "DELETE FROM history WHERE id <= (SELECT id FROM history ORDER BY id DESC"
+                " LIMIT 1 OFFSET ?)",
+                (self.history_max_rows,),
+            ).rowcount
+        self._added_since_prune = 0
+        self._pruned_at = now
+        if dropped:
+            log.debug("state.history_pruned", rows=dropped)
+        return dropped
+
+    def read_history(
+        self,
+        *,
+        session_ids: Sequence[str] = (),
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[HistoryEntry]:
+        """History rows, oldest first: of these sessions (all if none), at or after
+        ``since``, the last ``limit`` of them."""
+        if self.schema_version == 0:
+            return []
+        where: list[str] = []
+        params: list[Any] = []
+        if session_ids:
+            where.append(f"session_id IN ({', '.join('?' for _ in session_ids)})")
+            params.extend(session_ids)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        sql = "SELECT * FROM history"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        cursor = self._run(sql, params)
+        names = [d[0] for d in cursor.description]
+        found: list[HistoryEntry] = []
+        for values in cursor.fetchall():
+            row = dict(zip(names, values, strict=True))
+            found.append(HistoryEntry(
+                at=row["at"], session_id=row["session_id"], event=row["event"],
+                action=row.get("action"), attempt=row.get("attempt"),
+                outcome=row.get("outcome"), reason=row.get("reason"), status=row.get("status"),
+                http_status=row.get("http_status"), duration_ms=row.get("duration_ms"),
+                next_attempt_at=row.get("next_attempt_at"),
+            ))
+        found.reverse()
+        return found
+
+    def history_count(self) -> int:
+        if self.schema_version == 0:
+            return 0
+        return int(self._run("SELECT count(*) FROM history").fetchone()[0])
