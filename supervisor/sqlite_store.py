@@ -308,6 +308,22 @@ def _prepare_directory(path: Path) -> None:
         raise StateError(f"directory {directory} is not writable")
 
 
+_HEADER: Final = b"SQLite format 3\x00"
+
+
+def _check_header(path: Path) -> None:
+    """Raise _Corrupt for a non-empty file that does not start like an SQLite database."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if head and head != _HEADER:
+        raise _Corrupt("file is not a database (no SQLite header)")
+
+
 def _writer_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
@@ -420,6 +436,7 @@ class SqliteStore:
 
     @staticmethod
     def _connect(file: Path, clock: Clock, busy_timeout: float) -> tuple[sqlite3.Connection, int]:
+        _check_header(file)  # before SQLite opens it (and tidies its -wal away on close)
         try:
             conn = sqlite3.connect(
                 file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
