@@ -26,6 +26,7 @@ from supervisor.errors import (
     Conflict,
     RateLimited,
     SessionGone,
+    UnexpectedResponse,
 )
 from supervisor.models import (
     Action,
@@ -332,6 +333,10 @@ class Supervisor:
             self._auth_failed(exc)
             return Outcome(OutcomeKind.AUTH_FAILED, http_status=exc.http_status)
         except ApiError as exc:
+            if isinstance(exc, UnexpectedResponse):
+                log.warning("api.unexpected_response", call=exc.call, session_id=action.session_id,
+                            http_status=exc.http_status, detail=str(exc),
+                            excerpt=exc.excerpt or None)
             return Outcome(OutcomeKind.FAILED, http_status=exc.http_status, reason=exc.kind,
                            duration_ms=(self.clock.monotonic() - started) * 1000)
         return Outcome(OutcomeKind.OK, status=info.status,
@@ -394,6 +399,7 @@ class Supervisor:
             error=exc.kind,
             http_status=exc.http_status,
             detail=str(exc),
+            excerpt=exc.excerpt if isinstance(exc, UnexpectedResponse) and exc.excerpt else None,
             consecutive_failures=self.consecutive_failures,
             duration_ms=round((self.clock.monotonic() - started) * 1000),
             next_poll_in=next_poll_in,

@@ -298,6 +298,8 @@ def _prepare_directory(path: Path) -> None:
     directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise StateError(f"{directory} exists and is not a directory") from None
     except OSError as exc:
         raise StateError(
             f"cannot create directory {directory}: {exc.strerror or type(exc).__name__}"

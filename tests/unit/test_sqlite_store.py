@@ -191,8 +191,11 @@ def test_an_uncreatable_directory_is_one_clear_line(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StateError) as caught:
         open_file(blocker / "state.db")
-    assert str(caught.value).startswith(f"cannot create directory {blocker}")
-    assert "\n" not in str(caught.value)
+    assert str(caught.value) == f"{blocker} exists and is not a directory"
+    with pytest.raises(StateError) as caught:
+        open_file(blocker / "deeper" / "state.db")
+    assert str(caught.value) == (
+        f"cannot create directory {blocker / 'deeper'}: Not a directory")
 
 
 def test_a_directory_as_state_path_is_refused(tmp_path: Path) -> None:
