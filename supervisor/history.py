@@ -21,6 +21,7 @@ HISTORY_EVENTS = frozenset(
         "restart.failed",
         "restart.conflict",
         "restart.deferred",
+        "session.unhealthy",
         "session.recovered",
         "session.gave_up",
         "session.needs_person",
@@ -32,6 +33,7 @@ HISTORY_EVENTS = frozenset(
 _OUTCOMES = {
     "restart.requested": "requested",
     "restart.accepted": "accepted",
+    "session.unhealthy": "unhealthy",
     "session.recovered": "recovered",
     "session.gave_up": "gave_up",
     "session.needs_person": "needs_person",

@@ -84,7 +84,8 @@ def test_a_second_check_while_the_first_restart_is_verified_does_not_restart(
     assert restarts(server) == ["a"]
     history = cli("history", "--json", env=env_for(server, state))
     events = [row["event"] for row in json.loads(history.stdout)["history"]]
-    assert events == ["restart.requested", "restart.accepted", "restart.succeeded"]
+    assert events == ["session.unhealthy", "restart.requested", "restart.accepted",
+                      "restart.succeeded"]
 
 
 def test_concurrent_checks_on_one_file_restart_a_session_once(

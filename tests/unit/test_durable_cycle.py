@@ -71,7 +71,7 @@ async def test_a_restart_is_on_disk_as_in_flight_before_its_request_is_sent(
     sup = make(api, open_store(path, clock), clock)
     await sup.poll()
     assert restarts(api) == ["b"]
-    assert seen_on_disk == [("verifying", 1, ["restart.requested"])]
+    assert seen_on_disk == [("verifying", 1, ["session.unhealthy", "restart.requested"])]
 
 
 async def test_polls_of_healthy_sessions_write_nothing(tmp_path: Path) -> None:
@@ -104,12 +104,14 @@ async def test_a_restart_cycle_leaves_its_history(tmp_path: Path) -> None:
     await sup.poll()
     rows = store.read_history()
     assert [(r.event, r.action, r.attempt, r.outcome) for r in rows] == [
+        ("session.unhealthy", None, None, "unhealthy"),
         ("restart.requested", "restart", 1, "requested"),
         ("restart.accepted", "restart", 1, "accepted"),
         ("restart.succeeded", None, 1, "succeeded"),
     ]
-    assert rows[2].duration_ms == 5000
-    assert rows[0].at == rows[1].at == rows[2].at - 5
+    assert rows[0].status == "STOPPED"
+    assert rows[3].duration_ms == 5000
+    assert rows[0].at == rows[1].at == rows[2].at == rows[3].at - 5
 
 
 # ----------------------------------------------------------------- two processes
