@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from urllib.parse import quote
 
 import structlog
@@ -326,6 +326,14 @@ def _check_header(path: Path) -> None:
         raise _Corrupt("file is not a database (no SQLite header)")
 
 
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def _writer_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
@@ -367,6 +375,7 @@ class SqliteStore:
         history_max_rows: int = DEFAULT_HISTORY_MAX_ROWS,
         readonly: bool = False,
         writer: str | None = None,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> None:
         self._conn = conn
         self.location = location
@@ -382,6 +391,8 @@ class SqliteStore:
         self._added_since_prune = 0
         self._pruned_at = -math.inf
         self._closed = False
+        self._busy_timeout = busy_timeout
+        self._inode = _inode(Path(location)) if location != MEMORY and not readonly else None
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.location} v{self.schema_version}>"
@@ -409,6 +420,7 @@ class SqliteStore:
             "clock": clock,
             "history_max_age": history_max_age,
             "history_max_rows": history_max_rows,
+            "busy_timeout": busy_timeout,
         }
         if location == MEMORY:
             conn = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
@@ -546,7 +558,7 @@ class SqliteStore:
             if version != self._data_version:
                 self._reload()
         except sqlite3.Error as exc:
-            raise StateError(_describe(Path(self.location), exc)) from None
+            self._fail(exc)
 
     # ----------------------------------------------------------- transactions
 
@@ -564,7 +576,7 @@ class SqliteStore:
             self._reload_if_changed()
         except sqlite3.Error as exc:
             self._abort()
-            raise StateError(_describe(Path(self.location), exc)) from None
+            self._fail(exc)
         self._depth = 1
         try:
             yield
@@ -577,12 +589,57 @@ class SqliteStore:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._abort()
-            raise StateError(_describe(Path(self.location), exc)) from None
+            self._fail(exc)
 
     def _reload_if_changed(self) -> None:
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._reload()
+
+    def _fail(self, exc: sqlite3.Error) -> NoReturn:
+        """Raise the StateError for ``exc``. A state file found corrupt while running is
+        first moved aside and started afresh from what this process remembers, so the
+        next poll works again."""
+        path = Path(self.location)
+        if (
+            not isinstance(exc, sqlite3.DatabaseError)
+            or not _is_corrupt(exc)
+            or self.location == MEMORY
+            or self.readonly
+        ):
+            raise StateError(_describe(path, exc)) from None
+        self._recover(path, exc)
+        raise StateError(
+            f"{path} was found corrupt ({_problem(exc)}); it was moved aside and started "
+            "afresh; this write was not made"
+        ) from None
+
+    def _recover(self, path: Path, exc: sqlite3.Error) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._depth = 0
+        if _inode(path) == self._inode:  # nobody has replaced it yet
+            moved = _move_aside(path, self._clock.now())
+            log.error(
+                "state.corrupt_moved_aside",
+                path=str(path),
+                moved_to=str(moved),
+                problem=_problem(exc),
+                action="started a fresh state file from what this process remembered",
+            )
+        conn, version = self._connect(path, self._clock, self._busy_timeout)
+        conn.execute("BEGIN IMMEDIATE")
+        for session_id, row in self._cache.items():  # never over a newer process's record
+            conn.execute(
+                "INSERT OR IGNORE INTO records (session_id, data, version, updated_at, writer)"
+                " VALUES (?, ?, 1, ?, ?)",
+                (session_id, encode(row.record), row.updated_at, row.writer),
+            )
+        conn.execute("COMMIT")
+        self._conn, self.schema_version = conn, version
+        self._inode = _inode(path)
+        self._cache, self._data_version = {}, None
+        self._reload()
 
     def _abort(self) -> None:
         """Roll back, and forget what the cache learnt from the writes rolled back."""
@@ -596,7 +653,7 @@ class SqliteStore:
         try:
             return self._conn.execute(sql, params)
         except sqlite3.Error as exc:
-            raise StateError(_describe(Path(self.location), exc)) from None
+            self._fail(exc)
 
     # ----------------------------------------------------------------- records
 
@@ -681,7 +738,7 @@ class SqliteStore:
             try:
                 self._conn.executemany(sql, rows)
             except sqlite3.Error as exc:
-                raise StateError(_describe(Path(self.location), exc)) from None
+                self._fail(exc)
             self._added_since_prune += len(rows)
             if (
                 self._added_since_prune >= max(100, self.history_max_rows // 10)

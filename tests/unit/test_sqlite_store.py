@@ -186,6 +186,29 @@ def test_a_damaged_page_is_caught_by_the_integrity_check(tmp_path: Path) -> None
     assert list(fresh.records()) == []
 
 
+def test_a_file_corrupted_while_running_is_moved_aside_and_rebuilt_from_memory(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = open_file(path)
+    for i in range(50):
+        store.put(Record(f"s{i}", name="x" * 100, attempt=i))
+    checkpoint = sqlite3.connect(path)
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    with path.open("r+b") as f:  # something outside overwrites the file
+        f.write(b"garbage!" * 2000)
+    with capture_logs() as events, pytest.raises(StateError, match="found corrupt"):
+        store.put(Record("new"))
+    [moved] = [e for e in events if e["event"] == "state.corrupt_moved_aside"]
+    assert moved["log_level"] == "error"
+    assert Path(moved["moved_to"]).read_bytes().startswith(b"garbage!")
+    store.put(Record("new"))  # the next write works, on a fresh file
+    again = open_file(path)
+    assert {r.session_id for r in again.records()} == {f"s{i}" for i in range(50)} | {"new"}
+    assert again.get("s7") == Record("s7", name="x" * 100, attempt=7)
+
+
 def test_an_uncreatable_directory_is_one_clear_line(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
