@@ -7,7 +7,8 @@ and exits like a monitoring plugin:
     0  every session is healthy
     1  something was restarted, or is recovering (or, in a dry run, would be restarted)
     2  a session failed, was given up on, is gone or needs a person
-    3  the API could not be asked (unreachable, key refused, unreadable answer)
+    3  the API could not be asked (unreachable, key refused, unreadable answer), or the
+       state file could not be used
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ Tables (schema version 2)::
 
 The connection uses WAL journaling (readers never block the writer), ``synchronous=FULL``
 (a commit is on disk before it returns, so a restart recorded as in flight survives a
-crash, a SIGKILL or a power cut) and a busy timeout (a second process waits for the lock
-rather than failing). Migrations are functions applied in order inside one transaction;
+crash, a SIGKILL or a power cut), a busy timeout (a second process waits for the lock
+rather than failing) and a journal size limit (the WAL is cut back to 1 MiB after each
+checkpoint). Migrations are functions applied in order inside one transaction;
 ``schema_migrations`` says which ran. A file from a newer supervisor is refused.
 
 Several processes may share the file (a daemon and a ``check`` from a timer). Each
@@ -64,6 +65,7 @@ DEFAULT_HISTORY_MAX_AGE: Final = 30 * 86400.0
 DEFAULT_HISTORY_MAX_ROWS: Final = 100_000
 PRUNE_EVERY: Final = 3600.0  # seconds between prunes by age
 DEFAULT_BUSY_TIMEOUT: Final = 10.0
+WAL_SIZE_LIMIT: Final = 1024 * 1024  # bytes the write-ahead log is cut back to after a checkpoint
 
 _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
@@ -463,6 +465,7 @@ class SqliteStore:
                 raise _Corrupt("; ".join(str(c) for c in checked)[:200])
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             version = migrate(conn, clock.now())
         except sqlite3.DatabaseError as exc:
             conn.close()

@@ -23,8 +23,8 @@ from tests.faults.conftest import settings_at
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 SESSIONS = 200
-CYCLES = 250
-WARMUP = 100  # cycles before memory is traced (tracing slows everything down)
+CYCLES = 200
+WARMUP = 80  # cycles before memory is traced (tracing slows everything down)
 MEMORY_BOUND = 1024 * 1024  # bytes of Python memory the traced cycles may add
 PACE = 0.005
 
@@ -50,10 +50,10 @@ def event_counts() -> Iterator[Counter[str]]:
 async def test_a_short_soak_recovers_every_failure_and_leaks_nothing(
     simulator: SimFactory, tmp_path: Path, event_counts: Counter[str],
 ) -> None:
-    """Expectation: over 250 cycles at a 5 ms pace on 200 sessions that fail at random
+    """Expectation: over 200 cycles at a 5 ms pace on 200 sessions that fail at random
     (and 5 % of restart requests answered 500), on a state file: every failure is
     recovered (at the end every session is up and its record healthy, none given up,
-    nothing crashed); Python memory grows by less than 1 MiB over the last 150 cycles;
+    nothing crashed); Python memory grows by less than 1 MiB over the last 120 cycles;
     the history stays within ``history_max_rows`` (and a tenth); and as many asyncio tasks
     and file descriptors are open after as before."""
     server = simulator({"session_count": SESSIONS, "start_delay": 0.05, "seed": 11,
@@ -95,7 +95,7 @@ async def test_a_short_soak_recovers_every_failure_and_leaks_nothing(
         if tracemalloc.is_tracing():
             tracemalloc.stop()
         await runtime.aclose()
-    assert failed_during >= 30, "the soak should have had failures to recover from"
+    assert failed_during >= 20, "the soak should have had failures to recover from"
     assert event_counts["restart.succeeded"] >= failed_during * 0.5
     assert event_counts["session.gave_up"] == 0 and event_counts["poll.crashed"] == 0
     assert grown < MEMORY_BOUND, f"memory grew by {grown} bytes"

@@ -84,6 +84,7 @@ def test_wal_full_sync_and_a_busy_timeout(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+    assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == 1024 * 1024
     assert store.schema_version == SCHEMA_VERSION
 
 
