@@ -308,7 +308,8 @@ class Supervisor:
                               self.rng)
             if any(e.name == "restart.failed" for e in step.events):
                 result.failed.add(record.session_id)
-            self._record(current, step, record.session_id, False, next_action)
+            if not self._record(current, step, record.session_id, False, next_action):
+                return  # another process has taken this session over: leave it to it
             current, next_action = step.record, step.action
         if next_action is not None:
             log.warning("session.too_many_steps", session_id=record.session_id,
@@ -374,13 +375,17 @@ class Supervisor:
         session_id: str,
         dry_run: bool,
         action: Action | None = None,
-    ) -> None:
-        """Record what came of an action (or a lookup). Its events stand whatever the
-        store says; if another process changed the record meanwhile, its record wins."""
-        if not self._commit(old, step, session_id, dry_run, action):
-            log.warning("state.write_conflict", session_id=session_id)
-            for event in step.events:
+    ) -> bool:
+        """Record what came of an action (or a lookup). If another process changed the
+        record meanwhile, its record wins (False): the events of what happened stand, but
+        a further restart this step asked for is neither recorded nor sent."""
+        if self._commit(old, step, session_id, dry_run, action):
+            return True
+        log.warning("state.write_conflict", session_id=session_id)
+        for event in step.events:
+            if event.name != "restart.requested":
                 emit(event)
+        return False
 
     def _poll_failed(self, exc: ApiError, started: float) -> None:
         self.consecutive_failures += 1

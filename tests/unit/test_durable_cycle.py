@@ -19,7 +19,14 @@ from structlog.testing import capture_logs
 
 from supervisor.check import UNKNOWN, run_check
 from supervisor.cycle import Supervisor
-from supervisor.errors import ApiTimeout, ApiUnreachable, AuthFailed, RateLimited, ServerError
+from supervisor.errors import (
+    ApiTimeout,
+    ApiUnreachable,
+    AuthFailed,
+    Conflict,
+    RateLimited,
+    ServerError,
+)
 from supervisor.models import Phase, Record, SessionInfo, SessionList
 from supervisor.policy import Backoff, Policy
 from supervisor.sqlite_store import SqliteStore
@@ -261,6 +268,27 @@ async def test_a_lost_claim_is_read_again_and_decided_again() -> None:
     clock.advance(60)
     await sup.poll()
     assert restarts(api) == ["a"]
+
+
+async def test_a_record_taken_over_while_acting_stops_the_follow_up_calls() -> None:
+    clock = FakeClock()
+    store = MemoryStore()
+    theirs = Record("a", phase=Phase.UNHEALTHY, last_status="ERROR", attempt=4,
+                    next_attempt_at=clock.now() + 300)
+
+    class TakenOver(FakeApi):
+        async def restart(self, session_id: str) -> SessionInfo:
+            self.calls.append(("restart", session_id))
+            store.put(theirs)  # another process writes while our request is out
+            raise Conflict("must be stopped", call="restart", http_status=409)
+
+    api = TakenOver({"a": "ERROR"})
+    sup = make(api, store, clock)
+    with capture_logs() as events:
+        await sup.poll()
+    assert api.calls == [("list", ""), ("restart", "a")]  # no re-read, stop or restart
+    assert store.get("a") == theirs
+    assert "state.write_conflict" in names(events)
 
 
 # ------------------------------------------------------------------- poll backoff
