@@ -485,7 +485,8 @@ class Settings(BaseSettings):
     )
     state_path: Path | None = Field(
         default=None,
-        description="the SQLite state file, or :memory:; default: see default_state_path",
+        description="the SQLite state file, or :memory:; load_settings fills in "
+        "default_state_path; None (settings built in code) keeps the state in memory",
     )
     history_max_age: _PositiveSeconds = Field(
         default=30 * 86400.0, description="seconds a restart history row is kept"
@@ -559,12 +560,12 @@ class Settings(BaseSettings):
         if self.api_key is not None:
             self._api_key_source = ApiKeySource("code", "", self.api_key)
 
-    def state_location(self, env: Mapping[str, str] | None = None) -> str:
-        """The state file to use (``:memory:`` for none): ``state_path``, else the
-        default location for this environment (``os.environ`` unless given)."""
-        if self.state_path is not None:
-            return str(self.state_path)
-        return str(default_state_path(os.environ if env is None else env)[0])
+    def state_location(self) -> str:
+        """The state file to use, or ``:memory:``. ``load_settings`` always sets
+        ``state_path`` (to ``default_state_path`` when no source gives one); settings
+        built in code without it keep the state in memory, so that tests and embedders
+        never share a file by accident."""
+        return MEMORY_STATE if self.state_path is None else str(self.state_path)
 
     def api_key_source(self) -> ApiKeySource | None:
         """Where the key came from (``.describe()``) and how to read it again (``.read()``)."""
