@@ -185,6 +185,7 @@ async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
         runtime = build(settings)
     except StateError as exc:
         return _state_error(settings, exc)
+    runtime.supervisor.poll_interval = None  # no poll backoff: --wait polls every second
     try:
         report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait)
     finally:
