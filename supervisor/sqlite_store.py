@@ -11,8 +11,8 @@ The connection uses WAL journaling (readers never block the writer), ``synchrono
 (a commit is on disk before it returns, so a restart recorded as in flight survives a
 crash, a SIGKILL or a power cut), a busy timeout (a second process waits for the lock
 rather than failing) and a journal size limit (the WAL is cut back to 1 MiB after each
-checkpoint). Migrations are functions applied in order inside one transaction;
-``schema_migrations`` says which ran. A file from a newer supervisor is refused.
+checkpoint). The schema, its migrations and the records' JSON are in
+``supervisor.state_schema``.
 
 Several processes may share the file (a daemon and a ``check`` from a timer). Each
 record row carries a ``version`` (incremented on every write), the time of the write
@@ -29,7 +29,8 @@ on a poll where nothing changed.
 
 A file that is not a database, or fails ``PRAGMA quick_check``, is moved aside to
 ``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), a fresh one is started
-and ``state.corrupt_moved_aside`` is logged at error level. Any other problem (a
+and ``state.corrupt_moved_aside`` is logged at error level; found corrupt while running,
+the fresh file is filled with the records this process holds. Any other problem (a
 directory that cannot be created or written, a read-only file, somebody else's database,
 a lock held too long) is a ``StateError`` with a one-line message.
 """
@@ -37,14 +38,12 @@ a lock held too long) is a ``StateError`` with a one-line message.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import math
 import os
 import secrets
 import socket
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,13 +53,13 @@ from urllib.parse import quote
 import structlog
 
 from supervisor.clock import Clock, SystemClock
-from supervisor.models import HistoryEntry, Phase, Record
+from supervisor.models import HistoryEntry, Record
+from supervisor.state_schema import SCHEMA_VERSION, applied_versions, decode, encode, migrate
 from supervisor.store import StateError
 
 log = structlog.get_logger("supervisor.state")
 
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 2
 DEFAULT_HISTORY_MAX_AGE: Final = 30 * 86400.0
 DEFAULT_HISTORY_MAX_ROWS: Final = 100_000
 PRUNE_EVERY: Final = 3600.0  # seconds between prunes by age
@@ -68,175 +67,6 @@ DEFAULT_BUSY_TIMEOUT: Final = 10.0
 WAL_SIZE_LIMIT: Final = 1024 * 1024  # bytes the write-ahead log is cut back to after a checkpoint
 
 _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
-
-
-# --------------------------------------------------------------------- migrations
-
-
-def _v1(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "CREATE TABLE records (session_id TEXT PRIMARY KEY, data TEXT NOT NULL,"
-        " version INTEGER NOT NULL DEFAULT 1, updated_at REAL NOT NULL)"
-    )
-    conn.execute(
-        "CREATE TABLE history (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
-        " session_id TEXT NOT NULL, event TEXT NOT NULL, action TEXT, attempt INTEGER,"
-        " outcome TEXT, http_status INTEGER, duration_ms INTEGER)"
-    )
-    conn.execute("CREATE INDEX history_at ON history (at)")
-
-
-def _v2(conn: sqlite3.Connection) -> None:
-    conn.execute("ALTER TABLE records ADD COLUMN writer TEXT NOT NULL DEFAULT ''")
-    conn.execute("ALTER TABLE history ADD COLUMN reason TEXT")
-    conn.execute("ALTER TABLE history ADD COLUMN status TEXT")
-    conn.execute("ALTER TABLE history ADD COLUMN next_attempt_at REAL")
-    conn.execute("CREATE INDEX history_session_at ON history (session_id, at)")
-
-
-MIGRATIONS: Final[tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...]] = (
-    (1, "records and restart history", _v1),
-    (2, "writer of each record; reason, status and next attempt in the history", _v2),
-)
-
-
-def applied_versions(conn: sqlite3.Connection) -> list[int]:
-    """The migrations applied to this database ([] for an empty one).
-
-    Raises StateError for a database that has tables but is not a state file.
-    """
-    tables = {
-        name
-        for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )
-    }
-    if "schema_migrations" not in tables:
-        if tables:
-            raise StateError(
-                "is an SQLite database but not a wasend-supervisor state file "
-                f"(tables: {', '.join(sorted(tables)[:5])})"
-            )
-        return []
-    return [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-
-
-def migrate(conn: sqlite3.Connection, now: float, *, target: int = SCHEMA_VERSION) -> int:
-    """Apply the missing migrations up to ``target``, in one transaction; the version."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        done = applied_versions(conn)
-        if done and max(done) > SCHEMA_VERSION:
-            raise StateError(
-                f"has schema version {max(done)}, newer than this supervisor knows "
-                f"({SCHEMA_VERSION}); use a newer wasend-supervisor or another state_path"
-            )
-        if not done:
-            conn.execute(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
-                " applied_at REAL NOT NULL, description TEXT NOT NULL)"
-            )
-        for version, description, step in MIGRATIONS:
-            if version > target or version in done:
-                continue
-            step(conn)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, applied_at, description) VALUES (?,?,?)",
-                (version, now, description),
-            )
-            done.append(version)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return max(done)
-
-
-# --------------------------------------------------------------- record encoding
-
-
-def encode(record: Record) -> str:
-    """A record as compact, canonical JSON (floats round-trip exactly)."""
-    data: dict[str, Any] = {}
-    for spec in dataclasses.fields(Record):
-        value = getattr(record, spec.name)
-        if isinstance(value, Phase):
-            value = value.value
-        elif isinstance(value, frozenset):
-            value = sorted(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        data[spec.name] = value
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not a string")
-    return value
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("not an integer")
-    return value
-
-
-def _float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError("not a number")
-    return float(value)
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError("not a boolean")
-    return value
-
-
-def _floats(value: Any) -> tuple[float, ...]:
-    if not isinstance(value, list):
-        raise TypeError("not a list")
-    return tuple(_float(v) for v in value)
-
-
-def _strings(value: Any) -> frozenset[str]:
-    if not isinstance(value, list):
-        raise TypeError("not a list")
-    return frozenset(_str(v) for v in value)
-
-
-def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else convert(value)
-
-
-# By the annotation of each Record field (a string: models uses postponed annotations).
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "str": _str,
-    "str | None": _optional(_str),
-    "int": _int,
-    "float": _float,
-    "float | None": _optional(_float),
-    "bool": _bool,
-    "Phase": Phase,
-    "tuple[float, ...]": _floats,
-    "frozenset[str]": _strings,
-}
-
-
-def decode(session_id: str, text: str) -> Record:
-    """The record a row holds; raises ValueError or TypeError if it cannot be read.
-    Fields it does not know are ignored; fields it lacks take their defaults."""
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise TypeError("not a JSON object")
-    values: dict[str, Any] = {}
-    for spec in dataclasses.fields(Record):
-        if spec.name == "session_id" or spec.name not in data:
-            continue
-        convert = _CONVERTERS.get(str(spec.type), lambda value: value)
-        values[spec.name] = convert(data[spec.name])
-    return Record(session_id, **values)
 
 
 # ------------------------------------------------------------------------- errors

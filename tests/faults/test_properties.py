@@ -34,7 +34,8 @@ from supervisor.errors import (
 )
 from supervisor.models import Phase, SessionInfo, SessionList, StatusClass
 from supervisor.policy import Backoff, Policy
-from supervisor.sqlite_store import SqliteStore, decode, encode
+from supervisor.sqlite_store import SqliteStore
+from supervisor.state_schema import decode, encode
 from tests.e2e.conftest import API_KEY
 from tests.fakes import FakeApi, FakeClock
 

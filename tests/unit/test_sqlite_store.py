@@ -12,15 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from supervisor.models import HistoryEntry, Phase, Record
-from supervisor.sqlite_store import (
-    MEMORY,
-    PRUNE_EVERY,
-    SCHEMA_VERSION,
-    SqliteStore,
-    decode,
-    encode,
-    migrate,
-)
+from supervisor.sqlite_store import MEMORY, PRUNE_EVERY, SqliteStore
+from supervisor.state_schema import SCHEMA_VERSION, decode, encode, migrate
 from supervisor.store import StateError
 from tests.fakes import FakeClock
 
