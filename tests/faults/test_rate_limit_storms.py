@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 MAX_RETRY_AFTER = 1.0
 BURST = 2
-SLACK = 0.35  # scheduling on a loaded machine, on top of the pause itself
+SLACK = 0.5  # scheduling on a loaded machine, on top of the pause itself
 
 # name: (the simulator's rate_limit section, the least wait after each 429)
 STORMS: dict[str, tuple[dict[str, Any], float]] = {

@@ -69,14 +69,14 @@ def test_a_second_check_while_the_first_restart_is_verified_does_not_restart(
     (a timer) finds it in its verification window and reports ``recovering``; a third,
     once it is up, reports it healthy. One restart request in all."""
     server = simulator({"sessions": [{"id": "a", "status": "STOPPED"}], "session_count": 0,
-                        "start_delay": 2.0})
+                        "start_delay": 3.0})
     state = tmp_path / "state.db"
     first = cli("check", "--json", env=env_for(server, state))
     second = cli("check", "--json", env=env_for(server, state))
     assert json.loads(first.stdout)["sessions"][0]["outcome"] == "recovering", first.stderr
     assert json.loads(second.stdout)["sessions"][0]["outcome"] == "recovering", second.stderr
     assert second.returncode == 1
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while server.simulator.status("a") != "WORKING" and time.monotonic() < deadline:
         time.sleep(0.05)
     third = cli("check", "--json", env=env_for(server, state))
@@ -98,7 +98,7 @@ def test_concurrent_checks_on_one_file_restart_a_session_once(
     ``restart.requested``."""
     server = simulator({"sessions": [{"id": "a", "status": "STOPPED"}, {"id": "b"}],
                         "session_count": 0, "start_delay": 2.0,
-                        "latency": {"seconds": 0.8, "kinds": ["list"]}})
+                        "latency": {"seconds": 1.2, "kinds": ["list"]}})
     state = tmp_path / "state.db"
     full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
                 "HOME": str(tmp_path), **env_for(server, state)}
