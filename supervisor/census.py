@@ -73,11 +73,13 @@ class Census:
 
 
 def poll_outcome(result: PollResult) -> str:
-    """``ok``, ``failed (unreachable)`` or ``skipped (key refused)``."""
+    """``ok``, ``failed (unreachable)``, ``skipped (key refused)`` or ``skipped (backing
+    off)``."""
     if result.ok:
         return "ok"
     if result.skipped:
-        return "skipped (key refused)"
+        return "skipped (backing off)" if result.skip_reason == "api_unavailable" else (
+            "skipped (key refused)")
     return f"failed ({result.error.kind})" if result.error is not None else "failed"
 
 

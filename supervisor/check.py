@@ -7,7 +7,8 @@ and exits like a monitoring plugin:
     0  every session is healthy
     1  something was restarted, or is recovering (or, in a dry run, would be restarted)
     2  a session failed, was given up on, is gone or needs a person
-    3  the API could not be asked (unreachable, key refused, unreadable answer)
+    3  the API could not be asked (unreachable, key refused, unreadable answer), or the
+       state file could not be used
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class Report:
 
 async def run_check(supervisor: Supervisor, *, dry_run: bool = False, wait: float = 0.0) -> Report:
     result = await supervisor.poll(dry_run=dry_run)
+    if not result.ok and result.state_error is not None:
+        return Report(UNKNOWN, error=f"the state file could not be used ({result.state_error})")
     if not result.ok:
         error = result.error
         detail = f"{error.kind}: {error}" if error is not None else "poll failed"

@@ -6,7 +6,8 @@ Exit statuses (also in the README):
     2   also: bad command-line usage (argparse)
     69  a needed optional part is not installed (the simulator extra)
     71  ``run``: the health and metrics listener could not bind its address
-    78  invalid configuration (one line per problem on stderr; EX_CONFIG)
+    78  invalid configuration (one line per problem on stderr; EX_CONFIG), including a
+        state file that cannot be used
     130 a second Ctrl-C forced ``run`` to exit at once
 
 Modules are imported inside the mode that needs them, so that ``check`` starts fast.
@@ -45,10 +46,20 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-format", dest="log_format", choices=("auto", "json", "console"))
     group.add_argument("--log-level", dest="log_level",
                        choices=("debug", "info", "warning", "error", "critical"))
+    group.add_argument("--state-path", dest="state_path", metavar="PATH",
+                       help="the state file, or :memory: (env: WASEND_SUPERVISOR_STATE_PATH)")
+
+
+def _state_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the state is")
+    group.add_argument("--config", type=Path, metavar="PATH",
+                       help="TOML configuration file (env: WASEND_SUPERVISOR_CONFIG)")
+    group.add_argument("--state-path", dest="state_path", metavar="PATH",
+                       help="the state file (env: WASEND_SUPERVISOR_STATE_PATH)")
 
 
 _OVERRIDES = ("base_url", "sessions", "poll_interval", "request_timeout", "rate_limit",
-              "log_format", "log_level", "http_listen")
+              "log_format", "log_level", "http_listen", "state_path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="validate and print the effective configuration")
     _settings_flags(config)
+
+    status = sub.add_parser(
+        "status", help="every supervised session, from the state file (no API call, no key)")
+    _state_flags(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    history = sub.add_parser("history", help="the restart history, from the state file")
+    _state_flags(history)
+    history.add_argument("--session", dest="history_sessions", action="append", metavar="ID",
+                         help="only this session (repeatable)")
+    history.add_argument("--since", metavar="WHEN",
+                         help="an ISO time (2025-01-31T08:00Z) or a duration ago (30m, 2h, 7d)")
+    history.add_argument("--limit", type=int, default=200, metavar="N",
+                         help="the last N rows (default 200; 0: all)")
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     simulate = sub.add_parser("simulate", help="run the built-in WASend API simulator")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -129,13 +155,24 @@ def _configure_logs(settings: Settings) -> None:
     logs.configure(settings.log_format, settings.log_level, sys.stdout)
 
 
+def _state_error(settings: Settings, exc: Exception) -> int:
+    """A state file that cannot be used: one line naming it and where it was set."""
+    where = settings.source_of("state_path", long=True)
+    print(f"{PROG}: state error: state_path: {exc} ({where})", file=sys.stderr)
+    return EX_CONFIG
+
+
 async def _run_async(settings: Settings, reload: Callable[[], Settings]) -> int:
     import structlog
 
     from supervisor.service import ListenError, Service
+    from supervisor.store import StateError
 
-    service = Service.build(settings, env=os.environ, load=reload,
-                            configure_logs=_configure_logs)
+    try:
+        service = Service.build(settings, env=os.environ, load=reload,
+                                configure_logs=_configure_logs)
+    except StateError as exc:
+        return _state_error(settings, exc)
     try:
         try:
             await service.open()
@@ -162,9 +199,14 @@ def _check(args: argparse.Namespace) -> int:
 
 async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
     from supervisor.check import run_check
+    from supervisor.store import StateError
     from supervisor.wiring import build
 
-    runtime = build(settings)
+    try:
+        runtime = build(settings)
+    except StateError as exc:
+        return _state_error(settings, exc)
+    runtime.supervisor.poll_interval = None  # no poll backoff: --wait polls every second
     try:
         report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait)
     finally:
@@ -187,6 +229,72 @@ def _missing_extra(what: str, exc: ImportError) -> int:
     print(f"{PROG}: {what} needs the 'simulator' extra "
           f"(pip install 'wasend-supervisor[simulator]'): {exc}", file=sys.stderr)
     return EX_UNAVAILABLE
+
+
+def _open_state(args: argparse.Namespace) -> tuple[Settings, Any] | int:
+    """The settings and the state file opened read-only, or an exit status."""
+    settings = load(args, require_api_key=False)
+    if isinstance(settings, int):
+        return settings
+    from supervisor.sqlite_store import MEMORY, SqliteStore
+    from supervisor.store import StateError
+
+    location = settings.state_location()
+    if location == MEMORY:
+        print(f"{PROG}: state_path is {MEMORY}: no state is kept between runs", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        return settings, SqliteStore.open_readonly(location)
+    except FileNotFoundError:
+        print(f"{PROG}: no state file at {location} yet (run or check creates it)",
+              file=sys.stderr)
+        return 0
+    except StateError as exc:
+        return _state_error(settings, exc)
+
+
+def _status(args: argparse.Namespace) -> int:
+    opened = _open_state(args)
+    if isinstance(opened, int):
+        return opened
+    settings, store = opened
+    import time
+
+    from supervisor.state_report import render_status, status_report
+
+    now = time.time()
+    try:
+        sessions = status_report(store, settings.policy().classes, now)
+    finally:
+        store.close()
+    print(render_status(sessions, now, as_json=args.json, location=store.location))
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    import time
+
+    from supervisor.state_report import parse_since, render_history
+
+    try:
+        since = None if args.since is None else parse_since(args.since, time.time())
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    if args.limit < 0:
+        print(f"{PROG}: --limit: must be 0 (all) or more", file=sys.stderr)
+        return 2
+    opened = _open_state(args)
+    if isinstance(opened, int):
+        return opened
+    _settings, store = opened
+    try:
+        entries = store.read_history(session_ids=args.history_sessions or (), since=since,
+                                     limit=args.limit or None)
+    finally:
+        store.close()
+    print(render_history(entries, as_json=args.json, location=store.location))
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -214,6 +322,8 @@ MODES = {
     "run": _run,
     "check": _check,
     "config": _config,
+    "status": _status,
+    "history": _history,
     "simulate": _simulate,
     "demo": _demo,
 }

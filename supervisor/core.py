@@ -172,11 +172,23 @@ def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> St
     return Step(record)
 
 
+def _verify_deadline(record: Record, policy: Policy) -> float | None:
+    """When the attempt in flight has failed if the session is not up by then. An attempt
+    whose answer was never recorded (the process died while asking) counts from when it
+    was requested."""
+    if record.verify_deadline is not None:
+        return record.verify_deadline
+    if record.requested_at is not None:
+        return record.requested_at + policy.starting_timeout
+    return None
+
+
 def _seen_transitional(
     record: Record, status: str, now: float, policy: Policy, rng: random.Random
 ) -> Step:
     if record.phase is Phase.VERIFYING:
-        if record.verify_deadline is not None and now >= record.verify_deadline:
+        deadline = _verify_deadline(record, policy)
+        if deadline is not None and now >= deadline:
             record = replace(record, last_status=status, stop_first=True)
             return _failed(record, now, policy, rng, reason="starting_timeout", status=status)
         if record.last_status != status:
@@ -293,7 +305,8 @@ def _seen_unknown(
         record = replace(record, warned_statuses=record.warned_statuses | {key})
     if record.phase is Phase.VERIFYING:
         record = replace(record, last_status=status)
-        if record.verify_deadline is not None and now >= record.verify_deadline:
+        deadline = _verify_deadline(record, policy)
+        if deadline is not None and now >= deadline:
             step = _failed(record, now, policy, rng, reason="starting_timeout", status=status)
             return Step(step.record, step.action, (*events, *step.events))
         return Step(record, None, events)

@@ -9,6 +9,7 @@ the decision core and the store meet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Protocol
 import structlog
 from pydantic import SecretStr
 
-from supervisor import core
+from supervisor import core, history
 from supervisor.clock import Clock
 from supervisor.errors import (
     ApiError,
@@ -25,6 +26,7 @@ from supervisor.errors import (
     Conflict,
     RateLimited,
     SessionGone,
+    UnexpectedResponse,
 )
 from supervisor.models import (
     Action,
@@ -39,13 +41,18 @@ from supervisor.models import (
     Step,
 )
 from supervisor.policy import Policy
-from supervisor.store import Store
+from supervisor.store import StateError, Store
 
 log = structlog.get_logger("supervisor.cycle")
 
 # A session may need several calls in one cycle (restart, conflict, re-read, stop,
 # restart); this bounds them so that a confused API cannot keep us in a loop.
 MAX_STEPS_PER_SESSION = 6
+# A claim lost to another process is re-read and decided again, this many times at most.
+MAX_CLAIM_TRIES = 3
+# While the list call keeps failing, polls are skipped: the n-th failure in a row waits
+# min(POLL_BACKOFF_INTERVALS, 2**(n-1)) poll intervals before the next poll.
+POLL_BACKOFF_INTERVALS = 4
 
 
 class Api(Protocol):
@@ -67,6 +74,7 @@ class PollResult:
     ok: bool
     error: ApiError | None = None
     skipped: bool = False
+    skip_reason: str | None = None  # auth_failed (key refused) or api_unavailable (backoff)
     sessions: int = 0
     actions: int = 0
     touched: set[str] = field(default_factory=set)  # sessions acted on this cycle
@@ -74,6 +82,7 @@ class PollResult:
     planned: dict[str, Action] = field(default_factory=dict)  # dry run: what would be done
     seen: list[SessionInfo] = field(default_factory=list)  # what this cycle observed
     duration: float = 0.0  # seconds the cycle took (0 when skipped)
+    state_error: str | None = None  # the state file could not be read or written
 
 
 def emit(event: Event) -> None:
@@ -95,6 +104,8 @@ class Supervisor:
         get_concurrency: int = 8,
         auth_retry_interval: float = 300.0,
         key_reader: Callable[[], SecretStr] | None = None,
+        poll_interval: float | None = None,
+        in_flight_grace: float = 315.0,
     ) -> None:
         self.client = client
         self.store = store
@@ -110,22 +121,41 @@ class Supervisor:
         self.consecutive_failures = 0
         # Called with every event of the decision core, after it is logged (metrics).
         self.observers: list[Callable[[Event], None]] = []
+        # Polls back off while the API is down (None: no backoff, as in ``check``).
+        self.poll_interval = poll_interval
+        self.poll_resume_at: float | None = None  # monotonic
+        # A restart another process recorded as in flight, and has not seen answered, is
+        # left to it this long (its request may still be waiting at its rate gate).
+        self.in_flight_grace = in_flight_grace
 
     # ------------------------------------------------------------------ the cycle
 
     async def poll(self, *, dry_run: bool = False) -> PollResult:
+        try:
+            return await self._poll(dry_run)
+        except StateError as exc:
+            log.error("state.unavailable", problem=str(exc))
+            return PollResult(ok=False, state_error=str(exc))
+
+    async def _poll(self, dry_run: bool) -> PollResult:
         started = self.clock.monotonic()
         if self.auth_blocked_until is not None:
             if started < self.auth_blocked_until:
                 log.debug("poll.skipped", reason="auth_failed",
                           retry_in=round(self.auth_blocked_until - started, 3))
-                return PollResult(ok=False, skipped=True)
+                return PollResult(ok=False, skipped=True, skip_reason="auth_failed")
             self._reload_key()
+        if self.poll_resume_at is not None and started < self.poll_resume_at:
+            log.debug("poll.skipped", reason="api_unavailable",
+                      retry_in=round(self.poll_resume_at - started, 3))
+            return PollResult(ok=False, skipped=True, skip_reason="api_unavailable")
+        observed_at = self.clock.now()  # what the list says is at least this recent
         try:
             listing = await self.client.list_sessions()
         except ApiError as exc:
             self._poll_failed(exc, started)
             return PollResult(ok=False, error=exc, duration=self.clock.monotonic() - started)
+        self.poll_resume_at = None
         if self.auth_blocked_until is not None:
             self.auth_blocked_until = None
             log.info("api.auth_restored")
@@ -133,18 +163,15 @@ class Supervisor:
             log.warning("poll.item_unreadable", problem=problem)
 
         result = PollResult(ok=True)
-        seen = await self._observe(listing, dry_run)
-        now = self.clock.now()
+        seen = await self._observe(listing, dry_run, observed_at)
         pending: list[tuple[Record, Action]] = []
-        for info in seen:
-            old = self.store.get(info.session_id)
-            step = core.decide(info, old, now, self.policy, self.rng)
-            if step.action is not None and dry_run:
-                result.planned[info.session_id] = step.action
-                continue  # a dry run changes nothing
-            self._record(old, step, info.session_id, dry_run)
-            if step.action is not None and step.record is not None:
-                pending.append((step.record, step.action))
+        # One transaction for every decision: it holds the state file's write lock, reads
+        # what other processes wrote, and commits (restarts recorded as in flight
+        # included) before any request below is sent.
+        with contextlib.nullcontext() if dry_run else self.store.transaction():
+            now = self.clock.now()
+            for info in seen:
+                self._decide(info, observed_at, now, dry_run, result, pending)
         result.sessions = len(seen)
         result.seen = seen
 
@@ -168,14 +195,67 @@ class Supervisor:
         )
         return result
 
-    async def _observe(self, listing: SessionList, dry_run: bool) -> list[SessionInfo]:
+    def _decide(
+        self,
+        info: SessionInfo,
+        observed_at: float,
+        now: float,
+        dry_run: bool,
+        result: PollResult,
+        pending: list[tuple[Record, Action]],
+    ) -> None:
+        """Decide on one observed session and record it. A restart it asks for is claimed
+        (recorded as in flight) and queued only if no other process changed the record
+        since it was read; otherwise the record is read again and decided on again."""
+        for _ in range(MAX_CLAIM_TRIES):
+            old = self.store.get(info.session_id)
+            if old is not None and self._left_to_others(old, observed_at, now):
+                return
+            step = core.decide(info, old, now, self.policy, self.rng)
+            if step.action is not None and dry_run:
+                result.planned[info.session_id] = step.action
+                return  # a dry run changes nothing
+            if self._commit(old, step, info.session_id, dry_run):
+                if step.action is not None and step.record is not None:
+                    pending.append((step.record, step.action))
+                return
+            log.info("state.claim_lost", session_id=info.session_id,
+                     action=None if step.action is None else step.action.kind.value)
+
+    def _left_to_others(self, record: Record, observed_at: float, now: float) -> bool:
+        """Whether another process owns what happens to this session right now: it wrote
+        the record after this cycle's observation (which is then stale), or it has a
+        restart in flight that it has not seen answered yet."""
+        written = self.store.written_elsewhere_at(record.session_id)
+        if written is None:
+            return False
+        reason = None
+        if observed_at <= written <= now:
+            reason = "changed_after_observation"
+        elif (
+            record.phase is Phase.VERIFYING
+            and record.verify_deadline is None
+            and record.requested_at is not None
+            and 0.0 <= now - record.requested_at < self.in_flight_grace
+        ):
+            reason = "restart_in_flight"
+        if reason is None:
+            return False
+        log.debug("state.left_to_other_process", session_id=record.session_id, reason=reason)
+        return True
+
+    async def _observe(
+        self, listing: SessionList, dry_run: bool, observed_at: float
+    ) -> list[SessionInfo]:
         """The sessions to decide on: the listed ones, filtered to the configured ones,
         plus per-session GETs for configured ones the list did not show."""
         now = self.clock.now()
         if not self.configured:
             listed = {info.session_id: info for info in listing.sessions}
             for record in self.store.records():
-                if record.session_id not in listed:
+                if record.session_id not in listed and not self._left_to_others(
+                    record, observed_at, now
+                ):
                     step = core.vanished(record, now, self.policy, configured=False)
                     self._record(record, step, record.session_id, dry_run)
             return list(listed.values())
@@ -233,7 +313,8 @@ class Supervisor:
                               self.rng)
             if any(e.name == "restart.failed" for e in step.events):
                 result.failed.add(record.session_id)
-            self._record(current, step, record.session_id, False)
+            if not self._record(current, step, record.session_id, False, next_action):
+                return  # another process has taken this session over: leave it to it
             current, next_action = step.record, step.action
         if next_action is not None:
             log.warning("session.too_many_steps", session_id=record.session_id,
@@ -258,6 +339,10 @@ class Supervisor:
             self._auth_failed(exc)
             return Outcome(OutcomeKind.AUTH_FAILED, http_status=exc.http_status)
         except ApiError as exc:
+            if isinstance(exc, UnexpectedResponse):
+                log.warning("api.unexpected_response", call=exc.call, session_id=action.session_id,
+                            http_status=exc.http_status, detail=str(exc),
+                            excerpt=exc.excerpt or None)
             return Outcome(OutcomeKind.FAILED, http_status=exc.http_status, reason=exc.kind,
                            duration_ms=(self.clock.monotonic() - started) * 1000)
         return Outcome(OutcomeKind.OK, status=info.status,
@@ -265,7 +350,25 @@ class Supervisor:
 
     # -------------------------------------------------------------- bookkeeping
 
-    def _record(self, old: Record | None, step: Step, session_id: str, dry_run: bool) -> None:
+    def _commit(
+        self,
+        old: Record | None,
+        step: Step,
+        session_id: str,
+        dry_run: bool,
+        action: Action | None = None,
+    ) -> bool:
+        """Write the step's record (compare-and-set against ``old``) and its history rows
+        in one transaction, then log its events. False, with nothing written or logged,
+        if another process changed the record first."""
+        if not dry_run:
+            rows = history.entries(step.events, self.clock.now(), action)
+            changed = step.record is not old
+            if changed or rows:
+                with self.store.transaction():
+                    if changed and not self.store.swap(old, step.record):
+                        return False
+                    self.store.add_history(rows)
         for event in step.events:
             emit(event)
             for observe in self.observers:
@@ -274,26 +377,54 @@ class Supervisor:
                 except Exception as exc:  # a metrics hook must not break a cycle
                     log.warning("poll.observer_failed", observed=event.name,
                                 error=type(exc).__name__)
-        if dry_run:
-            return
-        if step.record is None:
-            if old is not None:
-                self.store.delete(session_id)
-        elif step.record is not old:
-            self.store.put(step.record)
+        return True
+
+    def _record(
+        self,
+        old: Record | None,
+        step: Step,
+        session_id: str,
+        dry_run: bool,
+        action: Action | None = None,
+    ) -> bool:
+        """Record what came of an action (or a lookup). If another process changed the
+        record meanwhile, its record wins (False): the events of what happened stand, but
+        a further restart this step asked for is neither recorded nor sent."""
+        if self._commit(old, step, session_id, dry_run, action):
+            return True
+        log.warning("state.write_conflict", session_id=session_id)
+        for event in step.events:
+            if event.name != "restart.requested":
+                emit(event)
+        return False
 
     def _poll_failed(self, exc: ApiError, started: float) -> None:
         self.consecutive_failures += 1
+        next_poll_in = None
         if isinstance(exc, AuthFailed):
             self._auth_failed(exc)
+        elif self.poll_interval is not None and not isinstance(exc, RateLimited):
+            # The API is down or answers garbage: poll less often until it works again.
+            next_poll_in = self.poll_backoff(self.consecutive_failures)
+            self.poll_resume_at = (
+                started + next_poll_in - self.poll_interval / 2
+                if next_poll_in > self.poll_interval else None
+            )
         log.warning(
             "poll.failed",
             error=exc.kind,
             http_status=exc.http_status,
             detail=str(exc),
+            excerpt=exc.excerpt if isinstance(exc, UnexpectedResponse) and exc.excerpt else None,
             consecutive_failures=self.consecutive_failures,
             duration_ms=round((self.clock.monotonic() - started) * 1000),
+            next_poll_in=next_poll_in,
         )
+
+    def poll_backoff(self, failures: int) -> float:
+        """Seconds from a failed poll to the next, after ``failures`` failures in a row."""
+        interval = self.poll_interval or 0.0
+        return interval * min(POLL_BACKOFF_INTERVALS, 1 << min(max(failures - 1, 0), 16))
 
     def _auth_failed(self, exc: AuthFailed) -> None:
         first = self.auth_blocked_until is None

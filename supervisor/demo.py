@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
@@ -121,6 +122,7 @@ def demo_settings(server: SimulatorServer) -> Settings:
         max_retry_after=30.0,
         rate_limit=20.0,
         log_format="console",
+        state_path=Path(":memory:"),  # a demo leaves nothing behind
     )
 
 

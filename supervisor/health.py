@@ -47,6 +47,8 @@ class Health:
         self.consecutive_failures = 0
 
     def poll_done(self, result: PollResult) -> None:
+        if result.skip_reason == "api_unavailable":
+            return  # no poll was made (backing off after failures): the last one stands
         now = self.clock.monotonic()
         self.last_poll = now
         self.last_outcome = poll_outcome(result)

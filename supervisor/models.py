@@ -120,3 +120,25 @@ class Step:
     record: Record | None
     action: Action | None = None
     events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One row of the restart history: what happened to a session, and when (epoch s).
+
+    ``event`` is the log event it comes from (``restart.requested``, ``restart.failed``...);
+    ``action`` the call made (``restart``, ``stop_then_restart``, ``stop``, ``get``) when
+    there was one; ``next_attempt_at`` when the next attempt is due, after a failure.
+    """
+
+    at: float
+    session_id: str
+    event: str
+    action: str | None = None
+    attempt: int | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    status: str | None = None
+    http_status: int | None = None
+    duration_ms: int | None = None
+    next_attempt_at: float | None = None

@@ -75,12 +75,15 @@ __all__ = [
     "CREDENTIALS_ENV",
     "DEFAULT_BASE_URL",
     "ENV_PREFIX",
+    "MEMORY_STATE",
+    "STATE_FILE_NAME",
     "ApiKeySource",
     "BackoffSettings",
     "ConfigError",
     "Settings",
     "StatusSettings",
     "cli_flag",
+    "default_state_path",
     "env_var_names",
     "listen_address",
     "load_settings",
@@ -97,6 +100,8 @@ API_KEY_FILE_NAME = "wasend_api_key"
 CONTAINER_SECRETS_DIR = Path("/run/secrets")
 DEFAULT_BASE_URL = "https://api.wasend.dev"
 DEFAULT_HTTP_PORT = 9187  # the conventional port of the health and metrics listener
+MEMORY_STATE = ":memory:"  # a state_path that keeps the state in memory (no disk)
+STATE_FILE_NAME = "state.db"
 
 _MASK = "********"
 _EXCERPT_MAX = 24  # characters of a rejected input shown in a problem line
@@ -122,7 +127,7 @@ class _Origin:
     def long(self) -> str:
         """For problem lines: ``from environment variable X``, or ``default``."""
         return {
-            "default": "default",
+            "default": f"default, {self.where}" if self.where else "default",
             "code": "set in code",
             "cli": f"from command line {self.where}",
             "env": f"from environment variable {self.where}",
@@ -542,6 +547,17 @@ class Settings(BaseSettings):
     metrics_per_session: bool = Field(
         default=False, description="add per-session series to /metrics"
     )
+    state_path: Path | None = Field(
+        default=None,
+        description="the SQLite state file, or :memory:; load_settings fills in "
+        "default_state_path; None (settings built in code) keeps the state in memory",
+    )
+    history_max_age: _PositiveSeconds = Field(
+        default=30 * 86400.0, description="seconds a restart history row is kept"
+    )
+    history_max_rows: Annotated[int, _Number, Field(ge=1)] = Field(
+        default=100_000, description="restart history rows kept at most"
+    )
     statuses: StatusSettings = Field(default=StatusSettings())
     log_format: Annotated[_LogFormat, BeforeValidator(_lower)] = Field(
         default="auto", description="json, console, or auto (console on a TTY)"
@@ -586,6 +602,13 @@ class Settings(BaseSettings):
     def _check_base_url(cls, value: str) -> str:
         return _normalise_base_url(value)
 
+    @field_validator("state_path", mode="before")
+    @classmethod
+    def _check_state_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("path_empty", "must not be empty")
+        return value
+
     @field_validator("sessions", mode="before")
     @classmethod
     def _check_sessions(cls, value: Any) -> tuple[str, ...]:
@@ -601,6 +624,13 @@ class Settings(BaseSettings):
         if self.api_key is not None:
             self._api_key_source = ApiKeySource("code", "", self.api_key)
 
+    def state_location(self) -> str:
+        """The state file to use, or ``:memory:``. ``load_settings`` always sets
+        ``state_path`` (to ``default_state_path`` when no source gives one); settings
+        built in code without it keep the state in memory, so that tests and embedders
+        never share a file by accident."""
+        return MEMORY_STATE if self.state_path is None else str(self.state_path)
+
     def api_key_source(self) -> ApiKeySource | None:
         """Where the key came from (``.describe()``) and how to read it again (``.read()``)."""
         return self._api_key_source
@@ -610,14 +640,17 @@ class Settings(BaseSettings):
         """The TOML file that was read, if any (the daemon reloads it on SIGHUP)."""
         return None if self._config_file is None else self._config_file[0]
 
-    def source_of(self, key: str) -> str:
-        """Where a key's value came from: ``default``, ``env X``, a path, ``command line --x``."""
+    def source_of(self, key: str, *, long: bool = False) -> str:
+        """Where a key's value came from: ``default``, ``env X``, a path, ``command line --x``
+        (``long``: as in problem lines, ``from environment variable X``...)."""
         if key not in setting_keys():
             raise KeyError(key)
         if self._origins is not None:  # built by load_settings
-            return self._origins.get(key, _DEFAULT).short()
-        top = key.partition(".")[0]
-        return (_Origin("code") if top in self.model_fields_set else _DEFAULT).short()
+            origin = self._origins.get(key, _DEFAULT)
+        else:
+            top = key.partition(".")[0]
+            origin = _Origin("code") if top in self.model_fields_set else _DEFAULT
+        return origin.long() if long else origin.short()
 
     @property
     def unready_threshold(self) -> float:
@@ -752,9 +785,28 @@ def _unknown(key: str) -> str:
     return f"unknown key, did you mean {names[close[0]]}?" if close else "unknown key"
 
 
+def default_state_path(env: Mapping[str, str]) -> tuple[Path, str]:
+    """Where the state file lives when ``state_path`` is not set, and why there:
+    ``$STATE_DIRECTORY/state.db`` (systemd's ``StateDirectory=``; the first of several),
+    else ``$XDG_STATE_HOME/wasend-supervisor/state.db`` (an absolute one only, as the XDG
+    specification says), else ``~/.local/state/wasend-supervisor/state.db``."""
+    first = env.get("STATE_DIRECTORY", "").split(":")[0].strip()
+    if first:
+        return Path(first) / STATE_FILE_NAME, "$STATE_DIRECTORY"
+    xdg = env.get("XDG_STATE_HOME", "").strip()
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "wasend-supervisor" / STATE_FILE_NAME, "$XDG_STATE_HOME"
+    home = env.get("HOME", "").strip()
+    base = Path(home) if home else Path.home()
+    return base / ".local" / "state" / "wasend-supervisor" / STATE_FILE_NAME, "~/.local/state"
+
+
+_PATH_KEYS = frozenset({"api_key_file", "state_path"})
+
+
 def _key_file_path(value: Any, base: Path | None) -> Any:
-    if not isinstance(value, str | Path) or str(value) == "":
-        return value  # pydantic (or _resolve_key) reports it
+    if not isinstance(value, str | Path) or str(value).strip() in ("", MEMORY_STATE):
+        return value  # pydantic (or _resolve_key) reports it; :memory: is no path
     path = Path(value).expanduser()
     return base / path if base is not None and not path.is_absolute() else path
 
@@ -782,7 +834,7 @@ def _fill(
             )
         elif key not in setting_keys():
             load.problems.append(f"{key}: {_unknown(key)} ({origin.long()})")
-        elif key == "api_key_file":
+        elif key in _PATH_KEYS:
             layer.put(key, _key_file_path(value, base), origin)
         else:
             layer.put(key, value, origin)
@@ -808,7 +860,7 @@ def _env_layer(load: _Load) -> _Layer:
         for name in env_var_names(key):
             if name in load.env:
                 value = load.env[name]
-                if key == "api_key_file":
+                if key in _PATH_KEYS:
                     value = _key_file_path(value, None)
                 layer.put(key, value, _Origin("env", name))
                 break
@@ -1081,7 +1133,19 @@ def load_settings(
             f"or provide a file named {API_KEY_FILE_NAME} in {where} (default)"
         )
 
-    layers = (cli_layer, env_layer, secrets_layer, config_layer)  # highest priority first
+    defaults_layer = _Layer("defaults")
+    if not any("state_path" in layer.values for layer in (cli_layer, env_layer, config_layer)):
+        try:
+            path, why = default_state_path(load.env)
+        except RuntimeError:  # no HOME and no user database entry
+            load.problems.append(
+                "state_path: no default location (none of STATE_DIRECTORY, XDG_STATE_HOME "
+                "and HOME is set); set state_path (default)"
+            )
+        else:
+            defaults_layer.put("state_path", path, _Origin("default", why))
+    # highest priority first
+    layers = (cli_layer, env_layer, secrets_layer, config_layer, defaults_layer)
     origins: dict[str, _Origin] = {}
     for layer in reversed(layers):
         origins.update(layer.origins)

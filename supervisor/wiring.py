@@ -1,7 +1,9 @@
 """Builds the running parts from validated settings: gate, client, store, supervisor.
 
 One function, used by ``run``, ``check`` and the demo, so that every mode is put
-together the same way. Nothing here talks to the network until a poll is made.
+together the same way. Nothing here talks to the network until a poll is made. The
+store is the SQLite state file at ``settings.state_location()`` (``:memory:`` keeps it
+in memory); opening it may raise ``StateError``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from supervisor.clock import Clock, SystemClock
 from supervisor.cycle import Supervisor
 from supervisor.ratelimit import RateGate
 from supervisor.settings import Settings
-from supervisor.store import MemoryStore, Store
+from supervisor.sqlite_store import SqliteStore
+from supervisor.store import Store
 
 
 @dataclass(slots=True)
@@ -31,6 +34,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        self.store.close()
 
     def reconfigure(self, settings: Settings) -> None:
         """Apply reloaded settings to the running parts, keeping every record and the
@@ -52,6 +56,9 @@ class Runtime:
         supervisor.get_concurrency = settings.get_concurrency
         supervisor.auth_retry_interval = settings.auth_retry_interval
         supervisor.key_reader = lambda: read_key(settings)
+        if supervisor.poll_interval is not None:  # None: check, which does not back off
+            supervisor.poll_interval = settings.poll_interval
+        supervisor.in_flight_grace = settings.request_timeout + settings.max_retry_after
         if supervisor.configured:
             keep = set(supervisor.configured)
             for record in self.store.records():
@@ -68,6 +75,16 @@ def read_key(settings: Settings) -> SecretStr:
     key = source.read()
     logs.register_secret(key.get_secret_value())
     return key
+
+
+def open_store(settings: Settings, clock: Clock | None = None) -> SqliteStore:
+    """The state file the settings name, opened and migrated (raises StateError)."""
+    return SqliteStore.open(
+        settings.state_location(),
+        clock=clock,
+        history_max_age=settings.history_max_age,
+        history_max_rows=settings.history_max_rows,
+    )
 
 
 def build(
@@ -90,6 +107,8 @@ def build(
     if key is None:
         raise LookupError("no API key configured")
     logs.register_secret(key.get_secret_value())
+    if store is None:
+        store = open_store(settings, clock)
     client = WasendClient(
         settings.base_url,
         key,
@@ -101,7 +120,7 @@ def build(
     )
     supervisor = Supervisor(
         client,
-        store if store is not None else MemoryStore(),
+        store,
         policy,
         clock,
         rng or random.Random(),
@@ -109,5 +128,7 @@ def build(
         get_concurrency=settings.get_concurrency,
         auth_retry_interval=settings.auth_retry_interval,
         key_reader=lambda: read_key(settings),
+        poll_interval=settings.poll_interval,
+        in_flight_grace=settings.request_timeout + settings.max_retry_after,
     )
     return Runtime(settings, client, gate, supervisor.store, supervisor)

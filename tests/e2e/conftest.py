@@ -59,6 +59,7 @@ def settings_for(server: SimulatorServer, **overrides: Any) -> Settings:
         "rate_limit": 50.0,
         "max_retry_after": 10.0,
         "shutdown_grace": 2.0,
+        "state_path": ":memory:",
     }
     values.update(overrides)
     return Settings(**values)
@@ -101,6 +102,8 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30,
     full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
                 "HOME": os.environ.get("HOME", "/tmp")}
     full_env.update(env or {})
+    if not {"WASEND_SUPERVISOR_STATE_PATH", "STATE_DIRECTORY", "XDG_STATE_HOME"} & set(full_env):
+        full_env["WASEND_SUPERVISOR_STATE_PATH"] = ":memory:"  # each run starts afresh
     return subprocess.run(
         [sys.executable, "-m", "supervisor", *args],
         capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT, check=False,

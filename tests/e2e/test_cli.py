@@ -104,6 +104,7 @@ def test_config_prints_the_effective_configuration_with_the_key_masked() -> None
 
 def _start_run(server: SimulatorServer) -> subprocess.Popen[str]:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
+           "WASEND_SUPERVISOR_STATE_PATH": ":memory:",
            **env_for(server, WASEND_SUPERVISOR_POLL_INTERVAL="0.2",
                      WASEND_SUPERVISOR_SHUTDOWN_GRACE="3")}
     return subprocess.Popen([sys.executable, "-m", "supervisor", "run"], env=env, cwd=ROOT,

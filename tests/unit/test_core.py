@@ -405,3 +405,19 @@ def test_conflict_event_names_the_conflicting_request() -> None:
     assert (fields["attempt"], fields["http_status"], fields["resolution"]) == (
         1, 422, "starting_elsewhere")
     assert d.phase() is Phase.STARTING
+
+
+def test_an_attempt_whose_answer_was_never_recorded_times_out_from_its_request() -> None:
+    # A process died between recording the restart and hearing its answer: the record has
+    # no verification deadline. Stuck in STARTING, the attempt still fails on time.
+    d = Driver()
+    d.poll("STOPPED", T0)  # requested; no outcome applied
+    assert d.record is not None and d.record.verify_deadline is None
+    assert d.poll("STARTING", T0 + 29).action is None
+    assert d.phase() is Phase.VERIFYING
+    late = d.poll("STARTING", T0 + 30)
+    assert names(late) == ["restart.failed"]
+    assert late.events[0].fields["reason"] == "starting_timeout"
+    d2 = Driver()
+    d2.poll("STOPPED", T0)
+    assert names(d2.poll("MYSTERY", T0 + 31)) == ["session.unknown_status", "restart.failed"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from supervisor.cycle import PollResult
-from supervisor.errors import ApiUnreachable
+from supervisor.errors import ApiUnreachable, ServerError
 from supervisor.health import Health
 from tests.fakes import FakeClock
 
@@ -74,3 +74,12 @@ def test_liveness_follows_the_scheduler_not_the_polls() -> None:
     dead = make(clock, alive=(False, "scheduler stopped"))
     verdict = dead.liveness()
     assert not verdict.ok and verdict.body == {"status": "dead", "reason": "scheduler stopped"}
+
+
+def test_a_poll_skipped_while_backing_off_leaves_the_last_failure_standing() -> None:
+    clock = FakeClock()
+    health = Health(clock, unready_after=10, alive=lambda: (True, "ok"))
+    health.poll_done(PollResult(ok=False, error=ServerError("503", call="list")))
+    health.poll_done(PollResult(ok=False, skipped=True, skip_reason="api_unavailable"))
+    assert health.last_outcome == "failed (server_error)"
+    assert health.consecutive_failures == 1

@@ -1,0 +1,646 @@
+"""Supervision records and the restart history in one SQLite file: the default store.
+
+Tables (schema version 2)::
+
+    schema_migrations  version PK, applied_at, description     one row per applied migration
+    records            session_id PK, data (the Record as JSON), version, updated_at, writer
+    history            id PK, at, session_id, event, action, attempt, outcome, reason,
+                       status, http_status, duration_ms, next_attempt_at   (append-only)
+
+The connection uses WAL journaling (readers never block the writer), ``synchronous=FULL``
+(a commit is on disk before it returns, so a restart recorded as in flight survives a
+crash, a SIGKILL or a power cut), a busy timeout (a second process waits for the lock
+rather than failing) and a journal size limit (the WAL is cut back to 1 MiB after each
+checkpoint). The schema, its migrations and the records' JSON are in
+``supervisor.state_schema``.
+
+Several processes may share the file (a daemon and a ``check`` from a timer). Each
+record row carries a ``version`` (incremented on every write), the time of the write
+and the writer (host, pid and a random tag of the store that wrote it). Writes are
+compare-and-set: ``swap(old, new)`` replaces the row only if it still holds ``old``
+(``UPDATE ... WHERE session_id = ? AND version = ?``), inside ``BEGIN IMMEDIATE``, so
+two processes never both claim the same restart. ``transaction()`` takes the write lock
+and re-reads what other processes committed (``PRAGMA data_version`` says whether they
+did), so a decision made inside it is made on the latest records.
+
+Reads are served from an in-memory copy of the records, refreshed when another
+connection has committed; a healthy supervisor neither reads rows nor writes anything
+on a poll where nothing changed.
+
+A file that is not a database, or fails ``PRAGMA quick_check``, is moved aside to
+``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), a fresh one is started
+and ``state.corrupt_moved_aside`` is logged at error level; found corrupt while running,
+the fresh file is filled with the records this process holds. Any other problem (a
+directory that cannot be created or written, a read-only file, somebody else's database,
+a lock held too long) is a ``StateError`` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+import socket
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, NoReturn
+from urllib.parse import quote
+
+import structlog
+
+from supervisor.clock import Clock, SystemClock
+from supervisor.models import HistoryEntry, Record
+from supervisor.state_schema import SCHEMA_VERSION, applied_versions, decode, encode, migrate
+from supervisor.store import StateError
+
+log = structlog.get_logger("supervisor.state")
+
+MEMORY: Final = ":memory:"
+DEFAULT_HISTORY_MAX_AGE: Final = 30 * 86400.0
+DEFAULT_HISTORY_MAX_ROWS: Final = 100_000
+PRUNE_EVERY: Final = 3600.0  # seconds between prunes by age
+DEFAULT_BUSY_TIMEOUT: Final = 10.0
+WAL_SIZE_LIMIT: Final = 1024 * 1024  # bytes the write-ahead log is cut back to after a checkpoint
+
+_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
+
+
+# ------------------------------------------------------------------------- errors
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return True
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+class _Corrupt(Exception):
+    """The file is not a usable database; the message says why."""
+
+
+def _problem(exc: sqlite3.Error) -> str:
+    """One line about an SQLite error: its message, without anything else."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _describe(path: Path, exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_READONLY"):
+        return f"{path} is read-only ({_problem(exc)})"
+    if name.startswith("SQLITE_BUSY") or "locked" in str(exc):
+        return f"{path} is locked by another process ({_problem(exc)})"
+    return f"cannot use {path}: {_problem(exc)}"
+
+
+def corrupt_name(path: Path, now: float) -> Path:
+    """Where a corrupt state file is moved: ``<name>.corrupt-<UTC time>``, unused."""
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    return target
+
+
+def _move_aside(path: Path, now: float) -> Path:
+    target = corrupt_name(path, now)
+    try:
+        os.replace(path, target)
+        for suffix in _SIDE_FILES:
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.replace(side, target.with_name(target.name + suffix))
+    except OSError as exc:
+        raise StateError(
+            f"{path} is corrupt and cannot be moved aside: {exc.strerror or exc}"
+        ) from None
+    return target
+
+
+def _prepare_directory(path: Path) -> None:
+    if path.is_dir():
+        raise StateError(f"{path} is a directory; state_path names a file")
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise StateError(f"{directory} exists and is not a directory") from None
+    except OSError as exc:
+        raise StateError(
+            f"cannot create directory {directory}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    if not directory.is_dir():
+        raise StateError(f"{directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StateError(f"directory {directory} is not writable")
+
+
+_HEADER: Final = b"SQLite format 3\x00"
+
+
+def _check_header(path: Path) -> None:
+    """Raise _Corrupt for a non-empty file that does not start like an SQLite database."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if head and head != _HEADER:
+        raise _Corrupt("file is not a database (no SQLite header)")
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _writer_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+# -------------------------------------------------------------------------- store
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    record: Record
+    version: int
+    updated_at: float
+    writer: str
+
+
+_UPSERT = (
+    "INSERT INTO records (session_id, data, version, updated_at, writer) VALUES (?, ?, 1, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET data = excluded.data,"
+    " version = records.version + 1, updated_at = excluded.updated_at, writer = excluded.writer"
+    " RETURNING version"
+)
+_HISTORY_COLUMNS: Final = (
+    "at", "session_id", "event", "action", "attempt", "outcome", "reason", "status",
+    "http_status", "duration_ms", "next_attempt_at",
+)
+
+
+class SqliteStore:
+    """The ``Store`` in an SQLite file (or ``:memory:``). Build it with ``open``."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        location: str,
+        *,
+        clock: Clock,
+        schema_version: int,
+        history_max_age: float = DEFAULT_HISTORY_MAX_AGE,
+        history_max_rows: int = DEFAULT_HISTORY_MAX_ROWS,
+        readonly: bool = False,
+        writer: str | None = None,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> None:
+        self._conn = conn
+        self.location = location
+        self.schema_version = schema_version
+        self.readonly = readonly
+        self.writer = writer or _writer_id()
+        self.history_max_age = history_max_age
+        self.history_max_rows = history_max_rows
+        self._clock = clock
+        self._cache: dict[str, _Row] = {}
+        self._data_version: int | None = None
+        self._depth = 0
+        self._added_since_prune = 0
+        self._pruned_at = -math.inf
+        self._closed = False
+        self._busy_timeout = busy_timeout
+        self._inode = _inode(Path(location)) if location != MEMORY and not readonly else None
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.location} v{self.schema_version}>"
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        history_max_age: float = DEFAULT_HISTORY_MAX_AGE,
+        history_max_rows: int = DEFAULT_HISTORY_MAX_ROWS,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> SqliteStore:
+        """Open (creating if needed) and migrate the state file; ``:memory:`` touches no disk.
+
+        A corrupt file is moved aside and a fresh one started (logged at error level).
+        Raises StateError, with a one-line message, when the file cannot be used.
+        """
+        clock = clock or SystemClock()
+        location = str(path)
+        options: dict[str, Any] = {
+            "clock": clock,
+            "history_max_age": history_max_age,
+            "history_max_rows": history_max_rows,
+            "busy_timeout": busy_timeout,
+        }
+        if location == MEMORY:
+            conn = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
+            version = migrate(conn, clock.now())
+            store = cls(conn, MEMORY, schema_version=version, **options)._loaded()
+            log.debug("state.opened", path=MEMORY, schema_version=version)
+            return store
+        file = Path(location)
+        _prepare_directory(file)
+        try:
+            conn, version = cls._connect(file, clock, busy_timeout)
+        except _Corrupt as exc:
+            moved = _move_aside(file, clock.now())
+            log.error(
+                "state.corrupt_moved_aside",
+                path=str(file),
+                moved_to=str(moved),
+                problem=str(exc),
+                action="started a fresh state file; backoff and history were lost",
+            )
+            conn, version = cls._connect(file, clock, busy_timeout)
+        store = cls(conn, str(file), schema_version=version, **options)._loaded()
+        store.prune()
+        log.info("state.opened", path=str(file), schema_version=version,
+                 records=len(store._cache), history_rows=store.history_count())
+        return store
+
+    @staticmethod
+    def _connect(file: Path, clock: Clock, busy_timeout: float) -> tuple[sqlite3.Connection, int]:
+        _check_header(file)  # before SQLite opens it (and tidies its -wal away on close)
+        try:
+            conn = sqlite3.connect(
+                file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StateError(_describe(file, exc)) from None
+        try:
+            checked = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if checked != ["ok"]:
+                raise _Corrupt("; ".join(str(c) for c in checked)[:200])
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            version = migrate(conn, clock.now())
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if _is_corrupt(exc):
+                raise _Corrupt(_problem(exc)) from None
+            raise StateError(_describe(file, exc)) from None
+        except StateError as exc:
+            conn.close()
+            raise StateError(f"{file} {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn, version
+
+    @classmethod
+    def open_readonly(cls, path: str | Path, *, clock: Clock | None = None) -> SqliteStore:
+        """Open an existing state file for reading only (``status``, ``history``): nothing
+        is created, migrated or moved. Raises FileNotFoundError or StateError."""
+        file = Path(path)
+        if not file.exists():
+            raise FileNotFoundError(str(file))
+        if file.is_dir():
+            raise StateError(f"{file} is a directory; state_path names a file")
+        uri = f"file:{quote(str(file.resolve()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(_describe(file, exc)) from None
+        try:
+            done = applied_versions(conn)
+            version = max(done, default=0)
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"has schema version {version}, newer than this supervisor knows "
+                    f"({SCHEMA_VERSION})"
+                )
+            store = cls(conn, str(file), clock=clock or SystemClock(), schema_version=version,
+                        readonly=True)
+            return store._loaded()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            what = "is corrupt" if _is_corrupt(exc) else "cannot be read"
+            raise StateError(f"{file} {what}: {_problem(exc)}") from None
+        except StateError as exc:
+            conn.close()
+            raise StateError(f"{file} {exc}") from None
+
+    def _loaded(self) -> SqliteStore:
+        if self.schema_version > 0:
+            self._reload()
+        return self
+
+    def close(self) -> None:
+        """Close the file. What was read stays readable (from memory); writes fail."""
+        self._closed = True
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    # ------------------------------------------------------------- the cache
+
+    def _reload(self) -> None:
+        """Re-read the rows other connections changed (all of them, cheaply compared)."""
+        if self.schema_version == 0:
+            return
+        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        writer = "writer" if self.schema_version >= 2 else "''"
+        rows = self._conn.execute(
+            f"SELECT session_id, version, updated_at, {writer}, data FROM records"  # noqa: S608
+        ).fetchall()
+        fresh: dict[str, _Row] = {}
+        for session_id, version, updated_at, row_writer, data in rows:
+            known = self._cache.get(session_id)
+            if known is not None and (known.version, known.updated_at, known.writer) == (
+                version, updated_at, row_writer
+            ):
+                fresh[session_id] = known
+                continue
+            try:
+                record = decode(session_id, data)
+            except (ValueError, TypeError) as exc:
+                log.warning("state.record_unreadable", session_id=session_id,
+                            problem=str(exc)[:200])
+                continue
+            fresh[session_id] = _Row(record, version, updated_at, row_writer)
+        self._cache = fresh
+
+    def _refresh(self) -> None:
+        """Make the cache current, unless inside a transaction (it is, then)."""
+        if self._depth or self.schema_version == 0 or self._closed:
+            return
+        try:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._reload()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    # ----------------------------------------------------------- transactions
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._reload_if_changed()
+        except sqlite3.Error as exc:
+            self._abort()
+            self._fail(exc)
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._abort()
+            raise
+        self._depth = 0
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abort()
+            self._fail(exc)
+
+    def _reload_if_changed(self) -> None:
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._reload()
+
+    def _fail(self, exc: sqlite3.Error) -> NoReturn:
+        """Raise the StateError for ``exc``. A state file found corrupt while running is
+        first moved aside and started afresh from what this process remembers, so the
+        next poll works again."""
+        path = Path(self.location)
+        if (
+            not isinstance(exc, sqlite3.DatabaseError)
+            or not _is_corrupt(exc)
+            or self.location == MEMORY
+            or self.readonly
+        ):
+            raise StateError(_describe(path, exc)) from None
+        self._recover(path, exc)
+        raise StateError(
+            f"{path} was found corrupt ({_problem(exc)}); it was moved aside and started "
+            "afresh; this write was not made"
+        ) from None
+
+    def _recover(self, path: Path, exc: sqlite3.Error) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._depth = 0
+        if _inode(path) == self._inode:  # nobody has replaced it yet
+            moved = _move_aside(path, self._clock.now())
+            log.error(
+                "state.corrupt_moved_aside",
+                path=str(path),
+                moved_to=str(moved),
+                problem=_problem(exc),
+                action="started a fresh state file from what this process remembered",
+            )
+        conn, version = self._connect(path, self._clock, self._busy_timeout)
+        conn.execute("BEGIN IMMEDIATE")
+        for session_id, row in self._cache.items():  # never over a newer process's record
+            conn.execute(
+                "INSERT OR IGNORE INTO records (session_id, data, version, updated_at, writer)"
+                " VALUES (?, ?, 1, ?, ?)",
+                (session_id, encode(row.record), row.updated_at, row.writer),
+            )
+        conn.execute("COMMIT")
+        self._conn, self.schema_version = conn, version
+        self._inode = _inode(path)
+        self._cache, self._data_version = {}, None
+        self._reload()
+
+    def _abort(self) -> None:
+        """Roll back, and forget what the cache learnt from the writes rolled back."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            self._reload()
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    # ----------------------------------------------------------------- records
+
+    def get(self, session_id: str) -> Record | None:
+        self._refresh()
+        row = self._cache.get(session_id)
+        return None if row is None else row.record
+
+    def records(self) -> Iterator[Record]:
+        self._refresh()
+        return iter([row.record for row in self._cache.values()])
+
+    def updated_at(self, session_id: str) -> float | None:
+        """When the record was last written (epoch seconds), by anyone."""
+        self._refresh()
+        row = self._cache.get(session_id)
+        return None if row is None else row.updated_at
+
+    def written_elsewhere_at(self, session_id: str) -> float | None:
+        self._refresh()
+        row = self._cache.get(session_id)
+        if row is None or row.writer == self.writer:
+            return None
+        return row.updated_at
+
+    def put(self, record: Record) -> None:
+        with self.transaction():
+            self._write(record)
+
+    def delete(self, session_id: str) -> None:
+        with self.transaction():
+            self._run("DELETE FROM records WHERE session_id = ?", (session_id,))
+            self._cache.pop(session_id, None)
+
+    def swap(self, old: Record | None, new: Record | None) -> bool:
+        either = new if new is not None else old
+        if either is None:
+            return True
+        session_id = either.session_id
+        with self.transaction():
+            row = self._cache.get(session_id)
+            if (None if row is None else row.record) != old:
+                return False
+            if row is None:
+                assert new is not None
+                self._write(new)
+                return True
+            if new is None:
+                done = self._run(
+                    "DELETE FROM records WHERE session_id = ? AND version = ?",
+                    (session_id, row.version),
+                ).rowcount
+                if done == 1:
+                    self._cache.pop(session_id, None)
+                return done == 1
+            now = self._clock.now()
+            done = self._run(
+                "UPDATE records SET data = ?, version = version + 1, updated_at = ?, writer = ?"
+                " WHERE session_id = ? AND version = ?",
+                (encode(new), now, self.writer, session_id, row.version),
+            ).rowcount
+            if done == 1:
+                self._cache[session_id] = _Row(new, row.version + 1, now, self.writer)
+            return done == 1
+
+    def _write(self, record: Record) -> None:
+        now = self._clock.now()
+        (version,) = self._run(
+            _UPSERT, (record.session_id, encode(record), now, self.writer)
+        ).fetchone()
+        self._cache[record.session_id] = _Row(record, version, now, self.writer)
+
+    # ------------------------------------------------------------------ history
+
+    def add_history(self, entries: Sequence[HistoryEntry]) -> None:
+        if not entries:
+            return
+        placeholders = ", ".join("?" for _ in _HISTORY_COLUMNS)
+        sql = f"INSERT INTO history ({', '.join(_HISTORY_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+        rows = [tuple(getattr(e, c) for c in _HISTORY_COLUMNS) for e in entries]
+        with self.transaction():
+            try:
+                self._conn.executemany(sql, rows)
+            except sqlite3.Error as exc:
+                self._fail(exc)
+            self._added_since_prune += len(rows)
+            if (
+                self._added_since_prune >= max(100, self.history_max_rows // 10)
+                or self._clock.now() - self._pruned_at >= PRUNE_EVERY
+            ):
+                self.prune()
+
+    def prune(self) -> int:
+        """Drop history rows older than ``history_max_age`` and beyond the newest
+        ``history_max_rows``; the number dropped. Runs by itself every ``PRUNE_EVERY``
+        seconds, and whenever a tenth of ``history_max_rows`` rows were added."""
+        now = self._clock.now()
+        with self.transaction():
+            dropped = self._run(
+                "DELETE FROM history WHERE at < ?", (now - self.history_max_age,)
+            ).rowcount
+            dropped += self._run(
+                "DELETE FROM history WHERE id <= (SELECT id FROM history ORDER BY id DESC"
+                " LIMIT 1 OFFSET ?)",
+                (self.history_max_rows,),
+            ).rowcount
+        self._added_since_prune = 0
+        self._pruned_at = now
+        if dropped:
+            log.debug("state.history_pruned", rows=dropped)
+        return dropped
+
+    def read_history(
+        self,
+        *,
+        session_ids: Sequence[str] = (),
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[HistoryEntry]:
+        """History rows, oldest first: of these sessions (all if none), at or after
+        ``since``, the last ``limit`` of them."""
+        if self.schema_version == 0:
+            return []
+        where: list[str] = []
+        params: list[Any] = []
+        if session_ids:
+            where.append(f"session_id IN ({', '.join('?' for _ in session_ids)})")
+            params.extend(session_ids)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        sql = "SELECT * FROM history"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        cursor = self._run(sql, params)
+        names = [d[0] for d in cursor.description]
+        found: list[HistoryEntry] = []
+        for values in cursor.fetchall():
+            row = dict(zip(names, values, strict=True))
+            found.append(HistoryEntry(
+                at=row["at"], session_id=row["session_id"], event=row["event"],
+                action=row.get("action"), attempt=row.get("attempt"),
+                outcome=row.get("outcome"), reason=row.get("reason"), status=row.get("status"),
+                http_status=row.get("http_status"), duration_ms=row.get("duration_ms"),
+                next_attempt_at=row.get("next_attempt_at"),
+            ))
+        found.reverse()
+        return found
+
+    def history_count(self) -> int:
+        if self.schema_version == 0:
+            return 0
+        return int(self._run("SELECT count(*) FROM history").fetchone()[0])

@@ -1,0 +1,194 @@
+"""The state file's schema: its migrations, and how a record is written in it.
+
+``MIGRATIONS`` are functions applied in order, each in the same transaction as its row in
+``schema_migrations``; ``migrate`` brings a database up to ``SCHEMA_VERSION`` (or to an
+earlier ``target``, which tests use to build old files). A database with a newer version
+than this code knows, or with tables but no ``schema_migrations`` (somebody else's), is
+refused with a ``StateError``.
+
+Records are stored as canonical JSON (``encode``); ``decode`` reads them back, ignoring
+fields it does not know and leaving out fields it lacks (their defaults apply), so a file
+written by a neighbouring version stays readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Final
+
+from supervisor.models import Phase, Record
+from supervisor.store import StateError
+
+SCHEMA_VERSION: Final = 2
+
+
+# --------------------------------------------------------------------- migrations
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE records (session_id TEXT PRIMARY KEY, data TEXT NOT NULL,"
+        " version INTEGER NOT NULL DEFAULT 1, updated_at REAL NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE history (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+        " session_id TEXT NOT NULL, event TEXT NOT NULL, action TEXT, attempt INTEGER,"
+        " outcome TEXT, http_status INTEGER, duration_ms INTEGER)"
+    )
+    conn.execute("CREATE INDEX history_at ON history (at)")
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE records ADD COLUMN writer TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE history ADD COLUMN reason TEXT")
+    conn.execute("ALTER TABLE history ADD COLUMN status TEXT")
+    conn.execute("ALTER TABLE history ADD COLUMN next_attempt_at REAL")
+    conn.execute("CREATE INDEX history_session_at ON history (session_id, at)")
+
+
+MIGRATIONS: Final[tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...]] = (
+    (1, "records and restart history", _v1),
+    (2, "writer of each record; reason, status and next attempt in the history", _v2),
+)
+
+
+def applied_versions(conn: sqlite3.Connection) -> list[int]:
+    """The migrations applied to this database ([] for an empty one).
+
+    Raises StateError for a database that has tables but is not a state file.
+    """
+    tables = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if "schema_migrations" not in tables:
+        if tables:
+            raise StateError(
+                "is an SQLite database but not a wasend-supervisor state file "
+                f"(tables: {', '.join(sorted(tables)[:5])})"
+            )
+        return []
+    return [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+
+
+def migrate(conn: sqlite3.Connection, now: float, *, target: int = SCHEMA_VERSION) -> int:
+    """Apply the missing migrations up to ``target``, in one transaction; the version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = applied_versions(conn)
+        if done and max(done) > SCHEMA_VERSION:
+            raise StateError(
+                f"has schema version {max(done)}, newer than this supervisor knows "
+                f"({SCHEMA_VERSION}); use a newer wasend-supervisor or another state_path"
+            )
+        if not done:
+            conn.execute(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                " applied_at REAL NOT NULL, description TEXT NOT NULL)"
+            )
+        for version, description, step in MIGRATIONS:
+            if version > target or version in done:
+                continue
+            step(conn)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at, description) VALUES (?,?,?)",
+                (version, now, description),
+            )
+            done.append(version)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return max(done)
+
+
+# --------------------------------------------------------------- record encoding
+
+
+def encode(record: Record) -> str:
+    """A record as compact, canonical JSON (floats round-trip exactly)."""
+    data: dict[str, Any] = {}
+    for spec in dataclasses.fields(Record):
+        value = getattr(record, spec.name)
+        if isinstance(value, Phase):
+            value = value.value
+        elif isinstance(value, frozenset):
+            value = sorted(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        data[spec.name] = value
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("not an integer")
+    return value
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("not a number")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("not a boolean")
+    return value
+
+
+def _floats(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return tuple(_float(v) for v in value)
+
+
+def _strings(value: Any) -> frozenset[str]:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return frozenset(_str(v) for v in value)
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+# By the annotation of each Record field (a string: models uses postponed annotations).
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "str": _str,
+    "str | None": _optional(_str),
+    "int": _int,
+    "float": _float,
+    "float | None": _optional(_float),
+    "bool": _bool,
+    "Phase": Phase,
+    "tuple[float, ...]": _floats,
+    "frozenset[str]": _strings,
+}
+
+
+def decode(session_id: str, text: str) -> Record:
+    """The record a row holds; raises ValueError or TypeError if it cannot be read.
+    Fields it does not know are ignored; fields it lacks take their defaults."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(Record):
+        if spec.name == "session_id" or spec.name not in data:
+            continue
+        convert = _CONVERTERS.get(str(spec.type), lambda value: value)
+        values[spec.name] = convert(data[spec.name])
+    return Record(session_id, **values)

@@ -1,0 +1,365 @@
+"""The cycle on the SQLite store: claims committed before requests, nothing written for
+healthy sessions, two supervisors on one file, a supervisor that comes back after dying
+mid-restart, claims lost and decided again, polls backing off while the API is down.
+
+Fake clock and in-memory API; state files in tmp_path (two stores on one file stand for
+two processes). Nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import MutableMapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from supervisor.check import UNKNOWN, run_check
+from supervisor.cycle import Supervisor
+from supervisor.errors import (
+    ApiTimeout,
+    ApiUnreachable,
+    AuthFailed,
+    Conflict,
+    RateLimited,
+    ServerError,
+)
+from supervisor.models import Phase, Record, SessionInfo, SessionList
+from supervisor.policy import Backoff, Policy
+from supervisor.sqlite_store import SqliteStore
+from supervisor.store import MemoryStore, StateError
+from tests.fakes import FakeApi, FakeClock, MaxRandom
+
+POLICY = Policy(backoff=Backoff(initial=10, max=80, multiplier=2), max_restarts=5,
+                starting_timeout=30, stable_after=60)
+
+
+def names(events: list[MutableMapping[str, Any]]) -> list[str]:
+    return [e["event"] for e in events]
+
+
+def make(api: FakeApi, store: Any, clock: FakeClock, **kw: Any) -> Supervisor:
+    return Supervisor(api, store, POLICY, clock, MaxRandom(), auth_retry_interval=300, **kw)
+
+
+def open_store(path: Path, clock: FakeClock) -> SqliteStore:
+    return SqliteStore.open(path, clock=clock)
+
+
+def restarts(api: FakeApi) -> list[str]:
+    return [sid for call, sid in api.calls if call == "restart"]
+
+
+# --------------------------------------------------------------- writes and claims
+
+
+async def test_a_restart_is_on_disk_as_in_flight_before_its_request_is_sent(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    seen_on_disk: list[tuple[str, int, list[str]]] = []
+
+    class Peeking(FakeApi):
+        async def restart(self, session_id: str) -> SessionInfo:
+            # Another connection, as a process started after a SIGKILL here would see it.
+            conn = sqlite3.connect(path)
+            record = SqliteStore.open_readonly(path).get(session_id)
+            events = [e for (e,) in conn.execute("SELECT event FROM history")]
+            conn.close()
+            assert record is not None
+            seen_on_disk.append((record.phase.value, record.attempt, events))
+            return await super().restart(session_id)
+
+    clock = FakeClock()
+    api = Peeking({"a": "WORKING", "b": "STOPPED"})
+    sup = make(api, open_store(path, clock), clock)
+    await sup.poll()
+    assert restarts(api) == ["b"]
+    assert seen_on_disk == [("verifying", 1, ["session.unhealthy", "restart.requested"])]
+
+
+async def test_polls_of_healthy_sessions_write_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeClock()
+    store = open_store(path, clock)
+    api = FakeApi({f"s{i}": "WORKING" for i in range(50)})
+    sup = make(api, store, clock)
+    await sup.poll()  # the first sighting writes the records
+    observer = sqlite3.connect(path)
+    version = observer.execute("PRAGMA data_version").fetchone()[0]
+    changes = store._conn.total_changes
+    wal_size = (tmp_path / "state.db-wal").stat().st_size
+    for _ in range(20):
+        clock.advance(30)
+        assert (await sup.poll()).ok
+    assert store._conn.total_changes == changes
+    assert observer.execute("PRAGMA data_version").fetchone()[0] == version
+    assert (tmp_path / "state.db-wal").stat().st_size == wal_size
+
+
+async def test_a_restart_cycle_leaves_its_history(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = open_store(tmp_path / "state.db", clock)
+    api = FakeApi({"b": "STOPPED"})
+    sup = make(api, store, clock)
+    await sup.poll()
+    clock.advance(5)
+    api.statuses["b"] = "WORKING"
+    await sup.poll()
+    rows = store.read_history()
+    assert [(r.event, r.action, r.attempt, r.outcome) for r in rows] == [
+        ("session.unhealthy", None, None, "unhealthy"),
+        ("restart.requested", "restart", 1, "requested"),
+        ("restart.accepted", "restart", 1, "accepted"),
+        ("restart.succeeded", None, 1, "succeeded"),
+    ]
+    assert rows[0].status == "STOPPED"
+    assert rows[3].duration_ms == 5000
+    assert rows[0].at == rows[1].at == rows[2].at == rows[3].at - 5
+
+
+# ----------------------------------------------------------------- two processes
+
+
+class Yielding(FakeApi):
+    """Every call yields to the event loop first, as a real request would."""
+
+    def __init__(self, statuses: dict[str, str]) -> None:
+        super().__init__(statuses)
+        self.gate: asyncio.Event | None = None
+
+    async def list_sessions(self) -> SessionList:
+        await asyncio.sleep(0)
+        return await super().list_sessions()
+
+    async def restart(self, session_id: str) -> SessionInfo:
+        self.calls.append(("restart", session_id))
+        if self.gate is not None:
+            await self.gate.wait()
+        else:
+            await asyncio.sleep(0)
+        self.statuses[session_id] = self.after_restart
+        return SessionInfo(session_id, None, self.after_restart)
+
+
+async def test_two_supervisors_on_one_file_restart_a_session_once(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeClock()
+    api = Yielding({"a": "STOPPED", "b": "WORKING"})
+    daemon = make(api, open_store(path, clock), clock)
+    check = make(api, open_store(path, clock), clock)
+    with capture_logs() as events:
+        for _ in range(5):
+            await asyncio.gather(daemon.poll(), check.poll())  # both list, then both decide
+            clock.advance(1)
+    assert restarts(api) == ["a"]
+    assert names(events).count("restart.requested") == 1
+    assert "state.left_to_other_process" in names(events)
+    assert "restart.failed" not in names(events)  # a stale sighting judged nothing
+
+
+async def test_a_restart_in_flight_elsewhere_is_left_to_its_owner(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeClock()
+    api = Yielding({"a": "STOPPED"})
+    api.gate = asyncio.Event()  # the daemon's request hangs (say, at its rate gate)
+    daemon = make(api, open_store(path, clock), clock, in_flight_grace=60)
+    check = make(api, open_store(path, clock), clock, in_flight_grace=60)
+    polling = asyncio.create_task(daemon.poll())
+    while not restarts(api):
+        await asyncio.sleep(0)
+    clock.advance(5)
+    with capture_logs() as events:
+        result = await check.poll()  # sees STOPPED: the daemon's request has not landed
+    assert result.ok and restarts(api) == ["a"]
+    assert [e.get("reason") for e in events if e["event"] == "state.left_to_other_process"] == [
+        "restart_in_flight"]
+    assert "restart.failed" not in names(events)
+    api.gate.set()
+    await polling
+    record = check.store.get("a")
+    assert record is not None and record.phase is Phase.VERIFYING
+    assert record.verify_deadline is not None
+
+
+async def test_after_dying_mid_restart_the_session_is_not_restarted_in_its_window(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeClock()
+    # What a process killed between its claim and the answer leaves behind.
+    dead = open_store(path, clock)
+    dead.put(Record("a", phase=Phase.VERIFYING, last_status="STOPPED", attempt=1,
+                    requested_at=clock.now(), since=clock.now(), last_outcome="requested"))
+    dead.close()
+    api = FakeApi({"a": "STOPPED"})
+    clock.advance(1)
+    sup = make(api, open_store(path, clock), clock, in_flight_grace=20)
+    with capture_logs() as events:
+        for _ in range(4):  # inside the grace: its request may still be on its way
+            await sup.poll()
+            clock.advance(5)
+        assert restarts(api) == []
+        await sup.poll()  # past the grace: the attempt failed (relapsed), backoff starts
+        assert restarts(api) == []
+        failed = next(e for e in events if e["event"] == "restart.failed")
+        assert failed["reason"] == "relapsed" and failed["next_attempt_in"] == 10
+        clock.advance(9)
+        await sup.poll()
+        assert restarts(api) == []  # still inside the backoff
+        clock.advance(1)
+        await sup.poll()
+    assert restarts(api) == ["a"]
+
+
+async def test_a_backoff_started_by_an_earlier_run_is_honoured(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeClock()
+    api = FakeApi({"a": "FAILED"})
+    api.after_restart = "FAILED"
+    first = make(api, open_store(path, clock), clock)
+    await first.poll()  # restart 1
+    clock.advance(1)
+    await first.poll()  # still FAILED: attempt failed, next attempt in 10 s
+    first.store.close()
+    for _ in range(9):  # a check from a timer, every second, each a new process
+        clock.advance(1)
+        report = await run_check(make(api, open_store(path, clock), clock))
+        assert [r.outcome for r in report.rows] == ["waiting"]
+    assert restarts(api) == ["a"]
+    clock.advance(1)
+    await run_check(make(api, open_store(path, clock), clock))
+    assert restarts(api) == ["a", "a"]
+
+
+class RacingStore(MemoryStore):
+    """Another process writes ``theirs`` just before this one's first claim."""
+
+    def __init__(self, theirs: Record) -> None:
+        super().__init__()
+        self.theirs = theirs
+        self.raced = False
+
+    def swap(self, old: Record | None, new: Record | None) -> bool:
+        if not self.raced and new is not None and new.phase is Phase.VERIFYING:
+            self.raced = True
+            self.put(self.theirs)
+        return super().swap(old, new)
+
+
+async def test_a_lost_claim_is_read_again_and_decided_again() -> None:
+    clock = FakeClock()
+    # The other process failed the session and started a backoff before we could claim.
+    theirs = Record("a", name="name-a", phase=Phase.UNHEALTHY, last_status="STOPPED",
+                    attempt=1, next_attempt_at=clock.now() + 60, since=clock.now())
+    api = FakeApi({"a": "STOPPED"})
+    store = RacingStore(theirs)
+    sup = make(api, store, clock)
+    with capture_logs() as events:
+        await sup.poll()
+    assert restarts(api) == []
+    assert store.get("a") == theirs
+    # The first decision (restart now) was neither logged nor sent; the second waits.
+    assert names(events) == ["state.claim_lost", "poll.completed"]
+    # Once the other process's backoff is over, this one restarts it.
+    clock.advance(60)
+    await sup.poll()
+    assert restarts(api) == ["a"]
+
+
+async def test_a_record_taken_over_while_acting_stops_the_follow_up_calls() -> None:
+    clock = FakeClock()
+    store = MemoryStore()
+    theirs = Record("a", phase=Phase.UNHEALTHY, last_status="ERROR", attempt=4,
+                    next_attempt_at=clock.now() + 300)
+
+    class TakenOver(FakeApi):
+        async def restart(self, session_id: str) -> SessionInfo:
+            self.calls.append(("restart", session_id))
+            store.put(theirs)  # another process writes while our request is out
+            raise Conflict("must be stopped", call="restart", http_status=409)
+
+    api = TakenOver({"a": "ERROR"})
+    sup = make(api, store, clock)
+    with capture_logs() as events:
+        await sup.poll()
+    assert api.calls == [("list", ""), ("restart", "a")]  # no re-read, stop or restart
+    assert store.get("a") == theirs
+    assert "state.write_conflict" in names(events)
+
+
+# ------------------------------------------------------------------- poll backoff
+
+
+async def test_polls_back_off_while_the_api_is_down_and_resume_at_once() -> None:
+    clock = FakeClock()
+    api = FakeApi({"a": "WORKING"})
+    api.fail("list", ApiUnreachable("refused", call="list"), ServerError("503", call="list"),
+             ApiTimeout("slow", call="list"), ApiUnreachable("refused", call="list"),
+             ApiUnreachable("refused", call="list"))
+    sup = make(api, MemoryStore(), clock, poll_interval=10.0)
+    asked: list[int] = []
+    with capture_logs() as events:
+        for tick in range(26):
+            before = len(api.calls)
+            await sup.poll()
+            if len(api.calls) > before:
+                asked.append(tick)
+            clock.advance(10)
+    # Failures at 0, 1, 3, 7, 11 (waits of 1, 2, 4, 4, 4 intervals), success at 15.
+    assert asked == [0, 1, 3, 7, 11, *range(15, 26)]
+    failed = [e for e in events if e["event"] == "poll.failed"]
+    assert len(failed) == 5  # one per failed cycle, none for the skipped ones
+    assert [e["next_poll_in"] for e in failed] == [10, 20, 40, 40, 40]
+    assert [e["consecutive_failures"] for e in failed] == [1, 2, 3, 4, 5]
+    skipped = [e for e in events if e["event"] == "poll.skipped"]
+    assert len(skipped) == 26 - len(asked)
+    assert {e["reason"] for e in skipped} == {"api_unavailable"}
+
+
+async def test_429_and_401_on_the_list_do_not_add_a_poll_backoff() -> None:
+    clock = FakeClock()
+    api = FakeApi({"a": "WORKING"})
+    api.fail("list", RateLimited("slow", call="list"), RateLimited("slow", call="list"),
+             RateLimited("slow", call="list"))
+    sup = make(api, MemoryStore(), clock, poll_interval=10.0)
+    for _ in range(4):
+        await sup.poll()
+        clock.advance(10)
+    assert api.calls.count(("list", "")) == 4
+    api.fail("list", AuthFailed("no", call="list", http_status=401))
+    await sup.poll()
+    assert sup.poll_resume_at is None
+
+
+# ------------------------------------------------------------------ state trouble
+
+
+class BrokenStore(MemoryStore):
+    def transaction(self) -> Any:
+        raise StateError("state.db is locked by another process (database is locked)")
+
+
+async def test_a_state_file_that_cannot_be_written_fails_the_poll_not_the_process() -> None:
+    clock = FakeClock()
+    api = FakeApi({"a": "STOPPED"})
+    sup = make(api, BrokenStore(), clock)
+    with capture_logs() as events:
+        result = await sup.poll()
+    assert not result.ok and result.state_error is not None and "locked" in result.state_error
+    assert restarts(api) == []  # nothing is sent that could not be recorded first
+    assert [e["log_level"] for e in events if e["event"] == "state.unavailable"] == ["error"]
+    report = await run_check(make(api, BrokenStore(), clock))
+    assert report.exit_status == UNKNOWN
+    assert report.error is not None and "state file" in report.error
+
+
+async def test_a_closed_store_still_answers_what_it_knew(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = open_store(tmp_path / "state.db", clock)
+    store.put(replace(Record("a"), attempt=2))
+    store.close()
+    assert store.get("a") == Record("a", attempt=2)

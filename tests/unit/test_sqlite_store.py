@@ -1,0 +1,369 @@
+"""The SQLite state file: round trips, pragmas, migrations, compare-and-set between two
+stores on one file, the history and its retention, and bad files (corrupt, foreign,
+newer, unwritable). Files live in tmp_path; ``:memory:`` where no file is needed."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from supervisor.models import HistoryEntry, Phase, Record
+from supervisor.sqlite_store import MEMORY, PRUNE_EVERY, SqliteStore
+from supervisor.state_schema import SCHEMA_VERSION, decode, encode, migrate
+from supervisor.store import StateError
+from tests.fakes import FakeClock
+
+FULL = Record(
+    "s1",
+    name="Shop",
+    phase=Phase.VERIFYING,
+    last_status="STOPPED",
+    attempt=3,
+    failures=(1_700_000_000.125, 1_700_000_100.0),
+    next_attempt_at=None,
+    requested_at=1_700_000_200.5,
+    verify_deadline=1_700_000_320.5,
+    since=1_700_000_200.5,
+    stop_first=True,
+    gave_up=True,
+    warned_statuses=frozenset({"WEIRD", "ODD"}),
+    last_outcome="accepted",
+)
+
+
+def open_file(path: Path, clock: FakeClock | None = None, **kw: object) -> SqliteStore:
+    return SqliteStore.open(path, clock=clock or FakeClock(), **kw)  # type: ignore[arg-type]
+
+
+def test_a_record_survives_the_process_field_for_field(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    first = open_file(path)
+    first.put(FULL)
+    first.put(Record("s2"))
+    first.close()
+    second = open_file(path)
+    assert second.get("s1") == FULL
+    assert second.get("s2") == Record("s2")
+    assert {r.session_id for r in second.records()} == {"s1", "s2"}
+
+
+def test_encoding_is_canonical_and_decoding_tolerates_unknown_and_missing_fields() -> None:
+    assert decode("s1", encode(FULL)) == FULL
+    assert encode(FULL) == encode(decode("s1", encode(FULL)))
+    assert decode("x", '{"phase": "gave_up", "from_the_future": 1}') == Record(
+        "x", phase=Phase.GAVE_UP)
+    with pytest.raises((TypeError, ValueError)):
+        decode("x", '{"attempt": "three"}')
+    with pytest.raises((TypeError, ValueError)):
+        decode("x", '{"phase": "sleeping"}')
+
+
+def test_memory_touches_no_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SqliteStore.open(MEMORY, clock=FakeClock())
+    store.put(FULL)
+    store.add_history([HistoryEntry(1.0, "s1", "restart.requested")])
+    assert store.get("s1") == FULL
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wal_full_sync_and_a_busy_timeout(tmp_path: Path) -> None:
+    store = open_file(tmp_path / "state.db")
+    conn = store._conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+    assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == 1024 * 1024
+    assert store.schema_version == SCHEMA_VERSION
+
+
+def test_the_directory_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "state.db"
+    open_file(path).put(FULL)
+    assert path.exists()
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+# ------------------------------------------------------------------- migrations
+
+
+def test_a_version_1_file_is_upgraded_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, 1.0, target=1) == 1
+    conn.execute("INSERT INTO records (session_id, data, version, updated_at) VALUES (?,?,?,?)",
+                 ("s1", encode(FULL), 4, 2.0))
+    conn.execute("INSERT INTO history (at, session_id, event, action, attempt, outcome,"
+                 " http_status, duration_ms) VALUES (?, 's1', 'restart.failed', 'restart',"
+                 " 2, 'failed', 503, 12)", (FakeClock().now(),))
+    conn.close()
+
+    store = open_file(path)
+    assert store.schema_version == 2
+    assert store.get("s1") == FULL
+    [row] = store.read_history()
+    assert (row.event, row.http_status, row.reason, row.status) == (
+        "restart.failed", 503, None, None)
+    applied = [v for (v,) in store._conn.execute("SELECT version FROM schema_migrations")]
+    assert applied == [1, 2]
+    # The new columns work: the record is written by this store, the row has a reason.
+    store.put(FULL)
+    store.add_history([HistoryEntry(FakeClock().now(), "s1", "restart.failed",
+                                    reason="relapsed")])
+    assert store.read_history()[-1].reason == "relapsed"
+    assert store.written_elsewhere_at("s1") is None
+
+
+def test_a_file_from_a_newer_supervisor_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    open_file(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("INSERT INTO schema_migrations VALUES (99, 0, 'future')")
+    conn.close()
+    with pytest.raises(StateError, match="schema version 99, newer"):
+        open_file(path)
+    assert path.exists() and not list(tmp_path.glob("*.corrupt-*"))
+
+
+def test_somebody_elses_database_is_refused_not_moved(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StateError, match="not a wasend-supervisor state file"):
+        open_file(path)
+    assert not list(tmp_path.glob("*.corrupt-*"))
+
+
+# -------------------------------------------------------------------- bad files
+
+
+def test_a_corrupt_file_is_moved_aside_loudly_and_a_fresh_one_started(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    garbage = b"this is not a database, it is a shopping list\n" * 200
+    path.write_bytes(garbage)
+    (tmp_path / "state.db-wal").write_bytes(b"stale wal")
+    with capture_logs() as events:
+        store = open_file(path, FakeClock(start=1_700_000_000.0))
+    store.put(FULL)
+    assert store.get("s1") == FULL
+    moved = tmp_path / "state.db.corrupt-20231114T221320Z"
+    assert moved.read_bytes() == garbage
+    assert (tmp_path / "state.db.corrupt-20231114T221320Z-wal").read_bytes() == b"stale wal"
+    [event] = [e for e in events if e["event"] == "state.corrupt_moved_aside"]
+    assert event["log_level"] == "error"
+    assert event["moved_to"] == str(moved) and event["path"] == str(path)
+    assert "not a database" in event["problem"]
+
+
+def test_a_damaged_page_is_caught_by_the_integrity_check(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = open_file(path)
+    for i in range(300):
+        store.put(Record(f"session-{i:04d}", name="x" * 200))
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(path.read_bytes())
+    assert len(data) > 8 * 4096
+    data[3 * 4096 + 10: 3 * 4096 + 400] = os.urandom(390)  # inside a table page
+    path.write_bytes(bytes(data))
+    with capture_logs() as events:
+        fresh = open_file(path)
+    assert "state.corrupt_moved_aside" in [e["event"] for e in events]
+    assert list(fresh.records()) == []
+
+
+def test_a_file_corrupted_while_running_is_moved_aside_and_rebuilt_from_memory(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = open_file(path)
+    for i in range(50):
+        store.put(Record(f"s{i}", name="x" * 100, attempt=i))
+    checkpoint = sqlite3.connect(path)
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    with path.open("r+b") as f:  # something outside overwrites the file
+        f.write(b"garbage!" * 2000)
+    with capture_logs() as events, pytest.raises(StateError, match="found corrupt"):
+        store.put(Record("new"))
+    [moved] = [e for e in events if e["event"] == "state.corrupt_moved_aside"]
+    assert moved["log_level"] == "error"
+    assert Path(moved["moved_to"]).read_bytes().startswith(b"garbage!")
+    store.put(Record("new"))  # the next write works, on a fresh file
+    again = open_file(path)
+    assert {r.session_id for r in again.records()} == {f"s{i}" for i in range(50)} | {"new"}
+    assert again.get("s7") == Record("s7", name="x" * 100, attempt=7)
+
+
+def test_an_uncreatable_directory_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(StateError) as caught:
+        open_file(blocker / "state.db")
+    assert str(caught.value) == f"{blocker} exists and is not a directory"
+    with pytest.raises(StateError) as caught:
+        open_file(blocker / "deeper" / "state.db")
+    assert str(caught.value) == (
+        f"cannot create directory {blocker / 'deeper'}: Not a directory")
+
+
+def test_a_directory_as_state_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="is a directory"):
+        open_file(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_directory_is_one_clear_line(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(StateError, match="is not writable"):
+        open_file(locked / "state.db")
+
+
+def test_read_only_opening_creates_migrates_and_moves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        SqliteStore.open_readonly(tmp_path / "missing.db")
+    assert list(tmp_path.iterdir()) == []
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"garbage" * 1000)
+    with pytest.raises(StateError, match=r"corrupt|cannot be read"):
+        SqliteStore.open_readonly(bad)
+    assert bad.read_bytes() == b"garbage" * 1000
+    good = tmp_path / "state.db"
+    open_file(good).put(FULL)
+    reader = SqliteStore.open_readonly(good)
+    assert reader.get("s1") == FULL
+
+
+# ----------------------------------------------------------- two stores, one file
+
+
+def test_swap_fails_when_another_store_wrote_first(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    a, b = open_file(path), open_file(path)
+    a.put(Record("s1", phase=Phase.UNHEALTHY, last_status="STOPPED"))
+    old = b.get("s1")
+    assert old is not None
+    assert a.swap(a.get("s1"), Record("s1", phase=Phase.VERIFYING, attempt=1))
+    # b still holds the record it read; its claim must lose.
+    assert not b.swap(old, Record("s1", phase=Phase.VERIFYING, attempt=1, name="b"))
+    fresh = b.get("s1")
+    assert fresh == Record("s1", phase=Phase.VERIFYING, attempt=1)
+    assert b.swap(fresh, Record("s1", phase=Phase.HEALTHY))
+    assert a.get("s1") == Record("s1", phase=Phase.HEALTHY)
+
+
+def test_swap_of_a_new_record_fails_if_another_store_created_it(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    a, b = open_file(path), open_file(path)
+    assert b.get("s1") is None
+    assert a.swap(None, Record("s1", attempt=1))
+    assert not b.swap(None, Record("s1", attempt=2))
+    assert not b.swap(Record("s1", attempt=1, name="other"), None)
+    assert b.swap(Record("s1", attempt=1), None)
+    assert a.get("s1") is None
+
+
+def test_who_wrote_last_and_when(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    a, b = open_file(path, clock), open_file(path, clock)
+    b.put(Record("s1"))
+    assert a.written_elsewhere_at("s1") == clock.now()
+    assert b.written_elsewhere_at("s1") is None
+    clock.advance(5)
+    a.put(Record("s1", attempt=1))
+    assert a.written_elsewhere_at("s1") is None
+    assert b.written_elsewhere_at("s1") == clock.now()
+    assert a.updated_at("s1") == clock.now()
+
+
+def test_a_transaction_sees_the_latest_records_and_holds_off_other_writers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    a = open_file(path)
+    b = SqliteStore.open(path, clock=FakeClock(), busy_timeout=0.05)
+    assert a.get("s1") is None
+    b.put(Record("s1", attempt=7))
+    with a.transaction():
+        assert a.get("s1") == Record("s1", attempt=7)
+        with pytest.raises(StateError, match="locked"):
+            b.put(Record("s1", attempt=8))
+        a.put(Record("s1", attempt=9))
+    assert b.get("s1") == Record("s1", attempt=9)
+
+
+def test_a_failed_transaction_writes_nothing(tmp_path: Path) -> None:
+    store = open_file(tmp_path / "state.db")
+    store.put(Record("s1"))
+
+    def half_done() -> None:
+        with store.transaction():
+            store.put(Record("s1", attempt=1))
+            store.add_history([HistoryEntry(1.0, "s1", "restart.requested")])
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        half_done()
+    assert store.get("s1") == Record("s1")
+    assert store.read_history() == []
+
+
+# ---------------------------------------------------------------------- history
+
+
+def entry(at: float, session_id: str = "s1", event: str = "restart.failed") -> HistoryEntry:
+    return HistoryEntry(at, session_id, event, action="restart", attempt=1, outcome="failed",
+                        reason="relapsed", status="FAILED", http_status=None, duration_ms=120,
+                        next_attempt_at=at + 10)
+
+
+def test_history_rows_come_back_filtered_and_in_order(tmp_path: Path) -> None:
+    store = open_file(tmp_path / "state.db")
+    store.add_history([entry(1.0, "a"), entry(2.0, "b"), entry(3.0, "a"), entry(4.0, "c")])
+    assert store.read_history()[0] == entry(1.0, "a")
+    assert [e.at for e in store.read_history(session_ids=["a"])] == [1.0, 3.0]
+    assert [e.at for e in store.read_history(since=2.5)] == [3.0, 4.0]
+    assert [e.at for e in store.read_history(limit=2)] == [3.0, 4.0]
+    assert [e.at for e in store.read_history(session_ids=["a", "b"], since=2.0)] == [2.0, 3.0]
+
+
+def test_history_is_bounded_by_row_count(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = open_file(tmp_path / "state.db", clock, history_max_rows=200)
+    t0 = clock.now()
+    for i in range(100):
+        store.add_history([entry(t0 + i * 10 + j) for j in range(10)])
+        assert store.history_count() <= 300  # pruned whenever 100 rows were added
+    store.prune()
+    rows = store.read_history(limit=None)
+    assert len(rows) == 200
+    assert rows[0].at == t0 + 800 and rows[-1].at == t0 + 999  # the newest are kept
+
+
+def test_history_is_bounded_by_age_and_not_pruned_on_every_write(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = open_file(tmp_path / "state.db", clock, history_max_age=3600.0)
+    deletes: list[str] = []
+    store._conn.set_trace_callback(
+        lambda sql: deletes.append(sql) if sql.startswith("DELETE FROM history") else None)
+    store.add_history([entry(clock.now() - 7200.0), entry(clock.now())])
+    for _ in range(20):
+        clock.advance(60)
+        store.add_history([entry(clock.now())])
+    assert deletes == []  # twenty writes in twenty minutes: no prune
+    assert store.history_count() == 22
+    clock.advance(PRUNE_EVERY + 1)
+    store.add_history([entry(clock.now())])
+    assert deletes != []
+    assert all(e.at >= clock.now() - 3600.0 for e in store.read_history())
+    assert store.history_count() == 1

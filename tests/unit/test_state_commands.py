@@ -1,0 +1,211 @@
+"""``status`` and ``history``: rows built from events, ``--since`` parsing, the tables and
+JSON, and the commands run in-process on a state file in tmp_path (no API, no key)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from supervisor import history
+from supervisor.cli import main
+from supervisor.models import Action, ActionKind, Event, HistoryEntry, Phase, Record
+from supervisor.sqlite_store import SqliteStore
+from supervisor.state_report import parse_since, span
+from tests.fakes import FakeClock
+
+NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("WASEND_SUPERVISOR_STATE_PATH", "WASEND_SUPERVISOR_CONFIG", "WASEND_API_KEY",
+                 "STATE_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+
+
+# ------------------------------------------------------------------- history rows
+
+
+def test_history_rows_come_from_the_events_that_matter() -> None:
+    requested = Event("restart.requested", "info",
+                      {"session_id": "a", "attempt": 2, "via": "stop_then_restart",
+                       "status": "ERROR"})
+    failed = Event("restart.failed", "warning",
+                   {"session_id": "a", "attempt": 2, "outcome": "failed", "reason": "timeout",
+                    "http_status": None, "duration_ms": 15000.4, "next_attempt_in": 20.0})
+    recovered_by_us = Event("session.recovered", "info", {"session_id": "a", "by": "restart"})
+    recovered_alone = Event("session.recovered", "info", {"session_id": "a", "by": "itself"})
+    chatter = Event("session.stable", "debug", {"session_id": "a"})
+    rows = history.entries([requested, failed, recovered_by_us, recovered_alone, chatter],
+                           100.0, Action(ActionKind.RESTART, "a", 2))
+    assert rows == [
+        HistoryEntry(100.0, "a", "restart.requested", action="stop_then_restart", attempt=2,
+                     outcome="requested", status="ERROR"),
+        HistoryEntry(100.0, "a", "restart.failed", action="restart", attempt=2,
+                     outcome="failed", reason="timeout", duration_ms=15000,
+                     next_attempt_at=120.0),
+        HistoryEntry(100.0, "a", "session.recovered", action="restart", outcome="recovered",
+                     reason="itself"),
+    ]
+
+
+# --------------------------------------------------------------------- --since
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", NOW - 90),
+        ("30m", NOW - 1800),
+        ("2h", NOW - 7200),
+        ("7d", NOW - 7 * 86400),
+        ("1w", NOW - 7 * 86400),
+        ("1h30m", NOW - 5400),
+        ("1.5h", NOW - 5400),
+        ("2025-01-31T08:00:00Z", NOW - 4 * 3600),
+        ("2025-01-31T08:00:00+01:00", NOW - 5 * 3600),
+        ("2025-01-31 08:00", NOW - 4 * 3600),  # no zone: UTC
+        ("2025-01-31", NOW - 12 * 3600),
+    ],
+)
+def test_since_takes_iso_times_and_durations(text: str, expected: float) -> None:
+    assert parse_since(text, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2x", "h2", "-2h", "2025-13-01"])
+def test_since_refuses_anything_else_in_one_line(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^--since: .* is neither an ISO time") as caught:
+        parse_since(text, NOW)
+    assert "\n" not in str(caught.value)
+
+
+def test_spans_are_short() -> None:
+    assert [span(s) for s in (0, 42, 250, 3 * 3600 + 300, 2 * 86400 + 3 * 3600, -90)] == [
+        "0s", "42s", "4m10s", "3h05m", "2d03h", "1m30s"]
+
+
+# ------------------------------------------------------------------- the commands
+
+
+def fill(path: Path) -> None:
+    clock = FakeClock(start=NOW - 600)
+    with capture_logs():
+        store = SqliteStore.open(path, clock=clock)
+    store.put(Record("ok", name="Shop", phase=Phase.HEALTHY, last_status="WORKING",
+                     since=NOW - 3600))
+    store.put(Record("down", name="Desk", phase=Phase.UNHEALTHY, last_status="FAILED",
+                     attempt=2, failures=(NOW - 700, NOW - 650), next_attempt_at=NOW + 250,
+                     last_outcome="failed:relapsed"))
+    store.put(Record("qr", phase=Phase.NEEDS_PERSON, last_status="SCAN_QR_CODE",
+                     last_outcome="needs_person"))
+    store.add_history([
+        HistoryEntry(NOW - 7200, "down", "restart.requested", action="restart", attempt=1,
+                     outcome="requested"),
+        HistoryEntry(NOW - 700, "down", "restart.failed", action="restart", attempt=1,
+                     outcome="failed", reason="relapsed", next_attempt_at=NOW - 690),
+        HistoryEntry(NOW - 600, "qr", "session.needs_person", outcome="needs_person",
+                     status="SCAN_QR_CODE"),
+        HistoryEntry(NOW - 60, "down", "restart.failed", action="restart", attempt=2,
+                     outcome="failed", reason="server_error", http_status=503,
+                     duration_ms=120, next_attempt_at=NOW + 250),
+    ])
+    store.close()
+
+
+def test_status_is_a_table_of_every_session_from_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "state.db"
+    fill(path)
+    monkeypatch.setattr("time.time", lambda: NOW)
+    assert main(["status", "--state-path", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["SESSION", "NAME", "CLASS", "STATUS", "PHASE", "ATTEMPTS", "NEXT",
+                              "ATTEMPT", "LAST", "OUTCOME", "UPDATED"]
+    rows = {line.split()[0]: line for line in out[1:-1]}
+    assert set(rows) == {"ok", "down", "qr"}
+    assert rows["down"].split()[:9] == [
+        "down", "Desk", "restartable", "FAILED", "unhealthy", "2", "in", "4m10s",
+        "(2025-01-31T12:04:10Z)"]
+    assert "failed:relapsed" in rows["down"]
+    assert rows["qr"].split()[2:5] == ["needs_person", "SCAN_QR_CODE", "needs_person"]
+    assert out[-1] == f"3 session(s) in {path}"
+
+
+def test_status_json_has_every_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "state.db"
+    fill(path)
+    monkeypatch.setenv("WASEND_SUPERVISOR_STATE_PATH", str(path))
+    monkeypatch.setattr("time.time", lambda: NOW)
+    assert main(["status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["state_path"] == str(path)
+    down = next(s for s in report["sessions"] if s["id"] == "down")
+    assert down == {
+        "id": "down", "name": "Desk", "class": "restartable", "status": "FAILED",
+        "phase": "unhealthy", "attempts": 2, "failures_in_window": 2,
+        "next_attempt_at": "2025-01-31T12:04:10Z", "next_attempt_in": 250.0,
+        "last_outcome": "failed:relapsed", "gave_up": False, "requested_at": None,
+        "since": None, "updated_at": "2025-01-31T11:50:00Z",
+    }
+
+
+def test_history_filters_by_session_and_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "state.db"
+    fill(path)
+    monkeypatch.setattr("time.time", lambda: NOW)
+    assert main(["history", "--state-path", str(path), "--session", "down", "--since", "1h",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["history"]
+    assert [(r["event"], r["reason"], r["http_status"]) for r in rows] == [
+        ("restart.failed", "relapsed", None), ("restart.failed", "server_error", 503)]
+    assert rows[1]["time"] == "2025-01-31T11:59:00Z"
+    assert rows[1]["next_attempt_at"] == "2025-01-31T12:04:10Z"
+    assert main(["history", "--state-path", str(path), "--limit", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["TIME", "SESSION", "EVENT", "ACTION"]
+    assert [line.split()[1] for line in lines[1:-1]] == ["qr", "down"]
+    assert "503" in lines[2] and "120ms" in lines[2]
+
+
+def test_history_refuses_a_bad_since(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["history", "--since", "last tuesday"]) == 2
+    assert capsys.readouterr().err.startswith("wasend-supervisor: --since: 'last tuesday'")
+
+
+def test_no_state_file_yet_is_said_and_nothing_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["status"]) == 0
+    err = capsys.readouterr().err
+    expected = tmp_path / "xdg" / "wasend-supervisor" / "state.db"
+    assert err.strip() == f"wasend-supervisor: no state file at {expected} yet (run or check " \
+                          "creates it)"
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_a_corrupt_file_is_reported_in_one_line_and_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"<html>not a database</html>" * 100)
+    assert main(["history", "--state-path", str(path)]) == 78
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"wasend-supervisor: state error: state_path: {path} ")
+    assert err.endswith("(from command line --state-path)")
+    assert "\n" not in err
+    assert path.read_bytes().startswith(b"<html>")
+
+
+def test_memory_has_no_status_to_show(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--state-path", ":memory:"]) == 78
+    assert "no state is kept" in capsys.readouterr().err
