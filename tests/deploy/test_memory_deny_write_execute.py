@@ -39,7 +39,8 @@ def server() -> Iterator[SimulatorServer]:
 
 def under_mdwe(*args: str, env: dict[str, str] | None = None,
                ) -> subprocess.CompletedProcess[str]:
-    full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
+                "WASEND_SUPERVISOR_STATE_PATH": ":memory:", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "tests.deploy.mdwe", sys.executable, *args],
         capture_output=True, text=True, env=full_env, timeout=60, check=False, cwd=ROOT,
