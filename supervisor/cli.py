@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -202,4 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:  # pragma: no cover - the console script
-    sys.exit(main())
+    status = main()
+    # The process ends here: spare the interpreter the last garbage collections over
+    # every object of pydantic, httpx and the rest, about 50 ms of a 0.35 s ``check``
+    # (docs/benchmarks.md). Objects are still released as the interpreter shuts down.
+    gc.freeze()
+    sys.exit(status)
