@@ -50,7 +50,7 @@ def test_reads_every_readable_shape_like_the_generic_reading() -> None:
 
 
 def test_steps_aside_for_problems_duplicates_and_other_documents() -> None:
-    for doc in (
+    docs: tuple[Any, ...] = (
         {"sessions": [flat("a", "WORKING"), flat("a", "STOPPED")]},  # duplicate id
         {"sessions": [flat("a", "WORKING"), "junk"]},  # an item that is not an object
         {"sessions": [{"uniqueSessionId": "a", "status": 3}]},  # a status that is no string
@@ -59,7 +59,8 @@ def test_steps_aside_for_problems_duplicates_and_other_documents() -> None:
         {"sessions": {"a": "WORKING"}},
         {"other": []},
         "text",
-    ):
+    )
+    for doc in docs:
         assert _fast_session_list(json.dumps(doc).encode()) is None
 
 
