@@ -3,8 +3,8 @@
 ``python -m supervisor check`` is run as a cron job or a monitoring system would run
 it (a fresh process, a clean environment) against the local simulator, alternating
 with the naive loop's one pass (``python -m bench.naive --once``). Import time is
-measured apart with ``python -X importtime`` (the sum of the top-level imports; the
-option itself slows imports down, so it reads high).
+measured apart with ``-X importtime`` (``PYTHONPROFILEIMPORTTIME=1``: the sum of the
+top-level imports; it slows imports down, so it reads high).
 """
 
 from __future__ import annotations
@@ -14,15 +14,20 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from bench.common import API_KEY, BenchError, start_simulator
 from bench.procs import NAIVE, OURS, ROOT, TOOLS, base_env
 from bench.report import Figure, Result, Target
 
-COMMANDS = {
-    OURS: ["-m", "supervisor", "check"],
-    NAIVE: ["-m", "bench.naive", "--once"],
-}
+
+def _commands() -> dict[str, list[str]]:
+    """The installed ``wasend-supervisor`` script (as cron would run it) where there is one
+    beside this Python (``make install`` puts it there), else ``python -m supervisor``."""
+    script = Path(sys.executable).with_name("wasend-supervisor")
+    ours = [str(script)] if script.exists() else [sys.executable, "-m", "supervisor"]
+    return {OURS: [*ours, "check"], NAIVE: [sys.executable, "-m", "bench.naive", "--once"]}
+
 _TOP_LEVEL = re.compile(r"import time:\s+\d+ \|\s+(\d+) \| \S")
 
 
@@ -40,16 +45,17 @@ QUICK = Size(runs=7, importtime_runs=2)
 def run(size: Size = FULL) -> Result:
     result = Result("check_time", f"check, {size.sessions} healthy sessions, cold start",
                     settings=asdict(size))
+    commands = _commands()
     server = start_simulator({"seed": 0, "session_count": size.sessions})
     try:
         env = base_env(API_KEY, server.base_url)
         wall: dict[str, list[float]] = {k: [] for k in TOOLS}
         for kind in TOOLS:  # once each first: compiled bytecode written, caches warm
-            _run(kind, env)
+            _run(kind, commands[kind], env)
         for _ in range(size.runs):
             for kind in TOOLS:
-                wall[kind].append(_run(kind, env))
-        imports = {kind: [_import_ms(kind, env) for _ in range(size.importtime_runs)]
+                wall[kind].append(_run(kind, commands[kind], env))
+        imports = {kind: [_import_ms(commands[kind], env) for _ in range(size.importtime_runs)]
                    for kind in TOOLS}
     finally:
         server.stop()
@@ -60,15 +66,15 @@ def run(size: Size = FULL) -> Result:
                "run", imports[OURS], imports[NAIVE], digits=0),
     ]
     result.notes.append(
-        f"{sys.executable} {' '.join(COMMANDS[OURS])}: a new process each time, alternating "
+        f"{' '.join(commands[OURS])}: a new process each time, alternating "
         f"with the naive pass; medians of {size.runs}. Wall time covers interpreter start, "
         "imports, settings, the list request, the report and the interpreter's exit.")
     return result
 
 
-def _run(kind: str, env: dict[str, str]) -> float:
+def _run(kind: str, argv: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, *COMMANDS[kind]], env=env, cwd=ROOT,
+    done = subprocess.run(argv, env=env, cwd=ROOT,
                           capture_output=True, check=False, timeout=60)
     took = time.perf_counter() - started
     if done.returncode != 0:
@@ -77,9 +83,9 @@ def _run(kind: str, env: dict[str, str]) -> float:
     return took
 
 
-def _import_ms(kind: str, env: dict[str, str]) -> float:
-    done = subprocess.run([sys.executable, "-X", "importtime", *COMMANDS[kind]], env=env,
-                          cwd=ROOT, capture_output=True, check=False, timeout=60)
+def _import_ms(argv: list[str], env: dict[str, str]) -> float:
+    done = subprocess.run(argv, env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, cwd=ROOT,
+                          capture_output=True, check=False, timeout=60)
     total = sum(int(m.group(1)) for m in _TOP_LEVEL.finditer(done.stderr.decode()))
     return total / 1000
 

@@ -21,7 +21,7 @@ from bench.report import Figure, Result, Target
 @dataclass(frozen=True)
 class Size:
     runs: int = 3
-    failures: int = 80  # per run
+    failures: int = 80  # per run, each a session that has not failed before
     failure_rate: float = 4.0  # failures per second, at random times
     healthy: int = 20  # sessions that never fail
     poll_interval: float = 1.0
@@ -52,11 +52,13 @@ def run(size: Size = FULL) -> Result:
             per_outage[kind] += counts
             missed[kind].append(not_restarted)
     result.figures += [
-        Figure("restart_latency.median", "failure to restart request, median", "s", "run",
-               latency[OURS], latency[NAIVE],
-               Target.median_at_most(p / 2 + 0.1, f"<= {p / 2 + 0.1:.2f} s (P/2 + 0.1)")),
-        Figure("restart_latency.worst", "failure to restart request, worst", "s", "run",
-               worst[OURS], worst[NAIVE],
+        Figure("restart_latency.median", "failure to restart request (median of all)", "s",
+               "failure", pooled[OURS], pooled[NAIVE],
+               Target.median_at_most(p / 2 + 0.1, f"median <= {p / 2 + 0.1:.2f} s (P/2 + 0.1)")),
+        Figure("restart_latency.run_median", "failure to restart request, median of a run",
+               "s", "run", latency[OURS], latency[NAIVE]),
+        Figure("restart_latency.worst", "failure to restart request, slowest of a run", "s",
+               "run", worst[OURS], worst[NAIVE],
                Target.max_at_most(p + 0.2, f"<= {p + 0.2:.2f} s (P + 0.2), every run")),
         Figure("restarts_per_outage", "restart requests per outage", "requests", "outage",
                per_outage[OURS], per_outage[NAIVE], Target.all_equal(1, "exactly 1, every outage"),
@@ -66,15 +68,10 @@ def run(size: Size = FULL) -> Result:
     ]
     result.notes.append(
         f"P = {p:g} s with the default poll_jitter of 0.1 s; {size.failures} failures per run "
-        f"at random times, one in each {1 / size.failure_rate:g} s slot; pooled medians: ours "
-        f"{_median(pooled[OURS]):.3f} s, naive {_median(pooled[NAIVE]):.3f} s (n = "
-        f"{len(pooled[OURS])}). rate_limit is {size.rate_limit:g}/s so that our own budget "
-        "(measured by restart_storm) never delays these restarts.")
+        f"at random times, one in each {1 / size.failure_rate:g} s slot, {size.runs} run(s). "
+        f"rate_limit is {size.rate_limit:g}/s so that our own budget (measured by "
+        "restart_storm) never delays these restarts.")
     return result
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def _one_run(size: Size, index: int) -> dict[str, tuple[list[float], list[float], int]]:
