@@ -4,18 +4,20 @@
     python -m bench --quick             every benchmark, fewer runs and cycles (under 2)
     python -m bench scale check_time    only these
     python -m bench --list              what there is
+    python -m bench --show bench/results/latest.json   a stored run, as Markdown
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import RESULTS
-from bench.report import document, machine, table, write_json
+from bench.report import document, machine, markdown, table, write_json
 from bench.suite import BENCHMARKS, run_one
 
 
@@ -28,7 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json",
                         help="where to write the JSON (default: bench/results/latest.json)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--show", type=Path, metavar="JSON",
+                        help="print a stored run as a Markdown table and exit")
     args = parser.parse_args(argv)
+    if args.show is not None:
+        print(markdown(json.loads(args.show.read_text(encoding="utf-8"))))
+        return 0
     if args.list:
         for bench in BENCHMARKS.values():
             print(f"{bench.name:16s} {bench.about}")

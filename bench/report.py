@@ -120,6 +120,7 @@ class Figure:
             "ours": ours.to_dict(),
             "naive": None if naive is None else naive.to_dict(),
             "ratio_ours_to_naive": None if ratio is None else _num(ratio),
+            "digits": self.digits,
         }
 
 
@@ -181,43 +182,39 @@ def machine() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- table
 
 
-def _fmt(value: float, digits: int) -> str:
-    if math.isnan(value):
-        return "-"
-    if math.isinf(value):
-        return "inf"
-    return f"{value:.{digits}f}"
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _cell(summary: Summary | None, digits: int) -> str:
+def _cell(summary: dict[str, Any] | None, digits: int) -> str:
     if summary is None:
         return "n/a"
-    if not summary.n:
+    if not summary["n"]:
         return "-"
-    median = _fmt(summary.median, digits)
-    if summary.n == 1 or summary.low == summary.high:
+    median = _fmt(summary["median"], digits)
+    if summary["n"] == 1 or summary["min"] == summary["max"]:
         return median
-    return f"{median} [{_fmt(summary.low, digits)}-{_fmt(summary.high, digits)}]"
+    return f"{median} [{_fmt(summary['min'], digits)}-{_fmt(summary['max'], digits)}]"
 
 
-def rows(results: Sequence[Result]) -> list[tuple[str, ...]]:
+def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Table rows from results as dicts (``Result.to_dict``, or a stored JSON file)."""
     out: list[tuple[str, ...]] = []
-    for result in results:
-        if result.error:
-            out.append((result.name, f"ERROR: {result.error}", "", "", "", "", ""))
+    for bench in benchmarks:
+        if bench["error"]:
+            out.append((bench["name"], f"ERROR: {bench['error']}", "", "", "", "", ""))
             continue
-        for fig in result.figures:
-            ours, naive = fig.summaries()
-            ratio = fig.ratio()
-            met = {True: "yes", False: "NO", None: ""}[fig.met]
+        for fig in bench["figures"]:
+            ratio = fig["ratio_ours_to_naive"]
+            digits = fig["digits"]
             out.append((
-                result.name,
-                f"{fig.label} ({fig.unit}, per {fig.over})",
-                fig.target.text if fig.target else "",
-                _cell(ours, fig.digits),
-                _cell(naive, fig.digits),
+                bench["name"],
+                f"{fig['label']} ({fig['unit']}, per {fig['over']})",
+                fig["target"] or "",
+                _cell(fig["ours"], digits),
+                _cell(fig["naive"], digits),
                 "-" if ratio is None else f"{ratio:.2f}",
-                met,
+                {True: "yes", False: "NO", None: ""}[fig["met"]],
             ))
     return out
 
@@ -227,7 +224,7 @@ HEADER = ("benchmark", "figure", "target", "ours: median [min-max]",
 
 
 def table(results: Sequence[Result]) -> str:
-    lines = [HEADER, *rows(results)]
+    lines = [HEADER, *rows([r.to_dict() for r in results])]
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
     text = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
             for line in lines]
@@ -235,10 +232,11 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(text)
 
 
-def markdown(results: Sequence[Result]) -> str:
+def markdown(doc: dict[str, Any]) -> str:
+    """A stored run (the JSON document) as a Markdown table, for docs/benchmarks.md."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
-              for row in rows(results)]
+              for row in rows(doc["benchmarks"])]
     return "\n".join(lines)
 
 
