@@ -1,15 +1,18 @@
-"""The fast reading of a list answer gives exactly what the generic reading gives, or
-steps aside (None) so that the generic reading describes the problems."""
+"""The client's start-up and speed paths: the fast reading of a list answer gives exactly
+what the generic reading gives, or steps aside (None) so that the generic reading
+describes the problems; a plain http:// client loads no certificate store."""
 
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
+import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.client import _fast_session_list, _parse_session_list, _Unreadable
+from supervisor.client import _fast_session_list, _parse_session_list, _tls_context, _Unreadable
 from supervisor.models import SessionInfo, SessionList
 
 
@@ -122,3 +125,13 @@ def test_never_disagrees_with_the_generic_reading(doc: Any) -> None:
     expected = generic(body)
     if fast is not None:
         assert fast == expected
+
+
+def test_plain_http_gets_a_context_that_trusts_no_certificate() -> None:
+    # A loopback http:// base URL never uses TLS: no certificate store is loaded for it,
+    # and the context it gets still verifies, so it would refuse any TLS peer.
+    plain = _tls_context(httpx.URL("http://127.0.0.1:8787"))
+    assert isinstance(plain, ssl.SSLContext)
+    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+    assert plain.get_ca_certs() == []
+    assert _tls_context(httpx.URL("https://api.wasend.dev")) is True  # httpx's default
