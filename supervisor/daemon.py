@@ -31,6 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from supervisor.cycle import PollResult, Supervisor
+from supervisor.memory import release_freed_memory
 
 log = structlog.get_logger("supervisor.daemon")
 
@@ -119,6 +120,7 @@ class Daemon:
         finally:
             if task.done():
                 self._inflight = None
+            release_freed_memory()  # the list answer, parsed and dropped
         self.polls += 1
         for listener in self.listeners:
             listener(result)

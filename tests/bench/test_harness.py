@@ -1,0 +1,108 @@
+"""The benchmark harness on tiny scenarios, so that it does not rot.
+
+These assert the shape of the results and the facts that hold whatever the machine's
+speed (no request while a Retry-After is in force, one restart request per outage, one
+request per quiet cycle), never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import idle, latency, retry_after
+from bench.__main__ import main as bench_main
+from bench.common import API_KEY, start_simulator
+from bench.procs import ROOT, base_env, cpu_seconds, memory_bytes
+from bench.report import Figure, Result, Target, table
+from bench.suite import BENCHMARKS, Benchmark, run_one
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_well_formed(result: Result, keys: set[str]) -> None:
+    assert result.error is None, result.notes
+    assert {f.key for f in result.figures} == keys
+    for figure in result.figures:
+        assert figure.ours, figure.key
+        assert figure.naive is None or figure.naive, figure.key
+    doc = json.loads(json.dumps(result.to_dict()))  # plain JSON, nothing left out
+    assert [f["key"] for f in doc["figures"]] == [f.key for f in result.figures]
+    assert result.name in table([result])
+
+
+def test_restart_latency_one_restart_request_per_outage() -> None:
+    size = latency.Size(runs=1, failures=3, failure_rate=4.0, healthy=2, poll_interval=0.3,
+                        start_delay=0.3)
+    result = latency.run(size)
+    assert_well_formed(result, {"restart_latency.median", "restart_latency.run_median",
+                                "restart_latency.worst", "restarts_per_outage",
+                                "outages_not_restarted"})
+    assert list(result.figure("restarts_per_outage").ours) == [1, 1, 1]
+    assert list(result.figure("outages_not_restarted").ours) == [0]
+    assert all(d > 0 for d in result.figure("restart_latency.median").ours)
+
+
+def test_retry_after_no_request_while_it_is_in_force() -> None:
+    size = retry_after.Size(runs=1, bursts=1, burst=1, retry_after=1.0, spacing=3.0,
+                            failing=1, sessions=3, poll_interval=0.3, start_delay=0.2)
+    result = retry_after.run(size)
+    assert_well_formed(result, {"retry_after.early", "retry_after.answered_429",
+                                "retry_after.restarted"})
+    assert list(result.figure("retry_after.early").ours) == [0]
+    assert result.figure("retry_after.answered_429").ours[0] >= 1
+    assert result.figure("retry_after.early").met is True
+
+
+def test_idle_one_request_per_cycle() -> None:
+    result = idle.run(idle.Size(runs=1, sessions=10, poll_interval=0.2, cycles=3))
+    assert_well_formed(result, {"idle_requests.per_cycle", "idle_requests.cpu_per_cycle"})
+    assert list(result.figure("idle_requests.per_cycle").ours) == [1.0]
+    assert list(result.figure("idle_requests.per_cycle").naive or []) == [1.0]
+
+
+def test_naive_restarts_every_session_not_running() -> None:
+    server = start_simulator({"session_count": 3, "start_delay": 0.1})
+    try:
+        server.simulator.set_status("sess-0002", "STOPPED")
+        subprocess.run([sys.executable, "-m", "bench.naive", "--once"], cwd=ROOT, check=True,
+                       env=base_env(API_KEY, server.base_url), timeout=30, capture_output=True)
+        records = server.simulator.requests()
+    finally:
+        server.stop()
+    assert [r.kind for r in records] == ["list", "restart"]
+    assert records[1].session == "sess-0002"
+
+
+def test_proc_readings_of_this_process() -> None:
+    rss, peak = memory_bytes(os.getpid())
+    assert 0 < rss <= peak
+    assert cpu_seconds(os.getpid()) > 0
+
+
+def test_a_failing_benchmark_is_reported_not_raised() -> None:
+    def broken(size: object) -> Result:
+        raise RuntimeError("boom")
+
+    result = run_one(Benchmark("broken", "fails", broken, None, None), None)
+    assert result.error == "RuntimeError: boom"
+    assert "ERROR: RuntimeError: boom" in table([result])
+
+
+def test_targets_and_ratio() -> None:
+    figure = Figure("x", "x", "s", "run", [0.2, 0.4, 0.3], [0.6, 0.6],
+                    Target.median_at_most(0.35, "<= 0.35 s"))
+    assert figure.met is True
+    assert figure.ratio() == pytest.approx(0.5)
+    assert Figure("y", "y", "n", "run", [0, 1], None, Target.all_equal(1, "1")).met is False
+
+
+def test_cli_lists_and_refuses_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--list"]) == 0
+    assert set(capsys.readouterr().out.split()) >= set(BENCHMARKS)
+    with pytest.raises(SystemExit):
+        bench_main(["no_such_benchmark"])
