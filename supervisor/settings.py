@@ -10,18 +10,16 @@ Sources, highest priority first::
     defaults       the field defaults below
 
 ``load_settings`` reads every source itself into a ``_Layer`` (raw values plus the origin of
-each), merges the layers in the order above (tables key by key) and lets pydantic validate
-the result. Every problem, whether found while reading or while validating, becomes one line
-naming the key and its source, and all of them are raised together as ``ConfigError``.
+each), hands the layers to pydantic-settings as custom sources through
+``settings_customise_sources`` (which merges them in the order above) and lets pydantic
+validate the result. Every problem, whether found while reading or while validating, becomes
+one line naming the key and its source, and all of them are raised together as ``ConfigError``.
 
-pydantic-settings is not used. Its built-in sources do not fit, for reasons checked by
-experiment on 2.16: ``SecretsSettingsSource`` names files after the env prefix
-(``wasend_supervisor_api_key``, not ``wasend_api_key``) and warns about a missing directory;
-``EnvSettingsSource`` reads ``os.environ`` and aborts with ``SettingsError`` on a
-comma-separated list; ``TomlConfigSettingsSource`` silently skips a missing file and lets
-``TOMLDecodeError`` escape. What was left of it, merging prepared layers, is ``_merge``
-below, and importing it cost about 37 ms of every start, a tenth of ``check``'s time
-(docs/benchmarks.md).
+The built-in sources of pydantic-settings are not used, for reasons checked by experiment on
+2.16: ``SecretsSettingsSource`` names files after the env prefix (``wasend_supervisor_api_key``,
+not ``wasend_api_key``) and warns about a missing directory; ``EnvSettingsSource`` reads
+``os.environ`` and aborts with ``SettingsError`` on a comma-separated list;
+``TomlConfigSettingsSource`` silently skips a missing file and lets ``TOMLDecodeError`` escape.
 
 The API key is a ``SecretStr`` from the moment it is read; it never appears in a repr, a
 problem message or ``render_settings``. ``ApiKeySource`` remembers where it came from so the
@@ -37,6 +35,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -53,7 +52,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from supervisor.policy import (
     DEFAULT_HEALTHY,
@@ -477,14 +478,14 @@ _LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 _LogFormat = Literal["json", "console", "auto"]
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """The validated configuration. Build it with ``load_settings``; it is immutable.
 
     ``Settings(...)`` with keyword arguments reads no environment and no file: it validates
     exactly what it is given on top of the defaults, which is what tests of other modules want.
     """
 
-    model_config = ConfigDict(
+    model_config = SettingsConfigDict(
         frozen=True,
         extra="forbid",
         allow_inf_nan=False,
@@ -568,6 +569,20 @@ class Settings(BaseModel):
     _origins: dict[str, _Origin] | None = PrivateAttr(default=None)  # None: not loaded
     _api_key_source: ApiKeySource | None = PrivateAttr(default=None)
     _config_file: tuple[Path, _Origin] | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword arguments first, then the layers load_settings prepared (none otherwise):
+        # os.environ, .env files and secrets_dir are never read behind the caller's back.
+        layers = _LAYERS.get()
+        return (init_settings, *(_LayerSource(settings_cls, layer) for layer in layers))
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -694,7 +709,7 @@ def cli_flag(key: str) -> str:
     return "--" + key.replace(".", "-").replace("_", "-")
 
 
-# --- layers: one per source, merged for the model --------------------------------------------
+# --- layers: one per source, handed to pydantic-settings -----------------------------------
 
 
 @dataclass
@@ -720,18 +735,21 @@ class _Layer:
         return out
 
 
-def _merge(layers: Sequence[_Layer]) -> dict[str, Any]:
-    """The values of ``layers`` (highest priority first) as one mapping for the model: a
-    higher layer's value wins, and tables merge key by key."""
-    merged: dict[str, Any] = {}
-    for layer in reversed(layers):
-        for key, value in layer.nested().items():
-            below = merged.get(key)
-            if isinstance(value, dict) and isinstance(below, dict):
-                merged[key] = {**below, **value}
-            else:
-                merged[key] = value
-    return merged
+class _LayerSource(PydanticBaseSettingsSource):
+    """A pydantic-settings source serving one prepared layer."""
+
+    def __init__(self, settings_cls: type[BaseSettings], layer: _Layer) -> None:
+        super().__init__(settings_cls)
+        self._data = layer.nested()
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+_LAYERS: ContextVar[tuple[_Layer, ...]] = ContextVar("wasend_settings_layers", default=())
 
 
 @dataclass
@@ -1133,10 +1151,13 @@ def load_settings(
         origins.update(layer.origins)
 
     settings: Settings | None = None
+    token = _LAYERS.set(layers)
     try:
-        settings = Settings(**_merge(layers))
+        settings = Settings()
     except ValidationError as exc:
         load.problems.extend(_problems(exc, origins, load.known_keys))
+    finally:
+        _LAYERS.reset(token)
 
     if load.problems or settings is None:
         raise ConfigError(load.problems)
