@@ -72,6 +72,8 @@ async def test_a_short_soak_recovers_every_failure_and_leaks_nothing(
         for cycle in range(CYCLES):
             if cycle == WARMUP:
                 tracemalloc.start()
+            if cycle % 5 == 0:  # failures that do not depend on how fast the cycles run
+                sim.set_status(f"sess-{(cycle * 7) % SESSIONS + 1:04d}", "FAILED")
             assert (await sup.poll()).ok
             await asyncio.sleep(PACE)
         grown = tracemalloc.get_traced_memory()[0]
