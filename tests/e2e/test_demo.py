@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from supervisor.demo import run_demo
+from tests.conftest import reset_logging
 
 pytestmark = pytest.mark.e2e
 
@@ -17,10 +16,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     yield
-    structlog.reset_defaults()
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    reset_logging()
 
 
 def test_demo_restarts_a_stopped_session_and_prints_a_summary() -> None:

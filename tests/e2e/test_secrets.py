@@ -7,14 +7,10 @@ recognisable key, JSON logging at debug level into a buffer, and every error kep
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 
-from supervisor import logs
 from supervisor.errors import ApiError
 from tests.e2e.conftest import API_KEY, Running, SimFactory, runtime_for, until
 
@@ -33,17 +29,6 @@ FAULTS: dict[str, dict[str, Any]] = {
     "hang": {"hang": {"rate": 0.5, "seconds": 5}},
     "outage": {"outage": {"duration": 0.5, "mode": "refuse"}},
 }
-
-
-@pytest.fixture
-def log_buffer() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    logs.configure("json", "debug", buffer)
-    yield buffer
-    structlog.reset_defaults()
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))

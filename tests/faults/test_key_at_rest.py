@@ -4,15 +4,11 @@ WAL included), ``status`` or ``history`` output, or an error's text."""
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
-from supervisor import logs
 from supervisor.cli import main
 from supervisor.errors import ApiError
 from supervisor.sqlite_store import SqliteStore
@@ -31,17 +27,6 @@ FAULTS: dict[str, dict[str, Any]] = {
     "malformed": {"malformed_json": {"rate": 0.5}},
     "outage": {"outage": {"duration": 0.4, "mode": "refuse"}},
 }
-
-
-@pytest.fixture
-def log_buffer() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    logs.configure("json", "debug", buffer)
-    yield buffer
-    structlog.reset_defaults()
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))

@@ -11,6 +11,7 @@ import pytest
 import structlog
 
 from supervisor import logs
+from tests.conftest import reset_logging
 
 SECRET = "sk-LOGS-TEST-KEY-0042"
 
@@ -18,11 +19,7 @@ SECRET = "sk-LOGS-TEST-KEY-0042"
 @pytest.fixture(autouse=True)
 def _reset() -> Iterator[None]:
     yield
-    structlog.reset_defaults()
-    logs._secrets.clear()
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    reset_logging()
 
 
 def lines(buffer: io.StringIO) -> list[dict[str, object]]:
