@@ -13,10 +13,13 @@ figures are that process's alone: the simulator runs elsewhere (in the bench pro
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -57,6 +60,15 @@ def memory_bytes(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+def fresh_state_path() -> str:
+    """A state file of its own for one tool (removed when the bench exits): a run never
+    inherits the backoff or records of an earlier one, as it would from the default
+    path under the home directory."""
+    folder = tempfile.mkdtemp(prefix="wasend-bench-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return os.path.join(folder, "state.db")
+
+
 def base_env(api_key: str, base_url: str) -> dict[str, str]:
     """A clean environment, as a service manager would give: no stray settings."""
     return {
@@ -66,6 +78,7 @@ def base_env(api_key: str, base_url: str) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         "WASEND_API_KEY": api_key,
         "WASEND_BASE_URL": base_url,
+        "WASEND_SUPERVISOR_STATE_PATH": fresh_state_path(),
     }
 
 
