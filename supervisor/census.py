@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from supervisor.cycle import PollResult
 from supervisor.models import Phase, Record, StatusClass
@@ -20,8 +21,7 @@ from supervisor.policy import StatusClasses
 RECOVERING = frozenset({Phase.UNHEALTHY, Phase.VERIFYING, Phase.STARTING})
 
 
-@dataclass(frozen=True, slots=True)
-class Census:
+class Census(msgspec.Struct, frozen=True):
     records: tuple[Record, ...]
     classes: StatusClasses
     by_class: dict[StatusClass, int]

@@ -14,8 +14,9 @@ and exits like a monitoring plugin:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from typing import TextIO
+
+import msgspec
 
 from supervisor.cycle import PollResult, Supervisor
 from supervisor.models import Phase, Record, SessionInfo, StatusClass
@@ -35,8 +36,7 @@ _PHASE_SEVERITY = {
 }
 
 
-@dataclass(slots=True)
-class Row:
+class Row(msgspec.Struct):
     id: str
     name: str | None
     status: str | None
@@ -46,16 +46,15 @@ class Row:
     exit_status: int
 
 
-@dataclass(slots=True)
-class Report:
+class Report(msgspec.Struct):
     exit_status: int
-    rows: list[Row] = field(default_factory=list)
+    rows: list[Row] = msgspec.field(default_factory=list)
     error: str | None = None
 
     def to_json(self) -> str:
         sessions = []
         for row in self.rows:
-            item = asdict(row)
+            item = msgspec.structs.asdict(row)
             item["class"] = item.pop("klass")
             sessions.append(item)
         return json.dumps(

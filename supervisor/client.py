@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import functools
 import json
 import math
 import re
 import ssl
 from collections.abc import AsyncGenerator, Callable, Iterable
 from datetime import UTC
-from importlib import metadata
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 from urllib.parse import quote
@@ -49,6 +47,7 @@ import httpx
 import msgspec
 import structlog
 
+from supervisor import __version__
 from supervisor.clock import Clock, SystemClock
 from supervisor.errors import (
     ApiError,
@@ -414,13 +413,7 @@ def _parse_session(data: object, requested_id: str) -> SessionInfo:
 # --- The client ----------------------------------------------------------------------
 
 
-@functools.cache
-def _user_agent() -> str:
-    try:
-        version = metadata.version("wasend-supervisor")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"wasend-supervisor/{version}"
+USER_AGENT: Final = f"wasend-supervisor/{__version__}"
 
 
 def _tls_context(url: httpx.URL) -> ssl.SSLContext | bool:
@@ -484,7 +477,7 @@ class WasendClient:
             follow_redirects=False,
             transport=transport,
             verify=_tls_context(url),
-            headers={"Accept": "application/json", "User-Agent": _user_agent()},
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
         )
 
     def __repr__(self) -> str:

@@ -25,8 +25,9 @@ its verification window.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from supervisor.models import (
     Action,

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
 import structlog
 from pydantic import SecretStr
 
@@ -67,8 +67,7 @@ class Api(Protocol):
     def set_api_key(self, api_key: SecretStr) -> None: ...
 
 
-@dataclass(slots=True)
-class PollResult:
+class PollResult(msgspec.Struct):
     """What one cycle did, for the daemon's status line and for ``check``."""
 
     ok: bool
@@ -77,10 +76,10 @@ class PollResult:
     skip_reason: str | None = None  # auth_failed (key refused) or api_unavailable (backoff)
     sessions: int = 0
     actions: int = 0
-    touched: set[str] = field(default_factory=set)  # sessions acted on this cycle
-    failed: set[str] = field(default_factory=set)  # sessions whose attempt failed this cycle
-    planned: dict[str, Action] = field(default_factory=dict)  # dry run: what would be done
-    seen: list[SessionInfo] = field(default_factory=list)  # what this cycle observed
+    touched: set[str] = msgspec.field(default_factory=set)  # sessions acted on this cycle
+    failed: set[str] = msgspec.field(default_factory=set)  # their attempt failed this cycle
+    planned: dict[str, Action] = msgspec.field(default_factory=dict)  # dry run: what would be done
+    seen: list[SessionInfo] = msgspec.field(default_factory=list)  # what this cycle observed
     duration: float = 0.0  # seconds the cycle took (0 when skipped)
     state_error: str | None = None  # the state file could not be read or written
 

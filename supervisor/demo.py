@@ -13,10 +13,10 @@ import asyncio
 import sys
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
 import structlog
 from pydantic import SecretStr
 from structlog.typing import EventDict, WrappedLogger
@@ -51,8 +51,7 @@ SCENARIO: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Beat:
+class Beat(msgspec.Struct, frozen=True):
     at: float
     says: str
     does: Callable[[Simulator], object] | None = None

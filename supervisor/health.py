@@ -16,18 +16,18 @@ Times are the clock's monotonic seconds; ``Health`` learns of polls through
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from supervisor.census import poll_outcome
 from supervisor.clock import Clock
 from supervisor.cycle import PollResult
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     ok: bool
-    body: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class Health:

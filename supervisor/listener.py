@@ -26,9 +26,9 @@ import http
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import h11
+import msgspec
 import structlog
 
 log = structlog.get_logger("supervisor.listener")
@@ -37,8 +37,7 @@ READ_CHUNK = 4096
 ALLOWED = (b"GET", b"HEAD")
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(msgspec.Struct, frozen=True):
     status: int
     body: bytes
     content_type: str = "text/plain; charset=utf-8"

@@ -7,9 +7,10 @@ came of them and events are what is logged. Nothing here does I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 
 class StatusClass(StrEnum):
@@ -22,8 +23,7 @@ class StatusClass(StrEnum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
+class SessionInfo(msgspec.Struct, frozen=True):
     """One session as the API reported it."""
 
     session_id: str
@@ -31,8 +31,7 @@ class SessionInfo:
     status: str
 
 
-@dataclass(frozen=True, slots=True)
-class SessionList:
+class SessionList(msgspec.Struct, frozen=True):
     """The answer to one list call: the sessions read, and items that could not be read."""
 
     sessions: tuple[SessionInfo, ...]
@@ -52,8 +51,7 @@ class Phase(StrEnum):
     UNKNOWN = "unknown"  # a status we do not know; no action
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(msgspec.Struct, frozen=True):
     """What is remembered about one session. Times are wall-clock epoch seconds."""
 
     session_id: str
@@ -78,8 +76,7 @@ class ActionKind(StrEnum):
     GET = "get"
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(msgspec.Struct, frozen=True):
     kind: ActionKind
     session_id: str
     attempt: int = 0
@@ -95,8 +92,7 @@ class OutcomeKind(StrEnum):
     FAILED = "failed"  # transient or unreadable; ``reason`` says which
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     kind: OutcomeKind
     status: str | None = None  # the session's status in the answer, when there was one
     http_status: int | None = None
@@ -104,17 +100,15 @@ class Outcome:
     duration_ms: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
     """A log event as data: the core returns these, the shell logs them."""
 
     name: str
     level: str = "info"
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(msgspec.Struct, frozen=True):
     """What the core decided: the new record (None: forget it), an action, events."""
 
     record: Record | None
@@ -122,8 +116,7 @@ class Step:
     events: tuple[Event, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class HistoryEntry(msgspec.Struct, frozen=True):
     """One row of the restart history: what happened to a session, and when (epoch s).
 
     ``event`` is the log event it comes from (``restart.requested``, ``restart.failed``...);

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from supervisor.models import StatusClass
 
@@ -22,15 +23,14 @@ def _upper(statuses: Iterable[str]) -> frozenset[str]:
     return frozenset(s.strip().upper() for s in statuses)
 
 
-@dataclass(frozen=True, slots=True)
-class StatusClasses:
-    """Which status falls in which class. Compared case-insensitively."""
+class StatusClasses(msgspec.Struct, frozen=True):
+    """Which status falls in which class. Compared case-insensitively; a status is in one
+    class at most."""
 
     healthy: frozenset[str] = _upper(DEFAULT_HEALTHY)
     transitional: frozenset[str] = _upper(DEFAULT_TRANSITIONAL)
     restartable: frozenset[str] = _upper(DEFAULT_RESTARTABLE)
     needs_person: frozenset[str] = _upper(DEFAULT_NEEDS_PERSON)
-    _lookup: dict[str, StatusClass] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -49,30 +49,34 @@ class StatusClasses:
         )
 
     def __post_init__(self) -> None:
-        lookup: dict[str, StatusClass] = {}
-        for klass, members in (
+        seen: dict[str, StatusClass] = {}
+        for klass, members in self._classes():
+            for status in members:
+                if status in seen:
+                    raise ValueError(
+                        f"status {status!r} is in both {seen[status].value} and {klass.value}"
+                    )
+                seen[status] = klass
+
+    def _classes(self) -> tuple[tuple[StatusClass, frozenset[str]], ...]:
+        return (
             (StatusClass.HEALTHY, self.healthy),
             (StatusClass.TRANSITIONAL, self.transitional),
             (StatusClass.RESTARTABLE, self.restartable),
             (StatusClass.NEEDS_PERSON, self.needs_person),
-        ):
-            for status in members:
-                if status in lookup:
-                    raise ValueError(
-                        f"status {status!r} is in both {lookup[status].value} and {klass.value}"
-                    )
-                lookup[status] = klass
-        object.__setattr__(self, "_lookup", lookup)
+        )
 
     def classify(self, status: str) -> StatusClass:
-        found = self._lookup.get(status)
-        if found is None:
-            found = self._lookup.get(status.strip().upper(), StatusClass.UNKNOWN)
-        return found
+        if status in self.healthy:  # the common case: one lookup
+            return StatusClass.HEALTHY
+        for key in (status, status.strip().upper()):
+            for klass, members in self._classes():
+                if key in members:
+                    return klass
+        return StatusClass.UNKNOWN
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
+class Backoff(msgspec.Struct, frozen=True):
     """Exponential backoff with full jitter: ``uniform(0, min(max, initial * multiplier**n))``."""
 
     initial: float = 5.0
@@ -95,12 +99,11 @@ class Backoff:
         return rng.uniform(0.0, self.cap(n))
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(msgspec.Struct, frozen=True):
     """Every knob of the decision core, in seconds where it is a time."""
 
-    classes: StatusClasses = field(default_factory=StatusClasses)
-    backoff: Backoff = field(default_factory=Backoff)
+    classes: StatusClasses = msgspec.field(default_factory=StatusClasses)
+    backoff: Backoff = msgspec.field(default_factory=Backoff)
     max_restarts: int = 5
     restart_window: float = 3600.0
     stable_after: float = 300.0

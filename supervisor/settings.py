@@ -28,19 +28,17 @@ daemon can read it again after a 401 or on SIGHUP. Nothing here runs on import.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import msgspec
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -119,8 +117,7 @@ class ConfigError(Exception):
 # --- where a value came from ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Origin:
+class _Origin(msgspec.Struct, frozen=True):
     kind: Literal["default", "code", "cli", "env", "config", "credential", "secret", "file"]
     where: str = ""
 
@@ -712,13 +709,12 @@ def cli_flag(key: str) -> str:
 # --- layers: one per source, handed to pydantic-settings -----------------------------------
 
 
-@dataclass
-class _Layer:
+class _Layer(msgspec.Struct):
     """Raw values of one source by dotted key, and where each came from."""
 
     name: str
-    values: dict[str, Any] = field(default_factory=dict)
-    origins: dict[str, _Origin] = field(default_factory=dict)
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
+    origins: dict[str, _Origin] = msgspec.field(default_factory=dict)
 
     def put(self, key: str, value: Any, origin: _Origin) -> None:
         self.values[key] = value
@@ -752,14 +748,13 @@ class _LayerSource(PydanticBaseSettingsSource):
 _LAYERS: ContextVar[tuple[_Layer, ...]] = ContextVar("wasend_settings_layers", default=())
 
 
-@dataclass
-class _Load:
+class _Load(msgspec.Struct):
     """The state of one load_settings call."""
 
     env: Mapping[str, str]
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = msgspec.field(default_factory=list)
     # Every key value seen, kept secret even in a traceback's locals, to redact anywhere.
-    known_keys: list[SecretStr] = field(default_factory=list)
+    known_keys: list[SecretStr] = msgspec.field(default_factory=list)
     key_reported: bool = False  # a problem about the key is already in ``problems``
 
     def remember(self, value: Any) -> None:
@@ -781,6 +776,9 @@ def _unknown(key: str) -> str:
     else:
         candidates = [*setting_keys(), *_TABLES]
     names = {c.rpartition(".")[2] if table else c: c for c in candidates}
+    # Imported here: only this message needs it, and a check that starts well never does.
+    import difflib  # noqa: PLC0415
+
     close = difflib.get_close_matches(name if table else key, list(names), n=1, cutoff=0.75)
     return f"unknown key, did you mean {names[close[0]]}?" if close else "unknown key"
 
@@ -883,6 +881,9 @@ def _config_layer(path: Path, origin: _Origin, load: _Load) -> _Layer | None:
     except (OSError, UnicodeDecodeError) as exc:
         load.problems.append(f"config file {path}: cannot read: {_read_failure(exc)}{suffix}")
         return None
+    # Imported here: a check configured by its environment alone never loads it.
+    import tomllib  # noqa: PLC0415
+
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -44,12 +44,12 @@ import secrets
 import socket
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NoReturn
 from urllib.parse import quote
 
+import msgspec
 import structlog
 
 from supervisor.clock import Clock, SystemClock
@@ -173,8 +173,7 @@ def _writer_id() -> str:
 # -------------------------------------------------------------------------- store
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
+class _Row(msgspec.Struct, frozen=True):
     record: Record
     version: int
     updated_at: float

@@ -11,9 +11,10 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from supervisor.models import HistoryEntry, Record
 from supervisor.policy import StatusClasses
@@ -136,7 +137,7 @@ def render_status(sessions: list[dict[str, Any]], now: float, *, as_json: bool,
 
 def history_item(entry: HistoryEntry) -> dict[str, Any]:
     """One history row, as ``history --json`` shows it."""
-    item = asdict(entry)
+    item = msgspec.structs.asdict(entry)
     item["time"] = iso(entry.at)
     item["next_attempt_at"] = iso(entry.next_attempt_at)
     return item

@@ -13,7 +13,6 @@ written by a neighbouring version stays readable.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable
@@ -113,15 +112,15 @@ def migrate(conn: sqlite3.Connection, now: float, *, target: int = SCHEMA_VERSIO
 def encode(record: Record) -> str:
     """A record as compact, canonical JSON (floats round-trip exactly)."""
     data: dict[str, Any] = {}
-    for spec in dataclasses.fields(Record):
-        value = getattr(record, spec.name)
+    for name in Record.__struct_fields__:
+        value = getattr(record, name)
         if isinstance(value, Phase):
             value = value.value
         elif isinstance(value, frozenset):
             value = sorted(value)
         elif isinstance(value, tuple):
             value = list(value)
-        data[spec.name] = value
+        data[name] = value
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
@@ -166,6 +165,7 @@ def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 # By the annotation of each Record field (a string: models uses postponed annotations).
+# By the annotation of each field of ``Record``, as models.py writes it.
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": _str,
     "str | None": _optional(_str),
@@ -186,9 +186,9 @@ def decode(session_id: str, text: str) -> Record:
     if not isinstance(data, dict):
         raise TypeError("not a JSON object")
     values: dict[str, Any] = {}
-    for spec in dataclasses.fields(Record):
-        if spec.name == "session_id" or spec.name not in data:
+    for name in Record.__struct_fields__:
+        if name == "session_id" or name not in data:
             continue
-        convert = _CONVERTERS.get(str(spec.type), lambda value: value)
-        values[spec.name] = convert(data[spec.name])
+        convert = _CONVERTERS.get(Record.__annotations__[name], lambda value: value)
+        values[name] = convert(data[name])
     return Record(session_id, **values)

@@ -9,9 +9,9 @@ in memory); opening it may raise ``StateError``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import httpx
+import msgspec
 from pydantic import SecretStr
 
 from supervisor import logs
@@ -24,8 +24,7 @@ from supervisor.sqlite_store import SqliteStore
 from supervisor.store import Store
 
 
-@dataclass(slots=True)
-class Runtime:
+class Runtime(msgspec.Struct):
     settings: Settings
     client: WasendClient
     gate: RateGate

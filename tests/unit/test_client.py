@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
+import supervisor
 from supervisor.client import (
     EXCERPT_LIMIT,
     WasendClient,
@@ -201,7 +203,11 @@ async def test_every_call_sends_key_accept_user_agent_to_its_path(
     assert request.url.host == "api.wasend.test"
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert request.headers["Accept"] == "application/json"
-    assert request.headers["User-Agent"].startswith("wasend-supervisor/")
+    assert request.headers["User-Agent"] == f"wasend-supervisor/{supervisor.__version__}"
+
+
+def test_the_user_agent_carries_the_installed_version() -> None:
+    assert metadata.version("wasend-supervisor") == supervisor.__version__
 
 
 @pytest.mark.parametrize(("call", "method", "path"), CALLS)

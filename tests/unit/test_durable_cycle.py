@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import MutableMapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from msgspec.structs import replace
 from structlog.testing import capture_logs
 
 from supervisor.check import UNKNOWN, run_check
