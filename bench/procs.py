@@ -60,13 +60,18 @@ def memory_bytes(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+def scratch_dir(prefix: str = "wasend-bench-") -> Path:
+    """A new directory, removed when the bench exits."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def fresh_state_path() -> str:
     """A state file of its own for one tool (removed when the bench exits): a run never
     inherits the backoff or records of an earlier one, as it would from the default
     path under the home directory."""
-    folder = tempfile.mkdtemp(prefix="wasend-bench-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return os.path.join(folder, "state.db")
+    return str(scratch_dir() / "state.db")
 
 
 def base_env(api_key: str, base_url: str) -> dict[str, str]:

@@ -14,9 +14,10 @@ import sys
 
 import pytest
 
-from bench import idle, latency, retry_after
+from bench import check_time, idle, install, latency, retry_after
 from bench.__main__ import main as bench_main
 from bench.common import API_KEY, start_simulator
+from bench.install import DEVELOPMENT
 from bench.procs import ROOT, base_env, cpu_seconds, memory_bytes
 from bench.report import Figure, Result, Target, table
 from bench.suite import BENCHMARKS, Benchmark, run_one
@@ -106,3 +107,45 @@ def test_cli_lists_and_refuses_unknown_names(capsys: pytest.CaptureFixture[str])
     assert set(capsys.readouterr().out.split()) >= set(BENCHMARKS)
     with pytest.raises(SystemExit):
         bench_main(["no_such_benchmark"])
+
+
+def test_check_time_measures_check_its_floor_and_the_naive_pass() -> None:
+    result = check_time.run(check_time.Size(runs=1, sessions=3, importtime_runs=1,
+                                            install=DEVELOPMENT))
+    assert_well_formed(result, {"check_time.wall", "check_time.libraries", "check_time.own",
+                                "check_time.imports"})
+    wall = result.figure("check_time.wall").ours[0]
+    floor = result.figure("check_time.libraries").ours[0]
+    [own] = result.figure("check_time.own").ours
+    assert own == pytest.approx((wall - floor) * 1000)
+    assert "development install" in result.notes[-1]
+
+
+def test_the_floor_imports_every_library_module_check_loads() -> None:
+    server = start_simulator({"session_count": 3})
+    try:
+        env = base_env(API_KEY, server.base_url)
+        libraries = check_time.third_party_modules(install.here(), env)
+    finally:
+        server.stop()
+    tops = {name.partition(".")[0] for name in libraries}
+    assert {"asyncio", "httpx", "httpcore", "anyio", "pydantic", "pydantic_settings",
+            "structlog", "msgspec"} <= tops
+    assert not any(name.startswith("supervisor") for name in libraries)
+    # The floor process loads all of them (and so pays for each), and nothing of ours.
+    code = check_time.import_only(libraries) + (
+        "import sys, json\nprint(json.dumps(sorted(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
+                          timeout=60, text=True)
+    loaded = set(json.loads(done.stdout))
+    assert set(libraries) <= loaded
+    assert not any(name.startswith("supervisor") for name in loaded)
+
+
+@pytest.mark.parametrize(("name", "third_party"), [
+    ("httpx._client", True), ("pydantic_settings", True), ("asyncio.events", False),
+    ("supervisor.cli", False), ("_distutils_hack", False), ("json", False),
+    ("sitecustomize", False),
+])
+def test_what_counts_as_a_library_module(name: str, third_party: bool) -> None:
+    assert check_time.is_third_party(name) is third_party
