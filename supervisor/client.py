@@ -91,6 +91,10 @@ MAX_RETRY_AFTER: Final = 10 * 365.25 * 86400.0
 
 _EXCERPT_WINDOW: Final = 4096  # bytes of a body looked at to build an excerpt
 _ERROR_BODY_LIMIT: Final = 8192  # bytes read of a non-2xx body: enough for an excerpt
+
+# What was read of a response: a bytearray filled as the chunks arrive, so that a large
+# list answer is held once (a list of chunks joined at the end holds it twice).
+Body = bytes | bytearray
 _PROBLEM_EXCERPT_LIMIT: Final = 100
 _REDACTED: Final = "[REDACTED]"
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -140,7 +144,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def redacted_excerpt(
-    body: bytes | str, secrets: Iterable[str] = (), *, limit: int = EXCERPT_LIMIT
+    body: Body | str, secrets: Iterable[str] = (), *, limit: int = EXCERPT_LIMIT
 ) -> str:
     """A short, single-line piece of ``body`` with secrets removed.
 
@@ -149,7 +153,7 @@ def redacted_excerpt(
     an ``api_key``/``token``/``secret``/``password``/``authorization`` field. The result
     is at most ``limit`` characters and never ends in the first characters of a secret.
     """
-    if isinstance(body, bytes):
+    if isinstance(body, bytes | bytearray):
         text = body[:_EXCERPT_WINDOW].decode("utf-8", errors="replace")
     else:
         text = body[:_EXCERPT_WINDOW]
@@ -181,7 +185,7 @@ def map_response(
     response: httpx.Response,
     *,
     now: float,
-    body: bytes = b"",
+    body: Body = b"",
     secrets: Iterable[str] = (),
 ) -> ApiError | None:
     """The error a response stands for, or None for any 2xx.
@@ -305,7 +309,7 @@ class _FastListing(msgspec.Struct):
 _FAST_LIST = msgspec.json.Decoder(_FastListing | list[_FastItem])
 
 
-def _fast_session_list(body: bytes) -> SessionList | None:
+def _fast_session_list(body: Body) -> SessionList | None:
     """The common case of a list answer, read fast: the same ``SessionList`` as
     ``_parse_session_list(json.loads(body))`` when every item is readable; None for
     anything else (an item or a document of another shape, a problem, a duplicate id,
@@ -546,7 +550,7 @@ class WasendClient:
         self, call: str, method: str, path: str, session_id: str, *, empty_ok: bool = False
     ) -> SessionInfo:
         status, body = await self._call(call, method, path)
-        if empty_ok and not body.strip():
+        if empty_ok and (not body or body.isspace()):
             return SessionInfo(session_id, None, "")
         data = self._json(call, status, body)
         try:
@@ -558,7 +562,7 @@ class WasendClient:
     def _secrets(self) -> tuple[str]:
         return (self._api_key.get_secret_value(),)
 
-    def _unexpected(self, call: str, status: int, reason: str, body: bytes) -> UnexpectedResponse:
+    def _unexpected(self, call: str, status: int, reason: str, body: Body) -> UnexpectedResponse:
         return UnexpectedResponse(
             f"{call}: HTTP {status}: {reason}",
             call=call,
@@ -566,8 +570,8 @@ class WasendClient:
             excerpt=redacted_excerpt(body, self._secrets()),
         )
 
-    def _json(self, call: str, status: int, body: bytes) -> object:
-        if not body.strip():
+    def _json(self, call: str, status: int, body: Body) -> object:
+        if not body or body.isspace():  # no copy of a large body, as strip() makes
             raise self._unexpected(call, status, "empty body", body)
         readable = True
         try:
@@ -578,7 +582,7 @@ class WasendClient:
             raise self._unexpected(call, status, "body is not JSON", body)
         return data
 
-    async def _call(self, call: str, method: str, path: str) -> tuple[int, bytes]:
+    async def _call(self, call: str, method: str, path: str) -> tuple[int, Body]:
         """Send one request through the gate; the status and body of a 2xx, or raise."""
         if self._gate is not None:
             await self._gate.acquire()
@@ -587,7 +591,8 @@ class WasendClient:
         )
         started = self._clock.monotonic()
         response: httpx.Response | None = None
-        body, too_big = b"", False
+        body: Body = b""
+        too_big = False
         failure: httpx.RequestError | None = None
         try:
             response = await self._http.send(request, stream=True)
@@ -659,7 +664,7 @@ def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+async def _read_capped(response: httpx.Response, limit: int) -> tuple[Body, bool]:
     """At most ``limit`` bytes of the (decoded) body, and whether there was more."""
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
@@ -667,13 +672,12 @@ async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, boo
             async for chunk in chunks:  # only the first chunk, for the excerpt
                 return chunk[:_EXCERPT_WINDOW], True
         return b"", True
-    parts: list[bytes] = []
-    total = 0
+    body = bytearray()
     async with contextlib.aclosing(_chunks(response)) as chunks:
         async for chunk in chunks:
-            total += len(chunk)
-            if total > limit:
-                parts.append(chunk[: len(chunk) - (total - limit)])
-                return b"".join(parts), True
-            parts.append(chunk)
-    return b"".join(parts), False
+            room = limit - len(body)
+            if len(chunk) > room:
+                body += chunk[:room]
+                return body, True
+            body += chunk
+    return body, False

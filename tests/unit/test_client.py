@@ -812,7 +812,25 @@ async def test_a_body_exactly_at_the_cap_is_read() -> None:
     assert result.sessions == (SessionInfo("s1", "Shop", "WORKING"),)
 
 
+async def test_a_list_answer_in_many_small_chunks_is_read_whole() -> None:
+    body = json.dumps({"sessions": [flat(f"s{i}") for i in range(500)]}).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 97):
+            yield body[start:start + 97]
+
+    async with make_client(lambda r: httpx.Response(200, content=chunks())) as client:
+        result = await client.list_sessions()
+    assert [s.session_id for s in result.sessions] == [f"s{i}" for i in range(500)]
+
+
 # --- redaction -----------------------------------------------------------------------
+
+
+def test_excerpt_of_a_bytearray_is_the_excerpt_of_the_same_bytes() -> None:
+    raw = f'{{"error": "nope", "token": "{KEY}"}}'.encode()
+    assert redacted_excerpt(bytearray(raw), [KEY]) == redacted_excerpt(raw, [KEY])
+    assert "nope" in redacted_excerpt(bytearray(raw), [KEY])
 
 
 def test_excerpt_is_single_line_short_and_redacted() -> None:
