@@ -550,7 +550,7 @@ class WasendClient:
         self, call: str, method: str, path: str, session_id: str, *, empty_ok: bool = False
     ) -> SessionInfo:
         status, body = await self._call(call, method, path)
-        if empty_ok and (not body or body.isspace()):
+        if empty_ok and _blank(body):
             return SessionInfo(session_id, None, "")
         data = self._json(call, status, body)
         try:
@@ -571,7 +571,7 @@ class WasendClient:
         )
 
     def _json(self, call: str, status: int, body: Body) -> object:
-        if not body or body.isspace():  # no copy of a large body, as strip() makes
+        if _blank(body):
             raise self._unexpected(call, status, "empty body", body)
         readable = True
         try:
@@ -662,6 +662,11 @@ class WasendClient:
 def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     # aiter_bytes is an async generator, typed as an iterator; closing it is tidier.
     return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+
+
+def _blank(body: Body) -> bool:
+    """Empty or only whitespace; unlike ``strip()``, copies nothing of a large body."""
+    return not body or body.isspace()
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> tuple[Body, bool]:
