@@ -19,7 +19,9 @@ from typing import TextIO
 import msgspec
 
 from supervisor.cycle import PollResult, Supervisor
+from supervisor.errors import ApiError
 from supervisor.models import Phase, Record, SessionInfo, StatusClass
+from supervisor.printable import printable
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 WAIT_STEP = 1.0  # seconds between polls while waiting for restarted sessions
@@ -46,6 +48,53 @@ class Row(msgspec.Struct):
     exit_status: int
 
 
+LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+# How the verdict names each outcome that is not ``ok`` (one session, several), worst first.
+_PROBLEMS: dict[str, tuple[str, str]] = {
+    "failed": ("failed to restart", "failed to restart"),
+    "gave_up": ("was given up on", "were given up on"),
+    "gone": ("is gone", "are gone"),
+    "needs_person": ("needs a person", "need a person"),
+    "unknown_status": ("has an unknown status", "have an unknown status"),
+    "unknown": ("is in an unknown state", "are in an unknown state"),
+    "waiting": ("is waiting for its next restart", "are waiting for their next restart"),
+    "would_restart": ("would be restarted", "would be restarted"),
+    "recovering": ("is recovering", "are recovering"),
+    "starting": ("is starting", "are starting"),
+    "restarted": ("was restarted", "were restarted"),
+}
+# The performance data after the verdict's `` | ``: every label on every run, so graphs
+# keep their series. Each session is counted in exactly one of the groups after
+# ``sessions``, except ``restarted`` (restart requests sent, whatever came of them).
+_PERFDATA: dict[str, tuple[str, ...]] = {
+    "healthy": ("ok", "restarted"),
+    "recovering": ("recovering", "starting", "waiting"),
+    "needs_person": ("needs_person",),
+    "gave_up": ("gave_up",),
+    "gone": ("gone",),
+    "failed": ("failed",),
+    "unknown": ("unknown_status", "unknown"),
+    "would_restart": ("would_restart",),
+}
+VERDICT_NAMES = 3  # sessions named per kind of problem in the verdict; then "+N more"
+NAME_WIDTH = 32  # characters of a session name shown in the verdict
+
+
+def api_problem(error: ApiError | None) -> str:
+    """What the verdict says when the API could not be asked: ``API unreachable: ...``."""
+    if error is None:
+        return "API not asked (poll failed)"
+    what = {
+        "unreachable": "API unreachable",
+        "timeout": "API timed out",
+        "auth_failed": "API key refused",
+        "rate_limited": "API rate limited",
+        "server_error": "API server error",
+        "unexpected_response": "API answer unreadable",
+    }.get(error.kind, f"API error ({error.kind})")
+    return f"{what}: {error}"
+
+
 class Report(msgspec.Struct):
     exit_status: int
     rows: list[Row] = msgspec.field(default_factory=list)
@@ -62,35 +111,82 @@ class Report(msgspec.Struct):
             indent=2,
         )
 
-    def to_table(self) -> str:
+    def verdict(self) -> str:
+        """The first line, as a monitoring plugin's: the status word, what is wrong (the
+        worst first, with the sessions' names), and performance data after `` | ``."""
+        label = LABELS[self.exit_status]
+        if self.error is not None:
+            return printable(f"{label}: {self.error}")
+        total = len(self.rows)
+        noun = "session" if total == 1 else "sessions"
+        groups: dict[str, list[Row]] = {}
+        for row in self.rows:
+            if row.outcome != "ok":
+                groups.setdefault(row.outcome, []).append(row)
+        order = list(_PROBLEMS)
+        kinds = sorted(groups, key=lambda k: (-groups[k][0].exit_status,
+                                              order.index(k) if k in order else len(order)))
+        parts: list[str] = []
+        for kind in kinds:
+            rows = groups[kind]
+            one, many = _PROBLEMS.get(kind, (kind, kind))
+            count = str(len(rows)) if parts else f"{len(rows)} of {total} {noun}"
+            parts.append(f"{count} {one if len(rows) == 1 else many} ({_names(rows)})")
+        if not parts:
+            parts = [f"all {total} sessions healthy" if total > 1 else
+                     "1 session healthy" if total else "no sessions to supervise"]
+        return f"{label}: {'; '.join(parts)} | {self.perfdata()}"
+
+    def perfdata(self) -> str:
+        counts = {"sessions": len(self.rows)}
+        for label, outcomes in _PERFDATA.items():
+            counts[label] = sum(row.outcome in outcomes for row in self.rows)
+        counts["restarted"] = sum(row.action == "restart" for row in self.rows)
+        return " ".join(f"{label}={value}" for label, value in counts.items())
+
+    def to_table(self, *, problems_only: bool = False) -> str:
+        """The verdict, then one row per session (``problems_only``: those not ``ok``)."""
+        rows = [r for r in self.rows if r.exit_status != OK] if problems_only else self.rows
+        if not rows:
+            return self.verdict()
         header = ("SESSION", "NAME", "STATUS", "CLASS", "ACTION", "OUTCOME")
         lines = [header] + [
-            (r.id, r.name or "-", r.status or "-", r.klass, r.action, r.outcome)
-            for r in self.rows
+            tuple(printable(cell) for cell in
+                  (r.id, r.name or "-", r.status or "-", r.klass, r.action, r.outcome))
+            for r in rows
         ]
-        widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         text = [
-            "  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
             for line in lines
         ]
-        verdict = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-        summary = f"{verdict[self.exit_status]}: {len(self.rows)} session(s)"
-        if self.error:
-            summary += f"; {self.error}"
-        return "\n".join([*text, summary]) if self.rows else summary
+        return "\n".join([self.verdict(), *text])
 
-    def write(self, out: TextIO, *, as_json: bool) -> None:
-        out.write((self.to_json() if as_json else self.to_table()) + "\n")
+    def write(self, out: TextIO, *, as_json: bool, quiet: bool = False) -> None:
+        """The report on ``out``. ``quiet``: nothing at all when every session is OK;
+        otherwise the verdict and, in the table, only the sessions that are not OK."""
+        if quiet and self.exit_status == OK:
+            return
+        text = self.to_json() if as_json else self.to_table(problems_only=quiet)
+        out.write(text + "\n")
+
+
+def _names(rows: list[Row]) -> str:
+    names = []
+    for row in rows[:VERDICT_NAMES]:
+        name = printable(row.name or row.id)
+        names.append(name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…")
+    if len(rows) > VERDICT_NAMES:
+        names.append(f"+{len(rows) - VERDICT_NAMES} more")
+    return ", ".join(names)
 
 
 async def run_check(supervisor: Supervisor, *, dry_run: bool = False, wait: float = 0.0) -> Report:
     result = await supervisor.poll(dry_run=dry_run)
     if not result.ok and result.state_error is not None:
-        return Report(UNKNOWN, error=f"the state file could not be used ({result.state_error})")
+        return Report(UNKNOWN, error=f"state file unusable: {result.state_error}")
     if not result.ok:
-        error = result.error
-        detail = f"{error.kind}: {error}" if error is not None else "poll failed"
-        return Report(UNKNOWN, error=f"the API could not be asked ({detail})")
+        return Report(UNKNOWN, error=api_problem(result.error))
     touched, failed = set(result.touched), set(result.failed)
     seen = {info.session_id: info for info in result.seen}
     if wait > 0 and not dry_run:

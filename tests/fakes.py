@@ -56,6 +56,7 @@ class FakeApi:
         self.calls: list[tuple[str, str]] = []
         self.keys: list[str] = []
         self.hidden: set[str] = set()  # ids the list omits (GET still finds them)
+        self.names: dict[str, str] = {}  # a session's name, if not name-<id>
 
     def fail(self, call: str, *errors: ApiError) -> None:
         self.errors.setdefault(call, []).extend(errors)
@@ -70,7 +71,7 @@ class FakeApi:
         self.calls.append(("list", ""))
         self._maybe_raise("list")
         return SessionList(tuple(
-            SessionInfo(sid, f"name-{sid}", status)
+            SessionInfo(sid, self.names.get(sid, f"name-{sid}"), status)
             for sid, status in self.statuses.items() if sid not in self.hidden
         ))
 
@@ -81,7 +82,8 @@ class FakeApi:
         self._maybe_raise("get")
         if session_id not in self.statuses:
             raise SessionGone("not found", call="get", http_status=404)
-        return SessionInfo(session_id, f"name-{session_id}", self.statuses[session_id])
+        name = self.names.get(session_id, f"name-{session_id}")
+        return SessionInfo(session_id, name, self.statuses[session_id])
 
     async def restart(self, session_id: str) -> SessionInfo:
 

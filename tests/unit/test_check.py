@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from supervisor.check import CRITICAL, OK, UNKNOWN, WARNING, run_check
@@ -94,9 +95,86 @@ async def test_json_has_one_object_per_session_with_the_documented_keys() -> Non
     assert data["sessions"][1]["class"] == "needs_person"
 
 
-async def test_table_lists_every_session_and_a_verdict() -> None:
-    report = await run_check(make(FakeApi({"a": "WORKING"})))
+async def test_table_is_the_verdict_then_one_row_per_session() -> None:
+    report = await run_check(make(FakeApi({"a": "WORKING", "b": "CONNECTED"})))
     lines = report.to_table().splitlines()
-    assert lines[0].split() == ["SESSION", "NAME", "STATUS", "CLASS", "ACTION", "OUTCOME"]
-    assert lines[1].split() == ["a", "name-a", "WORKING", "healthy", "none", "ok"]
-    assert lines[-1] == "OK: 1 session(s)"
+    assert lines[0] == (
+        "OK: all 2 sessions healthy | sessions=2 healthy=2 recovering=0 needs_person=0"
+        " gave_up=0 gone=0 failed=0 unknown=0 would_restart=0 restarted=0")
+    assert lines[1].split() == ["SESSION", "NAME", "STATUS", "CLASS", "ACTION", "OUTCOME"]
+    assert lines[2].split() == ["a", "name-a", "WORKING", "healthy", "none", "ok"]
+    assert len(lines) == 4
+
+
+async def test_verdict_names_what_is_wrong_and_how_many_of_how_many() -> None:
+    statuses = {f"s{i:03}": "WORKING" for i in range(98)}
+    statuses |= {"q": "SCAN_QR_CODE", "b": "STOPPED"}
+    api = FakeApi(statuses)
+    api.names = {"q": "marketing"}
+    report = await run_check(make(api))
+    verdict = report.to_table().splitlines()[0]
+    assert verdict == (
+        "CRITICAL: 1 of 100 sessions needs a person (marketing); 1 is recovering (name-b)"
+        " | sessions=100 healthy=98 recovering=1 needs_person=1 gave_up=0 gone=0 failed=0"
+        " unknown=0 would_restart=0 restarted=1")
+
+
+async def test_verdict_lists_the_worst_first_and_at_most_three_names() -> None:
+    api = FakeApi({"a": "WORKING", "b": "STOPPED", "c": "STOPPED", "d": "STOPPED",
+                   "e": "STOPPED", "u": "WEIRD", "g": "SCAN_QR_CODE"})
+    api.fail("restart", *[ApiUnreachable("reset", call="restart")] * 4)
+    report = await run_check(make(api, sessions=("a", "b", "c", "d", "e", "u", "g", "ghost")))
+    head, _, perfdata = report.verdict().partition(" | ")
+    assert head == (
+        "CRITICAL: 4 of 8 sessions failed to restart (name-b, name-c, name-d, +1 more);"
+        " 1 is gone (ghost); 1 needs a person (name-g); 1 has an unknown status (name-u)")
+    assert perfdata == ("sessions=8 healthy=1 recovering=0 needs_person=1 gave_up=0 gone=1"
+                        " failed=4 unknown=1 would_restart=0 restarted=4")
+
+
+async def test_verdict_of_a_warning_and_of_a_restart_that_took() -> None:
+    api = FakeApi({"a": "WORKING", "b": "STOPPED"})
+    api.after_restart = "WORKING"
+    report = await run_check(make(api), wait=5)
+    assert report.verdict().startswith("WARNING: 1 of 2 sessions was restarted (name-b) | ")
+    assert "healthy=2" in report.verdict() and "restarted=1" in report.verdict()
+
+
+async def test_verdict_when_the_api_cannot_be_asked() -> None:
+    api = FakeApi({"a": "WORKING"})
+    api.fail("list", ApiUnreachable("list: API unreachable (ConnectError: refused)",
+                                    call="list"))
+    report = await run_check(make(api))
+    assert report.to_table() == (
+        "UNKNOWN: API unreachable: list: API unreachable (ConnectError: refused)")
+
+
+async def test_a_name_with_controls_stays_on_one_line_and_the_verdict_stays_first() -> None:
+    api = FakeApi({"a": "WORKING", "x": "WORK\u2028ING"})
+    api.names = {"x": "x\nOK: all fine\x1b[2J"}
+    report = await run_check(make(api))
+    table = report.to_table()
+    lines = table.splitlines()
+    assert len(lines) == 4  # verdict, header, two sessions
+    assert "\x1b" not in table and "\u2028" not in table
+    assert lines[0].startswith("WARNING: 1 of 2 sessions has an unknown status (x\\nOK: ")
+    assert lines[3].split()[:2] == ["x", "x\\nOK:"]
+    assert "\\x1b[2J" in lines[3] and "WORK\\u2028ING" in lines[3]
+
+
+async def test_quiet_prints_nothing_when_all_is_well() -> None:
+    report = await run_check(make(FakeApi({"a": "WORKING"})))
+    out = io.StringIO()
+    report.write(out, as_json=False, quiet=True)
+    assert out.getvalue() == ""
+    report.write(out, as_json=True, quiet=True)
+    assert out.getvalue() == ""
+
+
+async def test_quiet_prints_the_verdict_and_only_the_sessions_in_trouble() -> None:
+    report = await run_check(make(FakeApi({"a": "WORKING", "q": "SCAN_QR_CODE"})))
+    out = io.StringIO()
+    report.write(out, as_json=False, quiet=True)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("CRITICAL: 1 of 2 sessions needs a person (name-q) | ")
+    assert [line.split()[0] for line in lines[1:]] == ["SESSION", "q"]
