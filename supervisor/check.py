@@ -20,7 +20,7 @@ import msgspec
 
 from supervisor.cycle import PollResult, Supervisor
 from supervisor.errors import ApiError
-from supervisor.models import Phase, Record, SessionInfo, StatusClass
+from supervisor.models import Phase, Record, SessionInfo
 from supervisor.printable import printable
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -221,7 +221,12 @@ def _report(
     ids = list(seen)
     ids += [s for s in supervisor.configured if s not in seen]
     for session_id in ids:
-        record = supervisor.store.get(session_id)
+        # A dry run reports what it decided on the API's answer, as a real check would
+        # after recording it; only the requests (and the writes) are left out.
+        if dry_run and session_id in result.decided:
+            record = result.decided[session_id]
+        else:
+            record = supervisor.store.get(session_id)
         info = seen.get(session_id)
         rows.append(_row(supervisor, session_id, info, record, result, touched, failed, dry_run))
     worst = max((row.exit_status for row in rows), default=OK)
@@ -247,10 +252,6 @@ def _row(
                    WARNING)
     action = "restart" if session_id in touched else "none"
     if record is None:
-        if dry_run and klass == StatusClass.HEALTHY.value:
-            return Row(session_id, name, status, klass, action, "ok", OK)
-        if dry_run and klass == StatusClass.NEEDS_PERSON.value:
-            return Row(session_id, name, status, klass, action, "needs_person", CRITICAL)
         return Row(session_id, name, status, klass, action, "unknown", WARNING)
     severity, outcome = _PHASE_SEVERITY[record.phase]
     if record.phase is Phase.HEALTHY and session_id in touched:

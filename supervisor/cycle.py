@@ -79,6 +79,8 @@ class PollResult(msgspec.Struct):
     touched: set[str] = msgspec.field(default_factory=set)  # sessions acted on this cycle
     failed: set[str] = msgspec.field(default_factory=set)  # their attempt failed this cycle
     planned: dict[str, Action] = msgspec.field(default_factory=dict)  # dry run: what would be done
+    # dry run: the record each session would have now (nothing was written); None: forgotten
+    decided: dict[str, Record | None] = msgspec.field(default_factory=dict)
     seen: list[SessionInfo] = msgspec.field(default_factory=list)  # what this cycle observed
     duration: float = 0.0  # seconds the cycle took (0 when skipped)
     state_error: str | None = None  # the state file could not be read or written
@@ -162,7 +164,7 @@ class Supervisor:
             log.warning("poll.item_unreadable", problem=problem)
 
         result = PollResult(ok=True)
-        seen = await self._observe(listing, dry_run, observed_at)
+        seen = await self._observe(listing, dry_run, observed_at, result)
         pending: list[tuple[Record, Action]] = []
         # One transaction for every decision: it holds the state file's write lock, reads
         # what other processes wrote, and commits (restarts recorded as in flight
@@ -211,6 +213,8 @@ class Supervisor:
             if old is not None and self._left_to_others(old, observed_at, now):
                 return
             step = core.decide(info, old, now, self.policy, self.rng)
+            if dry_run:
+                result.decided[info.session_id] = step.record
             if step.action is not None and dry_run:
                 result.planned[info.session_id] = step.action
                 return  # a dry run changes nothing
@@ -244,7 +248,7 @@ class Supervisor:
         return True
 
     async def _observe(
-        self, listing: SessionList, dry_run: bool, observed_at: float
+        self, listing: SessionList, dry_run: bool, observed_at: float, result: PollResult
     ) -> list[SessionInfo]:
         """The sessions to decide on: the listed ones, filtered to the configured ones,
         plus per-session GETs for configured ones the list did not show."""
@@ -274,10 +278,12 @@ class Supervisor:
             if due:
                 missing.append(session_id)
         if missing:
-            seen.extend(await self._lookup(missing))
+            seen.extend(await self._lookup(missing, dry_run, result))
         return seen
 
-    async def _lookup(self, session_ids: list[str]) -> list[SessionInfo]:
+    async def _lookup(
+        self, session_ids: list[str], dry_run: bool, result: PollResult
+    ) -> list[SessionInfo]:
         """GET sessions the list did not show, a few at a time."""
         limit = asyncio.Semaphore(self.get_concurrency)
 
@@ -288,7 +294,9 @@ class Supervisor:
                 except SessionGone:
                     record = self.store.get(session_id) or Record(session_id)
                     step = core.vanished(record, self.clock.now(), self.policy, configured=True)
-                    self._record(self.store.get(session_id), step, session_id, False)
+                    if dry_run:
+                        result.decided[session_id] = step.record
+                    self._record(self.store.get(session_id), step, session_id, dry_run)
                 except AuthFailed as exc:
                     self._auth_failed(exc)
                 except ApiError as exc:

@@ -8,10 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 
+from supervisor.models import Record
 from supervisor.simulator import SimulatorServer
+from supervisor.sqlite_store import SqliteStore
 from tests.e2e.conftest import API_KEY, ROOT, SimFactory, cli
 
 pytestmark = pytest.mark.e2e
@@ -71,6 +75,43 @@ def test_check_dry_run_restarts_nothing(simulator: SimFactory) -> None:
     assert done.returncode == 1
     assert json.loads(done.stdout)["sessions"][0]["action"] == "would_restart"
     assert [r.kind for r in server.simulator.requests()] == ["list"]
+
+
+def _records(path: Path) -> list[Record]:
+    store = SqliteStore.open_readonly(path)
+    try:
+        return sorted(store.records(), key=lambda r: r.session_id)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("status", "exit_status", "outcome"), [
+    ("SCAN_QR_CODE", 2, "needs_person"),
+    ("SOMETHING_NEW", 1, "unknown_status"),
+    ("STARTING", 1, "starting"),
+])
+def test_check_dry_run_says_what_a_real_check_says_on_the_apis_answer(
+    simulator: SimFactory, tmp_path: Path, status: str, exit_status: int, outcome: str
+) -> None:
+    server = simulator({"sessions": [{"id": "a"}, {"id": "b"}], "session_count": 0})
+    env = env_for(server, WASEND_SUPERVISOR_STATE_PATH=str(tmp_path / "state.db"))
+    assert cli("check", env=env).returncode == 0  # remembered healthy
+    remembered = _records(tmp_path / "state.db")
+    httpx.post(f"{server.base_url}/_simulator/sessions/a/status",
+               json={"status": status}).raise_for_status()
+    server.simulator.reset_log()
+
+    dry = cli("check", "--dry-run", env=env)
+    assert dry.returncode == exit_status, dry.stdout + dry.stderr
+    assert dry.stdout.startswith(("CRITICAL: " if exit_status == 2 else "WARNING: ")
+                                 + "1 of 2 sessions ")
+    assert next(line for line in dry.stdout.splitlines() if line.startswith("a ")
+                ).split()[-1] == outcome
+    assert _records(tmp_path / "state.db") == remembered  # the dry run wrote nothing
+    assert [r.kind for r in server.simulator.requests()] == ["list"]
+
+    real = cli("check", env=env)
+    assert (real.returncode, real.stdout) == (dry.returncode, dry.stdout)
 
 
 def test_invalid_settings_exit_78_with_one_line_per_problem() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from supervisor.check import CRITICAL, OK, UNKNOWN, WARNING, run_check
 from supervisor.cycle import Supervisor
 from supervisor.errors import ApiUnreachable, AuthFailed
@@ -84,6 +86,35 @@ async def test_dry_run_restarts_nothing_and_says_what_it_would_do() -> None:
     row = next(r for r in report.rows if r.id == "b")
     assert (row.action, row.outcome) == ("would_restart", "would_restart")
     assert report.exit_status == WARNING
+
+
+@pytest.mark.parametrize(("status", "exit_status", "outcome"), [
+    ("SCAN_QR_CODE", CRITICAL, "needs_person"),
+    ("SOMETHING_NEW", WARNING, "unknown_status"),
+    ("STARTING", WARNING, "starting"),
+])
+async def test_dry_run_decides_on_what_the_api_just_said_as_a_real_check(
+    status: str, exit_status: int, outcome: str
+) -> None:
+    api = FakeApi({"a": "WORKING"})
+    sup = make(api)
+    assert (await run_check(sup)).exit_status == OK  # remembered healthy
+    remembered = list(sup.store.records())
+    api.statuses["a"] = status
+    dry = await run_check(sup, dry_run=True)
+    assert (dry.exit_status, dry.rows[0].outcome) == (exit_status, outcome)
+    assert list(sup.store.records()) == remembered  # a dry run writes nothing
+    real = await run_check(sup)
+    assert (real.exit_status, real.rows[0].outcome) == (dry.exit_status, dry.rows[0].outcome)
+    assert [c for c in api.calls if c[0] != "list"] == []
+
+
+async def test_dry_run_reports_a_configured_session_gone_without_recording_it() -> None:
+    sup = make(FakeApi({"a": "WORKING"}), sessions=("a", "ghost"))
+    report = await run_check(sup, dry_run=True)
+    assert [(r.id, r.outcome) for r in report.rows] == [("a", "ok"), ("ghost", "gone")]
+    assert report.exit_status == CRITICAL
+    assert list(sup.store.records()) == []
 
 
 async def test_json_has_one_object_per_session_with_the_documented_keys() -> None:
