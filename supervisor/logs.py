@@ -4,6 +4,10 @@
   ``console``: aligned, human-readable lines; ``auto``: console on a TTY, else JSON.
 * Stdlib loggers (httpx, httpcore, apscheduler, uvicorn) go through the same renderer,
   at WARNING and above, so one stream carries one format.
+* Console lines are for a terminal: control characters in their values (a session's name
+  from the API, an error's text) are escaped (``supervisor.printable``), so that a value
+  cannot end a line, forge another or move the cursor; colours only on a TTY, and never
+  when ``NO_COLOR`` is set (https://no-color.org). JSON escapes them by itself.
 * Secrets: ``register_secret`` adds a value (the API key) that is replaced by
   ``[REDACTED]`` wherever it would appear in an event; fields with secret-looking names
   are dropped; tracebacks never show frame locals.
@@ -13,13 +17,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
 from collections.abc import MutableMapping, Sequence
 from typing import Any, TextIO
 
 import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
+
+from supervisor.printable import printable
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -67,13 +75,47 @@ def redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDi
     return event_dict
 
 
+class _Escaped:
+    """A console value that held control characters: shown quoted, with them escaped
+    (structlog's console renderer shows a value that is not a string with ``repr``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"'{printable(self.text)}'"
+
+
+def escape_controls(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """A structlog processor for console lines: control characters in the event's name
+    (a library's message) and in string values are shown escaped (``\\n``, ``\\x1b``).
+    Other values are shown with ``repr``, which escapes them already."""
+    for key, value in event_dict.items():
+        if not isinstance(value, str) or printable(value) == value:
+            continue
+        if key == "event":
+            event_dict[key] = printable(value)
+        elif key == "exception":  # a traceback already rendered: keep its lines
+            event_dict[key] = "\n".join(printable(line) for line in value.split("\n"))
+        else:
+            event_dict[key] = _Escaped(value)
+    return event_dict
+
+
+def _escaped_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    """A plain traceback (no frame locals), each of its lines escaped as the values are."""
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    sio.write("\n".join(printable(line) for line in buffer.getvalue().split("\n")))
+
+
 def _renderer(fmt: str, stream: TextIO) -> Processor:
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
     if fmt == "console":
         return structlog.dev.ConsoleRenderer(
-            colors=stream.isatty(),
-            exception_formatter=structlog.dev.plain_traceback,
+            colors=stream.isatty() and not os.environ.get("NO_COLOR"),
+            exception_formatter=_escaped_traceback,
         )
     return structlog.processors.JSONRenderer()
 
@@ -102,13 +144,13 @@ def configure(
     renderer = _renderer(fmt, stream)
     if isinstance(renderer, structlog.processors.JSONRenderer):
         # Tracebacks as data, without frame locals (they would hold the API key).
-        exceptions: list[Processor] = [
+        before_rendering: list[Processor] = [
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             )
         ]
     else:
-        exceptions = []
+        before_rendering = [escape_controls]
     structlog.configure(
         processors=[*shared, *extra, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -119,7 +161,7 @@ def configure(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            *exceptions,
+            *before_rendering,
             renderer,
         ],
     )

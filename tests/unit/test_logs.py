@@ -102,3 +102,49 @@ def test_auto_is_json_when_not_a_tty() -> None:
     logs.configure("auto", "info", out)
     structlog.get_logger("t").info("daemon.started")
     assert lines(out)[0]["event"] == "daemon.started"
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_escapes_control_characters_in_values_and_the_event() -> None:
+    out = io.StringIO()
+    logs.configure("console", "info", out)
+    structlog.get_logger("t").warning("session.unknown_status", session_id="x",
+                                      session_name="x\nOK: all fine\x1b[2J",
+                                      status="WORK\u2028ING")
+    logging.getLogger("httpx").warning("odd\r\x1b[1Aanswer")
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text and "\u2028" not in text
+    first, second = text.splitlines()
+    assert "session_name='x\\nOK: all fine\\x1b[2J'" in first
+    assert "status='WORK\\u2028ING'" in first
+    assert "odd\\r\\x1b[1Aanswer" in second
+
+
+def test_console_tracebacks_keep_their_lines_and_escape_the_rest() -> None:
+    out = io.StringIO()
+    logs.configure("console", "info", out)
+    try:
+        raise ValueError("bad\x1b[2Jname")
+    except ValueError:
+        structlog.get_logger("t").exception("poll.crashed")
+    text = out.getvalue()
+    assert "\x1b" not in text and "bad\\x1b[2Jname" in text
+    assert "Traceback (most recent call last):" in text.splitlines()
+
+
+def test_console_colours_on_a_tty_unless_no_color_is_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out = Tty()
+    logs.configure("console", "info", out)
+    structlog.get_logger("t").warning("poll.failed")
+    assert "\x1b[" in out.getvalue()
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = Tty()
+    logs.configure("console", "info", out)
+    structlog.get_logger("t").warning("poll.failed", session_name="a\x1bb")
+    assert "\x1b" not in out.getvalue() and "poll.failed" in out.getvalue()
