@@ -1,13 +1,14 @@
 """The command line: parse arguments, build the settings once, pick a mode.
 
-Exit statuses (also in the README):
+Exit statuses (also in the README, and in ``--help``: the epilogs below):
     0   success (``run`` stopped cleanly; ``check``: all healthy)
-    1-3 ``check`` only, as a monitoring plugin (see ``supervisor.check``)
-    2   also: bad command-line usage (argparse)
+    1-3 ``check`` only, as a monitoring plugin (see ``supervisor.check``); for ``check``,
+        a usage error and an invalid configuration are 3 (UNKNOWN) too
+    2   bad command-line usage (argparse), except for ``check``
     69  a needed optional part is not installed (the simulator extra)
     71  ``run``: the health and metrics listener could not bind its address
     78  invalid configuration (one line per problem on stderr; EX_CONFIG), including a
-        state file that cannot be used
+        state file that cannot be used; not for ``check``
     130 a second Ctrl-C forced ``run`` to exit at once
 
 Modules are imported inside the mode that needs them, so that ``check`` starts fast.
@@ -18,37 +19,135 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from supervisor import __version__
 
 if TYPE_CHECKING:
     from supervisor.settings import Settings
 
+EX_USAGE = 2  # argparse's
 EX_UNAVAILABLE = 69
 EX_OSERR = 71
 EX_CONFIG = 78
 PROG = "wasend-supervisor"
+# ``check`` on a terminal or with --quiet: the log level when none is set anywhere.
+CHECK_QUIET_LOG_LEVEL = "warning"
+
+EXITS = """exit statuses:
+  0    success (run: stopped cleanly; check: every session healthy)
+  1-3  check: WARNING, CRITICAL, UNKNOWN (see check --help)
+  2    a command-line usage error (check: 3)
+  69   simulate, demo: the 'simulator' extra is not installed
+  71   run: the http_listen address could not be bound
+  78   invalid configuration, or a state file that cannot be used (check: 3)
+  130  run: a second Ctrl-C forced an immediate exit"""
+
+CHECK_EXITS = """exit statuses (a monitoring plugin's; the first line of the report says which):
+  0  OK: every session is healthy
+  1  WARNING: something was restarted, is recovering or waiting for its next attempt,
+     has an unknown status, or (--dry-run) would be restarted
+  2  CRITICAL: a restart failed, or a session was given up on, is gone or needs a person
+  3  UNKNOWN: the API could not be asked, the state file could not be used, or the
+     command line or the configuration is invalid
+
+The report goes to stdout, the log events to stderr. On a terminal and with --quiet,
+only warnings and worse are logged unless a log level is set (flag, environment or
+config file)."""
+
+RUN_EXITS = """exit statuses:
+  0    stopped cleanly (SIGTERM, SIGINT)
+  2    a command-line usage error
+  71   the http_listen address could not be bound (systemd may retry)
+  78   invalid configuration, or a state file that cannot be used (EX_CONFIG: systemd's
+       RestartPreventExitStatus)
+  130  a second Ctrl-C forced an immediate exit"""
+
+CONFIG_EXITS = """exit statuses:
+  0   the configuration is valid (printed)
+  2   a command-line usage error
+  78  invalid configuration: one line per problem on stderr (EX_CONFIG)"""
+
+
+class UsageError(Exception):
+    """A command line argparse refused; ``parser`` is the (sub)parser that refused it."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is raised for ``main`` to answer, so that
+    ``check`` can answer it as a monitoring plugin (3, UNKNOWN) and the others with 2."""
+
+    modes: Mapping[str, argparse.ArgumentParser]  # the top-level parser's subparsers
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+class _SettingsHelp(argparse.RawDescriptionHelpFormatter):
+    """Help for the settings flags: each with its meaning, default and environment
+    variable, read from the settings model (imported only when help is printed)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.dest not in _OVERRIDES:
+            return action.help
+        from supervisor.settings import Settings, default_state_path, env_var_names
+
+        field = Settings.model_fields[action.dest]
+        default: Any = field.default
+        if action.dest == "state_path":
+            default = default_state_path(os.environ)[0]
+        shown = ", ".join(default) if isinstance(default, tuple) else str(default)
+        env = " or ".join(env_var_names(action.dest))
+        text = field.description if action.help == _FROM_SETTINGS else action.help
+        return f"{text} (default: {shown or 'none'}; env {env})".replace("%", "%%")
+
+
+def _wait_seconds(text: str) -> float:
+    """``--wait``: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more "
+                                         f"(got {text!r})")
+    return value
+
+
+# The help of a settings flag that has none of its own: the setting's description.
+_FROM_SETTINGS = "(the setting's description)"
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (override the environment and the config file)")
     group.add_argument("--config", type=Path, metavar="PATH",
                        help="TOML configuration file (env: WASEND_SUPERVISOR_CONFIG)")
-    group.add_argument("--base-url", dest="base_url", metavar="URL")
+    group.add_argument("--base-url", dest="base_url", metavar="URL", help=_FROM_SETTINGS)
     group.add_argument("--session", "--sessions", dest="sessions", action="append", metavar="ID",
-                       help="supervise this session id (repeatable; default: every session)")
-    group.add_argument("--poll-interval", dest="poll_interval", type=float, metavar="SECONDS")
+                       help="supervise this session id, repeatable; none: every session")
+    group.add_argument("--poll-interval", dest="poll_interval", type=float, metavar="SECONDS",
+                       help=_FROM_SETTINGS)
     group.add_argument("--request-timeout", dest="request_timeout", type=float,
-                       metavar="SECONDS")
-    group.add_argument("--rate-limit", dest="rate_limit", type=float, metavar="PER_SECOND")
-    group.add_argument("--log-format", dest="log_format", choices=("auto", "json", "console"))
+                       metavar="SECONDS", help=_FROM_SETTINGS)
+    group.add_argument("--rate-limit", dest="rate_limit", type=float, metavar="PER_SECOND",
+                       help=_FROM_SETTINGS)
+    group.add_argument("--log-format", dest="log_format", choices=("auto", "json", "console"),
+                       help=_FROM_SETTINGS)
     group.add_argument("--log-level", dest="log_level",
-                       choices=("debug", "info", "warning", "error", "critical"))
+                       choices=("debug", "info", "warning", "error", "critical"),
+                       help=_FROM_SETTINGS)
     group.add_argument("--state-path", dest="state_path", metavar="PATH",
-                       help="the state file, or :memory: (env: WASEND_SUPERVISOR_STATE_PATH)")
+                       help="the state file, or :memory:")
 
 
 def _state_flags(parser: argparse.ArgumentParser) -> None:
@@ -63,26 +162,38 @@ _OVERRIDES = ("base_url", "sessions", "poll_interval", "request_timeout", "rate_
               "log_format", "log_level", "http_listen", "state_path")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog=PROG,
         description="Keeps WASend WhatsApp sessions alive: restarts stopped or failed ones.",
+        epilog=EXITS + "\n\nNO_COLOR (set to anything) turns the console log's colours off.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    parser.modes = sub.choices
 
-    run = sub.add_parser("run", help="the daemon: poll and restart until stopped")
+    run = sub.add_parser("run", help="the daemon: poll and restart until stopped",
+                         epilog=RUN_EXITS, formatter_class=_SettingsHelp)
     _settings_flags(run)
     run.add_argument("--http-listen", dest="http_listen", metavar="HOST:PORT",
-                     help="serve /livez, /readyz and /metrics here (conventional port 9187)")
+                     help="serve /livez, /readyz and /metrics here (conventionally port 9187)")
 
-    check = sub.add_parser("check", help="one pass, a report and a monitoring exit status")
+    check = sub.add_parser("check", help="one pass, a report and a monitoring exit status",
+                           epilog=CHECK_EXITS, formatter_class=_SettingsHelp)
     _settings_flags(check)
-    check.add_argument("--dry-run", action="store_true", help="restart nothing; say what would be")
-    check.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                       help="wait up to this long for restarted sessions to come back")
+    check.add_argument("--dry-run", action="store_true",
+                       help="restart nothing; say what would be (from the API's answer)")
+    check.add_argument("--wait", type=_wait_seconds, default=0.0, metavar="SECONDS",
+                       help="wait up to this long for restarted sessions to come back "
+                            "(default: 0)")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument("--quiet", action="store_true",
+                       help="print nothing when every session is OK, and only the sessions "
+                            "that are not otherwise (for cron)")
 
-    config = sub.add_parser("config", help="validate and print the effective configuration")
+    config = sub.add_parser("config", help="validate and print the effective configuration",
+                            epilog=CONFIG_EXITS, formatter_class=_SettingsHelp)
     _settings_flags(config)
 
     status = sub.add_parser(
@@ -120,17 +231,29 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) is not None}
 
 
-def load(args: argparse.Namespace, *, require_api_key: bool) -> Settings | int:
-    """Settings from every source, or EX_CONFIG after one line per problem on stderr."""
+def _settings(args: argparse.Namespace, *, require_api_key: bool) -> Settings | list[str]:
+    """Settings from every source, or the problems found (one line each)."""
     from supervisor.settings import ConfigError, load_settings
 
     try:
         return load_settings(cli=_overrides(args), config_path=args.config,
                              require_api_key=require_api_key)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{PROG}: configuration error: {problem}", file=sys.stderr)
+        return exc.problems
+
+
+def _config_problems(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"{PROG}: configuration error: {problem}", file=sys.stderr)
+
+
+def load(args: argparse.Namespace, *, require_api_key: bool) -> Settings | int:
+    """Settings from every source, or EX_CONFIG after one line per problem on stderr."""
+    settings = _settings(args, require_api_key=require_api_key)
+    if isinstance(settings, list):
+        _config_problems(settings)
         return EX_CONFIG
+    return settings
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -156,10 +279,14 @@ def _configure_logs(settings: Settings) -> None:
     logs.configure(settings.log_format, settings.log_level, sys.stdout)
 
 
-def _state_error(settings: Settings, exc: Exception) -> int:
-    """A state file that cannot be used: one line naming it and where it was set."""
+def _state_problem(settings: Settings, exc: Exception) -> str:
+    """A state file that cannot be used, in one line naming it and where it was set."""
     where = settings.source_of("state_path", long=True)
-    print(f"{PROG}: state error: state_path: {exc} ({where})", file=sys.stderr)
+    return f"state error: state_path: {exc} ({where})"
+
+
+def _state_error(settings: Settings, exc: Exception) -> int:
+    print(f"{PROG}: {_state_problem(settings, exc)}", file=sys.stderr)
     return EX_CONFIG
 
 
@@ -189,14 +316,34 @@ async def _run_async(settings: Settings, reload: Callable[[], Settings]) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    settings = load(args, require_api_key=True)
-    if isinstance(settings, int):
-        return settings
+    settings = _settings(args, require_api_key=True)
+    if isinstance(settings, list):
+        _config_problems(settings)
+        more = f" (and {len(settings) - 1} more)" if len(settings) > 1 else ""
+        return _check_unknown(f"configuration error: {settings[0]}{more}", as_json=args.json)
     from supervisor import logs
 
     # stdout carries the report; the events go to stderr.
-    logs.configure(settings.log_format, settings.log_level, sys.stderr)
+    level = check_log_level(settings, quiet=args.quiet, tty=sys.stderr.isatty())
+    logs.configure(settings.log_format, level, sys.stderr)
     return asyncio.run(_check_async(settings, args))
+
+
+def check_log_level(settings: Settings, *, quiet: bool, tty: bool) -> str:
+    """``check``'s log level: the one set (by flag, environment or config file), else
+    warning when a person reads the report (a terminal) or cron mails it (``--quiet``),
+    else the default (info: a timer's journal keeps every restart)."""
+    if settings.source_of("log_level") == "default" and (quiet or tty):
+        return CHECK_QUIET_LOG_LEVEL
+    return settings.log_level
+
+
+def _check_unknown(problem: str, *, as_json: bool) -> int:
+    """``check`` could not start: UNKNOWN, as a monitoring plugin says it, on stdout."""
+    from supervisor.check import UNKNOWN, Report
+
+    Report(UNKNOWN, error=problem).write(sys.stdout, as_json=as_json)
+    return UNKNOWN
 
 
 async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
@@ -207,14 +354,16 @@ async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
     try:
         runtime = build(settings)
     except StateError as exc:
-        return _state_error(settings, exc)
+        problem = _state_problem(settings, exc)
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return _check_unknown(problem, as_json=args.json)
     runtime.supervisor.poll_interval = None  # no poll backoff: --wait polls every second
     _started()
     try:
         report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait)
     finally:
         await runtime.aclose()
-    report.write(sys.stdout, as_json=args.json)
+    report.write(sys.stdout, as_json=args.json, quiet=args.quiet)
     return report.exit_status
 
 
@@ -335,8 +484,27 @@ MODES = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return _usage_error(parser, exc, argv)
     return MODES[args.mode](args)
+
+
+def _usage_error(parser: _Parser, exc: UsageError, argv: list[str]) -> int:
+    """argparse's usage line and message on stderr (the mode's usage, also for arguments
+    it did not know); for ``check``, also its UNKNOWN verdict (or JSON object, if
+    ``--json`` is among the arguments) on stdout, and 3."""
+    mode = next((arg for arg in argv if not arg.startswith("-")), None)
+    refused = parser.modes.get(mode or "", exc.parser)
+    refused.print_usage(sys.stderr)
+    print(f"{refused.prog}: error: {exc.message}", file=sys.stderr)
+    if mode != "check":
+        return EX_USAGE
+    as_json = any(len(arg) > 2 and "--json".startswith(arg) for arg in argv)
+    return _check_unknown(f"usage error: {exc.message}", as_json=as_json)
 
 
 def _started() -> None:

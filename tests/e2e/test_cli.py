@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from supervisor import __version__
 from supervisor.models import Record
 from supervisor.simulator import SimulatorServer
 from supervisor.sqlite_store import SqliteStore
@@ -66,7 +67,7 @@ def test_check_exits_3_on_a_refused_key(simulator: SimFactory) -> None:
     server = simulator({"session_count": 1})
     done = cli("check", env={**env_for(server), "WASEND_API_KEY": "sk-wrong-key"})
     assert done.returncode == 3
-    assert "auth_failed" in done.stdout
+    assert done.stdout.startswith("UNKNOWN: API key refused: list: HTTP 401")
 
 
 def test_check_dry_run_restarts_nothing(simulator: SimFactory) -> None:
@@ -129,9 +130,57 @@ def test_invalid_settings_exit_78_with_one_line_per_problem() -> None:
 
 
 def test_missing_key_is_a_configuration_error() -> None:
-    done = cli("check")
+    done = cli("run")
     assert done.returncode == 78
     assert "api_key" in done.stderr and "Traceback" not in done.stderr
+    done = cli("check")
+    assert done.returncode == 3  # check is a monitoring plugin: UNKNOWN
+    assert done.stdout.startswith("UNKNOWN: configuration error: api_key: no API key found")
+    assert "api_key" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("args", "status", "first_line"), [
+    (("check", "--bogus"), 3, "UNKNOWN: usage error: unrecognized arguments: --bogus"),
+    (("check", "--wait", "-1"), 3, "UNKNOWN: usage error: argument --wait: "),
+    (("check", "--poll-interval", "-5"), 3, "UNKNOWN: configuration error: poll_interval: "),
+    (("run", "--bogus"), 2, ""),
+    (("run", "--poll-interval", "-5"), 78, ""),
+    (("config", "--poll-interval", "-5"), 78, ""),
+])
+def test_usage_and_configuration_errors_exit_as_each_mode_promises(
+    args: tuple[str, ...], status: int, first_line: str
+) -> None:
+    done = cli(*args, env={"WASEND_API_KEY": API_KEY})
+    assert done.returncode == status, done.stderr
+    assert done.stdout.startswith(first_line) and len(done.stdout.splitlines()) <= 1
+    assert done.stderr and "Traceback" not in done.stderr
+
+
+def test_check_quiet_says_nothing_when_all_is_well(simulator: SimFactory) -> None:
+    server = simulator({"sessions": [{"id": "a"}, {"id": "b"}], "session_count": 0})
+    done = cli("check", "--quiet", env=env_for(server))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    asked = cli("check", "--quiet", "--log-level", "info", env=env_for(server))
+    assert asked.stdout == ""
+    assert "poll.completed" in [json.loads(line)["event"] for line in asked.stderr.splitlines()]
+
+
+def test_check_quiet_shows_only_the_sessions_in_trouble(simulator: SimFactory) -> None:
+    server = simulator({"sessions": [{"id": "a"}, {"id": "q", "status": "SCAN_QR_CODE"}],
+                        "session_count": 0})
+    done = cli("check", "--quiet", env=env_for(server))
+    assert done.returncode == 2
+    verdict, header, *rows = done.stdout.splitlines()
+    assert verdict.startswith("CRITICAL: 1 of 2 sessions needs a person (Session q) | ")
+    assert header.split()[0] == "SESSION" and [row.split()[0] for row in rows] == ["q"]
+    # only warnings and worse on stderr: the error event, not poll.completed
+    assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == [
+        "session.needs_person"]
+
+
+def test_version() -> None:
+    done = cli("--version")
+    assert (done.returncode, done.stdout) == (0, f"wasend-supervisor {__version__}\n")
 
 
 def test_config_prints_the_effective_configuration_with_the_key_masked() -> None:

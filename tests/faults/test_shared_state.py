@@ -147,18 +147,20 @@ async def test_a_corrupt_state_file_is_moved_aside_and_supervision_goes_on(
 def test_run_and_check_refuse_an_unusable_state_path_in_one_line(tmp_path: Path) -> None:
     """Expectation: a state_path whose directory cannot be created stops ``run`` and
     ``check`` before any request, with one line naming the setting, the problem and
-    where it was set, and exit status 78."""
+    where it was set, and exit status 78 (``check``: 3, UNKNOWN, with the same line as
+    its verdict)."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     env = {"WASEND_API_KEY": API_KEY, "WASEND_BASE_URL": "http://127.0.0.1:9",
            "WASEND_SUPERVISOR_STATE_PATH": str(blocker / "state.db")}
-    for mode in ("run", "check"):
+    problem = (f"state error: state_path: {blocker} exists and is not a directory (from"
+               " environment variable WASEND_SUPERVISOR_STATE_PATH)")
+    for mode, status in (("run", 78), ("check", 3)):
         done = cli(mode, env=env)
-        assert done.returncode == 78, done.stderr
+        assert done.returncode == status, done.stderr
         lines = done.stderr.strip().splitlines()
-        assert lines == [
-            f"wasend-supervisor: state error: state_path: {blocker} exists and is not a"
-            " directory (from environment variable WASEND_SUPERVISOR_STATE_PATH)"]
+        assert lines == [f"wasend-supervisor: {problem}"]
+    assert done.stdout == f"UNKNOWN: {problem}\n"
 
 
 def test_status_and_history_need_no_key_and_make_no_request(
