@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,13 @@ def test_check_log_level(env: dict[str, str], quiet: bool, tty: bool, level: str
     assert cli.check_log_level(settings, quiet=quiet, tty=tty) == level
     flagged = load_settings(cli={"log_level": "info"}, env={}, require_api_key=False)
     assert cli.check_log_level(flagged, quiet=quiet, tty=tty) == "info"
+
+
+def test_the_configuration_docs_name_only_flags_that_exist() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    named = set(re.findall(r"command line (--[a-z][a-z-]*)", doc)) - {"--flag"}  # a placeholder
+    assert named  # the examples do show flags
+    parser = cli.build_parser()
+    known = {flag for mode in ("run", "check", "config")
+             for flag in parser.modes[mode]._option_string_actions}
+    assert named <= known, named - known
