@@ -1,14 +1,21 @@
 """``check``: one pass for cron, timers and monitoring systems.
 
-Polls once, restarts what needs it (``--dry-run``: says what it would do), waits up to
-``--wait`` seconds for restarted sessions to come back, then reports a table (or JSON)
-and exits like a monitoring plugin:
+Polls once, restarts what needs it (``--dry-run``: decides the same on the API's answer,
+and sends and records nothing), waits up to ``--wait`` seconds for restarted sessions to
+come back, then reports and exits like a monitoring plugin (Nagios, Icinga and kin):
 
-    0  every session is healthy
-    1  something was restarted, or is recovering (or, in a dry run, would be restarted)
-    2  a session failed, was given up on, is gone or needs a person
-    3  the API could not be asked (unreachable, key refused, unreadable answer), or the
-       state file could not be used
+    0  OK        every session is healthy
+    1  WARNING   something was restarted, or is recovering (or, in a dry run, would be
+                 restarted), or has an unknown status
+    2  CRITICAL  a session failed, was given up on, is gone or needs a person
+    3  UNKNOWN   the API could not be asked (unreachable, key refused, unreadable answer),
+                 or the state file could not be used (the CLI: also a usage or
+                 configuration error)
+
+The report's first line is the verdict: the status word, what is wrong, worst first,
+with how many of how many sessions and their names, then performance data after `` | ``
+(``CRITICAL: 1 of 100 sessions needs a person (marketing) | sessions=100 healthy=99 ...``);
+then the table. Text from the API is shown with its control characters escaped.
 """
 
 from __future__ import annotations
