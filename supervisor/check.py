@@ -123,7 +123,7 @@ class Report(msgspec.Struct):
         worst first, with the sessions' names), and performance data after `` | ``."""
         label = LABELS[self.exit_status]
         if self.error is not None:
-            return printable(f"{label}: {self.error}")
+            return f"{label}: {_in_verdict(self.error)}"
         total = len(self.rows)
         noun = "session" if total == 1 else "sessions"
         groups: dict[str, list[Row]] = {}
@@ -178,10 +178,16 @@ class Report(msgspec.Struct):
         out.write(text + "\n")
 
 
+def _in_verdict(text: str) -> str:
+    """Text from outside, fit for the verdict: controls escaped, and ``|`` too, which
+    would start the performance data early."""
+    return printable(text).replace("|", "\\x7c")
+
+
 def _names(rows: list[Row]) -> str:
     names = []
     for row in rows[:VERDICT_NAMES]:
-        name = printable(row.name or row.id)
+        name = _in_verdict(row.name or row.id)
         names.append(name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…")
     if len(rows) > VERDICT_NAMES:
         names.append(f"+{len(rows) - VERDICT_NAMES} more")

@@ -209,3 +209,12 @@ async def test_quiet_prints_the_verdict_and_only_the_sessions_in_trouble() -> No
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("CRITICAL: 1 of 2 sessions needs a person (name-q) | ")
     assert [line.split()[0] for line in lines[1:]] == ["SESSION", "q"]
+
+
+async def test_a_bar_in_a_name_or_an_error_cannot_start_the_performance_data_early() -> None:
+    api = FakeApi({"q": "SCAN_QR_CODE"})
+    api.names = {"q": "a | sessions=0"}
+    verdict = (await run_check(make(api))).verdict()
+    assert verdict.count("|") == 1 and "(a \\x7c sessions=0) | sessions=1 " in verdict
+    api.fail("list", ApiUnreachable("list: <html>a|b</html>", call="list"))
+    assert (await run_check(make(api))).verdict().count("|") == 0
