@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -176,6 +177,42 @@ def test_check_quiet_shows_only_the_sessions_in_trouble(simulator: SimFactory) -
     # only warnings and worse on stderr: the error event, not poll.completed
     assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == [
         "session.needs_person"]
+
+
+def _check_on_a_terminal(server: SimulatorServer, *args: str, **env: str) -> tuple[int, str]:
+    """``check`` with its stderr on a pseudo-terminal: its status and what the terminal got."""
+    master, slave = pty.openpty()
+    try:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "supervisor", "check", *args], cwd=ROOT, timeout=30,
+                env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
+                     "WASEND_BASE_URL": server.base_url, "WASEND_API_KEY": server.api_key,
+                     "WASEND_SUPERVISOR_STATE_PATH": ":memory:", **env},
+                stdout=subprocess.DEVNULL, stderr=slave, check=False)
+        finally:
+            os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    return done.returncode, b"".join(chunks).decode()
+
+
+def test_check_on_a_terminal_logs_warnings_only_unless_asked(simulator: SimFactory) -> None:
+    server = simulator({"session_count": 2})
+    assert _check_on_a_terminal(server) == (0, "")
+    status, shown = _check_on_a_terminal(server, "--log-level", "info")
+    assert status == 0 and "poll.completed" in shown and "\x1b[" in shown  # colours
+    status, shown = _check_on_a_terminal(server, "--log-level", "info", NO_COLOR="1")
+    assert status == 0 and "poll.completed" in shown and "\x1b" not in shown
 
 
 def test_version() -> None:
