@@ -79,6 +79,7 @@ _PERFDATA: dict[str, tuple[str, ...]] = {
     "needs_person": ("needs_person",),
     "gave_up": ("gave_up",),
     "gone": ("gone",),
+    "restarted": (),  # counted from the actions
     "failed": ("failed",),
     "unknown": ("unknown_status", "unknown"),
     "would_restart": ("would_restart",),

@@ -131,7 +131,7 @@ async def test_table_is_the_verdict_then_one_row_per_session() -> None:
     lines = report.to_table().splitlines()
     assert lines[0] == (
         "OK: all 2 sessions healthy | sessions=2 healthy=2 recovering=0 needs_person=0"
-        " gave_up=0 gone=0 failed=0 unknown=0 would_restart=0 restarted=0")
+        " gave_up=0 gone=0 restarted=0 failed=0 unknown=0 would_restart=0")
     assert lines[1].split() == ["SESSION", "NAME", "STATUS", "CLASS", "ACTION", "OUTCOME"]
     assert lines[2].split() == ["a", "name-a", "WORKING", "healthy", "none", "ok"]
     assert len(lines) == 4
@@ -146,8 +146,8 @@ async def test_verdict_names_what_is_wrong_and_how_many_of_how_many() -> None:
     verdict = report.to_table().splitlines()[0]
     assert verdict == (
         "CRITICAL: 1 of 100 sessions needs a person (marketing); 1 is recovering (name-b)"
-        " | sessions=100 healthy=98 recovering=1 needs_person=1 gave_up=0 gone=0 failed=0"
-        " unknown=0 would_restart=0 restarted=1")
+        " | sessions=100 healthy=98 recovering=1 needs_person=1 gave_up=0 gone=0 restarted=1"
+        " failed=0 unknown=0 would_restart=0")
 
 
 async def test_verdict_lists_the_worst_first_and_at_most_three_names() -> None:
@@ -160,7 +160,7 @@ async def test_verdict_lists_the_worst_first_and_at_most_three_names() -> None:
         "CRITICAL: 4 of 8 sessions failed to restart (name-b, name-c, name-d, +1 more);"
         " 1 is gone (ghost); 1 needs a person (name-g); 1 has an unknown status (name-u)")
     assert perfdata == ("sessions=8 healthy=1 recovering=0 needs_person=1 gave_up=0 gone=1"
-                        " failed=4 unknown=1 would_restart=0 restarted=4")
+                        " restarted=4 failed=4 unknown=1 would_restart=0")
 
 
 async def test_verdict_of_a_warning_and_of_a_restart_that_took() -> None:
