@@ -189,7 +189,7 @@ def _names(rows: list[Row]) -> str:
     names = []
     for row in rows[:VERDICT_NAMES]:
         name = _in_verdict(row.name or row.id)
-        names.append(name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…")
+        names.append(name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 3] + "...")
     if len(rows) > VERDICT_NAMES:
         names.append(f"+{len(rows) - VERDICT_NAMES} more")
     return ", ".join(names)

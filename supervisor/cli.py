@@ -186,7 +186,7 @@ def build_parser() -> _Parser:
                        help="restart nothing; say what would be (from the API's answer)")
     check.add_argument("--wait", type=_wait_seconds, default=0.0, metavar="SECONDS",
                        help="wait up to this long for restarted sessions to come back "
-                            "(default: 0)")
+                            "(default: %(default)g)")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.add_argument("--quiet", action="store_true",
                        help="print nothing when every session is OK, and only the sessions "
