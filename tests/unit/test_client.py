@@ -512,7 +512,7 @@ def test_map_transport_error_is_usable_on_its_own() -> None:
     request = httpx.Request("GET", f"{BASE}/sessions", headers={"Authorization": f"Bearer {KEY}"})
     error = map_transport_error("list", httpx.ConnectError("refused", request=request))
     assert isinstance(error, ApiUnreachable)
-    assert str(error) == "list: API unreachable (ConnectError: refused)"
+    assert str(error) == f"list: API unreachable at {BASE}/sessions (ConnectError: refused)"
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 299])
