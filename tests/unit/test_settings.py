@@ -792,7 +792,7 @@ def test_missing_api_key_file(tmp_path: Path) -> None:
 
 def test_api_key_file_that_is_a_directory(tmp_path: Path) -> None:
     assert problems(env={"WASEND_SUPERVISOR_API_KEY_FILE": str(tmp_path)}) == [
-        f"api_key_file: cannot read {tmp_path}: Is a directory "
+        f"api_key_file: cannot read {tmp_path}: not a regular file (a directory) "
         "(from environment variable WASEND_SUPERVISOR_API_KEY_FILE)"
     ]
 
@@ -815,12 +815,13 @@ def test_unreadable_api_key_file_from_read_without_root(
     path.write_text(KEY)
     source = ApiKeySource("file", str(path))
 
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(name: object, flags: int, mode: int = 0o777) -> int:
+        raise PermissionError(13, "Permission denied", str(name))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
-    with pytest.raises(ConfigError) as info:
-        source.read()
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "open", denied)
+        with pytest.raises(ConfigError) as info:
+            source.read()
     assert info.value.problems == [f"api_key_file: cannot read {path}: Permission denied"]
 
 
