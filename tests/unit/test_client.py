@@ -950,6 +950,14 @@ async def test_a_transport_error_names_the_url_tried_without_credentials(
     assert_secret_free(caught.value)
 
 
+def test_the_calls_own_deadline_is_a_timeout_naming_the_url_and_the_setting() -> None:
+    error = map_transport_error("restart", TimeoutError(), url=f"{BASE}/sessions/s1/restart",
+                                timeout=2.0)
+    assert isinstance(error, ApiTimeout) and error.kind == "timeout"
+    assert str(error) == (f"restart: timed out at {BASE}/sessions/s1/restart: "
+                          "no complete answer within request_timeout (2s)")
+
+
 def test_safe_url_drops_user_query_and_fragment_and_redacts_secrets() -> None:
     url = f"https://u:p@api.wasend.test:8443/x/{KEY}/sessions?token=abc#frag"
     assert safe_url(url, [KEY]) == "https://api.wasend.test:8443/x/[REDACTED]/sessions"
