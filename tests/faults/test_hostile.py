@@ -85,13 +85,19 @@ async def test_a_dripping_server_is_cut_off_at_request_timeout(
 async def test_a_reloaded_request_timeout_is_the_next_calls_deadline(
     raw_server: Servers,
 ) -> None:
+    """Expectation: ``configure`` (a reload) sets the next call's deadline; a call cut
+    off by its deadline leaves the client usable for the next one."""
     server = raw_server(drip_body(0.1))
+    good = raw_server(answer(LISTING))
     async with client(server.base_url, timeout=30.0) as api:
         api.configure(base_url=server.base_url, timeout=0.5)
         started = time.monotonic()
         with pytest.raises(ApiTimeout, match=r"request_timeout \(0.5s\)"):
             await asyncio.wait_for(api.list_sessions(), 5)
-    assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.0
+        api.configure(base_url=good.base_url, timeout=0.5)
+        listing = await asyncio.wait_for(api.list_sessions(), 5)
+    assert [s.session_id for s in listing.sessions] == ["a"]
 
 
 async def test_waiting_at_the_rate_gate_is_not_part_of_a_calls_deadline(
