@@ -15,7 +15,6 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from supervisor import settings as settings_module
 from supervisor.settings import KEY_FILE_MAX_BYTES, ApiKeySource, ConfigError, load_settings
 from supervisor.wiring import build, read_key
 
@@ -96,7 +95,7 @@ def test_a_fifo_swapped_in_after_the_check_still_cannot_block(
     real_stat = os.stat
     source = ApiKeySource("file", str(fifo))
     with monkeypatch.context() as patched:
-        patched.setattr(settings_module.os, "stat",
+        patched.setattr(os, "stat",
                         lambda path, *a, **k: real_stat(regular if path == fifo else path))
         with pytest.raises(ConfigError) as caught:
             within(1.0, fifo, source.read)
