@@ -792,10 +792,19 @@ class _Inflater:
     def _feed(self, data: bytes, body: bytearray, limit: int) -> bool:
         if self._deflate and not self._started and data:
             self._started = True
-            # "deflate" is meant to be zlib-wrapped (RFC 1950: a header that is a multiple
-            # of 31, method 8), but raw deflate is common; httpx reads both too.
-            if not (len(data) > 1 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0):
-                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+            # "deflate" is meant to be zlib-wrapped (RFC 9110), but raw deflate is common:
+            # a first chunk the zlib wrapper refuses at once is read as raw deflate, as
+            # httpx does.
+            start = len(body)
+            try:
+                return self._inflate(data, body, limit)
+            except zlib.error:
+                if len(body) != start:
+                    raise
+            self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._inflate(data, body, limit)
+
+    def _inflate(self, data: bytes, body: bytearray, limit: int) -> bool:
         pending = data
         while True:
             room = limit - len(body)
