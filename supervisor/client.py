@@ -542,15 +542,22 @@ class WasendClient:
         self._max_body_bytes = max_body_bytes
         self._observer = observer
         self._timeout = timeout
+        self._transport = transport
+        self._http = self._new_http(url, timeout)
+        self._retired: list[httpx.AsyncClient] = []  # replaced on a reload, closed at the end
+
+    def _new_http(self, url: httpx.URL, timeout: float) -> httpx.AsyncClient:
+        """The httpx client for a base URL: its TLS context and proxies depend on the
+        scheme (see ``_tls_context`` and ``_proxy_mounts``)."""
         verify = _tls_context(url)
-        self._http = httpx.AsyncClient(
+        return httpx.AsyncClient(
             base_url=url,
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
-            transport=transport,
+            transport=self._transport,
             verify=verify,
             trust_env=False,  # no HTTP_PROXY, no SSL_CERT_FILE behind our back: see above
-            mounts=None if transport is not None else _proxy_mounts(url, verify),
+            mounts=None if self._transport is not None else _proxy_mounts(url, verify),
             headers={
                 "Accept": "application/json",
                 "Accept-Encoding": ACCEPT_ENCODING,
@@ -562,12 +569,18 @@ class WasendClient:
         return f"<WasendClient {self._http.base_url}>"
 
     def configure(self, *, base_url: str, timeout: float) -> None:
-        """Use another base URL and request timeout from the next request on (a reload)."""
+        """Use another base URL and request timeout from the next request on (a reload).
+        A base URL of the other scheme gets an httpx client of its own (TLS and proxies
+        differ); the old one is closed with this client."""
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("base_url must be an absolute http(s) URL")
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError("timeout must be a positive number of seconds")
+        if url.scheme != self._http.base_url.scheme:
+            if self._transport is None:  # an injected transport is shared: closed once
+                self._retired.append(self._http)
+            self._http = self._new_http(url, timeout)
         self._http.base_url = url
         self._http.timeout = httpx.Timeout(timeout)
         self._timeout = timeout
@@ -577,6 +590,9 @@ class WasendClient:
         self._api_key = _check_key(api_key)
 
     async def aclose(self) -> None:
+        for retired in self._retired:
+            await retired.aclose()
+        self._retired.clear()
         await self._http.aclose()
 
     async def __aenter__(self) -> Self:

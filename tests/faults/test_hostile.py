@@ -216,3 +216,23 @@ async def test_no_proxy_sends_an_https_base_url_directly(
             await api.list_sessions()
     assert proxy.heads == []
     assert "https://127.0.0.1:9/sessions" in str(caught.value)
+
+
+async def test_a_reload_from_http_to_https_gets_tls_and_the_https_proxy(
+    raw_server: Servers, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    """Expectation: a base URL reloaded from loopback http:// to https:// is asked with
+    a real certificate store and through ``HTTPS_PROXY``, as if the client began so."""
+    proxy = raw_server(hang_up)
+    api_server = raw_server(answer(LISTING))
+    no_proxy_env.setenv("HTTPS_PROXY", proxy.base_url)
+    async with client(api_server.base_url, timeout=3.0) as api:
+        await api.list_sessions()
+        api.configure(base_url="https://api.wasend.test", timeout=3.0)
+        with pytest.raises(ApiUnreachable):
+            await api.list_sessions()
+        api.configure(base_url=api_server.base_url, timeout=3.0)
+        await api.list_sessions()
+    [head] = proxy.heads
+    assert head.startswith(b"CONNECT api.wasend.test:443 ")
+    assert len(api_server.heads) == 2
