@@ -6,13 +6,19 @@ state. Every request:
 * first awaits the rate gate (``RateGate.acquire``), then tells it how the call went
   (``rate_limited`` on a 429 with the parsed ``Retry-After``, ``succeeded`` on any other
   answer; a transport failure is no answer and tells it nothing);
-* carries ``Authorization: Bearer <key>``, ``Accept: application/json`` and
-  ``User-Agent: wasend-supervisor/<version>``; redirects are never followed, so the key
-  never leaves for another host;
-* reads at most ``max_body_bytes`` of the body, streaming, and stops past that.
+* carries ``Authorization: Bearer <key>``, ``Accept: application/json``,
+  ``Accept-Encoding: gzip, deflate`` and ``User-Agent: wasend-supervisor/<version>``;
+  redirects are never followed, so the key never leaves for another host;
+* has ``request_timeout`` seconds from the moment it leaves the gate to its last byte,
+  however slowly the answer drips in (``asyncio.timeout`` around the whole call);
+* reads at most ``max_body_bytes`` of the decoded body, streaming, decoding gzip and
+  deflate itself in bounded steps, and stops past that;
+* goes through a proxy only for an https:// base URL (``HTTPS_PROXY``, ``ALL_PROXY``,
+  ``NO_PROXY``); a plain http:// one is always asked directly (``_proxy_mounts``).
 
 Two functions translate the outside world into ``supervisor.errors``:
-``map_response`` (HTTP status codes) and ``map_transport_error`` (httpx exceptions).
+``map_response`` (HTTP status codes) and ``map_transport_error`` (httpx exceptions and
+the call's own deadline; the message names the URL tried, without credentials).
 Bodies that cannot be read become ``UnexpectedResponse`` with a short, single-line,
 redacted ``excerpt``. No message, excerpt, log event or traceback local of this module
 holds the API key.
@@ -31,12 +37,14 @@ What an answer means:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import json
 import math
 import re
 import ssl
+import zlib
 from collections.abc import AsyncGenerator, Callable, Iterable
 from datetime import UTC
 from types import TracebackType
@@ -76,6 +84,7 @@ __all__ = [
     "map_transport_error",
     "parse_retry_after",
     "redacted_excerpt",
+    "safe_url",
 ]
 
 log = structlog.get_logger("supervisor.client")
@@ -227,22 +236,47 @@ def map_response(
     )
 
 
-def map_transport_error(
-    call: str, exc: httpx.RequestError, *, secrets: Iterable[str] = ()
-) -> ApiError:
-    """The error an httpx failure (no usable answer) stands for.
+def safe_url(url: httpx.URL | str, secrets: Iterable[str] = ()) -> str:
+    """``scheme://host:port/path`` of a URL, for messages: no user name or password, no
+    query or fragment (either could hold a credential), secrets redacted."""
+    url = httpx.URL(url)
+    path = url.raw_path.decode("ascii").partition("?")[0]
+    text = f"{url.scheme}://{url.netloc.decode('ascii')}{path}"
+    return redacted_excerpt(text, secrets, limit=EXCERPT_LIMIT)
 
-    The message names the httpx exception and a redacted piece of its text; raise the
-    result ``from None`` or outside the ``except`` block, since ``exc`` holds the request.
+
+def map_transport_error(
+    call: str,
+    exc: httpx.RequestError | TimeoutError,
+    *,
+    secrets: Iterable[str] = (),
+    url: httpx.URL | str | None = None,
+    timeout: float | None = None,
+) -> ApiError:
+    """The error a failure with no usable answer stands for: an httpx exception, or the
+    ``TimeoutError`` of the call's overall deadline (``timeout`` seconds).
+
+    The message names the URL tried (``safe_url``: no credentials, no query), the httpx
+    exception and a redacted piece of its text; raise the result ``from None`` or outside
+    the ``except`` block, since ``exc`` holds the request.
     """
+    if url is None and isinstance(exc, httpx.RequestError):
+        with contextlib.suppress(RuntimeError):  # an exception made without its request
+            url = exc.request.url
+    where = "" if url is None else f" at {safe_url(url, secrets)}"
+    if isinstance(exc, TimeoutError):
+        within = "" if timeout is None else f" within request_timeout ({timeout:g}s)"
+        return ApiTimeout(f"{call}: timed out{where}: no complete answer{within}", call=call)
     what = type(exc).__name__
     said = redacted_excerpt(str(exc), secrets, limit=120)
     detail = f"{what}: {said}" if said else what
     if isinstance(exc, httpx.TimeoutException):
-        return ApiTimeout(f"{call}: timed out ({detail})", call=call)
+        return ApiTimeout(f"{call}: timed out{where} ({detail})", call=call)
     if isinstance(exc, httpx.DecodingError):  # the body's content-encoding was broken
-        return UnexpectedResponse(f"{call}: body could not be decoded ({detail})", call=call)
-    return ApiUnreachable(f"{call}: API unreachable ({detail})", call=call)
+        return UnexpectedResponse(
+            f"{call}: body could not be decoded{where} ({detail})", call=call
+        )
+    return ApiUnreachable(f"{call}: API unreachable{where} ({detail})", call=call)
 
 
 # --- Reading the API's shapes --------------------------------------------------------
@@ -420,8 +454,9 @@ def _parse_session(data: object, requested_id: str) -> SessionInfo:
 USER_AGENT: Final = f"wasend-supervisor/{__version__}"
 
 
-def _tls_context(url: httpx.URL) -> ssl.SSLContext | bool:
-    """What httpx is to verify TLS with: its default (certifi's store) for https://.
+def _tls_context(url: httpx.URL) -> ssl.SSLContext:
+    """What httpx is to verify TLS with: for https://, httpx's default store (certifi's),
+    or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set, as httpx would read them.
 
     A plain http:// base URL (settings allow it only for a loopback host) never uses TLS,
     as redirects are not followed; loading the certificate store for it would cost about
@@ -429,8 +464,39 @@ def _tls_context(url: httpx.URL) -> ssl.SSLContext | bool:
     trusted certificate instead, which still verifies, and so refuses, any TLS peer.
     """
     if url.scheme == "https":
-        return True
+        return httpx.create_ssl_context(trust_env=True)
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies hostnames and certificates
+
+
+def _proxy_mounts(
+    url: httpx.URL, verify: ssl.SSLContext
+) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """The proxies of the environment, for https:// URLs only.
+
+    ``HTTPS_PROXY`` (else ``ALL_PROXY``) carries https:// requests, minus the hosts in
+    ``NO_PROXY``, read as httpx reads them: through a proxy the request is tunnelled
+    (CONNECT), so the key stays inside TLS to the API. ``HTTP_PROXY`` is never used: a
+    plain http:// base URL (loopback only) is always asked directly, so the key is never
+    sent in clear text to a proxy. The client is built with ``trust_env=False``, which
+    keeps httpx from reading any other proxy variable.
+    """
+    if url.scheme != "https":
+        return {}
+    # httpx's own reading of *_PROXY and NO_PROXY (urllib's getproxies, NO_PROXY as curl).
+    from httpx._utils import get_environment_proxies  # noqa: PLC0415
+
+    found = get_environment_proxies()
+    proxy = found.get("https://") or found.get("all://")
+    if not proxy:
+        return {}
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {
+        "https://": httpx.AsyncHTTPTransport(proxy=proxy, verify=verify)
+    }
+    for pattern, target in found.items():
+        scheme, _, rest = pattern.partition("://")
+        if target is None and scheme in ("all", "https") and rest:  # a NO_PROXY host
+            mounts[f"https://{rest}"] = None
+    return mounts
 
 
 def _check_key(api_key: SecretStr) -> SecretStr:
@@ -475,33 +541,58 @@ class WasendClient:
         self._clock: Clock = clock or SystemClock()
         self._max_body_bytes = max_body_bytes
         self._observer = observer
-        self._http = httpx.AsyncClient(
+        self._timeout = timeout
+        self._transport = transport
+        self._http = self._new_http(url, timeout)
+        self._retired: list[httpx.AsyncClient] = []  # replaced on a reload, closed at the end
+
+    def _new_http(self, url: httpx.URL, timeout: float) -> httpx.AsyncClient:
+        """The httpx client for a base URL: its TLS context and proxies depend on the
+        scheme (see ``_tls_context`` and ``_proxy_mounts``)."""
+        verify = _tls_context(url)
+        return httpx.AsyncClient(
             base_url=url,
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
-            transport=transport,
-            verify=_tls_context(url),
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            transport=self._transport,
+            verify=verify,
+            trust_env=False,  # no HTTP_PROXY, no SSL_CERT_FILE behind our back: see above
+            mounts=None if self._transport is not None else _proxy_mounts(url, verify),
+            headers={
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+                "User-Agent": USER_AGENT,
+            },
         )
 
     def __repr__(self) -> str:
         return f"<WasendClient {self._http.base_url}>"
 
     def configure(self, *, base_url: str, timeout: float) -> None:
-        """Use another base URL and request timeout from the next request on (a reload)."""
+        """Use another base URL and request timeout from the next request on (a reload).
+        A base URL of the other scheme gets an httpx client of its own (TLS and proxies
+        differ); the old one is closed with this client."""
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("base_url must be an absolute http(s) URL")
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError("timeout must be a positive number of seconds")
+        if url.scheme != self._http.base_url.scheme:
+            if self._transport is None:  # an injected transport is shared: closed once
+                self._retired.append(self._http)
+            self._http = self._new_http(url, timeout)
         self._http.base_url = url
         self._http.timeout = httpx.Timeout(timeout)
+        self._timeout = timeout
 
     def set_api_key(self, api_key: SecretStr) -> None:
         """Use another API key from the next request on."""
         self._api_key = _check_key(api_key)
 
     async def aclose(self) -> None:
+        for retired in self._retired:
+            await retired.aclose()
+        self._retired.clear()
         await self._http.aclose()
 
     async def __aenter__(self) -> Self:
@@ -583,25 +674,33 @@ class WasendClient:
         return data
 
     async def _call(self, call: str, method: str, path: str) -> tuple[int, Body]:
-        """Send one request through the gate; the status and body of a 2xx, or raise."""
+        """Send one request through the gate; the status and body of a 2xx, or raise.
+
+        Waiting at the gate is not part of the call: a ``Retry-After`` may rightly hold it
+        longer. From there on the call has ``request_timeout`` seconds for its whole life
+        (connect, send, every read of a body however slowly it drips); httpx's own timeout
+        is only per read.
+        """
         if self._gate is not None:
             await self._gate.acquire()
         request = self._http.build_request(
             method, path, headers={"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
         )
+        timeout = self._timeout
         started = self._clock.monotonic()
         response: httpx.Response | None = None
         body: Body = b""
         too_big = False
-        failure: httpx.RequestError | None = None
+        failure: httpx.RequestError | TimeoutError | None = None
         try:
-            response = await self._http.send(request, stream=True)
-            limit = self._max_body_bytes if response.is_success else _ERROR_BODY_LIMIT
-            try:
-                body, too_big = await _read_capped(response, limit)
-            finally:
-                await response.aclose()
-        except httpx.RequestError as exc:
+            async with asyncio.timeout(timeout):
+                response = await self._http.send(request, stream=True)
+                limit = self._max_body_bytes if response.is_success else _ERROR_BODY_LIMIT
+                try:
+                    body, too_big = await _read_capped(response, limit)
+                finally:
+                    await response.aclose()
+        except (httpx.RequestError, TimeoutError) as exc:
             if response is None or response.is_success:
                 failure = exc
             # else: the status is the answer; a broken error body only loses the excerpt
@@ -612,7 +711,9 @@ class WasendClient:
         http_status = None if response is None else response.status_code
         error: ApiError | None
         if failure is not None:
-            error = map_transport_error(call, failure, secrets=self._secrets())
+            error = map_transport_error(
+                call, failure, secrets=self._secrets(), url=request.url, timeout=timeout
+            )
             error.http_status = http_status
         else:
             assert response is not None
@@ -623,6 +724,7 @@ class WasendClient:
                 error = self._unexpected(
                     call, response.status_code, f"body over {self._max_body_bytes} bytes", body
                 )
+        failure = None  # the httpx exception holds the request: not a local of a traceback
         if self._gate is not None and http_status is not None:  # an answer came
             if isinstance(error, RateLimited):
                 self._gate.rate_limited(error.retry_after, call=call)
@@ -659,9 +761,15 @@ class WasendClient:
                 log.warning("api.observer_failed", call=call, error=type(exc).__name__)
 
 
-def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    # aiter_bytes is an async generator, typed as an iterator; closing it is tidier.
-    return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    # The body as it came (transfer coding removed, content coding kept): decoding it is
+    # ours, so that a compressed body is capped as it inflates (see _Inflater).
+    # aiter_raw is an async generator, typed as an iterator; closing it is tidier.
+    return cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+
+
+async def _in_memory(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    yield response.content
 
 
 def _blank(body: Body) -> bool:
@@ -669,17 +777,108 @@ def _blank(body: Body) -> bool:
     return not body or body.isspace()
 
 
+ACCEPT_ENCODING: Final = "gzip, deflate"
+"""The content codings asked for, and the only ones read (by ``_Inflater``)."""
+
+_INFLATE_STEP: Final = 64 * 1024  # decoded bytes made at most per step
+
+
+class _Inflater:
+    """A gzip or deflate body, decoded in steps of at most ``_INFLATE_STEP`` bytes into
+    a buffer that never grows past the cap: a small body that inflates to gigabytes
+    costs the cap and one step of memory, not the gigabytes (zlib would otherwise
+    inflate a whole network chunk, about 64 KiB, into up to about 64 MB at once)."""
+
+    def __init__(self, coding: str) -> None:
+        self._deflate = coding == "deflate"
+        # gzip: the gzip wrapper; deflate: the zlib wrapper, or raw deflate (below).
+        wbits = zlib.MAX_WBITS if self._deflate else zlib.MAX_WBITS | 16
+        self._zlib = zlib.decompressobj(wbits)
+        self._started = False
+
+    def feed(self, data: bytes, body: bytearray, limit: int) -> bool:
+        """Decode ``data`` into ``body``; True once the decoded body would pass ``limit``
+        (``body`` then holds exactly ``limit`` bytes). Raises httpx.DecodingError."""
+        try:
+            return self._feed(data, body, limit)
+        except zlib.error as exc:
+            problem = str(exc)
+        raise httpx.DecodingError(problem)  # outside the except: nothing chained
+
+    def _feed(self, data: bytes, body: bytearray, limit: int) -> bool:
+        if self._deflate and not self._started and data:
+            self._started = True
+            # "deflate" is meant to be zlib-wrapped (RFC 9110), but raw deflate is common:
+            # a first chunk the zlib wrapper refuses at once is read as raw deflate, as
+            # httpx does.
+            start = len(body)
+            try:
+                return self._inflate(data, body, limit)
+            except zlib.error:
+                if len(body) != start:
+                    raise
+            self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._inflate(data, body, limit)
+
+    def _inflate(self, data: bytes, body: bytearray, limit: int) -> bool:
+        pending = data
+        while True:
+            room = limit - len(body)
+            want = min(_INFLATE_STEP, room + 1)
+            out = self._zlib.decompress(pending, want)
+            if len(out) > room:
+                body += out[:room]
+                return True
+            body += out
+            if len(out) < want:  # every byte of input used, and nothing more to give
+                return False
+            pending = self._zlib.unconsumed_tail
+
+
+def _inflater_for(response: httpx.Response) -> _Inflater | None:
+    """How to decode the body: None for none; raises httpx.DecodingError for a content
+    coding we did not ask for (more than one, or another than gzip and deflate)."""
+    header = response.headers.get("content-encoding", "")
+    codings = [c.strip().lower() for c in header.split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return None
+    if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+        return _Inflater(codings[0])
+    shown = redacted_excerpt(header, limit=40)
+    raise httpx.DecodingError(f"content-encoding {shown!r} is not supported")
+
+
 async def _read_capped(response: httpx.Response, limit: int) -> tuple[Body, bool]:
-    """At most ``limit`` bytes of the (decoded) body, and whether there was more."""
+    """At most ``limit`` bytes of the decoded body, and whether there was more.
+
+    The cap holds on the decoded size as it is decoded. Raises httpx errors (a broken
+    or unsupported content coding is ``httpx.DecodingError``)."""
+    if response.is_stream_consumed:
+        # An answer made in memory (a transport in this process, as tests use): httpx
+        # has read and decoded it already, so there is nothing left to decode or to spare.
+        inflater, chunk_source = None, _in_memory
+    else:
+        inflater, chunk_source = _inflater_for(response), _raw_chunks
     declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
-        async with contextlib.aclosing(_chunks(response)) as chunks:
+    if (
+        inflater is None
+        and declared.isascii()
+        and declared.isdigit()
+        and len(declared) < 20
+        and int(declared) > limit
+    ):
+        async with contextlib.aclosing(chunk_source(response)) as chunks:
             async for chunk in chunks:  # only the first chunk, for the excerpt
                 return chunk[:_EXCERPT_WINDOW], True
         return b"", True
     body = bytearray()
-    async with contextlib.aclosing(_chunks(response)) as chunks:
+    async with contextlib.aclosing(chunk_source(response)) as chunks:
         async for chunk in chunks:
+            if inflater is not None:
+                if inflater.feed(chunk, body, limit):
+                    return body, True
+                continue
             room = limit - len(body)
             if len(chunk) > room:
                 body += chunk[:room]

@@ -28,10 +28,12 @@ daemon can read it again after a 401 or on SIGHUP. Nothing here runs on import.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
@@ -165,9 +167,73 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _read_key(path: Path) -> SecretStr:
-    """The stripped content of a key file; raises OSError or UnicodeDecodeError."""
-    return SecretStr(path.read_bytes().decode("utf-8").strip())
+KEY_FILE_MAX_BYTES = 64 * 1024
+"""A key file longer than this is not a key file: it is refused, not read on."""
+
+_FILE_TYPES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _irregular(mode: int) -> OSError | None:
+    """The error for a file that is not a regular file, or None for a regular one."""
+    if stat.S_ISREG(mode):
+        return None
+    what = next((name for test, name in _FILE_TYPES if test(mode)), "of another type")
+    return OSError(errno.EINVAL, f"not a regular file ({what})")
+
+
+def _read_key(path: Path) -> tuple[SecretStr, os.stat_result]:
+    """The stripped content of a key file, and its status (for its permissions).
+
+    Raises OSError or UnicodeDecodeError, and never blocks: anything but a regular file
+    (a FIFO, a device, a directory, a socket) is refused before it is opened; it is
+    opened with O_NONBLOCK, so that a FIFO put in its place meanwhile cannot block the
+    open either (and is refused by the fstat that follows); at most
+    ``KEY_FILE_MAX_BYTES`` are read. The key is re-read on the daemon's event loop
+    (after a 401), so this is what keeps a misplaced FIFO from freezing the daemon.
+    """
+    refused = _irregular(os.stat(path).st_mode)  # follows links, as systemd and k8s use
+    if refused is not None:
+        raise refused
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        refused = _irregular(info.st_mode)
+        if refused is not None:
+            raise refused
+        data = bytearray()
+        while len(data) <= KEY_FILE_MAX_BYTES:
+            chunk = os.read(fd, KEY_FILE_MAX_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > KEY_FILE_MAX_BYTES:
+        raise OSError(errno.EFBIG, f"over {KEY_FILE_MAX_BYTES} bytes, so not a key file")
+    return SecretStr(data.decode("utf-8").strip()), info
+
+
+def _exposure(info: os.stat_result) -> str | None:
+    """Who else may read a key file with this status: ``other users``, ``group NAME``
+    (a group the supervisor is not in), or None. A group the supervisor's own process is
+    in (its primary group, or a supplementary one such as a Kubernetes ``fsGroup``) is
+    trusted: that is how a key is shared with a service account."""
+    if info.st_mode & stat.S_IROTH:
+        return "other users"
+    if info.st_mode & stat.S_IRGRP and info.st_gid not in {os.getgid(), *os.getgroups()}:
+        import grp  # noqa: PLC0415  (only this rare message needs it)
+
+        try:
+            return f"group {grp.getgrgid(info.st_gid).gr_name}"
+        except KeyError:
+            return f"group {info.st_gid}"
+    return None
 
 
 def _read_failure(exc: OSError | UnicodeDecodeError) -> str:
@@ -187,7 +253,7 @@ class ApiKeySource:
     running process: ``read()`` returns the value seen at load.
     """
 
-    __slots__ = ("_kind", "_location", "_value")
+    __slots__ = ("_exposure", "_kind", "_location", "_reported", "_value")
 
     def __init__(self, kind: _KeyKind, location: str, value: SecretStr | None = None) -> None:
         if kind in ("env", "code") and value is None:
@@ -195,6 +261,8 @@ class ApiKeySource:
         self._kind: _KeyKind = kind
         self._location = location
         self._value = value if kind in ("env", "code") else None
+        self._exposure: tuple[int, str] | None = None  # (mode, who) at the last read
+        self._reported: tuple[int, str] | None = None
 
     @property
     def kind(self) -> _KeyKind:
@@ -219,13 +287,35 @@ class ApiKeySource:
     def _origin(self) -> _Origin:
         return _Origin(self._kind, self._location)
 
+    def _fetch(self) -> SecretStr:
+        """Read the key file (raises OSError or UnicodeDecodeError), noting who else may
+        read it. A systemd credential is not checked: systemd keeps it in a directory
+        only the service can open, whatever the file's own mode (0400 or 0440)."""
+        key, info = _read_key(Path(self._location))
+        who = None if self._kind == "credential" else _exposure(info)
+        self._exposure = None if who is None else (stat.S_IMODE(info.st_mode), who)
+        return key
+
+    def exposure(self) -> tuple[int, str] | None:
+        """``(mode, who)`` when the key file, at its last read, was readable by someone
+        other than the supervisor (``who``: ``other users`` or ``group NAME``)."""
+        return self._exposure
+
+    def unreported_exposure(self) -> tuple[int, str] | None:
+        """``exposure()``, once: None again until it changes (so that re-reading the key
+        every ``auth_retry_interval`` does not repeat the warning)."""
+        if self._exposure == self._reported:
+            return None
+        self._reported = self._exposure
+        return self._exposure
+
     def read(self) -> SecretStr:
         """The key, read again. Raises ConfigError (one problem) if it is gone or unusable."""
         if self._value is not None:
             return self._value
         path = Path(self._location)
         try:
-            key = _read_key(path)
+            key = self._fetch()
         except (OSError, UnicodeDecodeError) as exc:
             if self._kind == "file":
                 problem = f"api_key_file: cannot read {path}: {_read_failure(exc)}"
@@ -907,15 +997,15 @@ def _key_from_file(layer: _Layer, load: _Load) -> ApiKeySource | None:
         if path == "":
             load.problems.append(f"api_key_file: must not be empty ({origin.long()})")
         return None
+    source = ApiKeySource("file", str(path))
     try:
-        key = _read_key(path)
+        key = source._fetch()
     except (OSError, UnicodeDecodeError) as exc:
         load.key_problem(
             f"api_key_file: cannot read {path}: {_read_failure(exc)} ({origin.long()})"
         )
         return None
     load.remember(key)
-    source = ApiKeySource("file", str(path))
     layer.put("api_key", key, source._origin())
     return source
 
@@ -972,7 +1062,7 @@ def _resolve_key(
         try:
             if not path.exists():
                 continue
-            key = _read_key(path)
+            key = source._fetch()
         except (OSError, UnicodeDecodeError) as exc:
             load.key_problem(f"api_key: cannot read {source.describe()}: {_read_failure(exc)}")
             return None
@@ -1024,12 +1114,22 @@ def _message(error: Mapping[str, Any]) -> str:
         return str(error["msg"])
 
 
+# A bare run of 16 or more letters, digits, "_" and "-", with letters and digits both:
+# what an API key or a token looks like. Such a value is never echoed, even where it was
+# not given as a key (``config --base-url "$KEY"``, a key pasted into the wrong flag).
+_TOKEN_LIKE = re.compile(r"(?=[^0-9]*[0-9])(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9_-]{16,}")
+
+
 def _excerpt(value: Any, known_keys: Sequence[SecretStr]) -> str:
+    """A rejected value as a problem line shows it: at most ``_EXCERPT_MAX`` characters,
+    and never a secret: a known key, or anything that looks like one, is not shown."""
     if isinstance(value, SecretStr):
         return _MASK
     text = value if isinstance(value, str) else repr(value)
     if any(key.get_secret_value() in text for key in known_keys):
         return _MASK
+    if isinstance(value, str) and _TOKEN_LIKE.fullmatch(text.strip()):
+        return f"a value of {len(text)} characters, not shown"
     if isinstance(value, str) and (
         not text or not text.isprintable() or any(ch in text for ch in " ,;()'\"")
     ):
@@ -1039,7 +1139,20 @@ def _excerpt(value: Any, known_keys: Sequence[SecretStr]) -> str:
     return text
 
 
-_USERINFO = re.compile(r"//[^/@]*@")
+def _url_excerpt(value: str, known_keys: Sequence[SecretStr]) -> str:
+    """A rejected ``base_url`` as a problem line shows it: its scheme and host (and port)
+    only, when it has them, and otherwise not at all: a path, a query or a user name
+    can hold anything, and a value that is no URL may be a key given in the wrong place
+    (with no key configured, there is none to compare it to)."""
+    text = value.strip()
+    parts = urlsplit(text)
+    where = parts.netloc.rpartition("@")[2]  # never a user name or password
+    if "://" not in text or not parts.scheme or not where or not where.isprintable():
+        return f"a value that is not a URL ({len(text)} characters)"
+    shown = f"{parts.scheme}://{where}"
+    if any(key.get_secret_value() in shown for key in known_keys):
+        return _MASK
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _origin_of(origins: Mapping[str, _Origin], key: str) -> _Origin:
@@ -1068,8 +1181,8 @@ def _problems(
         detail: list[str] = []
         given = ctx["value"] if "value" in ctx else error.get("input")
         if key == "base_url" and isinstance(given, str):
-            given = _USERINFO.sub("//***@", given)  # a password in a URL is a secret too
-        if key != "api_key" and not isinstance(given, Mapping) and error["type"] != "missing":
+            detail.append(f"got {_url_excerpt(given, known_keys)}")
+        elif key != "api_key" and not isinstance(given, Mapping) and error["type"] != "missing":
             detail.append(f"got {_excerpt(given, known_keys)}")
         where = origin.long()
         if "other" in ctx:

@@ -12,6 +12,7 @@ import random
 
 import httpx
 import msgspec
+import structlog
 from pydantic import SecretStr
 
 from supervisor import logs
@@ -22,6 +23,8 @@ from supervisor.ratelimit import RateGate
 from supervisor.settings import Settings
 from supervisor.sqlite_store import SqliteStore
 from supervisor.store import Store
+
+log = structlog.get_logger("supervisor.wiring")
 
 
 class Runtime(msgspec.Struct):
@@ -55,6 +58,7 @@ class Runtime(msgspec.Struct):
         supervisor.get_concurrency = settings.get_concurrency
         supervisor.auth_retry_interval = settings.auth_retry_interval
         supervisor.key_reader = lambda: read_key(settings)
+        warn_key_exposure(settings)
         if supervisor.poll_interval is not None:  # None: check, which does not back off
             supervisor.poll_interval = settings.poll_interval
         supervisor.in_flight_grace = settings.request_timeout + settings.max_retry_after
@@ -67,13 +71,28 @@ class Runtime(msgspec.Struct):
 
 
 def read_key(settings: Settings) -> SecretStr:
-    """The API key, from wherever the settings found it, re-read now."""
+    """The API key, from wherever the settings found it, re-read now (a key file is
+    read without ever blocking: see ``settings._read_key``)."""
     source = settings.api_key_source()
     if source is None:
         raise LookupError("no API key configured")
     key = source.read()
     logs.register_secret(key.get_secret_value())
+    warn_key_exposure(settings)
     return key
+
+
+def warn_key_exposure(settings: Settings) -> None:
+    """One ``api.key_file_permissions`` warning when the key file can be read by others
+    than the supervisor: at start, after a reload, and when a re-read finds its mode
+    changed (not at every re-read)."""
+    source = settings.api_key_source()
+    found = None if source is None else source.unreported_exposure()
+    if source is None or found is None:
+        return
+    mode, who = found
+    log.warning("api.key_file_permissions", path=str(source.path), mode=f"{mode:04o}",
+                readable_by=who, hint=f"chmod 600 {source.path}")
 
 
 def open_store(settings: Settings, clock: Clock | None = None) -> SqliteStore:
@@ -106,6 +125,7 @@ def build(
     if key is None:
         raise LookupError("no API key configured")
     logs.register_secret(key.get_secret_value())
+    warn_key_exposure(settings)
     if store is None:
         store = open_store(settings, clock)
     client = WasendClient(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email.utils
 import json
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from importlib import metadata
 from typing import Any
@@ -20,6 +22,7 @@ from supervisor.client import (
     map_response,
     map_transport_error,
     redacted_excerpt,
+    safe_url,
 )
 from supervisor.errors import (
     ApiError,
@@ -34,6 +37,7 @@ from supervisor.errors import (
 )
 from supervisor.models import SessionInfo, SessionList
 from supervisor.ratelimit import RateGate
+from tests.faults.hostile import bomb
 
 KEY = "sk-TEST-SECRET-KEY-123"
 BASE = "https://api.wasend.test"
@@ -512,7 +516,7 @@ def test_map_transport_error_is_usable_on_its_own() -> None:
     request = httpx.Request("GET", f"{BASE}/sessions", headers={"Authorization": f"Bearer {KEY}"})
     error = map_transport_error("list", httpx.ConnectError("refused", request=request))
     assert isinstance(error, ApiUnreachable)
-    assert str(error) == "list: API unreachable (ConnectError: refused)"
+    assert str(error) == f"list: API unreachable at {BASE}/sessions (ConnectError: refused)"
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 299])
@@ -822,6 +826,141 @@ async def test_a_list_answer_in_many_small_chunks_is_read_whole() -> None:
     async with make_client(lambda r: httpx.Response(200, content=chunks())) as client:
         result = await client.list_sessions()
     assert [s.session_id for s in result.sessions] == [f"s{i}" for i in range(500)]
+
+
+# --- content codings ----------------------------------------------------------------
+
+
+def pieces(body: bytes, size: int = 65536) -> Callable[[], AsyncIterator[bytes]]:
+    """The body as a stream of ``size``-byte pieces (as a socket would hand it over)."""
+
+    async def stream() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), size):
+            yield body[start:start + size]
+
+    return stream
+
+
+def encoded(body: bytes, coding: str) -> bytes:
+    wbits = {"gzip": 31, "deflate": 15, "raw": -15}[coding]
+    packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return packer.compress(body) + packer.flush()
+
+
+async def test_gzip_and_deflate_are_asked_for_and_nothing_else() -> None:
+    api = Api(good_answer("list"))
+    async with make_client(api) as client:
+        await client.list_sessions()
+    assert api.requests[0].headers["Accept-Encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize(("coding", "header"), [
+    ("gzip", "gzip"), ("gzip", "x-gzip"), ("deflate", "deflate"), ("raw", "deflate"),
+    ("gzip", "identity, GZIP"),
+])
+async def test_a_compressed_list_is_read(coding: str, header: str) -> None:
+    body = json.dumps({"sessions": [flat(f"s{i}") for i in range(2000)]}).encode()
+    stream = pieces(encoded(body, coding), 997)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": header}, content=stream())
+
+    async with make_client(handler, max_body_bytes=len(body)) as client:  # exactly the cap
+        result = await client.list_sessions()
+    assert [s.session_id for s in result.sessions] == [f"s{i}" for i in range(2000)]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw"])
+async def test_a_compressed_bomb_is_capped_as_it_inflates(coding: str) -> None:
+    """32 MiB of zeros in about 32 KB: refused at the 1 MiB cap, and the memory it costs
+    stays near the cap (were the piece inflated at once, 32 MiB)."""
+    stream = pieces(bomb(coding, 32 * 1024 * 1024))
+    header = "gzip" if coding == "gzip" else "deflate"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": header}, content=stream())
+
+    cap = 1024 * 1024
+    async with make_client(handler, max_body_bytes=cap) as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(UnexpectedResponse) as caught:
+                await client.list_sessions()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert f"body over {cap} bytes" in str(caught.value)
+    assert peak < 2 * cap, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("header", ["br", "zstd", "compress", "gzip, gzip", "gzip, br"])
+async def test_a_content_coding_not_asked_for_is_an_unexpected_response(header: str) -> None:
+    """Even when the body would read as JSON as it is: its label says it is not."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"Content-Encoding": header}, content=pieces(b'{"sessions": []}')()
+        )
+
+    async with make_client(handler) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            await client.list_sessions()
+    assert f"content-encoding '{header}' is not supported" in str(caught.value)
+    assert_secret_free(caught.value)
+
+
+async def test_a_body_that_is_not_what_its_coding_says_is_an_unexpected_response() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"Content-Encoding": "gzip"}, content=pieces(b'{"sessions": []}')()
+        )
+
+    async with make_client(handler) as client:
+        with pytest.raises(UnexpectedResponse, match="body could not be decoded"):
+            await client.list_sessions()
+
+
+async def test_a_compressed_error_body_still_gives_its_excerpt() -> None:
+    stream = pieces(encoded(b"upstream exploded", "gzip"))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers={"Content-Encoding": "gzip"}, content=stream())
+
+    async with make_client(handler) as client:
+        with pytest.raises(ServerError, match="upstream exploded"):
+            await client.list_sessions()
+
+
+# --- what a transport error says -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("exc_type", "expected"), [
+    (httpx.ConnectError, ApiUnreachable), (httpx.ReadTimeout, ApiTimeout),
+])
+async def test_a_transport_error_names_the_url_tried_without_credentials(
+    exc_type: type[httpx.RequestError], expected: type[ApiError]
+) -> None:
+    base = "http://operator:hunter2@127.0.0.1:8787/v1"
+    async with make_client(raising(exc_type, "nope"), base_url=base) as client:
+        with pytest.raises(expected) as caught:
+            await client.get_session("s 1")
+    message = str(caught.value)
+    assert "http://127.0.0.1:8787/v1/sessions/s%201" in message
+    assert "hunter2" not in message and "operator" not in message
+    assert_secret_free(caught.value)
+
+
+def test_the_calls_own_deadline_is_a_timeout_naming_the_url_and_the_setting() -> None:
+    error = map_transport_error("restart", TimeoutError(), url=f"{BASE}/sessions/s1/restart",
+                                timeout=2.0)
+    assert isinstance(error, ApiTimeout) and error.kind == "timeout"
+    assert str(error) == (f"restart: timed out at {BASE}/sessions/s1/restart: "
+                          "no complete answer within request_timeout (2s)")
+
+
+def test_safe_url_drops_user_query_and_fragment_and_redacts_secrets() -> None:
+    url = f"https://u:p@api.wasend.test:8443/x/{KEY}/sessions?token=abc#frag"
+    assert safe_url(url, [KEY]) == "https://api.wasend.test:8443/x/[REDACTED]/sessions"
 
 
 # --- redaction -----------------------------------------------------------------------

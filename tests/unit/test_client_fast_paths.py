@@ -134,4 +134,6 @@ def test_plain_http_gets_a_context_that_trusts_no_certificate() -> None:
     assert isinstance(plain, ssl.SSLContext)
     assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
     assert plain.get_ca_certs() == []
-    assert _tls_context(httpx.URL("https://api.wasend.dev")) is True  # httpx's default
+    secure = _tls_context(httpx.URL("https://api.wasend.dev"))  # httpx's default store
+    assert secure.verify_mode == ssl.CERT_REQUIRED and secure.check_hostname
+    assert secure.get_ca_certs() != []

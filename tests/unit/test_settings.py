@@ -668,6 +668,44 @@ def test_credentials_in_base_url_refused_without_echo() -> None:
     assert "user" not in found[0].partition("(")[2]
 
 
+def test_a_key_given_as_base_url_is_not_echoed_even_with_no_key_configured() -> None:
+    """``config --base-url "$KEY"``: no key is configured, so there is none to compare
+    the value to; a base_url that is not a URL is not echoed at all."""
+    found = problems(env={}, cli={"base_url": KEY}, require_api_key=False)
+    assert found == [
+        "base_url: must be an https:// (or loopback http://) URL "
+        f"(got a value that is not a URL ({len(KEY)} characters), from command line --base-url)"
+    ]
+    assert_no_key(found[0])
+    assert KEY[:8] not in found[0]
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("ftp://files.example/upload/" + KEY, "got ftp://files.example,"),
+    ("http://api.example.com/v1?token=" + KEY, "got http://api.example.com,"),
+    ("https://api.example:99999/x", "got https://api.example:99999,"),
+    ("https://user:hunter2@api.example.com", "got https://api.example.com,"),
+])
+def test_a_rejected_base_url_shows_its_scheme_and_host_only(url: str, shown: str) -> None:
+    [found] = problems(env={}, cli={"base_url": url}, require_api_key=False)
+    assert shown in found
+    assert_no_key(found)
+    assert "hunter2" not in found and "user" not in found.partition("(")[2]
+
+
+@pytest.mark.parametrize("key", ["poll_interval", "log_level", "http_listen", "backoff.initial"])
+def test_a_value_that_looks_like_a_key_is_never_echoed(key: str) -> None:
+    found = problems(env={}, cli={key: KEY}, require_api_key=False)
+    assert len(found) == 1
+    assert_no_key(found[0])
+    assert KEY[:8] not in found[0]
+
+
+def test_short_plain_values_are_still_echoed() -> None:
+    [found] = problems(env={}, cli={"log_level": "loud"}, require_api_key=False)
+    assert "(got loud, from command line --log-level)" in found
+
+
 # --- the API key ---------------------------------------------------------------------------
 
 
@@ -792,7 +830,7 @@ def test_missing_api_key_file(tmp_path: Path) -> None:
 
 def test_api_key_file_that_is_a_directory(tmp_path: Path) -> None:
     assert problems(env={"WASEND_SUPERVISOR_API_KEY_FILE": str(tmp_path)}) == [
-        f"api_key_file: cannot read {tmp_path}: Is a directory "
+        f"api_key_file: cannot read {tmp_path}: not a regular file (a directory) "
         "(from environment variable WASEND_SUPERVISOR_API_KEY_FILE)"
     ]
 
@@ -815,12 +853,13 @@ def test_unreadable_api_key_file_from_read_without_root(
     path.write_text(KEY)
     source = ApiKeySource("file", str(path))
 
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(name: object, flags: int, mode: int = 0o777) -> int:
+        raise PermissionError(13, "Permission denied", str(name))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
-    with pytest.raises(ConfigError) as info:
-        source.read()
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "open", denied)
+        with pytest.raises(ConfigError) as info:
+            source.read()
     assert info.value.problems == [f"api_key_file: cannot read {path}: Permission denied"]
 
 
