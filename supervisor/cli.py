@@ -117,10 +117,9 @@ def _wait_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError("not a number of seconds") from None
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more "
-                                         f"(got {text!r})")
+        raise argparse.ArgumentTypeError("must be a finite number of seconds, 0 or more")
     return value
 
 
@@ -135,17 +134,19 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base-url", dest="base_url", metavar="URL", help=_FROM_SETTINGS)
     group.add_argument("--session", "--sessions", dest="sessions", action="append", metavar="ID",
                        help="supervise this session id, repeatable; none: every session")
-    group.add_argument("--poll-interval", dest="poll_interval", type=float, metavar="SECONDS",
+    # Values are handed to the settings as typed, to be checked there: one rule for every
+    # source, and a rejected value is shown by the settings' excerpt rule, which never
+    # echoes a value that looks like a key (argparse's type= and choices= would).
+    group.add_argument("--poll-interval", dest="poll_interval", metavar="SECONDS",
                        help=_FROM_SETTINGS)
-    group.add_argument("--request-timeout", dest="request_timeout", type=float,
-                       metavar="SECONDS", help=_FROM_SETTINGS)
-    group.add_argument("--rate-limit", dest="rate_limit", type=float, metavar="PER_SECOND",
+    group.add_argument("--request-timeout", dest="request_timeout", metavar="SECONDS",
                        help=_FROM_SETTINGS)
-    group.add_argument("--log-format", dest="log_format", choices=("auto", "json", "console"),
+    group.add_argument("--rate-limit", dest="rate_limit", metavar="PER_SECOND",
+                       help=_FROM_SETTINGS)
+    group.add_argument("--log-format", dest="log_format", metavar="{auto,json,console}",
                        help=_FROM_SETTINGS)
     group.add_argument("--log-level", dest="log_level",
-                       choices=("debug", "info", "warning", "error", "critical"),
-                       help=_FROM_SETTINGS)
+                       metavar="{debug,info,warning,error,critical}", help=_FROM_SETTINGS)
     group.add_argument("--state-path", dest="state_path", metavar="PATH",
                        help="the state file, or :memory:")
 

@@ -187,15 +187,19 @@ def _irregular(mode: int) -> OSError | None:
     return OSError(errno.EINVAL, f"not a regular file ({what})")
 
 
-def _read_key(path: Path) -> tuple[SecretStr, os.stat_result]:
-    """The stripped content of a key file, and its status (for its permissions).
+CONFIG_FILE_MAX_BYTES = 1024 * 1024
+"""A configuration file longer than this is refused, not read on."""
 
-    Raises OSError or UnicodeDecodeError, and never blocks: anything but a regular file
-    (a FIFO, a device, a directory, a socket) is refused before it is opened; it is
-    opened with O_NONBLOCK, so that a FIFO put in its place meanwhile cannot block the
-    open either (and is refused by the fstat that follows); at most
-    ``KEY_FILE_MAX_BYTES`` are read. The key is re-read on the daemon's event loop
-    (after a 401), so this is what keeps a misplaced FIFO from freezing the daemon.
+
+def read_regular_file(path: Path, max_bytes: int, what: str) -> tuple[bytes, os.stat_result]:
+    """The content of a regular file of at most ``max_bytes``, and its status.
+
+    Raises OSError, and never blocks: anything but a regular file (a FIFO, a device, a
+    directory, a socket) is refused before it is opened; it is opened with O_NONBLOCK, so
+    that a FIFO put in its place meanwhile cannot block the open either (and is refused
+    by the fstat that follows); at most ``max_bytes`` are read. Key and configuration
+    files are re-read on the daemon's event loop (after a 401, on SIGHUP), so this is
+    what keeps a misplaced FIFO from freezing the daemon.
     """
     refused = _irregular(os.stat(path).st_mode)  # follows links, as systemd and k8s use
     if refused is not None:
@@ -207,15 +211,22 @@ def _read_key(path: Path) -> tuple[SecretStr, os.stat_result]:
         if refused is not None:
             raise refused
         data = bytearray()
-        while len(data) <= KEY_FILE_MAX_BYTES:
-            chunk = os.read(fd, KEY_FILE_MAX_BYTES + 1 - len(data))
+        while len(data) <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - len(data))
             if not chunk:
                 break
             data += chunk
     finally:
         os.close(fd)
-    if len(data) > KEY_FILE_MAX_BYTES:
-        raise OSError(errno.EFBIG, f"over {KEY_FILE_MAX_BYTES} bytes, so not a key file")
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"over {max_bytes} bytes, so not {what}")
+    return bytes(data), info
+
+
+def _read_key(path: Path) -> tuple[SecretStr, os.stat_result]:
+    """The stripped content of a key file, and its status (for its permissions); raises
+    OSError or UnicodeDecodeError, never blocks (``read_regular_file``)."""
+    data, info = read_regular_file(path, KEY_FILE_MAX_BYTES, "a key file")
     return SecretStr(data.decode("utf-8").strip()), info
 
 
@@ -964,7 +975,8 @@ def _config_layer(path: Path, origin: _Origin, load: _Load) -> _Layer | None:
     """The file's values, or None (and a problem) when it cannot be read or parsed."""
     suffix = f" ({origin.long()})" if origin.kind == "env" else ""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular_file(path, CONFIG_FILE_MAX_BYTES, "a configuration file")[0].decode(
+            "utf-8")
     except FileNotFoundError:
         load.problems.append(f"config file {path}: not found{suffix}")
         return None

@@ -16,6 +16,7 @@ from pydantic import SecretStr, ValidationError
 from supervisor.models import StatusClass
 from supervisor.policy import Backoff, Policy, StatusClasses
 from supervisor.settings import (
+    CONFIG_FILE_MAX_BYTES,
     ApiKeySource,
     ConfigError,
     Settings,
@@ -314,7 +315,24 @@ def test_malformed_toml_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_config_file_that_is_a_directory(tmp_path: Path) -> None:
-    assert problems(config=tmp_path) == [f"config file {tmp_path}: cannot read: Is a directory"]
+    assert problems(config=tmp_path) == [
+        f"config file {tmp_path}: cannot read: not a regular file (a directory)"]
+
+
+def test_config_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO given as the config file would block a SIGHUP reload on the event loop."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    assert problems(config=fifo) == [
+        f"config file {fifo}: cannot read: not a regular file (a FIFO)"]
+
+
+def test_a_huge_config_file_is_refused_not_read_on(tmp_path: Path) -> None:
+    path = tmp_path / "huge.toml"
+    path.write_bytes(b"#" * (CONFIG_FILE_MAX_BYTES + 1))
+    assert problems(config=path) == [
+        f"config file {path}: cannot read: over {CONFIG_FILE_MAX_BYTES} bytes, "
+        "so not a configuration file"]
 
 
 def test_broken_config_file_does_not_also_report_a_missing_key(tmp_path: Path) -> None:
