@@ -209,6 +209,7 @@ async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
     except StateError as exc:
         return _state_error(settings, exc)
     runtime.supervisor.poll_interval = None  # no poll backoff: --wait polls every second
+    runtime.gate.max_wait = args.wait  # a longer Retry-After pause is reported, not waited out
     _started()
     try:
         report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait)

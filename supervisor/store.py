@@ -16,10 +16,14 @@ same restart.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
+
+import msgspec
 
 from supervisor.models import HistoryEntry, Record
 
@@ -62,6 +66,30 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    # What the processes sharing the state share besides records: the rate gate of
+    # each API key, and a heartbeat per process.
+
+    def gate_row(self, key: str) -> GateRow | None:
+        """The rate gate's shared row for this key fingerprint, as last committed (cheap:
+        served from memory unless another process has written since)."""
+        ...
+
+    def update_gate_row(
+        self, key: str, change: Callable[[GateRow | None], GateRow | None]
+    ) -> GateRow | None:
+        """Read-modify-write the gate row atomically (no other process interleaves):
+        ``change`` gets the row as stored and returns the row to store (None: leave it).
+        Returns the row as stored afterwards."""
+        ...
+
+    def beat(self, beat: Beat) -> None:
+        """Record that this process polled (or tried to): its heartbeat row."""
+        ...
+
+    def heartbeats(self) -> list[Heartbeat]:
+        """Every process's heartbeat row, most recently seen first."""
+        ...
+
 
 class MemoryStore:
     """Records in a dict, the history in a bounded deque; one process only."""
@@ -69,6 +97,9 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}
         self.history: deque[HistoryEntry] = deque(maxlen=MEMORY_HISTORY_ROWS)
+        self._gate: dict[str, GateRow] = {}
+        self._beats: dict[str, Heartbeat] = {}
+        self._writer = f"{socket.gethostname()}:{os.getpid()}:memory"
 
     def get(self, session_id: str) -> Record | None:
         return self._records.get(session_id)
@@ -107,5 +138,92 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
+    def gate_row(self, key: str) -> GateRow | None:
+        return self._gate.get(key)
+
+    def update_gate_row(
+        self, key: str, change: Callable[[GateRow | None], GateRow | None]
+    ) -> GateRow | None:
+        new = change(self._gate.get(key))
+        if new is not None:
+            self._gate[key] = new
+        return self._gate.get(key)
+
+    def beat(self, beat: Beat) -> None:
+        row_id = heartbeat_id(self._writer, beat.kind)
+        self._beats[row_id] = next_heartbeat(self._beats.get(row_id), beat, row_id, self._writer)
+
+    def heartbeats(self) -> list[Heartbeat]:
+        return sorted(self._beats.values(), key=lambda h: h.seen_at, reverse=True)
+
     def __len__(self) -> int:
         return len(self._records)
+
+
+# ------------------------------------------------------- gate rows and heartbeats
+
+
+class GateRow(msgspec.Struct, frozen=True):
+    """The rate gate's state shared by the processes on one API key (epoch seconds):
+    every request waits until ``paused_until``; ``sends`` are the times of the most
+    recent requests, newest last, for the shared budget."""
+
+    paused_until: float = 0.0
+    sends: tuple[float, ...] = ()
+
+
+class Beat(msgspec.Struct, frozen=True):
+    """What one poll of this process leaves in the heartbeat: ``kind`` is ``run`` or
+    ``check``; ``listed`` whether it asked the API for the list, ``ok`` whether that
+    worked; ``scope`` the configured sessions (empty: every session of the account)."""
+
+    kind: str
+    at: float
+    listed: bool
+    ok: bool
+    poll_interval: float | None = None
+    scope: tuple[str, ...] = ()
+
+
+class Heartbeat(msgspec.Struct, frozen=True):
+    """A process's heartbeat row: when it was last seen polling (``seen_at``), last
+    asked the API (``last_poll_at``) and last listed successfully (``last_ok_at``)."""
+
+    id: str
+    kind: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+    last_poll_at: float | None = None
+    last_ok_at: float | None = None
+    poll_interval: float | None = None
+    scope: tuple[str, ...] = ()
+
+
+def heartbeat_id(writer: str, kind: str) -> str:
+    """The row a process beats in: one per daemon (``run:host:pid:tag``), one per host for
+    ``check`` (a check from a timer every few minutes would otherwise leave a row each)."""
+    if kind == "check":
+        return f"check:{writer.split(':', 1)[0]}"
+    return f"{kind}:{writer}"
+
+
+def next_heartbeat(known: Heartbeat | None, beat: Beat, row_id: str, writer: str) -> Heartbeat:
+    """The heartbeat row after ``beat`` (the one rule for every store)."""
+    host, _, rest = writer.partition(":")
+    pid_text = rest.partition(":")[0]
+    pid = int(pid_text) if pid_text.isdigit() else 0
+    fresh = known is None or known.kind != beat.kind or known.pid != pid
+    return Heartbeat(
+        id=row_id,
+        kind=beat.kind,
+        host=host,
+        pid=pid,
+        started_at=beat.at if fresh or known is None else known.started_at,
+        seen_at=beat.at,
+        last_poll_at=beat.at if beat.listed else (None if known is None else known.last_poll_at),
+        last_ok_at=beat.at if beat.ok else (None if known is None else known.last_ok_at),
+        poll_interval=beat.poll_interval,
+        scope=beat.scope,
+    )

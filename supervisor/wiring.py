@@ -4,6 +4,10 @@ One function, used by ``run``, ``check`` and the demo, so that every mode is put
 together the same way. Nothing here talks to the network until a poll is made. The
 store is the SQLite state file at ``settings.state_location()`` (``:memory:`` keeps it
 in memory); opening it may raise ``StateError``.
+
+The rate gate shares its pause and budget through that store, under a fingerprint of
+the API key (``supervisor.ratelimit.key_fingerprint``), so that every process on the
+same file and key honours a ``Retry-After`` any of them received.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from supervisor import logs
 from supervisor.client import Observer, WasendClient
 from supervisor.clock import Clock, SystemClock
 from supervisor.cycle import Supervisor
-from supervisor.ratelimit import RateGate
+from supervisor.ratelimit import RateGate, key_fingerprint
 from supervisor.settings import Settings
 from supervisor.sqlite_store import SqliteStore
 from supervisor.store import Store
@@ -48,6 +52,7 @@ class Runtime(msgspec.Struct):
                                 or key.get_secret_value() != old_key.get_secret_value()):
             logs.register_secret(key.get_secret_value())
             self.client.set_api_key(key)
+            self.gate.share(self.store, key_fingerprint(key.get_secret_value()))
             if supervisor.auth_blocked_until is not None:  # a new key: try it at the next poll
                 supervisor.auth_blocked_until = supervisor.clock.monotonic()
         supervisor.policy = settings.policy()
@@ -97,17 +102,19 @@ def build(
 ) -> Runtime:
     clock = clock or SystemClock()
     policy = settings.policy()
-    gate = RateGate(
-        clock,
-        rate_limit=settings.rate_limit,
-        max_retry_after=settings.max_retry_after,
-    )
     key = settings.api_key
     if key is None:
         raise LookupError("no API key configured")
     logs.register_secret(key.get_secret_value())
     if store is None:
         store = open_store(settings, clock)
+    gate = RateGate(
+        clock,
+        rate_limit=settings.rate_limit,
+        max_retry_after=settings.max_retry_after,
+        store=store,
+        key=key_fingerprint(key.get_secret_value()),
+    )
     client = WasendClient(
         settings.base_url,
         key,
