@@ -708,7 +708,7 @@ class SqliteStore:
             known = None if found is None else _heartbeat(found)
             new = next_heartbeat(known, beat, row_id, self.writer)
             values = [getattr(new, name) for name in Heartbeat.__struct_fields__]
-            values[-1] = json.dumps(list(new.scope)) if new.scope else ""
+            values[_SCOPE] = json.dumps(list(new.scope)) if new.scope else ""
             self._run(
                 f"INSERT OR REPLACE INTO heartbeats ({_HEARTBEAT_COLUMNS})"  # noqa: S608
                 f" VALUES ({', '.join('?' for _ in values)})",
@@ -722,6 +722,11 @@ class SqliteStore:
             f"SELECT {_HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen_at DESC"  # noqa: S608
         ).fetchall()
         return [_heartbeat(row) for row in rows]
+
+    def retire(self, kind: str, at: float) -> None:
+        with self._small_write():
+            self._run("UPDATE heartbeats SET stopped_at = ? WHERE id = ?",
+                      (at, heartbeat_id(self.writer, kind)))
 
     @contextlib.contextmanager
     def _small_write(self) -> Iterator[None]:
@@ -746,6 +751,7 @@ class SqliteStore:
 
 HEARTBEAT_MAX_AGE: Final = 7 * 86400.0  # seconds a process's heartbeat row is kept unseen
 _HEARTBEAT_COLUMNS: Final = ", ".join(Heartbeat.__struct_fields__)
+_SCOPE: Final = Heartbeat.__struct_fields__.index("scope")
 
 
 def _gate_row(paused_until: float, sends: str) -> GateRow:

@@ -108,7 +108,7 @@ def default_stale_after(poll_interval: float) -> float:
 
 def daemon_alive(beat: Heartbeat, now: float) -> bool:
     """Whether this heartbeat is of a daemon that is still polling."""
-    if beat.kind != "run" or beat.poll_interval is None:
+    if beat.kind != "run" or beat.poll_interval is None or beat.stopped_at is not None:
         return False
     return now - beat.seen_at <= DAEMON_ALIVE_INTERVALS * beat.poll_interval + DAEMON_ALIVE_SLACK
 
@@ -167,6 +167,7 @@ def _process(beat: Heartbeat, now: float) -> dict[str, Any]:
         "poll_interval": beat.poll_interval,
         "sessions": list(beat.scope) or "all",
         "running": daemon_alive(beat, now) if beat.kind == "run" else None,
+        "stopped_at": iso(beat.stopped_at),
     }
 
 
@@ -226,11 +227,15 @@ def _daemon_line(daemon: dict[str, Any]) -> str:
     if "kind" not in daemon:
         return "daemon: none has polled with this file"
     who = f"{daemon['host']} (pid {daemon['pid']})"
-    if daemon["running"]:
-        return (f"daemon: running on {who}, heartbeat {span(daemon['heartbeat_ago'])} ago,"
-                f" polls every {span(daemon['poll_interval'])}")
     ago = span(daemon["heartbeat_ago"])
-    return f"daemon: none running; the last was {who}, heartbeat {ago} ago"
+    if daemon["running"]:
+        every = daemon["poll_interval"]
+        every_text = f"{every:g}s" if every < 60 else span(every)
+        return f"daemon: running on {who}, heartbeat {ago} ago, polls every {every_text}"
+    if daemon["stopped_at"] is not None:
+        return f"daemon: none running; the last was {who}, stopped at {daemon['stopped_at']}"
+    return (f"daemon: none running; the last was {who}, heartbeat {ago} ago,"
+            " no clean stop recorded")
 
 
 def _poll_line(label: str, poll: dict[str, Any] | None) -> str:

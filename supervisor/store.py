@@ -90,6 +90,10 @@ class Store(Protocol):
         """Every process's heartbeat row, most recently seen first."""
         ...
 
+    def retire(self, kind: str, at: float) -> None:
+        """This process of ``kind`` stopped cleanly at ``at``: its heartbeat says so."""
+        ...
+
 
 class MemoryStore:
     """Records in a dict, the history in a bounded deque; one process only."""
@@ -156,6 +160,12 @@ class MemoryStore:
     def heartbeats(self) -> list[Heartbeat]:
         return sorted(self._beats.values(), key=lambda h: h.seen_at, reverse=True)
 
+    def retire(self, kind: str, at: float) -> None:
+        row_id = heartbeat_id(self._writer, kind)
+        known = self._beats.get(row_id)
+        if known is not None:
+            self._beats[row_id] = msgspec.structs.replace(known, stopped_at=at)
+
     def __len__(self) -> int:
         return len(self._records)
 
@@ -199,6 +209,7 @@ class Heartbeat(msgspec.Struct, frozen=True):
     last_ok_at: float | None = None
     poll_interval: float | None = None
     scope: tuple[str, ...] = ()
+    stopped_at: float | None = None  # it stopped cleanly then (None: running, or died)
 
 
 def heartbeat_id(writer: str, kind: str) -> str:
@@ -226,4 +237,5 @@ def next_heartbeat(known: Heartbeat | None, beat: Beat, row_id: str, writer: str
         last_ok_at=beat.at if beat.ok else (None if known is None else known.last_ok_at),
         poll_interval=beat.poll_interval,
         scope=beat.scope,
+        stopped_at=None,
     )

@@ -12,6 +12,7 @@ same file and key honours a ``Retry-After`` any of them received.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import httpx
@@ -25,7 +26,7 @@ from supervisor.cycle import Supervisor
 from supervisor.ratelimit import RateGate, key_fingerprint
 from supervisor.settings import Settings
 from supervisor.sqlite_store import SqliteStore
-from supervisor.store import Store
+from supervisor.store import StateError, Store
 
 
 class Runtime(msgspec.Struct):
@@ -37,6 +38,9 @@ class Runtime(msgspec.Struct):
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.supervisor.poll_interval is not None:  # a daemon: status says it stopped
+            with contextlib.suppress(StateError):  # closing goes on; its heartbeat ages
+                self.store.retire("run", self.supervisor.clock.now())
         self.store.close()
 
     def reconfigure(self, settings: Settings) -> None:

@@ -84,3 +84,24 @@ async def test_a_daemon_started_again_honours_its_predecessors_pause(
     assert after and all(r.monotonic >= limited.monotonic + 3.0 - 0.05 for r in after)
     assert server.simulator.stats()["early"] == 0
     assert any(e["event"] == "api.pause_adopted" for e in events)
+
+
+async def test_two_daemons_on_one_file_keep_to_one_budget_between_them(
+    simulator: SimFactory, tmp_path: Path,
+) -> None:
+    """Expectation: two daemons on one state file and key, each polling every 0.1 s
+    with ``rate_limit = 4``, send no more than 4 requests a second between them (each
+    alone would send 4: 8 together without a shared budget)."""
+    server = simulator({"sessions": [{"id": "a"}], "session_count": 0})
+    state = tmp_path / "state.db"
+    settings = settings_at(server.base_url, state_path=state, rate_limit=4.0)
+    with capture_logs():
+        daemons = [Running(build(settings, rng=MaxRandom())) for _ in range(2)]
+        await until(lambda: all(d.daemon.polls >= 2 for d in daemons))
+        start = server.simulator.stats()["last_seq"]
+        await until(lambda: len(server.simulator.requests(after=start)) >= 17, timeout=10)
+        for running in daemons:
+            assert await running.stop() == 0
+    log = server.simulator.requests(after=start)
+    span = log[16].monotonic - log[0].monotonic  # 17 requests: at 4 a second, 4 s at least
+    assert span >= 4.0 - 0.2, span

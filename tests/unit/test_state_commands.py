@@ -193,7 +193,8 @@ def test_status_json_has_every_field(
         "running": True, "kind": "run", "host": HOST, "pid": PID,
         "started_at": "2025-01-31T11:59:40Z", "heartbeat_at": "2025-01-31T11:59:40Z",
         "heartbeat_ago": 20.0, "last_poll_at": "2025-01-31T11:59:40Z",
-        "last_ok_at": "2025-01-31T11:59:40Z", "poll_interval": 30.0, "sessions": "all"}
+        "last_ok_at": "2025-01-31T11:59:40Z", "poll_interval": 30.0, "sessions": "all",
+        "stopped_at": None}
     assert report["processes"] == [report["daemon"]]
 
 
@@ -269,7 +270,7 @@ def test_status_says_when_no_daemon_is_running(
     assert lines[-4] == (f"last poll: 2025-01-31T11:59:55Z (5s ago) by check on {HOST}"
                          f" (pid {PID}): ok")
     assert lines[-2] == (f"daemon: none running; the last was {HOST} (pid {PID}), heartbeat"
-                         " 3m20s ago")
+                         " 3m20s ago, no clean stop recorded")
     fresh = tmp_path / "fresh.db"
     fill(fresh, Beat("check", NOW - 5, listed=True, ok=True))
     assert status(fresh) == 2
@@ -384,3 +385,26 @@ def test_a_corrupt_file_is_reported_in_one_line_and_left_alone(
 def test_memory_has_no_status_to_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--state-path", ":memory:"]) == 78
     assert "no state is kept" in capsys.readouterr().err
+
+
+def test_a_daemon_that_stopped_cleanly_is_not_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "state.db"
+    fill(path)
+    with capture_logs():
+        store = SqliteStore.open(path, clock=FakeClock(start=NOW))
+    store.beat(daemon_beat(20))
+    store.retire("run", NOW - 10)
+    store.close()
+    monkeypatch.setattr("time.time", lambda: NOW)
+    assert status(path) == 2  # the file is fresh: the sessions decide
+    assert capsys.readouterr().out.splitlines()[-2] == (
+        f"daemon: none running; the last was {HOST} (pid {PID}), stopped at"
+        " 2025-01-31T11:59:50Z")
+    with capture_logs():
+        store = SqliteStore.open(path, clock=FakeClock(start=NOW))
+    store.beat(daemon_beat(5))  # started again on this host: running again
+    store.close()
+    assert status(path, "--json") == 2
+    assert json.loads(capsys.readouterr().out)["daemon"]["running"] is True
