@@ -1,11 +1,14 @@
 """Supervision records and the restart history in one SQLite file: the default store.
 
-Tables (schema version 2)::
+Tables (schema version 3)::
 
     schema_migrations  version PK, applied_at, description     one row per applied migration
     records            session_id PK, data (the Record as JSON), version, updated_at, writer
     history            id PK, at, session_id, event, action, attempt, outcome, reason,
                        status, http_status, duration_ms, next_attempt_at   (append-only)
+    gate               key PK (a fingerprint of the API key), paused_until, sends, updated_at
+    heartbeats         id PK, kind, host, pid, started_at, seen_at, last_poll_at, last_ok_at,
+                       poll_interval, scope, stopped_at        one row per polling process
 
 The connection uses WAL journaling (readers never block the writer), ``synchronous=FULL``
 (a commit is on disk before it returns, so a restart recorded as in flight survives a
@@ -24,8 +27,8 @@ and re-reads what other processes committed (``PRAGMA data_version`` says whethe
 did), so a decision made inside it is made on the latest records.
 
 Reads are served from an in-memory copy of the records, refreshed when another
-connection has committed; a healthy supervisor neither reads rows nor writes anything
-on a poll where nothing changed.
+connection has committed; on a poll where nothing changed a healthy supervisor reads no
+record row and writes one: its heartbeat, in the poll's own transaction.
 
 A file that is not a database, or fails ``PRAGMA quick_check``, is moved aside to
 ``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), a fresh one is started

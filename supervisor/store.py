@@ -7,10 +7,10 @@
   process and may be shared by several (a daemon and a ``check``); the default.
 
 The cycle writes a record only when the decision core returned a different one, so a
-store that writes to disk is touched only when something changed, never on every poll
-of a healthy session. Writes are compare-and-set (``swap``): a record is replaced only
-if it is still the one the decision was based on, so two processes never both claim the
-same restart.
+record is written only when something changed, never on every poll of a healthy session
+(each poll writes one small heartbeat row, ``beat``, in the same transaction). Writes
+are compare-and-set (``swap``): a record is replaced only if it is still the one the
+decision was based on, so two processes never both claim the same restart.
 """
 
 from __future__ import annotations
