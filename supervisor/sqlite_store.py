@@ -698,7 +698,7 @@ class SqliteStore:
         return new
 
     def beat(self, beat: Beat) -> None:
-        row_id = heartbeat_id(self.writer, beat.kind)
+        row_id = heartbeat_id(self.writer, beat.kind, beat.scope)
         with self._small_write():
             if not self._beats_pruned:
                 self._run("DELETE FROM heartbeats WHERE seen_at < ?",

@@ -113,14 +113,15 @@ def daemon_alive(beat: Heartbeat, now: float) -> bool:
     return now - beat.seen_at <= DAEMON_ALIVE_INTERVALS * beat.poll_interval + DAEMON_ALIVE_SLACK
 
 
-def last_seen(record: Record, updated_at: float | None, beats: Sequence[Heartbeat],
+def last_seen(record: Record, beats: Sequence[Heartbeat],
               scopes: Sequence[frozenset[str]]) -> float | None:
     """When the session was last seen: the last successful poll of a process that
-    supervises it (a session on record that such a poll did not find would have been
-    marked gone), or the last change to its record if that is later. None for a gone one."""
+    supervises it (every session, or the configured ones including it). A session on
+    record that such a poll did not find would have been marked gone; a gone one (or one
+    no process has polled for) has None. Derived, so that polls write no row per session."""
     if record.phase is Phase.GONE:
         return None
-    best = updated_at
+    best: float | None = None
     for beat, scope in zip(beats, scopes, strict=True):
         if beat.last_ok_at is not None and (not scope or record.session_id in scope):
             best = beat.last_ok_at if best is None else max(best, beat.last_ok_at)
@@ -185,7 +186,7 @@ def status_report(store: SqliteStore, classes: StatusClasses, now: float,
     sessions = []
     for record in sorted(store.records(), key=lambda r: r.session_id):
         updated_at = store.updated_at(record.session_id)
-        seen_at = last_seen(record, updated_at, beats, scopes)
+        seen_at = last_seen(record, beats, scopes)
         sessions.append(session_status(record, classes, now, updated_at, seen_at))
     polled = [b for b in beats if b.last_poll_at is not None]
     last_poll = max(polled, key=lambda b: b.last_poll_at or 0.0, default=None)

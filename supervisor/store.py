@@ -16,6 +16,7 @@ decision was based on, so two processes never both claim the same restart.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 from collections import deque
@@ -154,7 +155,7 @@ class MemoryStore:
         return self._gate.get(key)
 
     def beat(self, beat: Beat) -> None:
-        row_id = heartbeat_id(self._writer, beat.kind)
+        row_id = heartbeat_id(self._writer, beat.kind, beat.scope)
         self._beats[row_id] = next_heartbeat(self._beats.get(row_id), beat, row_id, self._writer)
 
     def heartbeats(self) -> list[Heartbeat]:
@@ -212,11 +213,16 @@ class Heartbeat(msgspec.Struct, frozen=True):
     stopped_at: float | None = None  # it stopped cleanly then (None: running, or died)
 
 
-def heartbeat_id(writer: str, kind: str) -> str:
-    """The row a process beats in: one per daemon (``run:host:pid:tag``), one per host for
-    ``check`` (a check from a timer every few minutes would otherwise leave a row each)."""
+def heartbeat_id(writer: str, kind: str, scope: Sequence[str] = ()) -> str:
+    """The row a process beats in: one per daemon (``run:host:pid:tag``); for ``check``,
+    one per host and set of configured sessions (a check from a timer every few minutes
+    would otherwise leave a row each, and checks of other sessions must not hide it)."""
     if kind == "check":
-        return f"check:{writer.split(':', 1)[0]}"
+        host = writer.split(":", 1)[0]
+        if not scope:
+            return f"check:{host}"
+        digest = hashlib.sha256("\n".join(sorted(scope)).encode()).hexdigest()[:8]
+        return f"check:{host}:{digest}"
     return f"{kind}:{writer}"
 
 

@@ -408,3 +408,24 @@ def test_a_daemon_that_stopped_cleanly_is_not_running(
     store.close()
     assert status(path, "--json") == 2
     assert json.loads(capsys.readouterr().out)["daemon"]["running"] is True
+
+
+def test_a_record_changed_by_a_person_is_not_a_sighting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``retry`` (or any write that is no poll's) changes the record, not when the
+    session was last seen; checks of other sessions on the same host keep their own
+    heartbeat, so neither hides the other's sightings."""
+    path = tmp_path / "state.db"
+    fill(path, Beat("check", NOW - 300, listed=True, ok=True, scope=("down",)),
+         Beat("check", NOW - 100, listed=True, ok=True, scope=("qr",)))
+    with capture_logs():
+        store = SqliteStore.open(path, clock=FakeClock(start=NOW - 1))
+    store.put(Record("ok", phase=Phase.HEALTHY, last_status="WORKING"))  # written just now
+    store.close()
+    monkeypatch.setattr("time.time", lambda: NOW)
+    status(path, "--json")
+    report = json.loads(capsys.readouterr().out)
+    seen = {s["id"]: s["last_seen_ago"] for s in report["sessions"]}
+    assert seen == {"ok": None, "down": 300.0, "qr": 100.0}
+    assert len(report["processes"]) == 2
