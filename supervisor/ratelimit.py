@@ -17,6 +17,10 @@ did). With a budget, each request's send time is counted in the store too, in on
 transaction, so the budget is shared by all of them. The store row is named by
 ``key_fingerprint(api_key)``, never by the key.
 
+A state file that cannot be read or written stops requests (``StateError`` from
+``acquire``: nothing is sent), as it stops the cycle; a 429's pause that cannot be
+stored is still kept by this process.
+
 ``max_wait`` (``check`` sets it to its ``--wait``): a pause longer than that is not
 waited out; the request is refused with ``RateLimited`` (``http_status`` None) and
 nothing is sent.
@@ -39,7 +43,7 @@ import structlog
 from supervisor.clock import Clock
 from supervisor.errors import RateLimited
 from supervisor.policy import Backoff
-from supervisor.store import GateRow
+from supervisor.store import GateRow, StateError
 
 log = structlog.get_logger("supervisor.ratelimit")
 
@@ -237,7 +241,11 @@ class RateGate:
                 return None
             return GateRow(until, row.sends)
 
-        stored = self._store.update_gate_row(self._key, later)
+        try:
+            stored = self._store.update_gate_row(self._key, later)
+        except StateError as exc:  # the 429 is still the answer; the next request says it
+            log.error("state.unavailable", problem=str(exc))
+            return
         if stored is not None:
             self._adopt(stored.paused_until)
 

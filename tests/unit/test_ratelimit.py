@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from supervisor.errors import RateLimited
 from supervisor.ratelimit import RateGate, admit, key_fingerprint
 from supervisor.sqlite_store import SqliteStore
-from supervisor.store import GateRow, MemoryStore
+from supervisor.store import GateRow, MemoryStore, StateError
 from tests.fakes import FakeClock
 
 
@@ -236,3 +236,23 @@ def test_the_state_file_holds_a_fingerprint_of_the_key_never_the_key(tmp_path: P
         assert KEY.encode() not in path.read_bytes()
     conn = sqlite3.connect(tmp_path / "state.db")
     assert conn.execute("SELECT key FROM gate").fetchall() == [(fingerprint,)]
+
+
+class BrokenGateStore(MemoryStore):
+    def gate_row(self, key: str) -> GateRow | None:
+        raise StateError("state.db is read-only")
+
+    def update_gate_row(self, key: str, change: Any) -> GateRow | None:
+        raise StateError("state.db is read-only")
+
+
+async def test_an_unusable_state_file_sends_nothing_but_keeps_the_pause() -> None:
+    clock = FakeClock()
+    gate = shared_gate(clock, BrokenGateStore())
+    with capture_logs() as events:
+        assert gate.rate_limited(4) == 4  # the 429 stands, and this process pauses
+    assert [e["event"] for e in events] == ["api.rate_limited", "state.unavailable"]
+    assert gate.paused_for() == 4
+    with pytest.raises(StateError):
+        await gate.acquire()
+    assert clock.sleeps == []
