@@ -726,6 +726,16 @@ class SqliteStore:
         ).fetchall()
         return [_heartbeat(row) for row in rows]
 
+    def last_writes(self) -> dict[str, float]:
+        """When each writer (host, pid and tag) last wrote a record (epoch seconds): a
+        daemon busy restarting for longer than its heartbeat allows is seen at work."""
+        self._refresh()
+        found: dict[str, float] = {}
+        for row in self._cache.values():
+            if row.updated_at > found.get(row.writer, -math.inf):
+                found[row.writer] = row.updated_at
+        return found
+
     def retire(self, kind: str, at: float) -> None:
         with self._small_write():
             self._run("UPDATE heartbeats SET stopped_at = ? WHERE id = ?",

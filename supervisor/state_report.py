@@ -106,11 +106,18 @@ def default_stale_after(poll_interval: float) -> float:
     return max(STALE_AFTER_FLOOR, STALE_AFTER_INTERVALS * poll_interval)
 
 
-def daemon_alive(beat: Heartbeat, now: float) -> bool:
-    """Whether this heartbeat is of a daemon that is still polling."""
+def daemon_alive(beat: Heartbeat, now: float, last_write: float | None = None) -> bool:
+    """Whether this heartbeat is of a daemon that is still polling: it beat, or wrote a
+    record (``last_write``: a long poll restarting many sessions), recently enough."""
     if beat.kind != "run" or beat.poll_interval is None or beat.stopped_at is not None:
         return False
-    return now - beat.seen_at <= DAEMON_ALIVE_INTERVALS * beat.poll_interval + DAEMON_ALIVE_SLACK
+    latest = beat.seen_at if last_write is None else max(beat.seen_at, last_write)
+    return now - latest <= DAEMON_ALIVE_INTERVALS * beat.poll_interval + DAEMON_ALIVE_SLACK
+
+
+def _writer(beat: Heartbeat) -> str:
+    """The records' writer a daemon's heartbeat row stands for (see heartbeat_id)."""
+    return beat.id.removeprefix(f"{beat.kind}:")
 
 
 def last_seen(record: Record, beats: Sequence[Heartbeat],
@@ -158,7 +165,7 @@ def session_status(
     }
 
 
-def _process(beat: Heartbeat, now: float) -> dict[str, Any]:
+def _process(beat: Heartbeat, now: float, last_write: float | None = None) -> dict[str, Any]:
     return {
         "kind": beat.kind, "host": beat.host, "pid": beat.pid,
         "started_at": iso(beat.started_at),
@@ -167,8 +174,9 @@ def _process(beat: Heartbeat, now: float) -> dict[str, Any]:
         "last_ok_at": iso(beat.last_ok_at),
         "poll_interval": beat.poll_interval,
         "sessions": list(beat.scope) or "all",
-        "running": daemon_alive(beat, now) if beat.kind == "run" else None,
+        "running": daemon_alive(beat, now, last_write) if beat.kind == "run" else None,
         "stopped_at": iso(beat.stopped_at),
+        "last_record_write_at": iso(last_write),
     }
 
 
@@ -192,12 +200,14 @@ def status_report(store: SqliteStore, classes: StatusClasses, now: float,
     last_poll = max(polled, key=lambda b: b.last_poll_at or 0.0, default=None)
     good = [b for b in beats if b.last_ok_at is not None]
     last_ok = max(good, key=lambda b: b.last_ok_at or 0.0, default=None)
+    writes = store.last_writes()
+    wrote = {b.id: writes.get(_writer(b)) for b in beats}
     daemons = [b for b in beats if b.kind == "run"]
-    running = [b for b in daemons if daemon_alive(b, now)]
+    running = [b for b in daemons if daemon_alive(b, now, wrote[b.id])]
     daemon: dict[str, Any] = {"running": bool(running)}
     if running or daemons:
-        daemon.update(_process((running or daemons)[0], now))
-        daemon["running"] = bool(running)
+        shown = (running or daemons)[0]
+        daemon.update(_process(shown, now, wrote[shown.id]))
     problem = None
     if last_ok is None or last_ok.last_ok_at is None:
         problem = "no successful poll is recorded in this file"
@@ -219,7 +229,7 @@ def status_report(store: SqliteStore, classes: StatusClasses, now: float,
         "last_successful_poll": None if last_ok is None or last_ok.last_ok_at is None
         else _poll(last_ok, last_ok.last_ok_at, now),
         "daemon": daemon,
-        "processes": [_process(b, now) for b in beats],
+        "processes": [_process(b, now, wrote[b.id]) for b in beats],
         "sessions": sessions,
     }
 

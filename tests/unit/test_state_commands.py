@@ -194,7 +194,7 @@ def test_status_json_has_every_field(
         "started_at": "2025-01-31T11:59:40Z", "heartbeat_at": "2025-01-31T11:59:40Z",
         "heartbeat_ago": 20.0, "last_poll_at": "2025-01-31T11:59:40Z",
         "last_ok_at": "2025-01-31T11:59:40Z", "poll_interval": 30.0, "sessions": "all",
-        "stopped_at": None}
+        "stopped_at": None, "last_record_write_at": "2025-01-31T11:50:00Z"}
     assert report["processes"] == [report["daemon"]]
 
 
@@ -429,3 +429,26 @@ def test_a_record_changed_by_a_person_is_not_a_sighting(
     seen = {s["id"]: s["last_seen_ago"] for s in report["sessions"]}
     assert seen == {"ok": None, "down": 300.0, "qr": 100.0}
     assert len(report["processes"]) == 2
+
+
+def test_a_daemon_busy_restarting_is_running_by_its_record_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A poll restarting many sessions beats only when it is done: a daemon whose last
+    heartbeat is old but who wrote a record a moment ago is at work, not gone."""
+    path = tmp_path / "state.db"
+    fill(path)
+    clock = FakeClock(start=NOW - 200)
+    with capture_logs():
+        store = SqliteStore.open(path, clock=clock)
+    store.beat(daemon_beat(200))
+    clock.advance(190)
+    store.put(Record("down", phase=Phase.VERIFYING, last_status="FAILED", attempt=3,
+                     requested_at=NOW - 10))
+    store.close()
+    monkeypatch.setattr("time.time", lambda: NOW)
+    status(path, "--json")
+    daemon = json.loads(capsys.readouterr().out)["daemon"]
+    assert daemon["running"] is True
+    assert (daemon["heartbeat_ago"], daemon["last_record_write_at"]) == (
+        200.0, "2025-01-31T11:59:50Z")
