@@ -726,6 +726,13 @@ class SqliteStore:
         ).fetchall()
         return [_heartbeat(row) for row in rows]
 
+    def paused_until(self) -> float | None:
+        """The latest ``Retry-After`` pause stored for any key (epoch seconds), or None."""
+        if self.schema_version < 3:
+            return None
+        (latest,) = self._run("SELECT max(paused_until) FROM gate").fetchone()
+        return None if latest is None else float(latest)
+
     def last_writes(self) -> dict[str, float]:
         """When each writer (host, pid and tag) last wrote a record (epoch seconds): a
         daemon busy restarting for longer than its heartbeat allows is seen at work."""

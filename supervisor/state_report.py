@@ -208,6 +208,9 @@ def status_report(store: SqliteStore, classes: StatusClasses, now: float,
     if running or daemons:
         shown = (running or daemons)[0]
         daemon.update(_process(shown, now, wrote[shown.id]))
+    paused_until = store.paused_until()
+    if paused_until is not None and paused_until <= now:
+        paused_until = None
     problem = None
     if last_ok is None or last_ok.last_ok_at is None:
         problem = "no successful poll is recorded in this file"
@@ -229,6 +232,8 @@ def status_report(store: SqliteStore, classes: StatusClasses, now: float,
         "last_successful_poll": None if last_ok is None or last_ok.last_ok_at is None
         else _poll(last_ok, last_ok.last_ok_at, now),
         "daemon": daemon,
+        "api_paused_until": iso(paused_until),
+        "api_paused_for": None if paused_until is None else round(paused_until - now, 3),
         "processes": [_process(b, now, wrote[b.id]) for b in beats],
         "sessions": sessions,
     }
@@ -277,6 +282,10 @@ def render_status(report: dict[str, Any], now: float, *, as_json: bool, location
         _poll_line("last successful poll", report["last_successful_poll"]),
         _daemon_line(report["daemon"]),
     ]
+    if report["api_paused_until"] is not None:
+        lines.append(f"api: paused by a Retry-After until {report['api_paused_until']}"
+                     f" ({span(report['api_paused_for'])} more); no process sends a request"
+                     " before then")
     summary = f"{report['verdict']}: {len(rows)} session(s) in {location}"
     if report["problem"]:
         summary += f"; {report['problem']}"

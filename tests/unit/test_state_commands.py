@@ -20,7 +20,7 @@ from supervisor.models import Action, ActionKind, Event, HistoryEntry, Phase, Re
 from supervisor.policy import Policy
 from supervisor.sqlite_store import SqliteStore
 from supervisor.state_report import parse_since, span
-from supervisor.store import Beat
+from supervisor.store import Beat, GateRow
 from tests.fakes import FakeApi, FakeClock, MaxRandom
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC).timestamp()
@@ -452,3 +452,26 @@ def test_a_daemon_busy_restarting_is_running_by_its_record_writes(
     assert daemon["running"] is True
     assert (daemon["heartbeat_ago"], daemon["last_record_write_at"]) == (
         200.0, "2025-01-31T11:59:50Z")
+
+
+def test_status_says_when_a_retry_after_holds_every_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "state.db"
+    fill(path, daemon_beat(20))
+    with capture_logs():
+        store = SqliteStore.open(path, clock=FakeClock(start=NOW))
+    store.update_gate_row("0123456789abcdef", lambda row: GateRow(NOW + 90))
+    store.close()
+    monkeypatch.setattr("time.time", lambda: NOW)
+    assert status(path) == 2
+    assert capsys.readouterr().out.splitlines()[-2] == (
+        "api: paused by a Retry-After until 2025-01-31T12:01:30Z (1m30s more); no process"
+        " sends a request before then")
+    status(path, "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert (report["api_paused_until"], report["api_paused_for"]) == (
+        "2025-01-31T12:01:30Z", 90.0)
+    monkeypatch.setattr("time.time", lambda: NOW + 91)  # over: not shown
+    status(path, "--json")
+    assert json.loads(capsys.readouterr().out)["api_paused_until"] is None
