@@ -256,3 +256,28 @@ async def test_an_unusable_state_file_sends_nothing_but_keeps_the_pause() -> Non
     with pytest.raises(StateError):
         await gate.acquire()
     assert clock.sleeps == []
+
+
+async def test_the_gate_shares_under_the_key_in_use_after_a_reload() -> None:
+    """Built from settings, the gate shares through the runtime's store under the key's
+    fingerprint; a new key (SIGHUP) is shared under its own from then on."""
+    from pydantic import SecretStr
+
+    from supervisor.settings import Settings
+    from supervisor.wiring import build
+
+    clock = FakeClock()
+    def settings(key: str) -> Settings:
+        return Settings(api_key=SecretStr(key), base_url="https://api.example",
+                        state_path=Path(":memory:"))
+
+    runtime = build(settings(KEY), clock=clock)
+    try:
+        runtime.gate.rate_limited(10)
+        assert runtime.store.gate_row(key_fingerprint(KEY)) == GateRow(clock.now() + 10)
+        runtime.reconfigure(settings(KEY + "-new"))
+        runtime.gate.rate_limited(20)
+        assert runtime.store.gate_row(key_fingerprint(KEY + "-new")) == GateRow(
+            clock.now() + 20)
+    finally:
+        await runtime.aclose()
