@@ -111,6 +111,9 @@ class RateGate:
         self._key = ""
         self._wall_pause = -math.inf  # the latest stored pause seen or written (epoch)
         self.max_wait = max_wait
+        # Told the wall-clock end of a pause this process is about to wait out (wiring
+        # records it in the daemon's heartbeat, which is not written while it waits).
+        self.on_pause: Callable[[float], None] | None = None
         self.paused_seconds_total = 0.0
         self.rate_limited_total = 0
         self.set_rate_limit(rate_limit)
@@ -155,7 +158,7 @@ class RateGate:
             if wait > 0:
                 if self.max_wait is not None and wait > self.max_wait:
                     raise self._refusal(wait)
-                self.paused_seconds_total += wait
+                self._waiting(wait)
                 await self._clock.sleep(wait)
                 continue
             if self._budget:
@@ -163,11 +166,16 @@ class RateGate:
                 if paused:  # another process's 429 came in since the pause was read
                     if self.max_wait is not None and wait > self.max_wait:
                         raise self._refusal(wait)
-                    self.paused_seconds_total += wait
+                    self._waiting(wait)
                 if wait > 0:
                     await self._clock.sleep(wait)
                     continue
             return
+
+    def _waiting(self, wait: float) -> None:
+        self.paused_seconds_total += wait
+        if self.on_pause is not None:
+            self.on_pause(self._clock.now() + wait)
 
     def rate_limited(self, retry_after: float | None, *, call: str = "") -> float:
         """A 429 arrived: pause every request. Returns the pause in seconds."""

@@ -8,7 +8,7 @@ Tables (schema version 3)::
                        status, http_status, duration_ms, next_attempt_at   (append-only)
     gate               key PK (a fingerprint of the API key), paused_until, sends, updated_at
     heartbeats         id PK, kind, host, pid, started_at, seen_at, last_poll_at, last_ok_at,
-                       poll_interval, scope, stopped_at        one row per polling process
+                       poll_interval, scope, stopped_at, waiting_until   one per process
 
 The connection uses WAL journaling (readers never block the writer), ``synchronous=FULL``
 (a commit is on disk before it returns, so a restart recorded as in flight survives a
@@ -747,6 +747,11 @@ class SqliteStore:
         with self._small_write():
             self._run("UPDATE heartbeats SET stopped_at = ? WHERE id = ?",
                       (at, heartbeat_id(self.writer, kind)))
+
+    def waiting(self, kind: str, until: float) -> None:
+        with self._small_write():
+            self._run("UPDATE heartbeats SET waiting_until = ? WHERE id = ?",
+                      (until, heartbeat_id(self.writer, kind)))
 
     @contextlib.contextmanager
     def _small_write(self) -> Iterator[None]:

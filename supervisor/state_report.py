@@ -108,10 +108,11 @@ def default_stale_after(poll_interval: float) -> float:
 
 def daemon_alive(beat: Heartbeat, now: float, last_write: float | None = None) -> bool:
     """Whether this heartbeat is of a daemon that is still polling: it beat, or wrote a
-    record (``last_write``: a long poll restarting many sessions), recently enough."""
+    record (``last_write``: a long poll restarting many sessions), recently enough, or
+    said it waits out a ``Retry-After`` until a time that is not long past."""
     if beat.kind != "run" or beat.poll_interval is None or beat.stopped_at is not None:
         return False
-    latest = beat.seen_at if last_write is None else max(beat.seen_at, last_write)
+    latest = max(t for t in (beat.seen_at, last_write, beat.waiting_until) if t is not None)
     return now - latest <= DAEMON_ALIVE_INTERVALS * beat.poll_interval + DAEMON_ALIVE_SLACK
 
 
@@ -176,6 +177,7 @@ def _process(beat: Heartbeat, now: float, last_write: float | None = None) -> di
         "sessions": list(beat.scope) or "all",
         "running": daemon_alive(beat, now, last_write) if beat.kind == "run" else None,
         "stopped_at": iso(beat.stopped_at),
+        "waiting_until": iso(beat.waiting_until),
         "last_record_write_at": iso(last_write),
     }
 

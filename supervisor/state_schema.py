@@ -59,7 +59,7 @@ def _v3(conn: sqlite3.Connection) -> None:
         "CREATE TABLE heartbeats (id TEXT PRIMARY KEY, kind TEXT NOT NULL, host TEXT NOT NULL,"
         " pid INTEGER NOT NULL, started_at REAL NOT NULL, seen_at REAL NOT NULL,"
         " last_poll_at REAL, last_ok_at REAL, poll_interval REAL, scope TEXT NOT NULL DEFAULT '',"
-        " stopped_at REAL)"
+        " stopped_at REAL, waiting_until REAL)"
     )
 
 

@@ -95,6 +95,11 @@ class Store(Protocol):
         """This process of ``kind`` stopped cleanly at ``at``: its heartbeat says so."""
         ...
 
+    def waiting(self, kind: str, until: float) -> None:
+        """This process of ``kind`` waits out a ``Retry-After`` until ``until`` (epoch
+        seconds) and will not beat before then: its heartbeat says so."""
+        ...
+
 
 class MemoryStore:
     """Records in a dict, the history in a bounded deque; one process only."""
@@ -167,6 +172,12 @@ class MemoryStore:
         if known is not None:
             self._beats[row_id] = msgspec.structs.replace(known, stopped_at=at)
 
+    def waiting(self, kind: str, until: float) -> None:
+        row_id = heartbeat_id(self._writer, kind)
+        known = self._beats.get(row_id)
+        if known is not None:
+            self._beats[row_id] = msgspec.structs.replace(known, waiting_until=until)
+
     def __len__(self) -> int:
         return len(self._records)
 
@@ -211,6 +222,7 @@ class Heartbeat(msgspec.Struct, frozen=True):
     poll_interval: float | None = None
     scope: tuple[str, ...] = ()
     stopped_at: float | None = None  # it stopped cleanly then (None: running, or died)
+    waiting_until: float | None = None  # it waits out a Retry-After until then
 
 
 def heartbeat_id(writer: str, kind: str, scope: Sequence[str] = ()) -> str:
@@ -244,4 +256,5 @@ def next_heartbeat(known: Heartbeat | None, beat: Beat, row_id: str, writer: str
         poll_interval=beat.poll_interval,
         scope=beat.scope,
         stopped_at=None,
+        waiting_until=None,
     )

@@ -141,4 +141,13 @@ def build(
         poll_interval=settings.poll_interval,
         in_flight_grace=settings.request_timeout + settings.max_retry_after,
     )
+    gate.on_pause = lambda until: _waiting(supervisor, until)
     return Runtime(settings, client, gate, supervisor.store, supervisor)
+
+
+def _waiting(supervisor: Supervisor, until: float) -> None:
+    """A daemon about to wait out a pause says so in its heartbeat (``status`` then sees
+    it at work, not gone); the wait goes on if the state file cannot say it."""
+    if supervisor.poll_interval is not None:
+        with contextlib.suppress(StateError):
+            supervisor.store.waiting("run", until)

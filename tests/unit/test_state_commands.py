@@ -194,7 +194,8 @@ def test_status_json_has_every_field(
         "started_at": "2025-01-31T11:59:40Z", "heartbeat_at": "2025-01-31T11:59:40Z",
         "heartbeat_ago": 20.0, "last_poll_at": "2025-01-31T11:59:40Z",
         "last_ok_at": "2025-01-31T11:59:40Z", "poll_interval": 30.0, "sessions": "all",
-        "stopped_at": None, "last_record_write_at": "2025-01-31T11:50:00Z"}
+        "stopped_at": None, "waiting_until": None,
+        "last_record_write_at": "2025-01-31T11:50:00Z"}
     assert report["processes"] == [report["daemon"]]
 
 
@@ -475,3 +476,30 @@ def test_status_says_when_a_retry_after_holds_every_process(
     monkeypatch.setattr("time.time", lambda: NOW + 91)  # over: not shown
     status(path, "--json")
     assert json.loads(capsys.readouterr().out)["api_paused_until"] is None
+
+
+async def test_a_daemon_waiting_out_a_retry_after_is_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A daemon's poll that waits out a long ``Retry-After`` beats only after it: the
+    gate says in its heartbeat until when it waits, and ``status`` sees it at work."""
+    from pydantic import SecretStr
+
+    from supervisor.settings import Settings
+    from supervisor.wiring import build
+
+    path = tmp_path / "state.db"
+    clock = FakeClock(start=NOW - 150)
+    with capture_logs():
+        runtime = build(Settings(api_key=SecretStr("sk-status-test"), state_path=path,
+                                 base_url="https://api.example", poll_interval=30.0),
+                        clock=clock)
+        runtime.store.beat(Beat("run", clock.now(), listed=True, ok=True, poll_interval=30.0))
+        runtime.gate.rate_limited(300)
+        await runtime.gate.acquire()  # the fake clock jumps over the wait
+    runtime.store.close()
+    monkeypatch.setattr("time.time", lambda: NOW)  # 150 s into the 300 s wait
+    status(path, "--json")
+    daemon = json.loads(capsys.readouterr().out)["daemon"]
+    assert daemon["running"] is True
+    assert (daemon["heartbeat_ago"], daemon["waiting_until"]) == (150.0, "2025-01-31T12:02:30Z")
