@@ -45,6 +45,11 @@ _PHASE_SEVERITY = {
 }
 
 
+def phase_verdict(phase: Phase) -> tuple[int, str]:
+    """The exit status and outcome a record's phase stands for (``status`` uses it too)."""
+    return _PHASE_SEVERITY[phase]
+
+
 class Row(msgspec.Struct):
     id: str
     name: str | None

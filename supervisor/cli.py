@@ -201,6 +201,14 @@ def build_parser() -> _Parser:
         "status", help="every supervised session, from the state file (no API call, no key)")
     _state_flags(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--stale-after", dest="stale_after", type=float, metavar="SECONDS",
+                        help="exit 3 when no process has polled successfully for this long"
+                        " (default: 10 minutes, or 3 x poll_interval if longer)")
+
+    retry = sub.add_parser(
+        "retry", help="retry a given-up session at the next poll (clears its give-up)")
+    _state_flags(retry)
+    retry.add_argument("retry_session", metavar="ID", help="the session to retry")
 
     history = sub.add_parser("history", help="the restart history, from the state file")
     _state_flags(history)
@@ -359,6 +367,7 @@ async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{PROG}: {problem}", file=sys.stderr)
         return _check_unknown(problem, as_json=args.json)
     runtime.supervisor.poll_interval = None  # no poll backoff: --wait polls every second
+    runtime.gate.max_wait = args.wait  # a longer Retry-After pause is reported, not waited out
     _started()
     try:
         report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait)
@@ -384,8 +393,10 @@ def _missing_extra(what: str, exc: ImportError) -> int:
     return EX_UNAVAILABLE
 
 
-def _open_state(args: argparse.Namespace) -> tuple[Settings, Any] | int:
-    """The settings and the state file opened read-only, or an exit status."""
+def _open_state(args: argparse.Namespace, *, unknown: int | None = None,
+                ) -> tuple[Settings, Any] | int:
+    """The settings and the state file opened read-only, or an exit status. ``unknown``
+    (``status``, a monitoring status) is returned for a missing or unusable file."""
     settings = load(args, require_api_key=False)
     if isinstance(settings, int):
         return settings
@@ -401,26 +412,88 @@ def _open_state(args: argparse.Namespace) -> tuple[Settings, Any] | int:
     except FileNotFoundError:
         print(f"{PROG}: no state file at {location} yet (run or check creates it)",
               file=sys.stderr)
-        return 0
+        return 0 if unknown is None else unknown
     except StateError as exc:
-        return _state_error(settings, exc)
+        status = _state_error(settings, exc)
+        return status if unknown is None else unknown
 
 
 def _status(args: argparse.Namespace) -> int:
-    opened = _open_state(args)
+    """Exits like ``check`` (0, 1, 2), or 3 when the file is stale, never polled, missing
+    or unusable (see ``supervisor.state_report``)."""
+    if args.stale_after is not None and not args.stale_after > 0:
+        print(f"{PROG}: --stale-after: must be a positive number of seconds", file=sys.stderr)
+        return 2
+    from supervisor.check import UNKNOWN
+
+    opened = _open_state(args, unknown=UNKNOWN)
     if isinstance(opened, int):
         return opened
     settings, store = opened
     import time
 
-    from supervisor.state_report import render_status, status_report
+    from supervisor.state_report import default_stale_after, render_status, status_report
 
     now = time.time()
+    stale_after = args.stale_after or default_stale_after(settings.poll_interval)
     try:
-        sessions = status_report(store, settings.policy().classes, now)
+        report = status_report(store, settings.policy().classes, now, stale_after)
     finally:
         store.close()
-    print(render_status(sessions, now, as_json=args.json, location=store.location))
+    print(render_status(report, now, as_json=args.json, location=store.location))
+    return int(report["exit_status"])
+
+
+def _retry(args: argparse.Namespace) -> int:
+    """Clear one session's give-up in the state file, so that the next poll (of a daemon
+    or a check) restarts it as a first attempt. 0 done; 1 nothing changed (no such
+    session on record, not given up, or a retry in flight); 78 the file cannot be used."""
+    settings = load(args, require_api_key=False)
+    if isinstance(settings, int):
+        return settings
+    from supervisor import core, history, logs
+    from supervisor.clock import SystemClock
+    from supervisor.cycle import emit
+    from supervisor.sqlite_store import MEMORY
+    from supervisor.store import StateError
+    from supervisor.wiring import open_store
+
+    logs.configure(settings.log_format, settings.log_level, sys.stderr)  # stdout: the answer
+    location = settings.state_location()
+    session_id = args.retry_session
+    if location == MEMORY:
+        print(f"{PROG}: state_path is {MEMORY}: no state to change", file=sys.stderr)
+        return EX_CONFIG
+    if not Path(location).exists():
+        print(f"{PROG}: no state file at {location} yet; nothing to retry", file=sys.stderr)
+        return 1
+    clock = SystemClock()
+    try:
+        store = open_store(settings, clock)
+    except StateError as exc:
+        return _state_error(settings, exc)
+    try:
+        with store.transaction():  # read and written under the write lock: compare-and-set
+            record = store.get(session_id)
+            if record is None:
+                print(f"{PROG}: no session {session_id!r} in {location}", file=sys.stderr)
+                return 1
+            now = clock.now()
+            try:
+                step = core.retry_now(record, now)
+            except ValueError as exc:
+                print(f"{PROG}: {exc}; nothing changed", file=sys.stderr)
+                return 1
+            store.swap(record, step.record)
+            store.add_history(history.entries(step.events, now))
+    except StateError as exc:
+        return _state_error(settings, exc)
+    finally:
+        store.close()
+    for event in step.events:
+        emit(event)
+    print(f"session {session_id}: given up no more; the next poll restarts it as a first"
+          " attempt")
     return 0
 
 
@@ -478,6 +551,7 @@ MODES = {
     "check": _check,
     "config": _config,
     "status": _status,
+    "retry": _retry,
     "history": _history,
     "simulate": _simulate,
     "demo": _demo,

@@ -10,7 +10,8 @@ the events to log):
   with a GET; a session still failed after a conflict is stopped, then restarted).
 
 ``vanished(record, now, policy, configured=...)`` handles a session that the API no
-longer knows (404, or missing from the account's list).
+longer knows (404, or missing from the account's list); ``retry_now(record, now)`` a
+person's request to retry a given-up session at once.
 
 Every restart request produces exactly one ``restart.requested`` event and, later,
 exactly one outcome event for it: ``restart.succeeded`` (seen healthy within
@@ -650,3 +651,44 @@ def vanished(record: Record, now: float, policy: Policy, *, configured: bool) ->
         last_outcome="gone",
     )
     return Step(record, None, events)
+
+
+# -------------------------------------------------------------------------- retry
+
+
+def retry_now(record: Record, now: float) -> Step:
+    """A person asked for a given-up session to be retried now (``wasend-supervisor
+    retry``): it is unhealthy again with its attempts and failures forgotten, due at
+    once, so the next poll (of any process) restarts it as a first attempt, or finds it
+    recovered. Whether the next attempt stops it first is kept.
+
+    Raises ValueError (one line) if it is not given up, or a retry of it is in flight.
+    """
+    if record.phase is not Phase.GAVE_UP:
+        if record.gave_up and record.phase is Phase.VERIFYING:
+            raise ValueError(
+                f"session {record.session_id} has a retry in flight; wait for its outcome"
+            )
+        raise ValueError(
+            f"session {record.session_id} is not given up (phase: {record.phase.value})"
+        )
+    event = _event(
+        "session.retry_requested",
+        record,
+        status=record.last_status,
+        attempt=record.attempt,
+        failures=len(record.failures),
+    )
+    record = replace(
+        record,
+        phase=Phase.UNHEALTHY,
+        gave_up=False,
+        attempt=0,
+        failures=(),
+        next_attempt_at=None,
+        requested_at=None,
+        verify_deadline=None,
+        since=now,
+        last_outcome="retry_requested",
+    )
+    return Step(record, None, (event,))

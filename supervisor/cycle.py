@@ -41,7 +41,7 @@ from supervisor.models import (
     Step,
 )
 from supervisor.policy import Policy
-from supervisor.store import StateError, Store
+from supervisor.store import Beat, StateError, Store
 
 log = structlog.get_logger("supervisor.cycle")
 
@@ -144,17 +144,20 @@ class Supervisor:
             if started < self.auth_blocked_until:
                 log.debug("poll.skipped", reason="auth_failed",
                           retry_in=round(self.auth_blocked_until - started, 3))
+                self._beat(listed=False, ok=False, dry_run=dry_run)
                 return PollResult(ok=False, skipped=True, skip_reason="auth_failed")
             self._reload_key()
         if self.poll_resume_at is not None and started < self.poll_resume_at:
             log.debug("poll.skipped", reason="api_unavailable",
                       retry_in=round(self.poll_resume_at - started, 3))
+            self._beat(listed=False, ok=False, dry_run=dry_run)
             return PollResult(ok=False, skipped=True, skip_reason="api_unavailable")
         observed_at = self.clock.now()  # what the list says is at least this recent
         try:
             listing = await self.client.list_sessions()
         except ApiError as exc:
             self._poll_failed(exc, started)
+            self._beat(listed=True, ok=False, dry_run=dry_run, at=observed_at)
             return PollResult(ok=False, error=exc, duration=self.clock.monotonic() - started)
         self.poll_resume_at = None
         if self.auth_blocked_until is not None:
@@ -173,6 +176,8 @@ class Supervisor:
             now = self.clock.now()
             for info in seen:
                 self._decide(info, observed_at, now, dry_run, result, pending)
+            if not dry_run:  # the heartbeat: one small row, in the same commit
+                self.store.beat(self._heartbeat(listed=True, ok=True, at=observed_at))
         result.sessions = len(seen)
         result.seen = seen
 
@@ -404,6 +409,21 @@ class Supervisor:
             if event.name != "restart.requested":
                 emit(event)
         return False
+
+    def _heartbeat(self, *, listed: bool, ok: bool, at: float) -> Beat:
+        kind = "check" if self.poll_interval is None else "run"
+        return Beat(kind, at, listed, ok, self.poll_interval, self.configured)
+
+    def _beat(self, *, listed: bool, ok: bool, dry_run: bool, at: float | None = None) -> None:
+        """The heartbeat of a poll that listed nothing: a state file that cannot be written
+        does not hide why the poll failed (the next poll reports it)."""
+        if dry_run:
+            return
+        beat = self._heartbeat(listed=listed, ok=ok, at=self.clock.now() if at is None else at)
+        try:
+            self.store.beat(beat)
+        except StateError as exc:
+            log.error("state.unavailable", problem=str(exc))
 
     def _poll_failed(self, exc: ApiError, started: float) -> None:
         self.consecutive_failures += 1

@@ -26,6 +26,7 @@ HISTORY_EVENTS = frozenset(
         "session.gave_up",
         "session.needs_person",
         "session.gone",
+        "session.retry_requested",
     }
 )
 
@@ -38,6 +39,7 @@ _OUTCOMES = {
     "session.gave_up": "gave_up",
     "session.needs_person": "needs_person",
     "session.gone": "gone",
+    "session.retry_requested": "retry_requested",
 }
 
 

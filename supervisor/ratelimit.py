@@ -8,21 +8,84 @@ Two rules, both about *when* a request may be sent:
 * Our own budget: at most ``rate_limit`` requests in any one-second window, bursts
   included, so that a restart storm does not cause the 429s in the first place.
 
-Deadlines use the clock's monotonic time; waiting goes through ``clock.sleep`` so tests
-with a fake clock never sleep.
+Both hold for every process on the key that shares a state file (``share``): the pause
+is written to the store in wall-clock time (epoch seconds) when the 429 arrives, and
+before each request the gate honours the later of its own pause and the stored one, so a
+``check`` a second after another one's 429, or a daemon started again, waits too (a
+stored pause is honoured for at most ``max_retry_after`` from now, whatever the clock
+did). With a budget, each request's send time is counted in the store too, in one small
+transaction, so the budget is shared by all of them. The store row is named by
+``key_fingerprint(api_key)``, never by the key.
+
+A state file that cannot be read or written stops requests (``StateError`` from
+``acquire``: nothing is sent), as it stops the cycle; a 429's pause that cannot be
+stored is still kept by this process.
+
+``max_wait`` (``check`` sets it to its ``--wait``): a pause longer than that is not
+waited out; the request is refused with ``RateLimited`` (``http_status`` None) and
+nothing is sent.
+
+Deadlines inside the process use the clock's monotonic time; waiting goes through
+``clock.sleep`` so tests with a fake clock never sleep.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
-from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
 from supervisor.clock import Clock
+from supervisor.errors import RateLimited
 from supervisor.policy import Backoff
+from supervisor.store import GateRow, StateError
 
 log = structlog.get_logger("supervisor.ratelimit")
+
+_FINGERPRINT_CONTEXT = b"wasend-supervisor rate gate v1"
+
+
+class GateStore(Protocol):
+    """What the gate needs of a store (``supervisor.store.Store`` has it)."""
+
+    def gate_row(self, key: str) -> GateRow | None: ...
+
+    def update_gate_row(
+        self, key: str, change: Callable[[GateRow | None], GateRow | None]
+    ) -> GateRow | None: ...
+
+
+def key_fingerprint(api_key: str) -> str:
+    """A name for the API key's row in the state file: 16 hex digits of an HMAC-SHA256
+    of the key, from which the key cannot be recovered."""
+    digest = hmac.new(_FINGERPRINT_CONTEXT, api_key.encode(), hashlib.sha256).hexdigest()
+    return digest[:16]
+
+
+def admit(
+    sends: Sequence[float], now: float, budget: int, window: float
+) -> tuple[float, tuple[float, ...]]:
+    """The budget rule: at most ``budget`` requests in any ``window`` seconds.
+
+    ``sends`` are the times of recent requests. Returns ``(0.0, sends)`` with ``now``
+    counted (and those out of the window dropped) when a request may go now, else the
+    seconds to wait and ``sends`` unchanged. A wait is never longer than ``window`` (times
+    ahead of ``now``, from a clock set back, do not hold requests up for longer).
+    """
+    recent = sorted(t for t in sends if t > now - window)
+    if len(recent) >= budget:
+        wait = recent[-budget] + window - now
+        return min(window, max(wait, 0.0)), tuple(sends)
+    return 0.0, (*recent, now)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class RateGate:
@@ -33,6 +96,9 @@ class RateGate:
         rate_limit: float | None,
         max_retry_after: float,
         fallback: Backoff | None = None,
+        store: GateStore | None = None,
+        key: str = "",
+        max_wait: float | None = None,
     ) -> None:
         self._clock = clock
         self._max_retry_after = max_retry_after
@@ -40,10 +106,19 @@ class RateGate:
         self._fallback = fallback or Backoff(initial=1.0, max=max_retry_after, multiplier=2.0)
         self._paused_until = -math.inf
         self._consecutive_429 = 0
-        self._sent: deque[float] = deque()
+        self._sent: tuple[float, ...] = ()  # monotonic; when no store is shared
+        self._store: GateStore | None = None
+        self._key = ""
+        self._wall_pause = -math.inf  # the latest stored pause seen or written (epoch)
+        self.max_wait = max_wait
+        # Told the wall-clock end of a pause this process is about to wait out (wiring
+        # records it in the daemon's heartbeat, which is not written while it waits).
+        self.on_pause: Callable[[float], None] | None = None
         self.paused_seconds_total = 0.0
         self.rate_limited_total = 0
         self.set_rate_limit(rate_limit)
+        if store is not None:
+            self.share(store, key)
 
     def set_rate_limit(self, rate_limit: float | None) -> None:
         """At most ``rate_limit`` requests in any one-second window (None: no budget)."""
@@ -59,6 +134,12 @@ class RateGate:
         if self._own_fallback:  # the fallback backoff is capped by it too
             self._fallback = Backoff(initial=1.0, max=seconds, multiplier=2.0)
 
+    def share(self, store: GateStore, key: str) -> None:
+        """Honour and record the pause and the budget in ``store``, under ``key`` (a
+        ``key_fingerprint``), from the next request on."""
+        self._store, self._key = store, key
+        self._wall_pause = -math.inf
+
     @property
     def paused_until(self) -> float:
         """Monotonic time until which every request waits (-inf when not paused)."""
@@ -68,24 +149,33 @@ class RateGate:
         return max(0.0, self._paused_until - self._clock.monotonic())
 
     async def acquire(self) -> None:
-        """Wait until a request may be sent, then count it as sent."""
+        """Wait until a request may be sent, then count it as sent.
+
+        Raises RateLimited, sending nothing, if a pause is longer than ``max_wait``.
+        """
         while True:
-            now = self._clock.monotonic()
-            if now < self._paused_until:
-                wait = self._paused_until - now
-                self.paused_seconds_total += wait
+            wait = self._pause_left()
+            if wait > 0:
+                if self.max_wait is not None and wait > self.max_wait:
+                    raise self._refusal(wait)
+                self._waiting(wait)
                 await self._clock.sleep(wait)
                 continue
             if self._budget:
-                horizon = now - self._window
-                sent = self._sent
-                while sent and sent[0] <= horizon:
-                    sent.popleft()
-                if len(sent) >= self._budget:
-                    await self._clock.sleep(sent[0] - horizon)
+                wait, paused = self._take()
+                if paused:  # another process's 429 came in since the pause was read
+                    if self.max_wait is not None and wait > self.max_wait:
+                        raise self._refusal(wait)
+                    self._waiting(wait)
+                if wait > 0:
+                    await self._clock.sleep(wait)
                     continue
-                sent.append(now)
             return
+
+    def _waiting(self, wait: float) -> None:
+        self.paused_seconds_total += wait
+        if self.on_pause is not None:
+            self.on_pause(self._clock.now() + wait)
 
     def rate_limited(self, retry_after: float | None, *, call: str = "") -> float:
         """A 429 arrived: pause every request. Returns the pause in seconds."""
@@ -116,8 +206,86 @@ class RateGate:
             paused_for=round(self._paused_until - now, 3),
             pause_source=source,
         )
+        self._store_pause(self._clock.now() + (self._paused_until - now))
         return delay
 
     def succeeded(self) -> None:
         """A request went through: the fallback backoff starts over."""
         self._consecutive_429 = 0
+
+    # ------------------------------------------------------------ the shared row
+
+    def _pause_left(self) -> float:
+        """Seconds until a request may go, by our pause and the stored one."""
+        if self._store is not None:
+            row = self._store.gate_row(self._key)
+            if row is not None:
+                self._adopt(row.paused_until)
+        return max(0.0, self._paused_until - self._clock.monotonic())
+
+    def _adopt(self, until: float) -> None:
+        """Honour a stored pause (epoch seconds) another process wrote, for at most
+        ``max_retry_after`` from now."""
+        if until <= self._wall_pause:
+            return
+        self._wall_pause = until
+        left = min(until - self._clock.now(), self._max_retry_after)
+        if left <= 0:
+            return
+        deadline = self._clock.monotonic() + left
+        if deadline > self._paused_until:
+            self._paused_until = deadline
+            log.info("api.pause_adopted", paused_for=round(left, 3), until=_iso(until))
+
+    def _store_pause(self, until: float) -> None:
+        if self._store is None:
+            return
+        self._wall_pause = max(self._wall_pause, until)
+
+        def later(row: GateRow | None) -> GateRow | None:
+            if row is None:
+                return GateRow(paused_until=until)
+            if row.paused_until >= until:
+                return None
+            return GateRow(until, row.sends)
+
+        try:
+            stored = self._store.update_gate_row(self._key, later)
+        except StateError as exc:  # the 429 is still the answer; the next request says it
+            log.error("state.unavailable", problem=str(exc))
+            return
+        if stored is not None:
+            self._adopt(stored.paused_until)
+
+    def _take(self) -> tuple[float, bool]:
+        """Count one request in the budget if it may go now (0 s); else the seconds to
+        wait, and whether that is a pause (a stored one, found inside the write)."""
+        if self._store is None:
+            wait, self._sent = admit(self._sent, self._clock.monotonic(), self._budget,
+                                     self._window)
+            return wait, False
+        now = self._clock.now()
+        wait, paused = 0.0, False
+
+        def count(row: GateRow | None) -> GateRow | None:
+            nonlocal wait, paused
+            row = row or GateRow()
+            if row.paused_until > now:
+                wait, paused = min(row.paused_until - now, self._max_retry_after), True
+                return None
+            wait, sends = admit(row.sends, now, self._budget, self._window)
+            return None if wait > 0 else GateRow(row.paused_until, sends)
+
+        stored = self._store.update_gate_row(self._key, count)
+        if paused and stored is not None:
+            self._adopt(stored.paused_until)
+        return wait, paused
+
+    def _refusal(self, wait: float) -> RateLimited:
+        until = self._clock.now() + wait
+        return RateLimited(
+            f"the API key is paused by a Retry-After for {math.ceil(wait)} s more "
+            f"(until {_iso(until)}); nothing was sent",
+            http_status=None,
+            retry_after=wait,
+        )

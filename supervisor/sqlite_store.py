@@ -1,11 +1,14 @@
 """Supervision records and the restart history in one SQLite file: the default store.
 
-Tables (schema version 2)::
+Tables (schema version 3)::
 
     schema_migrations  version PK, applied_at, description     one row per applied migration
     records            session_id PK, data (the Record as JSON), version, updated_at, writer
     history            id PK, at, session_id, event, action, attempt, outcome, reason,
                        status, http_status, duration_ms, next_attempt_at   (append-only)
+    gate               key PK (a fingerprint of the API key), paused_until, sends, updated_at
+    heartbeats         id PK, kind, host, pid, started_at, seen_at, last_poll_at, last_ok_at,
+                       poll_interval, scope, stopped_at, waiting_until   one per process
 
 The connection uses WAL journaling (readers never block the writer), ``synchronous=FULL``
 (a commit is on disk before it returns, so a restart recorded as in flight survives a
@@ -24,8 +27,8 @@ and re-reads what other processes committed (``PRAGMA data_version`` says whethe
 did), so a decision made inside it is made on the latest records.
 
 Reads are served from an in-memory copy of the records, refreshed when another
-connection has committed; a healthy supervisor neither reads rows nor writes anything
-on a poll where nothing changed.
+connection has committed; on a poll where nothing changed a healthy supervisor reads no
+record row and writes one: its heartbeat, in the poll's own transaction.
 
 A file that is not a database, or fails ``PRAGMA quick_check``, is moved aside to
 ``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), a fresh one is started
@@ -38,12 +41,13 @@ a lock held too long) is a ``StateError`` with a one-line message.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import secrets
 import socket
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -55,7 +59,7 @@ import structlog
 from supervisor.clock import Clock, SystemClock
 from supervisor.models import HistoryEntry, Record
 from supervisor.state_schema import SCHEMA_VERSION, applied_versions, decode, encode, migrate
-from supervisor.store import StateError
+from supervisor.store import Beat, GateRow, Heartbeat, StateError, heartbeat_id, next_heartbeat
 
 log = structlog.get_logger("supervisor.state")
 
@@ -643,3 +647,151 @@ class SqliteStore:
         if self.schema_version == 0:
             return 0
         return int(self._run("SELECT count(*) FROM history").fetchone()[0])
+
+    # ------------------------------------------- the shared rate gate, heartbeats
+    #
+    # Schema version 3 adds two small tables: ``gate`` (one row per API key fingerprint:
+    # the pause every process honours, and the send times of the shared budget) and
+    # ``heartbeats`` (one row per daemon, one per host for ``check``). Their writes take
+    # the write lock for one or two statements and leave the records' cache alone: a
+    # write here does not make this process re-read the records.
+
+    _gate_rows: dict[str, GateRow] | None = None
+    _gate_seen: tuple[int, int] | None = None  # (connection, data_version) when read
+    _beats_pruned: bool = False
+
+    def gate_row(self, key: str) -> GateRow | None:
+        if self.schema_version < 3:
+            return None
+        if self._closed:
+            return None if self._gate_rows is None else self._gate_rows.get(key)
+        try:
+            (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+            seen = (id(self._conn), version)
+            if self._gate_rows is None or seen != self._gate_seen:
+                rows = self._conn.execute("SELECT key, paused_until, sends FROM gate").fetchall()
+                self._gate_rows = {k: _gate_row(p, s) for k, p, s in rows}
+                self._gate_seen = seen
+        except sqlite3.Error as exc:
+            self._fail(exc)
+        return self._gate_rows.get(key)
+
+    def update_gate_row(
+        self, key: str, change: Callable[[GateRow | None], GateRow | None]
+    ) -> GateRow | None:
+        with self._small_write():
+            found = self._run(
+                "SELECT paused_until, sends FROM gate WHERE key = ?", (key,)
+            ).fetchone()
+            row = None if found is None else _gate_row(*found)
+            new = change(row)
+            if new is None or new == row:
+                return row
+            self._run(
+                "INSERT INTO gate (key, paused_until, sends, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET paused_until = excluded.paused_until,"
+                " sends = excluded.sends, updated_at = excluded.updated_at",
+                (key, new.paused_until, json.dumps(list(new.sends)), self._clock.now()),
+            )
+        if self._gate_rows is not None:
+            self._gate_rows[key] = new
+        return new
+
+    def beat(self, beat: Beat) -> None:
+        row_id = heartbeat_id(self.writer, beat.kind, beat.scope)
+        with self._small_write():
+            if not self._beats_pruned:
+                self._run("DELETE FROM heartbeats WHERE seen_at < ?",
+                          (beat.at - HEARTBEAT_MAX_AGE,))
+                self._beats_pruned = True
+            found = self._run(
+                f"SELECT {_HEARTBEAT_COLUMNS} FROM heartbeats WHERE id = ?",  # noqa: S608
+                (row_id,),
+            ).fetchone()
+            known = None if found is None else _heartbeat(found)
+            new = next_heartbeat(known, beat, row_id, self.writer)
+            values = [getattr(new, name) for name in Heartbeat.__struct_fields__]
+            values[_SCOPE] = json.dumps(list(new.scope)) if new.scope else ""
+            self._run(
+                f"INSERT OR REPLACE INTO heartbeats ({_HEARTBEAT_COLUMNS})"  # noqa: S608
+                f" VALUES ({', '.join('?' for _ in values)})",
+                values,
+            )
+
+    def heartbeats(self) -> list[Heartbeat]:
+        if self.schema_version < 3:
+            return []
+        rows = self._run(
+            f"SELECT {_HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen_at DESC"  # noqa: S608
+        ).fetchall()
+        return [_heartbeat(row) for row in rows]
+
+    def paused_until(self) -> float | None:
+        """The latest ``Retry-After`` pause stored for any key (epoch seconds), or None."""
+        if self.schema_version < 3:
+            return None
+        (latest,) = self._run("SELECT max(paused_until) FROM gate").fetchone()
+        return None if latest is None else float(latest)
+
+    def last_writes(self) -> dict[str, float]:
+        """When each writer (host, pid and tag) last wrote a record (epoch seconds): a
+        daemon busy restarting for longer than its heartbeat allows is seen at work."""
+        self._refresh()
+        found: dict[str, float] = {}
+        for row in self._cache.values():
+            if row.updated_at > found.get(row.writer, -math.inf):
+                found[row.writer] = row.updated_at
+        return found
+
+    def retire(self, kind: str, at: float) -> None:
+        with self._small_write():
+            self._run("UPDATE heartbeats SET stopped_at = ? WHERE id = ?",
+                      (at, heartbeat_id(self.writer, kind)))
+
+    def waiting(self, kind: str, until: float) -> None:
+        with self._small_write():
+            self._run("UPDATE heartbeats SET waiting_until = ? WHERE id = ?",
+                      (until, heartbeat_id(self.writer, kind)))
+
+    @contextlib.contextmanager
+    def _small_write(self) -> Iterator[None]:
+        """A write transaction for the gate or a heartbeat. Unlike ``transaction()`` it
+        does not re-read the records other processes changed (the next read of a
+        record still does), so that a request's budget write stays a few statements."""
+        if self._depth or self._conn.in_transaction:
+            yield
+            return
+        self._run("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._abort()
+            raise
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abort()
+            self._fail(exc)
+
+
+HEARTBEAT_MAX_AGE: Final = 7 * 86400.0  # seconds a process's heartbeat row is kept unseen
+_HEARTBEAT_COLUMNS: Final = ", ".join(Heartbeat.__struct_fields__)
+_SCOPE: Final = Heartbeat.__struct_fields__.index("scope")
+
+
+def _gate_row(paused_until: float, sends: str) -> GateRow:
+    try:
+        times = tuple(float(t) for t in json.loads(sends))
+    except (ValueError, TypeError):
+        times = ()
+    return GateRow(float(paused_until), times)
+
+
+def _heartbeat(row: Sequence[Any]) -> Heartbeat:
+    values = dict(zip(Heartbeat.__struct_fields__, row, strict=True))
+    scope = values.pop("scope") or ""
+    try:
+        ids = tuple(str(s) for s in json.loads(scope)) if scope else ()
+    except (ValueError, TypeError):
+        ids = ()
+    return Heartbeat(**values, scope=ids)

@@ -21,7 +21,7 @@ from typing import Any, Final
 from supervisor.models import Phase, Record
 from supervisor.store import StateError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 
 # --------------------------------------------------------------------- migrations
@@ -48,9 +48,25 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX history_session_at ON history (session_id, at)")
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    # ``key`` is a fingerprint of the API key (supervisor.ratelimit.key_fingerprint),
+    # never the key; ``sends`` a JSON list of epoch seconds.
+    conn.execute(
+        "CREATE TABLE gate (key TEXT PRIMARY KEY, paused_until REAL NOT NULL DEFAULT 0,"
+        " sends TEXT NOT NULL DEFAULT '[]', updated_at REAL NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE heartbeats (id TEXT PRIMARY KEY, kind TEXT NOT NULL, host TEXT NOT NULL,"
+        " pid INTEGER NOT NULL, started_at REAL NOT NULL, seen_at REAL NOT NULL,"
+        " last_poll_at REAL, last_ok_at REAL, poll_interval REAL, scope TEXT NOT NULL DEFAULT '',"
+        " stopped_at REAL, waiting_until REAL)"
+    )
+
+
 MIGRATIONS: Final[tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...]] = (
     (1, "records and restart history", _v1),
     (2, "writer of each record; reason, status and next attempt in the history", _v2),
+    (3, "the rate gate shared by processes, and their heartbeats", _v3),
 )
 
 

@@ -7,19 +7,24 @@
   process and may be shared by several (a daemon and a ``check``); the default.
 
 The cycle writes a record only when the decision core returned a different one, so a
-store that writes to disk is touched only when something changed, never on every poll
-of a healthy session. Writes are compare-and-set (``swap``): a record is replaced only
-if it is still the one the decision was based on, so two processes never both claim the
-same restart.
+record is written only when something changed, never on every poll of a healthy session
+(each poll writes one small heartbeat row, ``beat``, in the same transaction). Writes
+are compare-and-set (``swap``): a record is replaced only if it is still the one the
+decision was based on, so two processes never both claim the same restart.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
+import socket
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
+
+import msgspec
 
 from supervisor.models import HistoryEntry, Record
 
@@ -62,6 +67,39 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    # What the processes sharing the state share besides records: the rate gate of
+    # each API key, and a heartbeat per process.
+
+    def gate_row(self, key: str) -> GateRow | None:
+        """The rate gate's shared row for this key fingerprint, as last committed (cheap:
+        served from memory unless another process has written since)."""
+        ...
+
+    def update_gate_row(
+        self, key: str, change: Callable[[GateRow | None], GateRow | None]
+    ) -> GateRow | None:
+        """Read-modify-write the gate row atomically (no other process interleaves):
+        ``change`` gets the row as stored and returns the row to store (None: leave it).
+        Returns the row as stored afterwards."""
+        ...
+
+    def beat(self, beat: Beat) -> None:
+        """Record that this process polled (or tried to): its heartbeat row."""
+        ...
+
+    def heartbeats(self) -> list[Heartbeat]:
+        """Every process's heartbeat row, most recently seen first."""
+        ...
+
+    def retire(self, kind: str, at: float) -> None:
+        """This process of ``kind`` stopped cleanly at ``at``: its heartbeat says so."""
+        ...
+
+    def waiting(self, kind: str, until: float) -> None:
+        """This process of ``kind`` waits out a ``Retry-After`` until ``until`` (epoch
+        seconds) and will not beat before then: its heartbeat says so."""
+        ...
+
 
 class MemoryStore:
     """Records in a dict, the history in a bounded deque; one process only."""
@@ -69,6 +107,9 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}
         self.history: deque[HistoryEntry] = deque(maxlen=MEMORY_HISTORY_ROWS)
+        self._gate: dict[str, GateRow] = {}
+        self._beats: dict[str, Heartbeat] = {}
+        self._writer = f"{socket.gethostname()}:{os.getpid()}:memory"
 
     def get(self, session_id: str) -> Record | None:
         return self._records.get(session_id)
@@ -107,5 +148,113 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
+    def gate_row(self, key: str) -> GateRow | None:
+        return self._gate.get(key)
+
+    def update_gate_row(
+        self, key: str, change: Callable[[GateRow | None], GateRow | None]
+    ) -> GateRow | None:
+        new = change(self._gate.get(key))
+        if new is not None:
+            self._gate[key] = new
+        return self._gate.get(key)
+
+    def beat(self, beat: Beat) -> None:
+        row_id = heartbeat_id(self._writer, beat.kind, beat.scope)
+        self._beats[row_id] = next_heartbeat(self._beats.get(row_id), beat, row_id, self._writer)
+
+    def heartbeats(self) -> list[Heartbeat]:
+        return sorted(self._beats.values(), key=lambda h: h.seen_at, reverse=True)
+
+    def retire(self, kind: str, at: float) -> None:
+        row_id = heartbeat_id(self._writer, kind)
+        known = self._beats.get(row_id)
+        if known is not None:
+            self._beats[row_id] = msgspec.structs.replace(known, stopped_at=at)
+
+    def waiting(self, kind: str, until: float) -> None:
+        row_id = heartbeat_id(self._writer, kind)
+        known = self._beats.get(row_id)
+        if known is not None:
+            self._beats[row_id] = msgspec.structs.replace(known, waiting_until=until)
+
     def __len__(self) -> int:
         return len(self._records)
+
+
+# ------------------------------------------------------- gate rows and heartbeats
+
+
+class GateRow(msgspec.Struct, frozen=True):
+    """The rate gate's state shared by the processes on one API key (epoch seconds):
+    every request waits until ``paused_until``; ``sends`` are the times of the most
+    recent requests, newest last, for the shared budget."""
+
+    paused_until: float = 0.0
+    sends: tuple[float, ...] = ()
+
+
+class Beat(msgspec.Struct, frozen=True):
+    """What one poll of this process leaves in the heartbeat: ``kind`` is ``run`` or
+    ``check``; ``listed`` whether it asked the API for the list, ``ok`` whether that
+    worked; ``scope`` the configured sessions (empty: every session of the account)."""
+
+    kind: str
+    at: float
+    listed: bool
+    ok: bool
+    poll_interval: float | None = None
+    scope: tuple[str, ...] = ()
+
+
+class Heartbeat(msgspec.Struct, frozen=True):
+    """A process's heartbeat row: when it was last seen polling (``seen_at``), last
+    asked the API (``last_poll_at``) and last listed successfully (``last_ok_at``)."""
+
+    id: str
+    kind: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+    last_poll_at: float | None = None
+    last_ok_at: float | None = None
+    poll_interval: float | None = None
+    scope: tuple[str, ...] = ()
+    stopped_at: float | None = None  # it stopped cleanly then (None: running, or died)
+    waiting_until: float | None = None  # it waits out a Retry-After until then
+
+
+def heartbeat_id(writer: str, kind: str, scope: Sequence[str] = ()) -> str:
+    """The row a process beats in: one per daemon (``run:host:pid:tag``); for ``check``,
+    one per host and set of configured sessions (a check from a timer every few minutes
+    would otherwise leave a row each, and checks of other sessions must not hide it)."""
+    if kind == "check":
+        host = writer.split(":", 1)[0]
+        if not scope:
+            return f"check:{host}"
+        digest = hashlib.sha256("\n".join(sorted(scope)).encode()).hexdigest()[:8]
+        return f"check:{host}:{digest}"
+    return f"{kind}:{writer}"
+
+
+def next_heartbeat(known: Heartbeat | None, beat: Beat, row_id: str, writer: str) -> Heartbeat:
+    """The heartbeat row after ``beat`` (the one rule for every store)."""
+    host, _, rest = writer.partition(":")
+    pid_text = rest.partition(":")[0]
+    pid = int(pid_text) if pid_text.isdigit() else 0
+    fresh = known is None or known.kind != beat.kind or known.pid != pid
+    return Heartbeat(
+        id=row_id,
+        kind=beat.kind,
+        host=host,
+        pid=pid,
+        started_at=beat.at if fresh or known is None else known.started_at,
+        seen_at=beat.at,
+        last_poll_at=beat.at if beat.listed else (None if known is None else known.last_poll_at),
+        last_ok_at=beat.at if beat.ok else (None if known is None else known.last_ok_at),
+        poll_interval=beat.poll_interval,
+        scope=beat.scope,
+        stopped_at=None,
+        waiting_until=None,
+    )

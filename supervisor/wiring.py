@@ -4,10 +4,15 @@ One function, used by ``run``, ``check`` and the demo, so that every mode is put
 together the same way. Nothing here talks to the network until a poll is made. The
 store is the SQLite state file at ``settings.state_location()`` (``:memory:`` keeps it
 in memory); opening it may raise ``StateError``.
+
+The rate gate shares its pause and budget through that store, under a fingerprint of
+the API key (``supervisor.ratelimit.key_fingerprint``), so that every process on the
+same file and key honours a ``Retry-After`` any of them received.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import httpx
@@ -19,10 +24,10 @@ from supervisor import logs
 from supervisor.client import Observer, WasendClient
 from supervisor.clock import Clock, SystemClock
 from supervisor.cycle import Supervisor
-from supervisor.ratelimit import RateGate
+from supervisor.ratelimit import RateGate, key_fingerprint
 from supervisor.settings import Settings
 from supervisor.sqlite_store import SqliteStore
-from supervisor.store import Store
+from supervisor.store import StateError, Store
 
 log = structlog.get_logger("supervisor.wiring")
 
@@ -36,6 +41,9 @@ class Runtime(msgspec.Struct):
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.supervisor.poll_interval is not None:  # a daemon: status says it stopped
+            with contextlib.suppress(StateError):  # closing goes on; its heartbeat ages
+                self.store.retire("run", self.supervisor.clock.now())
         self.store.close()
 
     def reconfigure(self, settings: Settings) -> None:
@@ -51,6 +59,7 @@ class Runtime(msgspec.Struct):
                                 or key.get_secret_value() != old_key.get_secret_value()):
             logs.register_secret(key.get_secret_value())
             self.client.set_api_key(key)
+            self.gate.share(self.store, key_fingerprint(key.get_secret_value()))
             if supervisor.auth_blocked_until is not None:  # a new key: try it at the next poll
                 supervisor.auth_blocked_until = supervisor.clock.monotonic()
         supervisor.policy = settings.policy()
@@ -116,11 +125,6 @@ def build(
 ) -> Runtime:
     clock = clock or SystemClock()
     policy = settings.policy()
-    gate = RateGate(
-        clock,
-        rate_limit=settings.rate_limit,
-        max_retry_after=settings.max_retry_after,
-    )
     key = settings.api_key
     if key is None:
         raise LookupError("no API key configured")
@@ -128,6 +132,13 @@ def build(
     warn_key_exposure(settings)
     if store is None:
         store = open_store(settings, clock)
+    gate = RateGate(
+        clock,
+        rate_limit=settings.rate_limit,
+        max_retry_after=settings.max_retry_after,
+        store=store,
+        key=key_fingerprint(key.get_secret_value()),
+    )
     client = WasendClient(
         settings.base_url,
         key,
@@ -150,4 +161,13 @@ def build(
         poll_interval=settings.poll_interval,
         in_flight_grace=settings.request_timeout + settings.max_retry_after,
     )
+    gate.on_pause = lambda until: _waiting(supervisor, until)
     return Runtime(settings, client, gate, supervisor.store, supervisor)
+
+
+def _waiting(supervisor: Supervisor, until: float) -> None:
+    """A daemon about to wait out a pause says so in its heartbeat (``status`` then sees
+    it at work, not gone); the wait goes on if the state file cannot say it."""
+    if supervisor.poll_interval is not None:
+        with contextlib.suppress(StateError):
+            supervisor.store.waiting("run", until)

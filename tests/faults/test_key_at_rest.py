@@ -59,6 +59,7 @@ async def test_the_key_is_nowhere_at_rest(
     assert rows and all(API_KEY not in repr(row) for row in rows)
     assert all(API_KEY not in repr(record) for record in store.records())
     for command in ("status", "history"):
-        assert main([command, "--json", "--state-path", str(state)]) == 0
+        done = main([command, "--json", "--state-path", str(state)])
+        assert done in ((0, 1, 2) if command == "status" else (0,))  # status: as check's
         shown = capsys.readouterr()
         assert '"state_path"' in shown.out and API_KEY not in shown.out + shown.err

@@ -81,7 +81,9 @@ async def test_a_restart_is_on_disk_as_in_flight_before_its_request_is_sent(
     assert seen_on_disk == [("verifying", 1, ["session.unhealthy", "restart.requested"])]
 
 
-async def test_polls_of_healthy_sessions_write_nothing(tmp_path: Path) -> None:
+async def test_polls_of_healthy_sessions_write_only_their_heartbeat(tmp_path: Path) -> None:
+    """A healthy poll writes no record: one statement per poll, its heartbeat row, in
+    the poll's own transaction (one commit)."""
     path = tmp_path / "state.db"
     clock = FakeClock()
     store = open_store(path, clock)
@@ -89,15 +91,16 @@ async def test_polls_of_healthy_sessions_write_nothing(tmp_path: Path) -> None:
     sup = make(api, store, clock)
     await sup.poll()  # the first sighting writes the records
     observer = sqlite3.connect(path)
-    version = observer.execute("PRAGMA data_version").fetchone()[0]
+    records = observer.execute("SELECT session_id, version, updated_at FROM records").fetchall()
     changes = store._conn.total_changes
-    wal_size = (tmp_path / "state.db-wal").stat().st_size
     for _ in range(20):
         clock.advance(30)
         assert (await sup.poll()).ok
-    assert store._conn.total_changes == changes
-    assert observer.execute("PRAGMA data_version").fetchone()[0] == version
-    assert (tmp_path / "state.db-wal").stat().st_size == wal_size
+    assert store._conn.total_changes == changes + 20
+    assert observer.execute(
+        "SELECT session_id, version, updated_at FROM records").fetchall() == records
+    [(seen_at, last_ok_at)] = observer.execute("SELECT seen_at, last_ok_at FROM heartbeats")
+    assert seen_at == last_ok_at == clock.now()
 
 
 async def test_a_restart_cycle_leaves_its_history(tmp_path: Path) -> None:

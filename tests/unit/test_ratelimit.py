@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
+import sqlite3
+from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.ratelimit import RateGate
+from supervisor.errors import RateLimited
+from supervisor.ratelimit import RateGate, admit, key_fingerprint
+from supervisor.sqlite_store import SqliteStore
+from supervisor.store import GateRow, MemoryStore, StateError
 from tests.fakes import FakeClock
 
 
@@ -90,3 +96,188 @@ async def test_rate_limited_event_fields() -> None:
     assert events == [{"event": "api.rate_limited", "log_level": "warning", "call": "list",
                        "http_status": 429, "retry_after": 2.0, "paused_for": 2.0,
                        "pause_source": "server"}]
+
+
+# ------------------------------------------- shared by processes on one state file
+
+
+KEY = "sk-GATE-TEST-KEY-0123456789"
+
+
+def file_store(path: Path, clock: FakeClock) -> SqliteStore:
+    with capture_logs():
+        return SqliteStore.open(path, clock=clock)
+
+
+def shared_gate(clock: FakeClock, store: SqliteStore | MemoryStore, **kw: Any) -> RateGate:
+    kw.setdefault("rate_limit", None)
+    kw.setdefault("max_retry_after", 300)
+    return RateGate(clock, store=store, key=key_fingerprint(KEY), **kw)
+
+
+async def test_a_pause_one_process_received_holds_every_process_on_the_file(
+    tmp_path: Path,
+) -> None:
+    """Two gates on two connections to one file (two processes): the 429 one of them got
+    holds the other's next request until the Retry-After has passed, not a moment less."""
+    clock = FakeClock()
+    first = shared_gate(clock, file_store(tmp_path / "state.db", clock))
+    second = shared_gate(clock, file_store(tmp_path / "state.db", clock))
+    start = clock.monotonic()
+    first.rate_limited(30)
+    clock.advance(1.0)  # the second process comes a second later
+    with capture_logs() as events:
+        await second.acquire()
+    assert clock.monotonic() - start == pytest.approx(30.0)
+    assert clock.sleeps == [pytest.approx(29.0)]
+    assert [e["event"] for e in events] == ["api.pause_adopted"]
+    assert events[0]["paused_for"] == pytest.approx(29.0)
+
+
+async def test_a_gate_started_later_honours_the_stored_pause(tmp_path: Path) -> None:
+    """A daemon started again (a new store, a new gate) waits out the pause its
+    predecessor wrote before sending anything."""
+    clock = FakeClock()
+    before = file_store(tmp_path / "state.db", clock)
+    shared_gate(clock, before).rate_limited(12)
+    before.close()
+    clock.advance(2.0)
+    restarted = shared_gate(clock, file_store(tmp_path / "state.db", clock))
+    assert restarted.paused_for() == 0.0  # nothing read yet ...
+    await restarted.acquire()  # ... the first request reads it
+    assert clock.sleeps == [pytest.approx(10.0)]
+
+
+async def test_a_pause_longer_than_max_wait_is_refused_not_waited(tmp_path: Path) -> None:
+    """``check`` (``max_wait`` = its ``--wait``) reports a pause it would not see the end
+    of: RateLimited without an HTTP status, the time left in it, and no sleep."""
+    clock = FakeClock()
+    store = MemoryStore()
+    shared_gate(clock, store).rate_limited(30)
+    clock.advance(1.0)
+    check = shared_gate(clock, store, max_wait=0.0)
+    with pytest.raises(RateLimited) as caught:
+        await check.acquire()
+    assert caught.value.http_status is None
+    assert caught.value.retry_after == pytest.approx(29.0)
+    assert "paused by a Retry-After for 29 s more" in str(caught.value)
+    assert clock.sleeps == []
+    waiting = shared_gate(clock, store, max_wait=40.0)  # --wait covers it: it waits
+    await waiting.acquire()
+    assert clock.sleeps == [pytest.approx(29.0)]
+
+
+async def test_a_stored_pause_is_honoured_for_at_most_max_retry_after(tmp_path: Path) -> None:
+    """A stored pause far ahead (a clock set wrong, a neighbour with a higher cap) holds
+    this process no longer than its own ``max_retry_after``."""
+    clock = FakeClock()
+    store = MemoryStore()
+    store.update_gate_row(key_fingerprint(KEY), lambda row: GateRow(clock.now() + 86_400))
+    gate = shared_gate(clock, store, max_retry_after=60)
+    await gate.acquire()
+    assert clock.sleeps == [pytest.approx(60.0)]
+
+
+async def test_the_budget_is_shared_by_the_processes_on_the_file(tmp_path: Path) -> None:
+    """Two processes each sending as fast as their gate lets them: together, never more
+    than ``rate_limit`` requests in any one-second window."""
+    clock = FakeClock()
+    gates = [shared_gate(clock, file_store(tmp_path / "state.db", clock), rate_limit=3)
+             for _ in range(2)]
+    sent: list[float] = []
+    for i in range(12):
+        await gates[i % 2].acquire()
+        sent.append(clock.now())
+    for i in range(len(sent) - 3):
+        assert sent[i + 3] - sent[i] >= 1.0 - 1e-9
+    assert sent[3] - sent[0] == pytest.approx(1.0)  # no slower than it must be
+
+
+class StaleReads(MemoryStore):
+    """A store whose cheap read has not yet seen what another process wrote."""
+
+    def gate_row(self, key: str) -> GateRow | None:
+        return None
+
+
+async def test_a_pause_that_arrives_while_counting_is_honoured() -> None:
+    """The budget's write reads the row again: a pause stored since the gate last
+    looked holds the request (and counts as time paused)."""
+    clock = FakeClock()
+    store = StaleReads()
+    gate = shared_gate(clock, store, rate_limit=5)
+    store.update_gate_row(key_fingerprint(KEY), lambda row: GateRow(clock.now() + 5))
+    await gate.acquire()
+    assert clock.sleeps == [pytest.approx(5.0)]
+    assert gate.paused_seconds_total == pytest.approx(5.0)
+    store.update_gate_row(key_fingerprint(KEY), lambda row: GateRow(clock.now() + 5))
+    check = shared_gate(clock, store, rate_limit=5, max_wait=1.0)
+    with pytest.raises(RateLimited):  # and a check would not wait for it
+        await check.acquire()
+
+
+def test_admit_counts_a_request_only_when_it_fits() -> None:
+    assert admit((), 10.0, 2, 1.0) == (0.0, (10.0,))
+    assert admit((9.0, 9.5), 10.0, 2, 1.0) == (0.0, (9.5, 10.0))  # 9.0 left the window
+    wait, kept = admit((9.5, 9.8), 10.0, 2, 1.0)
+    assert wait == pytest.approx(0.5)
+    assert kept == (9.5, 9.8)
+    assert admit((50.0, 60.0), 10.0, 2, 1.0) == (1.0, (50.0, 60.0))  # ahead: at most a window
+
+
+def test_the_state_file_holds_a_fingerprint_of_the_key_never_the_key(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = file_store(tmp_path / "state.db", clock)
+    shared_gate(clock, store).rate_limited(5)
+    store.close()
+    fingerprint = key_fingerprint(KEY)
+    assert len(fingerprint) == 16 and KEY not in fingerprint
+    for path in tmp_path.iterdir():
+        assert KEY.encode() not in path.read_bytes()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    assert conn.execute("SELECT key FROM gate").fetchall() == [(fingerprint,)]
+
+
+class BrokenGateStore(MemoryStore):
+    def gate_row(self, key: str) -> GateRow | None:
+        raise StateError("state.db is read-only")
+
+    def update_gate_row(self, key: str, change: Any) -> GateRow | None:
+        raise StateError("state.db is read-only")
+
+
+async def test_an_unusable_state_file_sends_nothing_but_keeps_the_pause() -> None:
+    clock = FakeClock()
+    gate = shared_gate(clock, BrokenGateStore())
+    with capture_logs() as events:
+        assert gate.rate_limited(4) == 4  # the 429 stands, and this process pauses
+    assert [e["event"] for e in events] == ["api.rate_limited", "state.unavailable"]
+    assert gate.paused_for() == 4
+    with pytest.raises(StateError):
+        await gate.acquire()
+    assert clock.sleeps == []
+
+
+async def test_the_gate_shares_under_the_key_in_use_after_a_reload() -> None:
+    """Built from settings, the gate shares through the runtime's store under the key's
+    fingerprint; a new key (SIGHUP) is shared under its own from then on."""
+    from pydantic import SecretStr
+
+    from supervisor.settings import Settings
+    from supervisor.wiring import build
+
+    clock = FakeClock()
+    def settings(key: str) -> Settings:
+        return Settings(api_key=SecretStr(key), base_url="https://api.example",
+                        state_path=Path(":memory:"))
+
+    runtime = build(settings(KEY), clock=clock)
+    try:
+        runtime.gate.rate_limited(10)
+        assert runtime.store.gate_row(key_fingerprint(KEY)) == GateRow(clock.now() + 10)
+        runtime.reconfigure(settings(KEY + "-new"))
+        runtime.gate.rate_limited(20)
+        assert runtime.store.gate_row(key_fingerprint(KEY + "-new")) == GateRow(
+            clock.now() + 20)
+    finally:
+        await runtime.aclose()
