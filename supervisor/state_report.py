@@ -23,6 +23,7 @@ import msgspec
 
 from supervisor.check import CRITICAL, OK, UNKNOWN, WARNING, phase_verdict
 from supervisor.models import HistoryEntry, Phase, Record
+from supervisor.printable import printable
 from supervisor.policy import StatusClasses
 from supervisor.sqlite_store import SqliteStore
 from supervisor.store import Heartbeat
@@ -79,7 +80,9 @@ def _relative(epoch: float, now: float) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = [list(header)] + [["-" if c is None or c == "" else str(c) for c in r] for r in rows]
+    lines = [list(header)] + [
+        ["-" if c is None or c == "" else printable(str(c)) for c in r] for r in rows
+    ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
@@ -278,8 +281,7 @@ def render_status(report: dict[str, Any], now: float, *, as_json: bool, location
                      next_attempt, s["last_outcome"], s["updated_at"], seen))
     header = ("SESSION", "NAME", "CLASS", "STATUS", "PHASE", "ATTEMPTS", "NEXT ATTEMPT",
               "LAST OUTCOME", "UPDATED", "LAST SEEN")
-    lines = [_table(header, rows)] if rows else []
-    lines += [
+    lines = [
         _poll_line("last poll", report["last_poll"]),
         _poll_line("last successful poll", report["last_successful_poll"]),
         _daemon_line(report["daemon"]),
@@ -291,7 +293,9 @@ def render_status(report: dict[str, Any], now: float, *, as_json: bool, location
     summary = f"{report['verdict']}: {len(rows)} session(s) in {location}"
     if report["problem"]:
         summary += f"; {report['problem']}"
-    return "\n".join([*lines, summary])
+    # The verdict first, as ``check``'s: what a monitoring system shows of the output.
+    table = [_table(header, rows)] if rows else []
+    return "\n".join([printable(summary), *table, *(printable(line) for line in lines)])
 
 
 # ------------------------------------------------------------------------ history
@@ -317,5 +321,5 @@ def render_history(entries: list[HistoryEntry], *, as_json: bool, location: str)
     ]
     header = ("TIME", "SESSION", "EVENT", "ACTION", "ATTEMPT", "OUTCOME", "REASON", "HTTP",
               "DURATION")
-    summary = f"{len(entries)} row(s) from {location}"
+    summary = printable(f"{len(entries)} row(s) from {location}")
     return f"{_table(header, rows)}\n{summary}" if rows else summary

@@ -30,13 +30,12 @@ def test_a_second_check_sends_nothing_while_the_first_ones_retry_after_holds(
     state = tmp_path / "state.db"
     first = cli("check", "--json", env=env_for(server, state))
     assert first.returncode == 3, first.stderr
-    assert "rate_limited" in json.loads(first.stdout)["error"]
+    assert "rate limited" in json.loads(first.stdout)["error"]
     second = cli("check", env=env_for(server, state))  # a moment later: a process start
     assert second.returncode == 3, second.stderr
-    verdict = second.stdout.strip().splitlines()[-1]
-    said = re.match(r"UNKNOWN: 0 session\(s\); the API could not be asked \(rate_limited: the"
-                    r" API key is paused by a Retry-After for (\d+) s more \(until \S+\);"
-                    r" nothing was sent\)$", verdict)
+    verdict = second.stdout.strip().splitlines()[0]
+    said = re.match(r"UNKNOWN: API rate limited: the API key is paused by a Retry-After for"
+                    r" (\d+) s more \(until \S+\); nothing was sent$", verdict)
     assert said is not None, verdict
     assert 20 <= int(said[1]) <= 30
     stats = server.simulator.stats()

@@ -40,6 +40,6 @@ async def test_status_sees_the_daemon_then_a_stale_file_once_it_stops(
     await until(lambda: time.time() - stopped > 1.0)
     assert main(["status", "--state-path", str(state), "--stale-after", "1"]) == 3
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2].startswith("daemon: none running; the last was ")
-    assert ", stopped at 20" in lines[-2]  # it said so as it stopped
-    assert lines[-1].startswith(f"UNKNOWN: 2 session(s) in {state}; stale: the last successful")
+    assert lines[-1].startswith("daemon: none running; the last was ")
+    assert ", stopped at 20" in lines[-1]  # it said so as it stopped
+    assert lines[0].startswith(f"UNKNOWN: 2 session(s) in {state}; stale: the last successful")

@@ -146,9 +146,10 @@ def test_status_is_a_table_of_every_session_from_the_file(
     monkeypatch.setattr("time.time", lambda: NOW)
     assert status(path) == 2  # one needs a person
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["SESSION", "NAME", "CLASS", "STATUS", "PHASE", "ATTEMPTS", "NEXT",
+    assert out[0] == f"CRITICAL: 3 session(s) in {path}"  # the verdict first, as check's
+    assert out[1].split() == ["SESSION", "NAME", "CLASS", "STATUS", "PHASE", "ATTEMPTS", "NEXT",
                               "ATTEMPT", "LAST", "OUTCOME", "UPDATED", "LAST", "SEEN"]
-    rows = {line.split()[0]: line for line in out[1:-4]}
+    rows = {line.split()[0]: line for line in out[2:-3]}
     assert set(rows) == {"ok", "down", "qr"}
     assert rows["down"].split()[:9] == [
         "down", "Desk", "restartable", "FAILED", "unhealthy", "2", "in", "4m10s",
@@ -156,11 +157,10 @@ def test_status_is_a_table_of_every_session_from_the_file(
     assert "failed:relapsed" in rows["down"]
     assert rows["down"].endswith("2025-01-31T11:50:00Z  20s ago")  # changed, and last seen
     assert rows["qr"].split()[2:5] == ["needs_person", "SCAN_QR_CODE", "needs_person"]
-    assert out[-4:] == [
+    assert out[-3:] == [
         f"last poll: 2025-01-31T11:59:40Z (20s ago) by run on {HOST} (pid {PID}): ok",
         f"last successful poll: 2025-01-31T11:59:40Z (20s ago) by run on {HOST} (pid {PID})",
         f"daemon: running on {HOST} (pid {PID}), heartbeat 20s ago, polls every 30s",
-        f"CRITICAL: 3 session(s) in {path}",
     ]
 
 
@@ -209,7 +209,7 @@ def test_status_exits_like_check_by_the_worst_session(
     store.put(Record("a", phase=Phase.HEALTHY, last_status="WORKING"))
     store.beat(daemon_beat(10))
     assert status(path) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == f"OK: 1 session(s) in {path}"
+    assert capsys.readouterr().out.splitlines()[0] == f"OK: 1 session(s) in {path}"
     for phase, expected in [(Phase.VERIFYING, 1), (Phase.STARTING, 1), (Phase.UNHEALTHY, 1),
                             (Phase.UNKNOWN, 1), (Phase.GAVE_UP, 2), (Phase.GONE, 2),
                             (Phase.NEEDS_PERSON, 2)]:
@@ -240,7 +240,7 @@ def test_status_exits_3_when_the_file_is_stale_or_never_polled(
     fill(path, *beats)
     monkeypatch.setattr("time.time", lambda: NOW)
     assert status(path, *args) == expected
-    verdict = capsys.readouterr().out.splitlines()[-1]
+    verdict = capsys.readouterr().out.splitlines()[0]
     assert verdict == f"{'UNKNOWN' if expected == 3 else 'CRITICAL'}: 3 session(s) in {path}" + (
         f"; {problem}" if problem else "")
     assert status(path, "--json", *args) == expected
@@ -268,14 +268,14 @@ def test_status_says_when_no_daemon_is_running(
     monkeypatch.setattr("time.time", lambda: NOW)
     assert status(path) == 2
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-4] == (f"last poll: 2025-01-31T11:59:55Z (5s ago) by check on {HOST}"
+    assert lines[-3] == (f"last poll: 2025-01-31T11:59:55Z (5s ago) by check on {HOST}"
                          f" (pid {PID}): ok")
-    assert lines[-2] == (f"daemon: none running; the last was {HOST} (pid {PID}), heartbeat"
+    assert lines[-1] == (f"daemon: none running; the last was {HOST} (pid {PID}), heartbeat"
                          " 3m20s ago, no clean stop recorded")
     fresh = tmp_path / "fresh.db"
     fill(fresh, Beat("check", NOW - 5, listed=True, ok=True))
     assert status(fresh) == 2
-    assert capsys.readouterr().out.splitlines()[-2] == "daemon: none has polled with this file"
+    assert capsys.readouterr().out.splitlines()[-1] == "daemon: none has polled with this file"
 
 
 def test_last_seen_is_the_last_good_poll_of_a_process_that_supervises_the_session(
@@ -319,8 +319,8 @@ async def test_a_poll_leaves_the_heartbeat_status_reads(
     monkeypatch.setattr("time.time", lambda: NOW)
     assert status(path) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-4].endswith(f"by check on {HOST} (pid {PID}): failed")
-    assert out[-3].startswith("last successful poll: 2025-01-31T11:59:30Z (30s ago) by check")
+    assert out[-3].endswith(f"by check on {HOST} (pid {PID}): failed")
+    assert out[-2].startswith("last successful poll: 2025-01-31T11:59:30Z (30s ago) by check")
 
 
 def test_history_filters_by_session_and_time(
@@ -400,7 +400,7 @@ def test_a_daemon_that_stopped_cleanly_is_not_running(
     store.close()
     monkeypatch.setattr("time.time", lambda: NOW)
     assert status(path) == 2  # the file is fresh: the sessions decide
-    assert capsys.readouterr().out.splitlines()[-2] == (
+    assert capsys.readouterr().out.splitlines()[-1] == (
         f"daemon: none running; the last was {HOST} (pid {PID}), stopped at"
         " 2025-01-31T11:59:50Z")
     with capture_logs():
@@ -466,7 +466,7 @@ def test_status_says_when_a_retry_after_holds_every_process(
     store.close()
     monkeypatch.setattr("time.time", lambda: NOW)
     assert status(path) == 2
-    assert capsys.readouterr().out.splitlines()[-2] == (
+    assert capsys.readouterr().out.splitlines()[-1] == (
         "api: paused by a Retry-After until 2025-01-31T12:01:30Z (1m30s more); no process"
         " sends a request before then")
     status(path, "--json")
