@@ -146,6 +146,7 @@ class HttpListener:
         self._unlogged: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._last_shed_log = float("-inf")
         self._shed_log: asyncio.TimerHandle | None = None
+        self._sweep: asyncio.TimerHandle | None = None  # the header deadline of the oldest idle
 
     @property
     def connections(self) -> int:
@@ -194,8 +195,9 @@ class HttpListener:
         for connection in list(self._open):
             self._forget(connection)
             connection.transport.abort()
-        if self._shed_log is not None:
-            self._shed_log.cancel()
+        for handle in (self._sweep, self._shed_log):
+            if handle is not None:
+                handle.cancel()
         if any(self._unlogged.values()):
             self._log_shed()
         with contextlib.suppress(TimeoutError):
@@ -222,7 +224,23 @@ class HttpListener:
         self._idle[connection] = None
         self._peer_open[peer] = self._peer_open.get(peer, 0) + 1
         self._peer_idle.setdefault(peer, {})[connection] = None
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_at(
+                connection.accepted + self.header_timeout, self._sweep_idle)
         return True
+
+    def _sweep_idle(self) -> None:
+        """Reset the idle connections past their header deadline. They are in the order they
+        were taken, so the deadlines are too: one timer, for the oldest, is enough."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in list(self._idle):
+            if connection.accepted + self.header_timeout > now:
+                self._sweep = loop.call_at(connection.accepted + self.header_timeout,
+                                           self._sweep_idle)
+                return
+            self._drop(connection, "header_timeout")
 
     def _busy(self, connection: _Connection) -> None:
         """Its request is complete: it is being answered, and no longer idle."""
@@ -294,13 +312,13 @@ class _Connection(asyncio.Protocol):
     def __init__(self, listener: HttpListener) -> None:
         self.listener = listener
         self.peer = ""
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=listener.max_request_bytes)
+        self.h11: h11.Connection | None = None  # made when the first bytes come
         self.request: h11.Request | None = None
         self.received = 0
         self.body = 0
         self.done = False  # answered, refused or reset: further bytes are ignored
         self.accepted = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the answer's deadline
 
     # --- asyncio.Protocol ---
 
@@ -309,25 +327,25 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        self.accepted = asyncio.get_running_loop().time()
         if not self.listener._admit(self):
             self.reset()
-            return
-        loop = asyncio.get_running_loop()
-        self.accepted = loop.time()
-        self.timer = loop.call_later(self.listener.header_timeout, self._expired)
 
     def data_received(self, data: bytes) -> None:
         if self.done:
             return
         self.received += len(data)
+        if self.h11 is None:
+            self.h11 = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self.listener.max_request_bytes)
         self.h11.receive_data(data)
-        self._advance()
+        self._advance(self.h11)
 
     def eof_received(self) -> bool | None:
-        if not self.done:
+        if not self.done and self.h11 is not None:
             self.h11.receive_data(b"")
-            self._advance()
-        return None  # the transport closes itself
+            self._advance(self.h11)
+        return None  # the transport closes itself (also when nothing was asked)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.done = True
@@ -335,14 +353,14 @@ class _Connection(asyncio.Protocol):
 
     # --- the exchange ---
 
-    def _advance(self) -> None:
+    def _advance(self, conn: h11.Connection) -> None:
         try:
             while not self.done:
-                event = self.h11.next_event()
+                event = conn.next_event()
                 if event is h11.NEED_DATA:  # (h11 refuses an incomplete head over the bound)
                     return
                 if isinstance(event, h11.Request):
-                    if self.received - len(self.h11.trailing_data[0]) > \
+                    if self.received - len(conn.trailing_data[0]) > \
                             self.listener.max_request_bytes:
                         raise h11.RemoteProtocolError("request head too large", 431)
                     self.request = event
@@ -354,26 +372,24 @@ class _Connection(asyncio.Protocol):
                     self.done = True  # the client left without asking anything
                     self.transport.close()
                 elif self.request is None:  # EndOfMessage or PAUSED without a request: be safe
-                    self._send(_text(400, "bad request"))
+                    self._send(conn, _text(400, "bad request"))
                 else:
                     request = self.request
                     reply = self.listener._answer(request)
-                    self._send(reply, head=request.method == b"HEAD")
+                    self._send(conn, reply, head=request.method == b"HEAD")
                     log.debug("http.request", method=request.method.decode("ascii", "replace"),
                               path=request.target.decode("ascii", "replace"),
                               status=reply.status)
         except h11.RemoteProtocolError as exc:
-            self._send(_text(exc.error_status_hint, "bad request"))
+            self._send(conn, _text(exc.error_status_hint, "bad request"))
         except _TooLarge:
-            self._send(_text(413, "request body too large"))
+            self._send(conn, _text(413, "request body too large"))
 
-    def _send(self, reply: Reply, *, head: bool = False) -> None:
+    def _send(self, conn: h11.Connection, reply: Reply, *, head: bool = False) -> None:
         self.done = True
         self.listener._busy(self)
-        self.stop_timer()
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_at(self.accepted + self.listener.timeout, self._expired)
-        conn = self.h11
+        self.timer = asyncio.get_running_loop().call_at(
+            self.accepted + self.listener.timeout, self._expired)
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             self.transport.close()
             return
@@ -398,8 +414,7 @@ class _Connection(asyncio.Protocol):
 
     def _expired(self) -> None:
         self.timer = None
-        reason = "response_timeout" if self.done else "header_timeout"
-        self.listener._drop(self, reason)
+        self.listener._drop(self, "response_timeout")
 
     # --- helpers ---
 
