@@ -200,18 +200,24 @@ async def test_a_probe_is_answered_while_the_pool_is_full_of_idle_connections(
         writer.close()
 
 
-async def test_a_connection_being_answered_is_never_evicted() -> None:
+@pytest.mark.parametrize("many_addresses", [True, False],
+                         ids=["pool-full", "address-at-its-cap"])
+async def test_a_connection_being_answered_is_never_evicted(many_addresses: bool) -> None:
     server = HttpListener("127.0.0.1", 0, {"/big": lambda: Reply(200, BIG),
                                            "/ok": lambda: Reply(200, b"fine\n")},
                           header_timeout=5, timeout=10, max_connections=3)
+
+    def source(n: int) -> str:  # each from an address of its own: the pool fills first
+        return f"127.0.0.{n + 2}" if many_addresses else "127.0.0.1"
+
     await server.start()
     try:
         reader, writer = await connect(server)
         writer.write(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")  # its answer waits for it
         await until(lambda: server.idle_connections == 0)
-        others = [await connect(server) for _ in range(2)]
-        for _ in range(5):  # each new one displaces an idle one, never the one answered
-            others.append(await connect(server))
+        others = [await connect(server, source(n)) for n in range(2)]
+        for n in range(2, 7):  # each new one displaces an idle one, never the one answered
+            others.append(await connect(server, source(n)))
         assert server.dropped["evicted"] == 5
         received = await asyncio.wait_for(reader.read(), 10)
         assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(BIG)
