@@ -235,12 +235,13 @@ class HttpListener:
         self._sweep = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for connection in list(self._idle):
-            if connection.accepted + self.header_timeout > now:
-                self._sweep = loop.call_at(connection.accepted + self.header_timeout,
-                                           self._sweep_idle)
+        while self._idle:
+            oldest = next(iter(self._idle))
+            deadline = oldest.accepted + self.header_timeout
+            if deadline > now:
+                self._sweep = loop.call_at(deadline, self._sweep_idle)
                 return
-            self._drop(connection, "header_timeout")
+            self._drop(oldest, "header_timeout")
 
     def _busy(self, connection: _Connection) -> None:
         """Its request is complete: it is being answered, and no longer idle."""
