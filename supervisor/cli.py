@@ -220,13 +220,11 @@ def build_parser() -> _Parser:
                          help="the last N rows (default 200; 0: all)")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    simulate = sub.add_parser("simulate", help="run the built-in WASend API simulator")
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=8787, help="0 picks a free port")
-    simulate.add_argument("--sessions", type=int, default=5, help="how many sessions to create")
-    simulate.add_argument("--api-key", default=None, help="the key it accepts (default: random)")
-    simulate.add_argument("--scenario", type=Path, default=None, metavar="FILE",
-                          help="a TOML or JSON scenario (see config/scenario.example.toml)")
+    # The simulator's own command line parses the rest (supervisor.simulator.cli, imported
+    # only when this mode runs): no prefix character here, so that every flag is passed on.
+    simulate = sub.add_parser("simulate", help="run the built-in WASend API simulator",
+                              add_help=False, prefix_chars="\0")
+    simulate.add_argument("simulator_args", nargs=argparse.REMAINDER)
 
     demo = sub.add_parser("demo", help="the supervisor against the built-in simulator")
     demo.add_argument("--duration", type=float, default=None, metavar="SECONDS",
@@ -525,16 +523,11 @@ def _history(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     try:
-        from supervisor.simulator import ScenarioError, serve
+        from supervisor.simulator.cli import main as simulator_main
     except ImportError as exc:
         return _missing_extra("the simulator", exc)
     _started()
-    try:
-        return serve(args.host, args.port, args.sessions, args.api_key, args.scenario,
-                     sys.stdout)
-    except ScenarioError as exc:
-        print(f"{PROG}: scenario error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    return simulator_main(args.simulator_args, prog=f"{PROG} simulate")  # usage error: exits 2
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -3,17 +3,36 @@
 It runs on the loop that runs the scheduler, so an answer from it shows that the loop
 turns (``prometheus_client.start_http_server`` answers from a thread of its own, and
 every path with 200). HTTP parsing is h11's; this module only moves bytes and routes.
+Each connection is an :class:`asyncio.Protocol` fed by the loop: a request is parsed and
+answered in the callback that brings its last bytes, with no task per connection.
 
-Robustness, because it faces probes and scrapers, not browsers:
+Robustness, because it faces probes and scrapers (and, in a container listening on
+0.0.0.0, anything else on the pod network), not browsers:
 
 * one request per connection (``Connection: close``); GET and HEAD only (405 for other
   methods on a known path, 404 for any unknown path);
-* each connection has ``timeout`` seconds to send its request and take its answer,
-  then it is dropped (a slow or silent client cannot pin it);
+* a header deadline: the request (its head, and any body) must arrive within
+  ``header_timeout`` seconds (2) of the connection being accepted, and the answer must be
+  taken within ``timeout`` seconds (5) of it, else the connection is reset;
 * a request head may not exceed ``max_request_bytes`` (else 431), nor may a body
   (else 413);
-* at most ``max_connections`` at once; more are closed at once;
+* at most ``max_connections`` connections at once (1,024, fewer under a low open-file
+  limit: see :func:`connection_limits`), and at most ``max_per_peer`` (64) from one
+  address. A new connection is always taken: when its address has ``max_per_peer``
+  already, that address's oldest idle connection is reset; when the pool is full, the
+  oldest idle connection is. *Idle* means its request is not complete (bytes already
+  waiting in the kernel count as a request under way, so a probe that has just sent its
+  request is passed over). A connection being answered is never reset for another; if
+  none is idle, the new one is refused. So a flood of idle connections costs each of
+  them its place, oldest first, and the probes, which send their request at once, are
+  still answered;
+* what is reset or refused is counted (:attr:`HttpListener.dropped`, by reason, for
+  ``/metrics``) and told in an ``http.connections_shed`` warning, at most one per
+  ``shed_log_interval`` seconds (10), with the counts since the last one;
 * a route that raises answers 500 and is logged (``http.route_failed``).
+
+Shed and timed-out connections are reset (``SO_LINGER`` 0), not closed: the client
+learns at once, and no ``TIME_WAIT`` state is left behind for each one of a flood.
 
 Routes are ``path -> callable() -> Reply``; the query string is ignored.
 """
@@ -22,9 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import http
 import os
+import resource
 import socket
+import struct
+import termios
 from collections.abc import Callable, Mapping
 
 import h11
@@ -33,8 +56,38 @@ import structlog
 
 log = structlog.get_logger("supervisor.listener")
 
-READ_CHUNK = 4096
 ALLOWED = (b"GET", b"HEAD")
+HEADER_TIMEOUT = 2.0
+TIMEOUT = 5.0
+MAX_CONNECTIONS = 1024
+MAX_PER_PEER = 64
+MAX_BACKLOG = 4096
+MIN_CONNECTIONS = 8
+RESERVED_FILES = 128  # descriptors left for everything else: the state file, the API client...
+SHED_LOG_INTERVAL = 10.0
+VICTIM_SCAN = 32  # idle connections looked at for one without bytes waiting
+DROP_REASONS = ("evicted", "refused", "header_timeout", "response_timeout")
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+_INT = struct.pack("i", 0)
+
+
+def connection_limits(open_files: int | None = None) -> tuple[int, int]:
+    """The pool size and the listen backlog for a process allowed ``open_files`` descriptors
+    (default: the soft ``RLIMIT_NOFILE``).
+
+    Each connection is a descriptor, and the loop may accept up to a backlog's worth at once
+    before it resets the ones they displace. So, after ``RESERVED_FILES`` for the rest of
+    the daemon: a quarter for the pool (at most 1,024), half of what remains for the backlog
+    (at most 4,096; the kernel caps it at ``net.core.somaxconn``). With 20,000 descriptors:
+    1,024 and 4,096; with a container's usual 1,024: 224 and 336. Never below 8.
+    """
+    if open_files is None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        open_files = 1 << 20 if soft == resource.RLIM_INFINITY else soft
+    budget = max(0, open_files - RESERVED_FILES)
+    pool = max(MIN_CONNECTIONS, min(MAX_CONNECTIONS, budget // 4))
+    backlog = max(MIN_CONNECTIONS, min(MAX_BACKLOG, (budget - pool) // 2))
+    return pool, backlog
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -62,23 +115,48 @@ class HttpListener:
         port: int,
         routes: Mapping[str, Route],
         *,
-        timeout: float = 5.0,
+        header_timeout: float = HEADER_TIMEOUT,
+        timeout: float = TIMEOUT,
         max_request_bytes: int = 8192,
-        max_connections: int = 32,
+        max_connections: int | None = None,
+        max_per_peer: int = MAX_PER_PEER,
+        backlog: int | None = None,
+        shed_log_interval: float = SHED_LOG_INTERVAL,
     ) -> None:
+        pool, default_backlog = connection_limits()
         self.host = host
         self.port = port
         self.routes = dict(routes)
+        self.header_timeout = header_timeout
         self.timeout = timeout
         self.max_request_bytes = max_request_bytes
-        self.max_connections = max_connections
+        self.max_connections = pool if max_connections is None else max_connections
+        self.max_per_peer = min(max_per_peer, self.max_connections)
+        self.backlog = default_backlog if backlog is None else backlog
+        self.shed_log_interval = shed_log_interval
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        """Connections reset or refused since the start, by reason (for ``/metrics``)."""
         self._server: asyncio.Server | None = None
-        self._active: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        # Insertion-ordered, so the first key is the oldest: every open connection; the
+        # idle ones; and per peer address, its open count and its idle ones.
+        self._open: dict[_Connection, None] = {}
+        self._idle: dict[_Connection, None] = {}
+        self._peer_open: dict[str, int] = {}
+        self._peer_idle: dict[str, dict[_Connection, None]] = {}
+        self._unlogged: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self._last_shed_log = float("-inf")
+        self._shed_log: asyncio.TimerHandle | None = None
+        self._sweep: asyncio.TimerHandle | None = None  # the header deadline of the oldest idle
 
     @property
     def connections(self) -> int:
-        """Connections being served now."""
-        return len(self._active)
+        """Connections open now."""
+        return len(self._open)
+
+    @property
+    def idle_connections(self) -> int:
+        """Open connections whose request is not complete yet."""
+        return len(self._idle)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -94,8 +172,10 @@ class HttpListener:
 
     async def start(self) -> None:
         """Bind and listen; raises ListenError (one line) when the address cannot be used."""
+        loop = asyncio.get_running_loop()
         try:
-            self._server = await asyncio.start_server(self._connection, self.host, self.port)
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self.host, self.port, backlog=self.backlog)
         except (OSError, UnicodeError) as exc:
             where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
             if isinstance(exc, socket.gaierror) or not isinstance(exc, OSError) or not exc.errno:
@@ -103,7 +183,8 @@ class HttpListener:
             else:  # asyncio's own message repeats the address; the errno's text is enough
                 detail = os.strerror(exc.errno)
             raise ListenError(f"cannot listen on {where}: {detail}") from None
-        log.info("http.listening", address=self.describe(), paths=sorted(self.routes))
+        log.info("http.listening", address=self.describe(), paths=sorted(self.routes),
+                 max_connections=self.max_connections, max_per_peer=self.max_per_peer)
 
     async def close(self) -> None:
         """Stop listening and drop the connections still open."""
@@ -111,74 +192,104 @@ class HttpListener:
         if server is None:
             return
         server.close()
-        for writer in self._active.values():
-            writer.transport.abort()  # their handlers see the connection end, and return
-        if self._active:
-            await asyncio.wait(list(self._active), timeout=self.timeout)
+        for connection in list(self._open):
+            self._forget(connection)
+            connection.transport.abort()
+        for handle in (self._sweep, self._shed_log):
+            if handle is not None:
+                handle.cancel()
+        if any(self._unlogged.values()):
+            self._log_shed()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), self.timeout)
         log.info("http.closed")
 
-    # --- one connection ---
+    # --- the connection policy ---
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._active) >= self.max_connections:
-            writer.transport.abort()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._active[task] = writer
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._exchange(reader, writer)
-                writer.close()
-                await writer.wait_closed()
-        except (TimeoutError, ConnectionError, h11.LocalProtocolError):
-            pass
-        finally:
-            self._active.pop(task, None)
-            writer.transport.abort()  # a no-op once closed; drops a connection that hung
+    def _admit(self, connection: _Connection) -> bool:
+        """Take a new connection, resetting an idle one to make room; False: refused."""
+        peer = connection.peer
+        if self._peer_open.get(peer, 0) >= self.max_per_peer:
+            victim = _oldest_idle(self._peer_idle.get(peer, {}))
+        elif len(self._open) >= self.max_connections:
+            victim = _oldest_idle(self._idle)
+        else:
+            victim = connection  # room enough
+        if victim is None:
+            self._shed("refused")
+            return False
+        if victim is not connection:
+            self._drop(victim, "evicted")
+        self._open[connection] = None
+        self._idle[connection] = None
+        self._peer_open[peer] = self._peer_open.get(peer, 0) + 1
+        self._peer_idle.setdefault(peer, {})[connection] = None
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_at(
+                connection.accepted + self.header_timeout, self._sweep_idle)
+        return True
 
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_request_bytes)
-        try:
-            request = await self._read(conn, reader)
-        except h11.RemoteProtocolError as exc:
-            await self._send(conn, writer, _text(exc.error_status_hint, "bad request"))
-            return
-        except _TooLarge:
-            await self._send(conn, writer, _text(413, "request body too large"))
-            return
-        if request is None:
-            return  # the client left without asking anything
-        reply = self._answer(request)
-        await self._send(conn, writer, reply, head=request.method == b"HEAD")
-        log.debug("http.request", method=request.method.decode("ascii", "replace"),
-                  path=request.target.decode("ascii", "replace"), status=reply.status)
+    def _sweep_idle(self) -> None:
+        """Reset the idle connections past their header deadline. They are in the order they
+        were taken, so the deadlines are too: one timer, for the oldest, is enough."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._idle:
+            oldest = next(iter(self._idle))
+            deadline = oldest.accepted + self.header_timeout
+            if deadline > now:
+                self._sweep = loop.call_at(deadline, self._sweep_idle)
+                return
+            self._drop(oldest, "header_timeout")
 
-    async def _read(self, conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
-        request: h11.Request | None = None
-        received = body = 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:  # (h11 refuses an incomplete head over the bound)
-                data = await reader.read(READ_CHUNK)
-                received += len(data)
-                conn.receive_data(data)
-            elif isinstance(event, h11.Request):
-                if received - len(conn.trailing_data[0]) > self.max_request_bytes:
-                    raise h11.RemoteProtocolError("request head too large", 431)
-                request = event
-            elif isinstance(event, h11.Data):  # of no use to GET or HEAD; read to stay in step
-                body += len(event.data)
-                if body > self.max_request_bytes:
-                    raise _TooLarge
-            elif isinstance(event, h11.EndOfMessage):
-                return request
-            elif isinstance(event, h11.ConnectionClosed):
-                return None
-            else:  # PAUSED cannot happen before our answer; be safe anyway
-                return request
+    def _busy(self, connection: _Connection) -> None:
+        """Its request is complete: it is being answered, and no longer idle."""
+        self._idle.pop(connection, None)
+        idle = self._peer_idle.get(connection.peer)
+        if idle is not None:
+            idle.pop(connection, None)
+            if not idle:
+                del self._peer_idle[connection.peer]
+
+    def _forget(self, connection: _Connection) -> None:
+        """It is closed (or about to be): out of every count. Safe to call twice."""
+        connection.stop_timer()
+        if connection in self._open:
+            del self._open[connection]
+            left = self._peer_open[connection.peer] - 1
+            if left:
+                self._peer_open[connection.peer] = left
+            else:
+                del self._peer_open[connection.peer]
+        self._busy(connection)
+
+    def _drop(self, connection: _Connection, reason: str) -> None:
+        self._forget(connection)
+        connection.reset()
+        self._shed(reason)
+
+    def _shed(self, reason: str) -> None:
+        self.dropped[reason] += 1
+        self._unlogged[reason] += 1
+        if self._shed_log is None:
+            loop = asyncio.get_running_loop()
+            wait = self._last_shed_log + self.shed_log_interval - loop.time()
+            if wait <= 0:
+                self._log_shed()
+            else:
+                self._shed_log = loop.call_later(wait, self._log_shed)
+
+    def _log_shed(self) -> None:
+        self._shed_log = None
+        self._last_shed_log = asyncio.get_running_loop().time()
+        counts, self._unlogged = self._unlogged, dict.fromkeys(DROP_REASONS, 0)
+        busiest = max(self._peer_open.items(), key=lambda item: item[1], default=(None, 0))
+        log.warning("http.connections_shed", **counts, connections=len(self._open),
+                    max_connections=self.max_connections, busiest_peer=busiest[0],
+                    busiest_peer_connections=busiest[1])
+
+    # --- answers ---
 
     def _answer(self, request: h11.Request) -> Reply:
         path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
@@ -193,11 +304,95 @@ class HttpListener:
             log.exception("http.route_failed", path=path)
             return _text(500, "internal error")
 
-    async def _send(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply, *,
-        head: bool = False,
-    ) -> None:
+
+class _Connection(asyncio.Protocol):
+    """One connection: h11 fed from ``data_received``; answered as soon as it has asked."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, listener: HttpListener) -> None:
+        self.listener = listener
+        self.peer = ""
+        self.h11: h11.Connection | None = None  # made when the first bytes come
+        self.request: h11.Request | None = None
+        self.received = 0
+        self.body = 0
+        self.done = False  # answered, refused or reset: further bytes are ignored
+        self.accepted = 0.0
+        self.timer: asyncio.TimerHandle | None = None  # the answer's deadline
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        self.accepted = asyncio.get_running_loop().time()
+        if not self.listener._admit(self):
+            self.reset()
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        self.received += len(data)
+        if self.h11 is None:
+            self.h11 = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self.listener.max_request_bytes)
+        self.h11.receive_data(data)
+        self._advance(self.h11)
+
+    def eof_received(self) -> bool | None:
+        if not self.done and self.h11 is not None:
+            self.h11.receive_data(b"")
+            self._advance(self.h11)
+        return None  # the transport closes itself (also when nothing was asked)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.done = True
+        self.listener._forget(self)
+
+    # --- the exchange ---
+
+    def _advance(self, conn: h11.Connection) -> None:
+        try:
+            while not self.done:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:  # (h11 refuses an incomplete head over the bound)
+                    return
+                if isinstance(event, h11.Request):
+                    if self.received - len(conn.trailing_data[0]) > \
+                            self.listener.max_request_bytes:
+                        raise h11.RemoteProtocolError("request head too large", 431)
+                    self.request = event
+                elif isinstance(event, h11.Data):  # of no use to GET or HEAD; read to stay in step
+                    self.body += len(event.data)
+                    if self.body > self.listener.max_request_bytes:
+                        raise _TooLarge
+                elif isinstance(event, h11.ConnectionClosed):
+                    self.done = True  # the client left without asking anything
+                    self.transport.close()
+                elif self.request is None:  # EndOfMessage or PAUSED without a request: be safe
+                    self._send(conn, _text(400, "bad request"))
+                else:
+                    request = self.request
+                    reply = self.listener._answer(request)
+                    self._send(conn, reply, head=request.method == b"HEAD")
+                    log.debug("http.request", method=request.method.decode("ascii", "replace"),
+                              path=request.target.decode("ascii", "replace"),
+                              status=reply.status)
+        except h11.RemoteProtocolError as exc:
+            self._send(conn, _text(exc.error_status_hint, "bad request"))
+        except _TooLarge:
+            self._send(conn, _text(413, "request body too large"))
+
+    def _send(self, conn: h11.Connection, reply: Reply, *, head: bool = False) -> None:
+        self.done = True
+        self.listener._busy(self)
+        self.timer = asyncio.get_running_loop().call_at(
+            self.accepted + self.listener.timeout, self._expired)
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.close()
             return
         headers = [
             ("content-type", reply.content_type),
@@ -206,13 +401,62 @@ class HttpListener:
             ("connection", "close"),
             *reply.headers,
         ]
-        out = conn.send(h11.Response(status_code=reply.status, headers=headers,
-                                     reason=_reason(reply.status))) or b""
-        if not head and reply.body:
-            out += conn.send(h11.Data(data=reply.body)) or b""
-        out += conn.send(h11.EndOfMessage()) or b""
-        writer.write(out)
-        await writer.drain()
+        try:
+            out = conn.send(h11.Response(status_code=reply.status, headers=headers,
+                                         reason=_reason(reply.status))) or b""
+            if not head and reply.body:
+                out += conn.send(h11.Data(data=reply.body)) or b""
+            out += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            self.transport.close()
+            return
+        self.transport.write(out)
+        self.transport.close()  # once written: the loop sends the rest, then closes
+
+    def _expired(self) -> None:
+        self.timer = None
+        self.listener._drop(self, "response_timeout")
+
+    # --- helpers ---
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def reset(self) -> None:
+        """Close at once with an RST: no lingering, no TIME_WAIT."""
+        self.done = True
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self.transport.abort()
+
+    def bytes_waiting(self) -> bool:
+        """Whether bytes have arrived that the loop has not handed over yet."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, _INT)
+        except OSError:
+            return False
+        return bool(struct.unpack("i", waiting)[0])
+
+
+def _oldest_idle(idle: Mapping[_Connection, None]) -> _Connection | None:
+    """The oldest idle connection without bytes waiting (among the oldest few), else the
+    oldest; None if there is none."""
+    oldest = None
+    for seen, connection in enumerate(idle):
+        if seen >= VICTIM_SCAN:
+            break
+        if oldest is None:
+            oldest = connection
+        if not connection.bytes_waiting():
+            return connection
+    return oldest
 
 
 def _reason(status: int) -> bytes:

@@ -8,7 +8,8 @@ Fed from three hooks, never from log lines:
 * the daemon's poll listener (poll outcome and duration, and a ``Census`` of the store's
   records: sessions by class and by phase).
 
-The rate gate's own counters (429s received, seconds paused) are read when scraped.
+The rate gate's own counters (429s received, seconds paused) and the HTTP listener's
+(connections open, connections reset or refused by reason) are read when scraped.
 Per-session series exist only with ``metrics_per_session = true``. Every name starts with
 ``wasend_supervisor_``; see docs/operations.md for the list.
 """
@@ -27,6 +28,7 @@ from supervisor.models import Event, Phase, StatusClass
 
 if TYPE_CHECKING:
     from supervisor.cycle import PollResult
+    from supervisor.listener import HttpListener
     from supervisor.ratelimit import RateGate
 
 PREFIX = "wasend_supervisor_"
@@ -81,6 +83,7 @@ class Metrics:
         for outcome in ("ok", "failed"):
             self.reloads.labels(outcome)
         self._gate: RateGate | None = None
+        self._listener: HttpListener | None = None
         self._census: Census | None = None
         self._consecutive_failures = 0
         r.register(_StateCollector(self))
@@ -89,6 +92,9 @@ class Metrics:
 
     def watch_gate(self, gate: RateGate) -> None:
         self._gate = gate
+
+    def watch_listener(self, listener: HttpListener) -> None:
+        self._listener = listener
 
     def observe_request(self, call: str, http_status: int | None, seconds: float) -> None:
         status = "none" if http_status is None else str(http_status)
@@ -169,6 +175,20 @@ class Metrics:
                 PREFIX + "api_rate_limit_pause_remaining_seconds",
                 "Seconds until requests may be sent again after a 429 (0: not paused).",
                 value=gate.paused_for())
+        listener = self._listener
+        if listener is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "http_connections", "Connections open on the HTTP listener now.",
+                value=listener.connections)
+            dropped = CounterMetricFamily(
+                PREFIX + "http_connections_dropped",
+                "Connections the HTTP listener reset or refused, by reason (evicted: the "
+                "oldest idle one, to make room; refused: none was idle; header_timeout, "
+                "response_timeout: a deadline passed).",
+                labels=["reason"])
+            for reason, count in listener.dropped.items():
+                dropped.add_metric([reason], count)
+            yield dropped
         if self.per_session and census is not None:
             yield from _per_session(census)
 

@@ -69,6 +69,7 @@ class Service:
                 "/metrics": lambda: Reply(200, self.metrics.render(), CONTENT_TYPE),
             })
             self.daemon.closers.append(self.listener.close)
+            metrics.watch_listener(self.listener)
         self.reloader: Reloader | None = None
         if load is not None:
             self.reloader = Reloader(load, settings, self._apply, reported=metrics.reloaded)

@@ -23,8 +23,8 @@ import msgspec
 
 from supervisor.check import CRITICAL, OK, UNKNOWN, WARNING, phase_verdict
 from supervisor.models import HistoryEntry, Phase, Record
-from supervisor.printable import printable
 from supervisor.policy import StatusClasses
+from supervisor.printable import printable
 from supervisor.sqlite_store import SqliteStore
 from supervisor.store import Heartbeat
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from supervisor.simulator import ScenarioError, Simulator, SimulatorServer, serve
-from supervisor.simulator.__main__ import main
+from supervisor.simulator.cli import main
 from supervisor.simulator.faults import LIST_SHAPES
 
 from .conftest import API_KEY, wait_for
