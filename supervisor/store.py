@@ -11,19 +11,26 @@ store that writes to disk is touched only when something changed, never on every
 of a healthy session. Writes are compare-and-set (``swap``): a record is replaced only
 if it is still the one the decision was based on, so two processes never both claim the
 same restart.
+
+The cycle does its work with a store through ``run``: the SQLite store does it in a
+thread of its own, where waiting for the file's lock (another process holds it for up to
+the busy timeout) or for the disk cannot stall the event loop, and with it ``/livez``,
+the watchdog and signal handling.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from supervisor.models import HistoryEntry, Record
 
 MEMORY_HISTORY_ROWS = 10_000
+
+_T = TypeVar("_T")
 
 
 class StateError(Exception):
@@ -59,6 +66,11 @@ class Store(Protocol):
         ...
 
     def add_history(self, entries: Sequence[HistoryEntry]) -> None: ...
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        """Do ``work`` (reads and writes of this store) where blocking on the store does
+        not block the event loop; one piece of work at a time."""
+        ...
 
     def close(self) -> None: ...
 
@@ -103,6 +115,9 @@ class MemoryStore:
 
     def add_history(self, entries: Sequence[HistoryEntry]) -> None:
         self.history.extend(entries)
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        return work()  # a dict never blocks
 
     def close(self) -> None:
         pass

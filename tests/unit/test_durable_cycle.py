@@ -90,12 +90,12 @@ async def test_polls_of_healthy_sessions_write_nothing(tmp_path: Path) -> None:
     await sup.poll()  # the first sighting writes the records
     observer = sqlite3.connect(path)
     version = observer.execute("PRAGMA data_version").fetchone()[0]
-    changes = store._conn.total_changes
+    changes = store._db().total_changes
     wal_size = (tmp_path / "state.db-wal").stat().st_size
     for _ in range(20):
         clock.advance(30)
         assert (await sup.poll()).ok
-    assert store._conn.total_changes == changes
+    assert store._db().total_changes == changes
     assert observer.execute("PRAGMA data_version").fetchone()[0] == version
     assert (tmp_path / "state.db-wal").stat().st_size == wal_size
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from supervisor.models import HistoryEntry, Phase, Record
 from supervisor.sqlite_store import MEMORY, PRUNE_EVERY, SqliteStore
+from supervisor.state_file import APPLICATION_ID, Held
 from supervisor.state_schema import SCHEMA_VERSION, decode, encode, migrate
 from supervisor.store import StateError
 from tests.fakes import FakeClock
@@ -73,7 +76,7 @@ def test_memory_touches_no_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_wal_full_sync_and_a_busy_timeout(tmp_path: Path) -> None:
     store = open_file(tmp_path / "state.db")
-    conn = store._conn
+    conn = store._db()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
@@ -86,6 +89,46 @@ def test_the_directory_is_created(tmp_path: Path) -> None:
     open_file(path).put(FULL)
     assert path.exists()
     assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def application_id(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[68:72], "big")
+
+
+def test_a_new_state_file_is_0600_with_its_wal_and_shm_and_carries_our_id(
+    tmp_path: Path,
+) -> None:
+    old = os.umask(0)  # whatever the umask allows, the files are the owner's only
+    try:
+        store = open_file(tmp_path / "state.db")
+        store.put(FULL)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"state.db": 0o600, "state.db-wal": 0o600, "state.db-shm": 0o600}
+    assert application_id(tmp_path / "state.db") == APPLICATION_ID
+
+
+def test_an_existing_state_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    open_file(path).close()
+    path.chmod(0o644)  # world-readable, by somebody's choice: left so
+    open_file(path).put(FULL)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_state_file_made_before_our_id_is_known_by_its_tables_and_given_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, 1.0)
+    conn.close()
+    assert application_id(path) == 0
+    SqliteStore.open_readonly(path).close()
+    assert application_id(path) == 0  # reading changes nothing
+    open_file(path).close()
+    assert application_id(path) == APPLICATION_ID
 
 
 # ------------------------------------------------------------------- migrations
@@ -108,7 +151,7 @@ def test_a_version_1_file_is_upgraded_keeping_its_rows(tmp_path: Path) -> None:
     [row] = store.read_history()
     assert (row.event, row.http_status, row.reason, row.status) == (
         "restart.failed", 503, None, None)
-    applied = [v for (v,) in store._conn.execute("SELECT version FROM schema_migrations")]
+    applied = [v for (v,) in store._db().execute("SELECT version FROM schema_migrations")]
     assert applied == [1, 2]
     # The new columns work: the record is written by this store, the row has a reason.
     store.put(FULL)
@@ -143,37 +186,105 @@ def test_somebody_elses_database_is_refused_not_moved(tmp_path: Path) -> None:
 # -------------------------------------------------------------------- bad files
 
 
-def test_a_corrupt_file_is_moved_aside_loudly_and_a_fresh_one_started(tmp_path: Path) -> None:
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file in ``directory``: its bytes, modification time (ns) and mode."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode)
+            for p in sorted(directory.iterdir())}
+
+
+def sqlite_file(path: Path, *, app: int = 0, tables: bool = True) -> None:
+    conn = sqlite3.connect(path)
+    if app:
+        conn.execute(f"PRAGMA application_id = {app}")
+    if tables:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.execute("PRAGMA user_version = 7")  # a header, even with no tables
+    conn.commit()
+    conn.close()
+
+
+NOT_OURS: dict[str, Callable[[Path], Any]] = {
+    "a config file": lambda p: p.write_text("poll_interval = 10\n"),
+    "an empty file": lambda p: p.write_bytes(b""),
+    "binary garbage": lambda p: p.write_bytes(b"\x00\x01 definitely not sqlite " * 300),
+    "another application's database": lambda p: sqlite_file(p, app=0x46697265),
+    "a database with other tables": sqlite_file,
+    "a database with no tables": lambda p: sqlite_file(p, tables=False),
+}
+
+
+@pytest.mark.parametrize("make", NOT_OURS.values(), ids=NOT_OURS.keys())
+def test_a_file_that_is_not_a_state_file_is_refused_and_left_exactly_as_it_was(
+    tmp_path: Path, make: Callable[[Path], Any],
+) -> None:
+    path = tmp_path / "c.toml"
+    make(path)
+    os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    before = snapshot(tmp_path)
+    for opening in (open_file, SqliteStore.open_readonly):
+        with capture_logs() as events, pytest.raises(StateError) as caught:
+            opening(path)
+        assert snapshot(tmp_path) == before  # same bytes, time and mode; no file beside it
+        message = str(caught.value)
+        assert message.startswith(f"{path} ") and "\n" not in message
+        assert "left as it was" in message
+        assert events == []
+
+
+def test_a_damaged_state_file_is_moved_aside_loudly(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "state.db"
-    garbage = b"this is not a database, it is a shopping list\n" * 200
-    path.write_bytes(garbage)
-    (tmp_path / "state.db-wal").write_bytes(b"stale wal")
+    damaged = damage(path)
     with capture_logs() as events:
         store = open_file(path, FakeClock(start=1_700_000_000.0))
     store.put(FULL)
     assert store.get("s1") == FULL
     moved = tmp_path / "state.db.corrupt-20231114T221320Z"
-    assert moved.read_bytes() == garbage
-    assert (tmp_path / "state.db.corrupt-20231114T221320Z-wal").read_bytes() == b"stale wal"
+    assert moved.read_bytes() == damaged
     [event] = [e for e in events if e["event"] == "state.corrupt_moved_aside"]
     assert event["log_level"] == "error"
     assert event["moved_to"] == str(moved) and event["path"] == str(path)
-    assert "not a database" in event["problem"]
+    assert "backoff and history were lost" in event["action"]
 
 
-def test_a_damaged_page_is_caught_by_the_integrity_check(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def damage(path: Path) -> bytes:
+    """A state file of 300 records with a table page overwritten; its bytes."""
     store = open_file(path)
     for i in range(300):
         store.put(Record(f"session-{i:04d}", name="x" * 200))
     store.close()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
     data = bytearray(path.read_bytes())
     assert len(data) > 8 * 4096
     data[3 * 4096 + 10: 3 * 4096 + 400] = os.urandom(390)  # inside a table page
     path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_a_corrupt_state_file_another_process_holds_is_not_moved_aside(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    damaged = damage(path)
+    holder = Held.open(path, wait=1.0)  # as every store of another process does
+    try:
+        with capture_logs() as events, pytest.raises(StateError) as caught:
+            open_file(path)
+    finally:
+        holder.release()
+    assert str(caught.value).endswith(
+        "but in use by another process; it was not moved aside")
+    assert path.read_bytes() == damaged
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    assert "state.corrupt_moved_aside" not in [e["event"] for e in events]
+    with capture_logs() as events:
+        open_file(path)  # nobody holds it now
+    assert "state.corrupt_moved_aside" in [e["event"] for e in events]
+
+
+def test_a_damaged_page_is_caught_by_the_integrity_check(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    damage(path)
     with capture_logs() as events:
         fresh = open_file(path)
     assert "state.corrupt_moved_aside" in [e["event"] for e in events]
@@ -234,7 +345,7 @@ def test_read_only_opening_creates_migrates_and_moves_nothing(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"garbage" * 1000)
-    with pytest.raises(StateError, match=r"corrupt|cannot be read"):
+    with pytest.raises(StateError, match="not a wasend-supervisor state file"):
         SqliteStore.open_readonly(bad)
     assert bad.read_bytes() == b"garbage" * 1000
     good = tmp_path / "state.db"
@@ -354,7 +465,7 @@ def test_history_is_bounded_by_age_and_not_pruned_on_every_write(tmp_path: Path)
     clock = FakeClock()
     store = open_file(tmp_path / "state.db", clock, history_max_age=3600.0)
     deletes: list[str] = []
-    store._conn.set_trace_callback(
+    store._db().set_trace_callback(
         lambda sql: deletes.append(sql) if sql.startswith("DELETE FROM history") else None)
     store.add_history([entry(clock.now() - 7200.0), entry(clock.now())])
     for _ in range(20):
