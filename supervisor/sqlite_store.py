@@ -88,6 +88,10 @@ WAL_SIZE_LIMIT: Final = 1024 * 1024  # bytes the write-ahead log is cut back to 
 
 _T = TypeVar("_T")
 
+# The held file is no longer at its path, or was emptied: its -wal and -shm there must
+# not outlive it (a database made at the path would read them as its own).
+_GONE: Final = frozenset({"deleted", "moved", "replaced", "truncated"})
+
 
 # ------------------------------------------------------------------------- errors
 
@@ -236,7 +240,6 @@ def _attach(
             ours = held.identity == known
             kind, application_id = held.kind()
             if kind is Kind.EMPTY and ours:  # emptied under us: nothing in it to keep
-                held.drop_stale_side_files()
                 create(file, lambda new: _initialise(new, clock, file), over=held.identity)
                 held.release()
                 continue
@@ -632,9 +635,9 @@ class SqliteStore:
         records += [(session_id, encode(row.record), row.updated_at, row.writer)
                     for session_id, row in self._cache.items() if session_id not in have]
         self._lost = _Lost(held.identity, records, history)
-        named = held.problem()
+        found = held.problem()
         self._detach()
-        if named is not None and named[0] == held.path:  # the path names another file now
+        if found is not None and found[0] == held.path and found[1] in _GONE:
             held.drop_stale_side_files()
 
     def _try_reattach(self) -> str:

@@ -13,7 +13,9 @@ mode) and only then linked into place.
 ``flock`` on it (``Held``) for as long as it does. Moving a corrupt file aside takes that
 lock exclusively without waiting, so a file that another process uses is never moved.
 ``Held.problem`` compares the file held with what its path names now: device and inode,
-link count and size, and the same for its ``-wal`` and ``-shm``.
+link count and size, its header (overwritten in place, the file is no longer a database,
+though SQLite, serving the first page from memory, would not notice), and the identity
+of its ``-wal`` and ``-shm``.
 
 **Closing descriptors.** Closing any descriptor of a file drops every POSIX lock the
 process holds on it, SQLite's own included. A ``Held`` is therefore released only after
@@ -44,6 +46,7 @@ SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
 _HEADER: Final = b"SQLite format 3\x00"
 _APPLICATION_ID_AT: Final = 68  # offset of the application_id in the database header
+_FIRST_PAGE_TYPES: Final = (b"\x05", b"\x0d")  # page 1 is a table b-tree page (after the header)
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 
@@ -185,7 +188,8 @@ class Held:
 
     def problem(self) -> tuple[Path, str] | None:
         """Whether the path still names the file held, as (the path that changed, what
-        happened: ``deleted``, ``moved``, ``replaced`` or ``truncated``); None if it does."""
+        happened: ``deleted``, ``moved``, ``replaced``, ``truncated`` or ``overwritten``);
+        None if it does."""
         mine = os.fstat(self.fd)
         try:
             here = self.path.stat()
@@ -197,6 +201,10 @@ class Held:
             return self.path, "replaced"
         if mine.st_size == 0:
             return self.path, "truncated"
+        with contextlib.suppress(OSError):
+            head = os.pread(self.fd, 101, 0)
+            if not head.startswith(_HEADER) or head[100:101] not in _FIRST_PAGE_TYPES:
+                return self.path, "overwritten"
         for suffix, known in self.sides.items():
             if known is None:
                 continue

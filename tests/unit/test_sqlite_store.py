@@ -291,7 +291,7 @@ def test_a_damaged_page_is_caught_by_the_integrity_check(tmp_path: Path) -> None
     assert list(fresh.records()) == []
 
 
-def test_a_file_corrupted_while_running_is_moved_aside_and_rebuilt_from_memory(
+def test_a_file_overwritten_while_running_is_moved_aside_and_rebuilt_from_memory(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "state.db"
@@ -303,7 +303,7 @@ def test_a_file_corrupted_while_running_is_moved_aside_and_rebuilt_from_memory(
     checkpoint.close()
     with path.open("r+b") as f:  # something outside overwrites the file
         f.write(b"garbage!" * 2000)
-    with capture_logs() as events, pytest.raises(StateError, match="found corrupt"):
+    with capture_logs() as events, pytest.raises(StateError, match="was overwritten while"):
         store.put(Record("new"))
     [moved] = [e for e in events if e["event"] == "state.corrupt_moved_aside"]
     assert moved["log_level"] == "error"
@@ -312,6 +312,156 @@ def test_a_file_corrupted_while_running_is_moved_aside_and_rebuilt_from_memory(
     again = open_file(path)
     assert {r.session_id for r in again.records()} == {f"s{i}" for i in range(50)} | {"new"}
     assert again.get("s7") == Record("s7", name="x" * 100, attempt=7)
+
+
+# ------------------------------------------------- the file replaced under a store
+
+
+def busy_store(path: Path, clock: FakeClock) -> SqliteStore:
+    """A store with five records and five history rows."""
+    store = open_file(path, clock)
+    for i in range(5):
+        store.put(Record(f"s{i}", attempt=i))
+    store.add_history([entry(clock.now() + i, f"s{i}") for i in range(5)])
+    return store
+
+
+def contents(path: Path) -> tuple[dict[str, Record], list[HistoryEntry]]:
+    reader = SqliteStore.open_readonly(path)
+    try:
+        return {r.session_id: r for r in reader.records()}, reader.read_history()
+    finally:
+        reader.close()
+
+
+def another_state_file(path: Path, clock: FakeClock) -> None:
+    other = open_file(path, clock)
+    other.put(Record("x"))
+    other.add_history([entry(clock.now() + 100, "x")])
+    other.close()
+
+
+SPLITS: dict[str, Callable[[Path, FakeClock], Path]] = {}
+
+
+def split(name: str) -> Callable[[Callable[[Path, FakeClock], Path]],
+                                  Callable[[Path, FakeClock], Path]]:
+    def register(how: Callable[[Path, FakeClock], Path]) -> Callable[[Path, FakeClock], Path]:
+        SPLITS[name] = how
+        return how
+    return register
+
+
+@split("deleted")
+def _rm_all(path: Path, clock: FakeClock) -> Path:  # rm state.db*
+    for name in path.parent.iterdir():
+        name.unlink()
+    return path
+
+
+@split("moved")
+def _moved(path: Path, clock: FakeClock) -> Path:  # mv state.db state.db.bak
+    path.rename(path.with_name("state.db.bak"))
+    return path
+
+
+@split("replaced")
+def _replaced(path: Path, clock: FakeClock) -> Path:  # another state file renamed over it
+    another_state_file(path.with_name("other.db"), clock)
+    os.replace(path.with_name("other.db"), path)
+    return path
+
+
+@split("truncated")
+def _truncated(path: Path, clock: FakeClock) -> Path:  # truncate -s 0 state.db
+    os.truncate(path, 0)
+    return path
+
+
+@split("wal deleted")
+def _wal_deleted(path: Path, clock: FakeClock) -> Path:  # rm state.db-wal
+    wal = path.with_name("state.db-wal")
+    wal.unlink()
+    return wal
+
+
+@pytest.mark.parametrize("how", SPLITS.values(), ids=SPLITS.keys())
+def test_a_state_file_lost_under_a_store_is_noticed_once_and_no_row_is_lost(
+    tmp_path: Path, how: Callable[[Path, FakeClock], Path],
+) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = busy_store(path, clock)
+    records, history = contents(path)
+    named = how(path, clock)
+    problem = {"_rm_all": "deleted", "_moved": "moved", "_replaced": "replaced",
+               "_truncated": "truncated", "_wal_deleted": "deleted"}[how.__name__]
+    with capture_logs() as events, pytest.raises(StateError) as caught:
+        store.put(Record("new"))  # this write is not made: nothing is decided on a split
+    assert str(caught.value).startswith(f"{named} was {problem} while this process was using it")
+    assert "this write was not made" in str(caught.value)
+    [replaced] = [e for e in events if e["event"] == "state.file_replaced"]
+    assert (replaced["log_level"], replaced["path"], replaced["problem"]) == (
+        "error", str(named), problem)
+    [restored] = [e for e in events if e["event"] == "state.file_restored"]
+    assert restored["path"] == str(path)
+    with capture_logs() as events:
+        store.put(Record("new"))  # the next write works, on the file the path names
+        store.add_history([entry(clock.now() + 50, "new")])
+    assert events == []  # said once
+    after_records, after_history = contents(path)
+    assert {k: v for k, v in after_records.items() if k in records} == records
+    assert "new" in after_records
+    for row in history:
+        assert after_history.count(row) == 1  # every row, once
+    if problem == "replaced":
+        assert "x" in after_records and entry(clock.now() + 100, "x") in after_history
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+def test_a_state_file_replaced_by_one_that_is_not_ours_keeps_the_rows_until_it_can(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = busy_store(path, clock)
+    records, history = contents(path)
+    path.unlink()
+    path.write_text("poll_interval = 10\n")  # somebody's slip
+    for _ in range(2):
+        with capture_logs() as events, pytest.raises(StateError) as caught:
+            store.put(Record("new"))
+        assert "not a wasend-supervisor state file" in str(caught.value)
+        assert path.read_text() == "poll_interval = 10\n"
+        assert "state.file_restored" not in [e["event"] for e in events]
+    path.unlink()  # put right
+    with capture_logs() as events:
+        store.put(Record("new"))
+    assert [e["event"] for e in events] == ["state.file_restored"]
+    after_records, after_history = contents(path)
+    assert set(after_records) == {*records, "new"}
+    assert after_history == history
+
+
+def test_reading_an_emptied_state_file_refuses_and_leaves_the_wal_alone(
+    tmp_path: Path,
+) -> None:
+    # SQLite deletes the -wal beside a database of no pages when it opens one: a
+    # ``history`` must not do that to a running daemon's file.
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = busy_store(path, clock)
+    wal = (tmp_path / "state.db-wal").read_bytes()
+    os.truncate(path, 0)
+    with pytest.raises(StateError, match="is empty and was not made by wasend-supervisor"):
+        SqliteStore.open_readonly(path)
+    assert (tmp_path / "state.db-wal").read_bytes() == wal
+    with capture_logs() as events, pytest.raises(StateError, match="truncated"):
+        store.put(Record("new"))
+    [restored] = [e for e in events if e["event"] == "state.file_restored"]
+    assert (restored["records"], restored["history_rows"]) == (5, 5)  # from the WAL
 
 
 def test_an_uncreatable_directory_is_one_clear_line(tmp_path: Path) -> None:
