@@ -36,11 +36,12 @@ as it was. A state file that fails ``PRAGMA quick_check`` (or is found corrupt w
 running) is moved aside to ``<name>.corrupt-<UTC time>`` with its ``-wal`` and ``-shm``,
 unless another process holds it, and ``state.corrupt_moved_aside`` is logged at error
 level. Before each transaction the store checks that its path still names the file it
-holds; if that file was deleted, moved, replaced or truncated (or its ``-wal``), it logs
-``state.file_replaced``, fails that write, and copies what the file it held still has
-(read through its open connection: a deleted or renamed file stays readable) and what it
-holds in memory into the file the path names now (made afresh if there is none), then
-logs ``state.file_restored``. No history row the old file held is lost to that.
+holds; if that file (or its ``-wal``) was deleted, moved, replaced, truncated or
+overwritten, it logs ``state.file_replaced``, fails that write, and copies what the file
+it held still has (read through its open connection: a deleted or renamed file stays
+readable) and what it holds in memory into the file the path names now (made afresh if
+there is none), then logs ``state.file_restored``. No row the old file still holds is
+lost to that.
 """
 
 from __future__ import annotations
@@ -462,6 +463,7 @@ class SqliteStore:
             if self._lost is not None:  # a last try to keep what the lost file had
                 with contextlib.suppress(StateError):
                     self._reattach()
+                self._lost = None  # each poll said why it could not (state.unavailable)
             self._closed = True
             self._detach()
 
@@ -644,7 +646,7 @@ class SqliteStore:
         try:
             copied = self._reattach()
         except StateError as exc:
-            return f"{exc}; what it had is kept in memory until then"
+            return f"{exc}; what it had is kept in memory until the path can be used"
         return f"what it had was copied into {self.location} ({copied})"
 
     def _reattach(self) -> str:
