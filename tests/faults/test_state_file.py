@@ -245,18 +245,25 @@ def daemon(simulator: SimFactory, tmp_path: Path) -> Iterator[Daemon]:
 def test_history_beside_a_run_whose_file_was_emptied_leaves_its_wal_and_rows(
     daemon: Daemon,
 ) -> None:
-    """Expectation: ``truncate -s 0 state.db`` under a running daemon, then ``history``:
-    ``history`` refuses the empty file in one line and does not delete the daemon's
-    ``-wal`` (SQLite would, opening an empty database), unless the daemon has rebuilt
-    the file already; the daemon notices within a poll
-    (``state.file_replaced``, ``problem = truncated``), rebuilds the file from what it
-    holds, and keeps supervising; every restart it sent has its history row."""
+    """Expectation: ``truncate -s 0 state.db`` under a daemon (paused between polls),
+    then ``history``: ``history`` refuses the empty file in one line and leaves the
+    daemon's ``-wal`` as it was (SQLite deletes the ``-wal`` of an empty database it
+    opens). The daemon, going on, notices (``state.file_replaced``, ``problem =
+    truncated``), rebuilds the file from what it holds (its ``-wal`` included) and keeps
+    supervising; every restart it sent has its history row."""
     state, wal = daemon.state, daemon.state.with_name("state.db-wal")
-    os.truncate(state, 0)
-    looked = cli("history", env={"WASEND_SUPERVISOR_STATE_PATH": str(state)})
-    if looked.returncode != 0:  # else the daemon had rebuilt the file already
-        assert "is empty and was not made by wasend-supervisor" in looked.stderr
-        assert wal.exists()
+    daemon.proc.send_signal(signal.SIGSTOP)
+    try:
+        os.truncate(state, 0)
+        before = wal.read_bytes()
+        looked = cli("history", env={"WASEND_SUPERVISOR_STATE_PATH": str(state)})
+        wal_kept = wal.exists() and wal.read_bytes() == before
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
+    assert looked.returncode == 78
+    [line] = looked.stderr.strip().splitlines()
+    assert "is empty and was not made by wasend-supervisor" in line
+    assert wal_kept
     wait_for(lambda: daemon.saw("state.file_restored"))
     [replaced] = [e for e in logged(daemon.log) if e["event"] == "state.file_replaced"]
     assert (replaced["problem"], replaced["level"]) == ("truncated", "error")
