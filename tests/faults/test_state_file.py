@@ -25,6 +25,7 @@ from supervisor.simulator import SimulatorServer
 from supervisor.sqlite_store import SqliteStore
 from supervisor.wiring import build
 from tests.e2e.conftest import ROOT, Running, SimFactory, cli, until
+from tests.e2e.test_operations import Served, eventually
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at
 
@@ -323,3 +324,34 @@ def test_a_check_beside_a_run_whose_file_was_overwritten_moves_nothing(
     conn = sqlite3.connect(state)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+async def test_readyz_is_503_while_the_state_file_cannot_be_used(
+    simulator: SimFactory, tmp_path: Path,
+) -> None:
+    """Expectation: the state file replaced, under a running service, by a file that is
+    not a state file: ``/readyz`` answers 503 with the reason (no restart can be recorded,
+    so none is sent) while ``/livez`` stays 200, and the file is left as it was. Once the
+    path is put right, the service makes the file again with every row it held and is
+    ready again."""
+    server = simulator({"sessions": [{"id": "a", "status": "STOPPED"}], "session_count": 0})
+    state = tmp_path / "state.db"
+    with capture_logs() as events:
+        served = await Served(server, state_path=state).start()
+        try:
+            await until(lambda: any(e["event"] == "restart.succeeded" for e in events))
+            await eventually(served, "/readyz", 200)
+            state.unlink()
+            state.write_text("poll_interval = 10\n")
+            await eventually(served, "/readyz", 503)
+            reason = (await served.get("/readyz")).json()["reason"]
+            assert reason.startswith("the state file cannot be used: ")
+            assert "is not a wasend-supervisor state file" in reason
+            assert await served.status("/livez") == 200
+            assert state.read_text() == "poll_interval = 10\n"
+            state.unlink()
+            await eventually(served, "/readyz", 200)
+        finally:
+            assert await served.stop() == 0
+    assert [e["problem"] for e in events if e["event"] == "state.file_replaced"] == ["replaced"]
+    assert requested_rows(state) == len(restarts(server)) == 1
