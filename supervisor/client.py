@@ -727,7 +727,7 @@ class WasendClient:
         failure = None  # the httpx exception holds the request: not a local of a traceback
         if self._gate is not None and http_status is not None:  # an answer came
             if isinstance(error, RateLimited):
-                self._gate.rate_limited(error.retry_after, call=call)
+                await self._gate.rate_limited(error.retry_after, call=call)
             else:
                 self._gate.succeeded()
         self._record(call, method, request, http_status, duration, error)

@@ -4,6 +4,12 @@ record what changed, log what happened.
 The same ``Supervisor.poll`` serves ``run`` (called by the scheduler) and ``check``
 (called once, or a few times while waiting). It is the only place where the client,
 the decision core and the store meet.
+
+Everything the cycle does with the store (reads, decisions, writes) is handed to the
+store's ``run`` (``_keep``), so that waiting for the state file never stalls the event
+loop; the events of a write are logged, and observed, only once it has committed. So a
+restart that could not be claimed (a full disk, a lock held too long) is neither logged
+nor counted nor sent, and each one sent is logged, counted and in the history once.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -53,6 +60,8 @@ MAX_CLAIM_TRIES = 3
 # While the list call keeps failing, polls are skipped: the n-th failure in a row waits
 # min(POLL_BACKOFF_INTERVALS, 2**(n-1)) poll intervals before the next poll.
 POLL_BACKOFF_INTERVALS = 4
+
+_T = TypeVar("_T")
 
 
 class Api(Protocol):
@@ -128,6 +137,9 @@ class Supervisor:
         # A restart another process recorded as in flight, and has not seen answered, is
         # left to it this long (its request may still be waiting at its rate gate).
         self.in_flight_grace = in_flight_grace
+        # Where the events of writes wait to be logged, each with whether observers see
+        # it too (None: logged at once).
+        self._events: list[tuple[Event, bool]] | None = None
 
     # ------------------------------------------------------------------ the cycle
 
@@ -144,20 +156,20 @@ class Supervisor:
             if started < self.auth_blocked_until:
                 log.debug("poll.skipped", reason="auth_failed",
                           retry_in=round(self.auth_blocked_until - started, 3))
-                self._beat(listed=False, ok=False, dry_run=dry_run)
+                await self._beat(listed=False, ok=False, dry_run=dry_run)
                 return PollResult(ok=False, skipped=True, skip_reason="auth_failed")
             self._reload_key()
         if self.poll_resume_at is not None and started < self.poll_resume_at:
             log.debug("poll.skipped", reason="api_unavailable",
                       retry_in=round(self.poll_resume_at - started, 3))
-            self._beat(listed=False, ok=False, dry_run=dry_run)
+            await self._beat(listed=False, ok=False, dry_run=dry_run)
             return PollResult(ok=False, skipped=True, skip_reason="api_unavailable")
         observed_at = self.clock.now()  # what the list says is at least this recent
         try:
             listing = await self.client.list_sessions()
         except ApiError as exc:
             self._poll_failed(exc, started)
-            self._beat(listed=True, ok=False, dry_run=dry_run, at=observed_at)
+            await self._beat(listed=True, ok=False, dry_run=dry_run, at=observed_at)
             return PollResult(ok=False, error=exc, duration=self.clock.monotonic() - started)
         self.poll_resume_at = None
         if self.auth_blocked_until is not None:
@@ -168,26 +180,26 @@ class Supervisor:
 
         result = PollResult(ok=True)
         seen = await self._observe(listing, dry_run, observed_at, result)
-        pending: list[tuple[Record, Action]] = []
-        # One transaction for every decision: it holds the state file's write lock, reads
-        # what other processes wrote, and commits (restarts recorded as in flight
-        # included) before any request below is sent.
-        with contextlib.nullcontext() if dry_run else self.store.transaction():
-            now = self.clock.now()
-            for info in seen:
-                self._decide(info, observed_at, now, dry_run, result, pending)
-            if not dry_run:  # the heartbeat: one small row, in the same commit
-                self.store.beat(self._heartbeat(listed=True, ok=True, at=observed_at))
+        pending = await self._keep(partial(self._decide_all, seen, observed_at, dry_run, result))
         result.sessions = len(seen)
         result.seen = seen
 
+        unrecorded: StateError | None = None
         for record, action in pending:
-            if self.auth_blocked_until is not None:
-                # The key was refused mid-cycle: leave the rest for when it works again.
-                self._record(record, core.deferred(record, self.clock.now(), "auth_failed", 401),
-                             record.session_id, dry_run)
-                continue
-            await self._act(record, action, result)
+            try:
+                if self.auth_blocked_until is not None:
+                    # The key was refused mid-cycle: leave the rest for when it works again.
+                    deferred = core.deferred(record, self.clock.now(), "auth_failed", 401)
+                    await self._keep(partial(self._record, record, deferred, record.session_id,
+                                             dry_run))
+                    continue
+                await self._act(record, action, result)
+            except StateError as exc:
+                # What came of it could not be recorded. The other restarts are claimed,
+                # logged and in the history already: they are sent all the same.
+                unrecorded = unrecorded or exc
+        if unrecorded is not None:
+            raise unrecorded
 
         self.last_success = self.clock.now()
         self.consecutive_failures = 0
@@ -200,6 +212,28 @@ class Supervisor:
             duration_ms=round(result.duration * 1000),
         )
         return result
+
+    def _decide_all(
+        self, seen: list[SessionInfo], observed_at: float, dry_run: bool, result: PollResult,
+    ) -> list[tuple[Record, Action]]:
+        """Decide on every observed session in one transaction: it holds the state file's
+        write lock, reads what other processes wrote, and commits (restarts recorded as in
+        flight included) before any request is sent. The restarts to send."""
+        pending: list[tuple[Record, Action]] = []
+        outer, self._events = self._events, []
+        try:
+            with contextlib.nullcontext() if dry_run else self.store.transaction():
+                now = self.clock.now()
+                for info in seen:
+                    self._decide(info, observed_at, now, dry_run, result, pending)
+                if not dry_run:  # the heartbeat: one small row, in the same commit
+                    self.store.beat(self._heartbeat(listed=True, ok=True, at=observed_at))
+            decided = self._events
+        finally:
+            self._events = outer
+        for event, observed in decided:  # only now that the transaction has committed
+            self._committed((event,), observed=observed)
+        return pending
 
     def _decide(
         self,
@@ -260,28 +294,37 @@ class Supervisor:
         now = self.clock.now()
         if not self.configured:
             listed = {info.session_id: info for info in listing.sessions}
-            for record in self.store.records():
-                if record.session_id not in listed and not self._left_to_others(
-                    record, observed_at, now
-                ):
-                    step = core.vanished(record, now, self.policy, configured=False)
-                    self._record(record, step, record.session_id, dry_run)
+
+            def vanished() -> None:
+                for record in self.store.records():
+                    if record.session_id not in listed and not self._left_to_others(
+                        record, observed_at, now
+                    ):
+                        step = core.vanished(record, now, self.policy, configured=False)
+                        self._record(record, step, record.session_id, dry_run)
+
+            await self._keep(vanished)
             return list(listed.values())
 
         by_id = {info.session_id: info for info in listing.sessions}
-        seen: list[SessionInfo] = []
-        missing: list[str] = []
-        for session_id in self.configured:
-            info = by_id.get(session_id)
-            if info is not None:
-                seen.append(info)
-                continue
-            known = self.store.get(session_id)
-            due = known is None or known.phase is not Phase.GONE or (
-                known.next_attempt_at is not None and now >= known.next_attempt_at
-            )
-            if due:
-                missing.append(session_id)
+
+        def sort() -> tuple[list[SessionInfo], list[str]]:
+            seen: list[SessionInfo] = []
+            missing: list[str] = []
+            for session_id in self.configured:
+                info = by_id.get(session_id)
+                if info is not None:
+                    seen.append(info)
+                    continue
+                known = self.store.get(session_id)
+                due = known is None or known.phase is not Phase.GONE or (
+                    known.next_attempt_at is not None and now >= known.next_attempt_at
+                )
+                if due:
+                    missing.append(session_id)
+            return seen, missing
+
+        seen, missing = await self._keep(sort)
         if missing:
             seen.extend(await self._lookup(missing, dry_run, result))
         return seen
@@ -297,11 +340,7 @@ class Supervisor:
                 try:
                     return await self.client.get_session(session_id)
                 except SessionGone:
-                    record = self.store.get(session_id) or Record(session_id)
-                    step = core.vanished(record, self.clock.now(), self.policy, configured=True)
-                    if dry_run:
-                        result.decided[session_id] = step.record
-                    self._record(self.store.get(session_id), step, session_id, dry_run)
+                    await self._keep(partial(self._gone, session_id, dry_run, result))
                 except AuthFailed as exc:
                     self._auth_failed(exc)
                 except ApiError as exc:
@@ -311,6 +350,13 @@ class Supervisor:
 
         found = await asyncio.gather(*(one(session_id) for session_id in session_ids))
         return [info for info in found if info is not None]
+
+    def _gone(self, session_id: str, dry_run: bool, result: PollResult) -> None:
+        record = self.store.get(session_id) or Record(session_id)
+        step = core.vanished(record, self.clock.now(), self.policy, configured=True)
+        if dry_run:
+            result.decided[session_id] = step.record
+        self._record(self.store.get(session_id), step, session_id, dry_run)
 
     async def _act(self, record: Record, action: Action, result: PollResult) -> None:
         result.actions += 1
@@ -325,7 +371,8 @@ class Supervisor:
                               self.rng)
             if any(e.name == "restart.failed" for e in step.events):
                 result.failed.add(record.session_id)
-            if not self._record(current, step, record.session_id, False, next_action):
+            if not await self._keep(partial(self._record, current, step, record.session_id,
+                                            False, next_action)):
                 return  # another process has taken this session over: leave it to it
             current, next_action = step.record, step.action
         if next_action is not None:
@@ -362,6 +409,46 @@ class Supervisor:
 
     # -------------------------------------------------------------- bookkeeping
 
+    async def _keep(self, work: Callable[[], _T]) -> _T:
+        """Do ``work`` (store reads, decisions, writes) through the store's ``run``, so
+        that waiting for the state file does not stall the event loop; then log and
+        observe the events of the writes it committed, and only those, even when a
+        later write of the same work failed."""
+        committed: list[tuple[Event, bool]] = []
+
+        def kept() -> _T:
+            self._events = committed
+            try:
+                return work()
+            finally:
+                self._events = None
+
+        try:
+            return await self.store.run(kept)
+        finally:
+            for event, observed in committed:
+                self._emit(event, observed)
+
+    def _committed(self, events: Iterable[Event], *, observed: bool = True) -> None:
+        """The events of a write that was made: logged (and, if ``observed``, handed to
+        the observers) once ``_keep``'s work is done, or now outside it."""
+        if self._events is None:
+            for event in events:
+                self._emit(event, observed)
+        else:
+            self._events.extend((event, observed) for event in events)
+
+    def _emit(self, event: Event, observed: bool) -> None:
+        emit(event)
+        if not observed:
+            return
+        for observe in self.observers:
+            try:
+                observe(event)
+            except Exception as exc:  # a metrics hook must not break a cycle
+                log.warning("poll.observer_failed", observed=event.name,
+                            error=type(exc).__name__)
+
     def _commit(
         self,
         old: Record | None,
@@ -371,8 +458,9 @@ class Supervisor:
         action: Action | None = None,
     ) -> bool:
         """Write the step's record (compare-and-set against ``old``) and its history rows
-        in one transaction, then log its events. False, with nothing written or logged,
-        if another process changed the record first."""
+        in one transaction; its events are logged once that (and any transaction it is
+        part of) has committed. False, with nothing written or logged, if another process
+        changed the record first; StateError, the same, if it could not be written."""
         if not dry_run:
             rows = history.entries(step.events, self.clock.now(), action)
             changed = step.record is not old
@@ -381,14 +469,7 @@ class Supervisor:
                     if changed and not self.store.swap(old, step.record):
                         return False
                     self.store.add_history(rows)
-        for event in step.events:
-            emit(event)
-            for observe in self.observers:
-                try:
-                    observe(event)
-                except Exception as exc:  # a metrics hook must not break a cycle
-                    log.warning("poll.observer_failed", observed=event.name,
-                                error=type(exc).__name__)
+        self._committed(step.events)
         return True
 
     def _record(
@@ -405,23 +486,24 @@ class Supervisor:
         if self._commit(old, step, session_id, dry_run, action):
             return True
         log.warning("state.write_conflict", session_id=session_id)
-        for event in step.events:
-            if event.name != "restart.requested":
-                emit(event)
+        self._committed((e for e in step.events if e.name != "restart.requested"),
+                        observed=False)
         return False
 
     def _heartbeat(self, *, listed: bool, ok: bool, at: float) -> Beat:
         kind = "check" if self.poll_interval is None else "run"
         return Beat(kind, at, listed, ok, self.poll_interval, self.configured)
 
-    def _beat(self, *, listed: bool, ok: bool, dry_run: bool, at: float | None = None) -> None:
+    async def _beat(
+        self, *, listed: bool, ok: bool, dry_run: bool, at: float | None = None
+    ) -> None:
         """The heartbeat of a poll that listed nothing: a state file that cannot be written
         does not hide why the poll failed (the next poll reports it)."""
         if dry_run:
             return
         beat = self._heartbeat(listed=listed, ok=ok, at=self.clock.now() if at is None else at)
         try:
-            self.store.beat(beat)
+            await self.store.run(partial(self.store.beat, beat))
         except StateError as exc:
             log.error("state.unavailable", problem=str(exc))
 

@@ -7,7 +7,10 @@
 * **Ready** once a poll has succeeded, and as long as the last successful poll ended less
   than ``unready_after`` seconds ago (the ``unready_after`` setting; 0 means three poll
   intervals). Failed polls inside that window leave it ready (and say so); a key that is
-  refused, an outage or a stuck poll make it unready when the window has passed.
+  refused, an outage or a stuck poll make it unready when the window has passed. A poll
+  that could not use the state file (its path names another file now, the disk is full, a
+  lock held too long) makes it unready at once, saying why, until a poll uses it again:
+  nothing can be restarted meanwhile, since no restart is sent before it is recorded.
 
 Times are the clock's monotonic seconds; ``Health`` learns of polls through
 ``poll_done``, called by the daemon after each one.
@@ -45,6 +48,7 @@ class Health:
         self.last_poll: float | None = None
         self.last_outcome: str | None = None
         self.consecutive_failures = 0
+        self.state_error: str | None = None  # why the last poll could not use the state
 
     def poll_done(self, result: PollResult) -> None:
         if result.skip_reason == "api_unavailable":
@@ -52,6 +56,10 @@ class Health:
         now = self.clock.monotonic()
         self.last_poll = now
         self.last_outcome = poll_outcome(result)
+        if result.state_error is not None:
+            self.state_error = result.state_error
+        elif result.ok:
+            self.state_error = None
         if result.ok:
             self.last_success = now
             self.consecutive_failures = 0
@@ -70,6 +78,11 @@ class Health:
             "consecutive_failures": self.consecutive_failures,
             "unready_after": self.unready_after,
         }
+        if self.state_error is not None:
+            reason = f"the state file cannot be used: {self.state_error}"
+            if self.last_success is not None:
+                body["last_success_age"] = round(now - self.last_success, 3)
+            return Verdict(False, {"status": "not_ready", "reason": reason, **body})
         if self.last_success is None:
             reason = "no successful poll yet"
             if self.last_outcome is not None:

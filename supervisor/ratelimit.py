@@ -34,9 +34,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -48,10 +49,15 @@ from supervisor.store import GateRow, StateError
 log = structlog.get_logger("supervisor.ratelimit")
 
 _FINGERPRINT_CONTEXT = b"wasend-supervisor rate gate v1"
+_T = TypeVar("_T")
 
 
 class GateStore(Protocol):
-    """What the gate needs of a store (``supervisor.store.Store`` has it)."""
+    """What the gate needs of a store (``supervisor.store.Store`` has it). The gate does
+    its reads and writes through ``run``, so that waiting for the state file's lock never
+    stalls the event loop."""
+
+    async def run(self, work: Callable[[], _T]) -> _T: ...
 
     def gate_row(self, key: str) -> GateRow | None: ...
 
@@ -113,7 +119,7 @@ class RateGate:
         self.max_wait = max_wait
         # Told the wall-clock end of a pause this process is about to wait out (wiring
         # records it in the daemon's heartbeat, which is not written while it waits).
-        self.on_pause: Callable[[float], None] | None = None
+        self.on_pause: Callable[[float], Awaitable[None]] | None = None
         self.paused_seconds_total = 0.0
         self.rate_limited_total = 0
         self.set_rate_limit(rate_limit)
@@ -154,31 +160,32 @@ class RateGate:
         Raises RateLimited, sending nothing, if a pause is longer than ``max_wait``.
         """
         while True:
-            wait = self._pause_left()
+            wait = await self._pause_left()
             if wait > 0:
                 if self.max_wait is not None and wait > self.max_wait:
                     raise self._refusal(wait)
-                self._waiting(wait)
+                await self._waiting(wait)
                 await self._clock.sleep(wait)
                 continue
             if self._budget:
-                wait, paused = self._take()
+                wait, paused = await self._take()
                 if paused:  # another process's 429 came in since the pause was read
                     if self.max_wait is not None and wait > self.max_wait:
                         raise self._refusal(wait)
-                    self._waiting(wait)
+                    await self._waiting(wait)
                 if wait > 0:
                     await self._clock.sleep(wait)
                     continue
             return
 
-    def _waiting(self, wait: float) -> None:
+    async def _waiting(self, wait: float) -> None:
         self.paused_seconds_total += wait
         if self.on_pause is not None:
-            self.on_pause(self._clock.now() + wait)
+            await self.on_pause(self._clock.now() + wait)
 
-    def rate_limited(self, retry_after: float | None, *, call: str = "") -> float:
-        """A 429 arrived: pause every request. Returns the pause in seconds."""
+    async def rate_limited(self, retry_after: float | None, *, call: str = "") -> float:
+        """A 429 arrived: pause every request (of every process sharing the store).
+        Returns the pause in seconds."""
         self._consecutive_429 += 1
         self.rate_limited_total += 1
         capped = False
@@ -206,7 +213,7 @@ class RateGate:
             paused_for=round(self._paused_until - now, 3),
             pause_source=source,
         )
-        self._store_pause(self._clock.now() + (self._paused_until - now))
+        await self._store_pause(self._clock.now() + (self._paused_until - now))
         return delay
 
     def succeeded(self) -> None:
@@ -215,10 +222,10 @@ class RateGate:
 
     # ------------------------------------------------------------ the shared row
 
-    def _pause_left(self) -> float:
+    async def _pause_left(self) -> float:
         """Seconds until a request may go, by our pause and the stored one."""
         if self._store is not None:
-            row = self._store.gate_row(self._key)
+            row = await self._store.run(partial(self._store.gate_row, self._key))
             if row is not None:
                 self._adopt(row.paused_until)
         return max(0.0, self._paused_until - self._clock.monotonic())
@@ -237,7 +244,7 @@ class RateGate:
             self._paused_until = deadline
             log.info("api.pause_adopted", paused_for=round(left, 3), until=_iso(until))
 
-    def _store_pause(self, until: float) -> None:
+    async def _store_pause(self, until: float) -> None:
         if self._store is None:
             return
         self._wall_pause = max(self._wall_pause, until)
@@ -250,14 +257,15 @@ class RateGate:
             return GateRow(until, row.sends)
 
         try:
-            stored = self._store.update_gate_row(self._key, later)
+            stored = await self._store.run(partial(self._store.update_gate_row, self._key,
+                                                   later))
         except StateError as exc:  # the 429 is still the answer; the next request says it
             log.error("state.unavailable", problem=str(exc))
             return
         if stored is not None:
             self._adopt(stored.paused_until)
 
-    def _take(self) -> tuple[float, bool]:
+    async def _take(self) -> tuple[float, bool]:
         """Count one request in the budget if it may go now (0 s); else the seconds to
         wait, and whether that is a pause (a stored one, found inside the write)."""
         if self._store is None:
@@ -276,7 +284,7 @@ class RateGate:
             wait, sends = admit(row.sends, now, self._budget, self._window)
             return None if wait > 0 else GateRow(row.paused_until, sends)
 
-        stored = self._store.update_gate_row(self._key, count)
+        stored = await self._store.run(partial(self._store.update_gate_row, self._key, count))
         if paused and stored is not None:
             self._adopt(stored.paused_until)
         return wait, paused

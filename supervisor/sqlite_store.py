@@ -15,7 +15,8 @@ The connection uses WAL journaling (readers never block the writer), ``synchrono
 crash, a SIGKILL or a power cut), a busy timeout (a second process waits for the lock
 rather than failing) and a journal size limit (the WAL is cut back to 1 MiB after each
 checkpoint). The schema, its migrations and the records' JSON are in
-``supervisor.state_schema``.
+``supervisor.state_schema``; the file as a file (whether it is ours, making it, holding
+it, moving it aside) in ``supervisor.state_file``.
 
 Several processes may share the file (a daemon and a ``check`` from a timer). Each
 record row carries a ``version`` (incremented on every write), the time of the write
@@ -28,29 +29,41 @@ did), so a decision made inside it is made on the latest records.
 
 Reads are served from an in-memory copy of the records, refreshed when another
 connection has committed; on a poll where nothing changed a healthy supervisor reads no
-record row and writes one: its heartbeat, in the poll's own transaction.
+record row and writes one: its heartbeat, in the poll's own transaction. ``run`` does a
+piece of work with the store in the store's own thread, so that waiting for the file's
+lock (or the disk) never stalls the event loop; a lock serialises every use of the
+connection.
 
-A file that is not a database, or fails ``PRAGMA quick_check``, is moved aside to
-``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), a fresh one is started
-and ``state.corrupt_moved_aside`` is logged at error level; found corrupt while running,
-the fresh file is filled with the records this process holds. Any other problem (a
-directory that cannot be created or written, a read-only file, somebody else's database,
-a lock held too long) is a ``StateError`` with a one-line message.
+Bad files. Only a file that is ours is ever used, moved or written to (see
+``state_file``); anything else at the path is a ``StateError`` with one line, and is left
+as it was. A state file that fails ``PRAGMA quick_check`` (or is found corrupt while
+running) is moved aside to ``<name>.corrupt-<UTC time>`` with its ``-wal`` and ``-shm``,
+unless another process holds it, and ``state.corrupt_moved_aside`` is logged at error
+level. Before each transaction the store checks that its path still names the file it
+holds; if that file (or its ``-wal``) was deleted, moved, replaced, truncated or
+overwritten, it logs ``state.file_replaced``, fails that write, and copies what the file
+it held still has (read through its open connection: a deleted or renamed file stays
+readable) and what it holds in memory into the file the path names now (made afresh if
+there is none), then logs ``state.file_restored``. No row the old file still holds is
+lost to that.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import json
 import math
 import os
 import secrets
 import socket
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -58,6 +71,15 @@ import structlog
 
 from supervisor.clock import Clock, SystemClock
 from supervisor.models import HistoryEntry, Record
+from supervisor.state_file import (
+    APPLICATION_ID,
+    Held,
+    Identity,
+    Kind,
+    create,
+    move_aside,
+    refusal,
+)
 from supervisor.state_schema import SCHEMA_VERSION, applied_versions, decode, encode, migrate
 from supervisor.store import Beat, GateRow, Heartbeat, StateError, heartbeat_id, next_heartbeat
 
@@ -70,7 +92,11 @@ PRUNE_EVERY: Final = 3600.0  # seconds between prunes by age
 DEFAULT_BUSY_TIMEOUT: Final = 10.0
 WAL_SIZE_LIMIT: Final = 1024 * 1024  # bytes the write-ahead log is cut back to after a checkpoint
 
-_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
+_T = TypeVar("_T")
+
+# The held file is no longer at its path, or was emptied: its -wal and -shm there must
+# not outlive it (a database made at the path would read them as its own).
+_GONE: Final = frozenset({"deleted", "moved", "replaced", "truncated"})
 
 
 # ------------------------------------------------------------------------- errors
@@ -85,7 +111,12 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
 
 
 class _Corrupt(Exception):
-    """The file is not a usable database; the message says why."""
+    """The file is not a usable database; the message says why. ``ours``: it is known
+    to be a state file (its header or its tables say so)."""
+
+    def __init__(self, problem: str, *, ours: bool) -> None:
+        super().__init__(problem)
+        self.ours = ours
 
 
 def _problem(exc: sqlite3.Error) -> str:
@@ -100,32 +131,6 @@ def _describe(path: Path, exc: sqlite3.Error) -> str:
     if name.startswith("SQLITE_BUSY") or "locked" in str(exc):
         return f"{path} is locked by another process ({_problem(exc)})"
     return f"cannot use {path}: {_problem(exc)}"
-
-
-def corrupt_name(path: Path, now: float) -> Path:
-    """Where a corrupt state file is moved: ``<name>.corrupt-<UTC time>``, unused."""
-    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-    return target
-
-
-def _move_aside(path: Path, now: float) -> Path:
-    target = corrupt_name(path, now)
-    try:
-        os.replace(path, target)
-        for suffix in _SIDE_FILES:
-            side = path.with_name(path.name + suffix)
-            if side.exists():
-                os.replace(side, target.with_name(target.name + suffix))
-    except OSError as exc:
-        raise StateError(
-            f"{path} is corrupt and cannot be moved aside: {exc.strerror or exc}"
-        ) from None
-    return target
 
 
 def _prepare_directory(path: Path) -> None:
@@ -146,32 +151,139 @@ def _prepare_directory(path: Path) -> None:
         raise StateError(f"directory {directory} is not writable")
 
 
-_HEADER: Final = b"SQLite format 3\x00"
-
-
-def _check_header(path: Path) -> None:
-    """Raise _Corrupt for a non-empty file that does not start like an SQLite database."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(len(_HEADER))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    if head and head != _HEADER:
-        raise _Corrupt("file is not a database (no SQLite header)")
-
-
-def _inode(path: Path) -> tuple[int, int] | None:
-    try:
-        found = path.stat()
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino
-
-
 def _writer_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+# ------------------------------------------------------------------ opening a file
+
+
+def _initialise(file: Path, clock: Clock, named: Path) -> None:
+    """Make ``file`` (new, empty) a state file: our id, the schema, WAL journaling."""
+    conn = sqlite3.connect(file, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        migrate(conn, clock.now())
+        conn.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.Error as exc:
+        raise StateError(_describe(named, exc)) from None
+    finally:
+        conn.close()
+
+
+def _probe(file: Path) -> None:
+    """Whether an SQLite file without our id is a state file made before the id was
+    written (its tables say so), looked at read-only so that nothing in it changes.
+    Raises StateError (somebody else's database) or _Corrupt (cannot be told)."""
+    uri = f"file:{quote(str(file.resolve()))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StateError(_describe(file, exc)) from None
+    try:
+        if not applied_versions(conn):
+            raise StateError("is an SQLite database but not a wasend-supervisor state file"
+                             " (it has no tables)")
+    except sqlite3.DatabaseError as exc:
+        if _is_corrupt(exc):
+            raise _Corrupt(_problem(exc), ours=False) from None
+        raise StateError(_describe(file, exc)) from None
+    except StateError as exc:
+        raise StateError(f"{file} {exc}; it was left as it was") from None
+    finally:
+        conn.close()
+
+
+def _connect(file: Path, clock: Clock, busy_timeout: float) -> tuple[sqlite3.Connection, int]:
+    """The read-write connection to a file known to be ours, checked and migrated."""
+    try:
+        conn = sqlite3.connect(
+            file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise StateError(_describe(file, exc)) from None
+    try:
+        checked = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if checked != ["ok"]:
+            raise _Corrupt("; ".join(str(c) for c in checked)[:200], ours=True)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        version = migrate(conn, clock.now())
+        if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # a file made before it
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if _is_corrupt(exc):
+            raise _Corrupt(_problem(exc), ours=True) from None
+        raise StateError(_describe(file, exc)) from None
+    except StateError as exc:
+        conn.close()
+        raise StateError(f"{file} {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn, version
+
+
+def _attach(
+    file: Path, clock: Clock, busy_timeout: float, *, known: Identity | None = None,
+) -> tuple[sqlite3.Connection, int, Held]:
+    """Hold and open the state file ``file`` names, making one if there is none.
+
+    ``known``: the file this process held at that path until it found it corrupt or
+    emptied; that file is ours whatever its bytes say now. A file that is not ours is
+    refused (StateError) and left as it was; a corrupt one of ours is moved aside,
+    unless another process holds it.
+    """
+    for _ in range(6):
+        try:
+            held = Held.open(file, wait=busy_timeout)
+        except FileNotFoundError:
+            create(file, lambda new: _initialise(new, clock, file))
+            continue
+        try:
+            ours = held.identity == known
+            kind, application_id = held.kind()
+            if kind is Kind.EMPTY and ours:  # emptied under us: nothing in it to keep
+                create(file, lambda new: _initialise(new, clock, file), over=held.identity)
+                held.release()
+                continue
+            if kind in (Kind.EMPTY, Kind.NOT_SQLITE, Kind.FOREIGN):
+                if not ours:
+                    raise StateError(refusal(file, kind, application_id))
+                raise _Corrupt(f"its header was overwritten ({kind.value})", ours=True)
+            if kind is Kind.UNMARKED:
+                _probe(file)
+            conn, version = _connect(file, clock, busy_timeout)
+        except _Corrupt as exc:
+            if not (exc.ours or ours):
+                held.release()
+                raise StateError(f"{file} is damaged and cannot be told to be a state file"
+                                 f" ({exc}); it was left as it was") from None
+            if not held.alone():
+                held.release()
+                raise StateError(f"{file} is corrupt ({exc}) but in use by another process;"
+                                 " it was not moved aside") from None
+            try:
+                moved = move_aside(held, clock.now())
+            finally:
+                held.release()
+            log.error(
+                "state.corrupt_moved_aside",
+                path=str(file),
+                moved_to=str(moved),
+                problem=str(exc),
+                action="started a fresh state file from what this process held" if known
+                else "started a fresh state file; backoff and history were lost",
+            )
+            continue
+        except BaseException:
+            held.release()
+            raise
+        held.note_side_files()
+        return conn, version, held
+    raise StateError(f"{file} keeps changing under this process")
 
 
 # -------------------------------------------------------------------------- store
@@ -184,6 +296,14 @@ class _Row(msgspec.Struct, frozen=True):
     writer: str
 
 
+class _Lost(msgspec.Struct):
+    """What the file this process held still had, kept until the path can be used."""
+
+    known: Identity
+    records: list[tuple[str, str, float, str]]  # session_id, data, updated_at, writer
+    history: list[tuple[Any, ...]]  # _HISTORY_COLUMNS, oldest first
+
+
 _UPSERT = (
     "INSERT INTO records (session_id, data, version, updated_at, writer) VALUES (?, ?, 1, ?, ?)"
     " ON CONFLICT (session_id) DO UPDATE SET data = excluded.data,"
@@ -193,6 +313,10 @@ _UPSERT = (
 _HISTORY_COLUMNS: Final = (
     "at", "session_id", "event", "action", "attempt", "outcome", "reason", "status",
     "http_status", "duration_ms", "next_attempt_at",
+)
+_HISTORY_INSERT: Final = (
+    f"INSERT INTO history ({', '.join(_HISTORY_COLUMNS)})"  # noqa: S608
+    f" VALUES ({', '.join('?' for _ in _HISTORY_COLUMNS)})"
 )
 
 
@@ -211,8 +335,10 @@ class SqliteStore:
         readonly: bool = False,
         writer: str | None = None,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        held: Held | None = None,
     ) -> None:
-        self._conn = conn
+        self._conn: sqlite3.Connection | None = conn
+        self._held = held
         self.location = location
         self.schema_version = schema_version
         self.readonly = readonly
@@ -227,7 +353,9 @@ class SqliteStore:
         self._pruned_at = -math.inf
         self._closed = False
         self._busy_timeout = busy_timeout
-        self._inode = _inode(Path(location)) if location != MEMORY and not readonly else None
+        self._lost: _Lost | None = None  # the file held was lost; this waits to be copied
+        self._lock = threading.RLock()  # one user of the connection at a time
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.location} v{self.schema_version}>"
@@ -244,10 +372,12 @@ class SqliteStore:
         history_max_rows: int = DEFAULT_HISTORY_MAX_ROWS,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> SqliteStore:
-        """Open (creating if needed) and migrate the state file; ``:memory:`` touches no disk.
+        """Open (making it if there is none) and migrate the state file; ``:memory:``
+        touches no disk.
 
-        A corrupt file is moved aside and a fresh one started (logged at error level).
-        Raises StateError, with a one-line message, when the file cannot be used.
+        A corrupt state file is moved aside and a fresh one started (logged at error
+        level). Raises StateError, with a one-line message, when the file cannot be used
+        or is not a state file (left as it was, then).
         """
         clock = clock or SystemClock()
         location = str(path)
@@ -265,68 +395,43 @@ class SqliteStore:
             return store
         file = Path(location)
         _prepare_directory(file)
-        try:
-            conn, version = cls._connect(file, clock, busy_timeout)
-        except _Corrupt as exc:
-            moved = _move_aside(file, clock.now())
-            log.error(
-                "state.corrupt_moved_aside",
-                path=str(file),
-                moved_to=str(moved),
-                problem=str(exc),
-                action="started a fresh state file; backoff and history were lost",
-            )
-            conn, version = cls._connect(file, clock, busy_timeout)
-        store = cls(conn, str(file), schema_version=version, **options)._loaded()
+        conn, version, held = _attach(file, clock, busy_timeout)
+        store = cls(conn, str(file), schema_version=version, held=held, **options)._loaded()
         store.prune()
         log.info("state.opened", path=str(file), schema_version=version,
                  records=len(store._cache), history_rows=store.history_count())
         return store
 
-    @staticmethod
-    def _connect(file: Path, clock: Clock, busy_timeout: float) -> tuple[sqlite3.Connection, int]:
-        _check_header(file)  # before SQLite opens it (and tidies its -wal away on close)
-        try:
-            conn = sqlite3.connect(
-                file, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise StateError(_describe(file, exc)) from None
-        try:
-            checked = [row[0] for row in conn.execute("PRAGMA quick_check")]
-            if checked != ["ok"]:
-                raise _Corrupt("; ".join(str(c) for c in checked)[:200])
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-            version = migrate(conn, clock.now())
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            if _is_corrupt(exc):
-                raise _Corrupt(_problem(exc)) from None
-            raise StateError(_describe(file, exc)) from None
-        except StateError as exc:
-            conn.close()
-            raise StateError(f"{file} {exc}") from None
-        except BaseException:
-            conn.close()
-            raise
-        return conn, version
-
     @classmethod
     def open_readonly(cls, path: str | Path, *, clock: Clock | None = None) -> SqliteStore:
         """Open an existing state file for reading only (``status``, ``history``): nothing
-        is created, migrated or moved. Raises FileNotFoundError or StateError."""
+        is created, migrated, moved or deleted, and a file that is not a state file is
+        not opened with SQLite at all. Raises FileNotFoundError or StateError."""
         file = Path(path)
         if not file.exists():
             raise FileNotFoundError(str(file))
         if file.is_dir():
             raise StateError(f"{file} is a directory; state_path names a file")
-        uri = f"file:{quote(str(file.resolve()))}?mode=ro"
+        held = Held.open(file, wait=DEFAULT_BUSY_TIMEOUT)
         try:
+            kind, application_id = held.kind()
+            if kind in (Kind.EMPTY, Kind.NOT_SQLITE, Kind.FOREIGN):
+                # Never an SQLite connection to an empty file: opening one deletes the
+                # -wal beside it, which may be a running daemon's.
+                raise StateError(refusal(file, kind, application_id))
+            if kind is Kind.UNMARKED:
+                _probe(file)
+            uri = f"file:{quote(str(file.resolve()))}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
+            held.release()
             raise StateError(_describe(file, exc)) from None
+        except _Corrupt as exc:
+            held.release()
+            raise StateError(f"{file} is corrupt: {exc}") from None
+        except BaseException:
+            held.release()
+            raise
         try:
             done = applied_versions(conn)
             version = max(done, default=0)
@@ -336,14 +441,16 @@ class SqliteStore:
                     f"({SCHEMA_VERSION})"
                 )
             store = cls(conn, str(file), clock=clock or SystemClock(), schema_version=version,
-                        readonly=True)
+                        readonly=True, held=held)
             return store._loaded()
         except sqlite3.DatabaseError as exc:
             conn.close()
+            held.release()
             what = "is corrupt" if _is_corrupt(exc) else "cannot be read"
             raise StateError(f"{file} {what}: {_problem(exc)}") from None
         except StateError as exc:
             conn.close()
+            held.release()
             raise StateError(f"{file} {exc}") from None
 
     def _loaded(self) -> SqliteStore:
@@ -353,9 +460,50 @@ class SqliteStore:
 
     def close(self) -> None:
         """Close the file. What was read stays readable (from memory); writes fail."""
-        self._closed = True
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.close()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+        with self._lock:
+            if self._closed:
+                return
+            if self._lost is not None:  # a last try to keep what the lost file had
+                with contextlib.suppress(StateError):
+                    self._reattach()
+                self._lost = None  # each poll said why it could not (state.unavailable)
+            self._closed = True
+            self._detach()
+
+    def _detach(self) -> None:
+        """Close the connection and let go of the file. If the path names another file
+        now (or the held one emptied), closing touches no file by name."""
+        conn, held = self._conn, self._held
+        self._conn = self._held = None
+        if held is not None and held.problem() is not None:
+            held.quiet()
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        if held is not None:
+            held.release()
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        """Do ``work`` (which uses this store) in the store's own thread, one piece of
+        work at a time, so that waiting for the file's lock, or for the disk, does not
+        stall the event loop. ``:memory:`` never waits: its work is done at once."""
+        if self._held is None and self._lost is None:
+            return work()
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="state")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, contextvars.copy_context().run, work)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self._closed:
+                raise StateError(f"cannot use {self.location}: it was closed")
+            raise StateError(f"cannot use {self.location} until the file its path names"
+                             " can be used")
+        return self._conn
 
     # ------------------------------------------------------------- the cache
 
@@ -363,9 +511,10 @@ class SqliteStore:
         """Re-read the rows other connections changed (all of them, cheaply compared)."""
         if self.schema_version == 0:
             return
-        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        conn = self._db()
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
         writer = "writer" if self.schema_version >= 2 else "''"
-        rows = self._conn.execute(
+        rows = conn.execute(
             f"SELECT session_id, version, updated_at, {writer}, data FROM records"  # noqa: S608
         ).fetchall()
         fresh: dict[str, _Row] = {}
@@ -387,7 +536,7 @@ class SqliteStore:
 
     def _refresh(self) -> None:
         """Make the cache current, unless inside a transaction (it is, then)."""
-        if self._depth or self.schema_version == 0 or self._closed:
+        if self._depth or self.schema_version == 0 or self._conn is None:
             return
         try:
             version = self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -407,110 +556,166 @@ class SqliteStore:
             finally:
                 self._depth -= 1
             return
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._reload_if_changed()
-        except sqlite3.Error as exc:
-            self._abort()
-            self._fail(exc)
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
+        with self._lock:
+            self._check_file()
+            conn = self._db()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._reload_if_changed()
+            except sqlite3.Error as exc:
+                self._abort()
+                self._fail(exc)
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._abort()
+                raise
             self._depth = 0
-            self._abort()
-            raise
-        self._depth = 0
-        try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._abort()
-            self._fail(exc)
+            try:
+                self._db().execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._abort()
+                self._fail(exc)
 
     def _reload_if_changed(self) -> None:
-        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        version = self._db().execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._reload()
 
+    def _check_file(self) -> None:
+        """Before a transaction: make sure the path still names the file held. If not,
+        say so, fail this write, and copy what that file had into the one it names now."""
+        if self._closed:
+            raise StateError(f"cannot use {self.location}: it was closed")
+        if self._lost is not None:
+            self._reattach()  # the path could not be used last time: try again
+            return
+        found = None if self._held is None or self.readonly else self._held.problem()
+        if found is None:
+            return
+        named, problem = found
+        log.error("state.file_replaced", path=str(named), problem=problem,
+                  action="copying what this process holds into the file the path names now")
+        self._lose()
+        raise StateError(f"{named} was {problem} while this process was using it; "
+                         f"{self._try_reattach()}; this write was not made")
+
     def _fail(self, exc: sqlite3.Error) -> NoReturn:
         """Raise the StateError for ``exc``. A state file found corrupt while running is
-        first moved aside and started afresh from what this process remembers, so the
-        next poll works again."""
+        first moved aside (unless another process holds it) and started afresh from what
+        this process holds, so the next poll works again."""
         path = Path(self.location)
         if (
             not isinstance(exc, sqlite3.DatabaseError)
             or not _is_corrupt(exc)
-            or self.location == MEMORY
+            or self._held is None
             or self.readonly
         ):
             raise StateError(_describe(path, exc)) from None
-        self._recover(path, exc)
-        raise StateError(
-            f"{path} was found corrupt ({_problem(exc)}); it was moved aside and started "
-            "afresh; this write was not made"
-        ) from None
+        self._lose()
+        raise StateError(f"{path} was found corrupt ({_problem(exc)}); "
+                         f"{self._try_reattach()}; this write was not made") from None
 
-    def _recover(self, path: Path, exc: sqlite3.Error) -> None:
+    def _lose(self) -> None:
+        """Stop using the file held: keep what it still has (read through the open
+        connection, which a deleted or renamed file leaves readable) and what is in
+        memory, for the file the path names next."""
+        conn, held = self._conn, self._held
+        assert conn is not None
+        assert held is not None
         with contextlib.suppress(sqlite3.Error):
-            self._conn.close()
-        self._depth = 0
-        if _inode(path) == self._inode:  # nobody has replaced it yet
-            moved = _move_aside(path, self._clock.now())
-            log.error(
-                "state.corrupt_moved_aside",
-                path=str(path),
-                moved_to=str(moved),
-                problem=_problem(exc),
-                action="started a fresh state file from what this process remembered",
-            )
-        conn, version = self._connect(path, self._clock, self._busy_timeout)
-        conn.execute("BEGIN IMMEDIATE")
-        for session_id, row in self._cache.items():  # never over a newer process's record
-            conn.execute(
-                "INSERT OR IGNORE INTO records (session_id, data, version, updated_at, writer)"
-                " VALUES (?, ?, 1, ?, ?)",
-                (session_id, encode(row.record), row.updated_at, row.writer),
-            )
-        conn.execute("COMMIT")
-        self._conn, self.schema_version = conn, version
-        self._inode = _inode(path)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._reload()  # forget what the cache learnt from the writes rolled back
+        records: list[tuple[str, str, float, str]] = []
+        history: list[tuple[Any, ...]] = []
+        with contextlib.suppress(sqlite3.Error):
+            records = conn.execute(
+                "SELECT session_id, data, updated_at, writer FROM records").fetchall()
+        with contextlib.suppress(sqlite3.Error):
+            history = conn.execute(
+                f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM history ORDER BY id"  # noqa: S608
+            ).fetchall()
+        have = {row[0] for row in records}
+        records += [(session_id, encode(row.record), row.updated_at, row.writer)
+                    for session_id, row in self._cache.items() if session_id not in have]
+        self._lost = _Lost(held.identity, records, history)
+        found = held.problem()
+        self._detach()
+        if found is not None and found[0] == held.path and found[1] in _GONE:
+            held.drop_stale_side_files()
+
+    def _try_reattach(self) -> str:
+        try:
+            copied = self._reattach()
+        except StateError as exc:
+            return f"{exc}; what it had is kept in memory until the path can be used"
+        return f"what it had was copied into {self.location} ({copied})"
+
+    def _reattach(self) -> str:
+        """Open the file the path names now and copy what was lost into it: records
+        written later than the one there, history rows it does not have."""
+        lost = self._lost
+        assert lost is not None
+        file = Path(self.location)
+        conn, version, held = _attach(file, self._clock, self._busy_timeout, known=lost.known)
+        try:
+            records, rows = _merge(conn, lost)
+        except sqlite3.Error as exc:
+            held.quiet()
+            conn.close()
+            held.release()
+            raise StateError(_describe(file, exc)) from None
+        self._conn, self._held, self.schema_version = conn, held, version
+        self._lost = None
         self._cache, self._data_version = {}, None
         self._reload()
+        log.warning("state.file_restored", path=str(file), records=records, history_rows=rows)
+        return f"{records} records and {rows} history rows"
 
     def _abort(self) -> None:
         """Roll back, and forget what the cache learnt from the writes rolled back."""
+        conn = self._conn
+        if conn is None:
+            return
         with contextlib.suppress(sqlite3.Error):
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error, StateError):
             self._reload()
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
-            return self._conn.execute(sql, params)
+            return self._db().execute(sql, params)
         except sqlite3.Error as exc:
             self._fail(exc)
 
+
     # ----------------------------------------------------------------- records
 
+    def _row(self, session_id: str) -> _Row | None:
+        with self._lock:
+            self._refresh()
+            return self._cache.get(session_id)
+
     def get(self, session_id: str) -> Record | None:
-        self._refresh()
-        row = self._cache.get(session_id)
+        row = self._row(session_id)
         return None if row is None else row.record
 
     def records(self) -> Iterator[Record]:
-        self._refresh()
-        return iter([row.record for row in self._cache.values()])
+        with self._lock:
+            self._refresh()
+            return iter([row.record for row in self._cache.values()])
 
     def updated_at(self, session_id: str) -> float | None:
         """When the record was last written (epoch seconds), by anyone."""
-        self._refresh()
-        row = self._cache.get(session_id)
+        row = self._row(session_id)
         return None if row is None else row.updated_at
 
     def written_elsewhere_at(self, session_id: str) -> float | None:
-        self._refresh()
-        row = self._cache.get(session_id)
+        row = self._row(session_id)
         if row is None or row.writer == self.writer:
             return None
         return row.updated_at
@@ -567,12 +772,10 @@ class SqliteStore:
     def add_history(self, entries: Sequence[HistoryEntry]) -> None:
         if not entries:
             return
-        placeholders = ", ".join("?" for _ in _HISTORY_COLUMNS)
-        sql = f"INSERT INTO history ({', '.join(_HISTORY_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
         rows = [tuple(getattr(e, c) for c in _HISTORY_COLUMNS) for e in entries]
         with self.transaction():
             try:
-                self._conn.executemany(sql, rows)
+                self._db().executemany(_HISTORY_INSERT, rows)
             except sqlite3.Error as exc:
                 self._fail(exc)
             self._added_since_prune += len(rows)
@@ -611,6 +814,12 @@ class SqliteStore:
     ) -> list[HistoryEntry]:
         """History rows, oldest first: of these sessions (all if none), at or after
         ``since``, the last ``limit`` of them."""
+        with self._lock:
+            return self._read_history(session_ids, since, limit)
+
+    def _read_history(
+        self, session_ids: Sequence[str], since: float | None, limit: int | None,
+    ) -> list[HistoryEntry]:
         if self.schema_version == 0:
             return []
         where: list[str] = []
@@ -646,8 +855,8 @@ class SqliteStore:
     def history_count(self) -> int:
         if self.schema_version == 0:
             return 0
-        return int(self._run("SELECT count(*) FROM history").fetchone()[0])
-
+        with self._lock:
+            return int(self._run("SELECT count(*) FROM history").fetchone()[0])
     # ------------------------------------------- the shared rate gate, heartbeats
     #
     # Schema version 3 adds two small tables: ``gate`` (one row per API key fingerprint:
@@ -663,18 +872,20 @@ class SqliteStore:
     def gate_row(self, key: str) -> GateRow | None:
         if self.schema_version < 3:
             return None
-        if self._closed:
-            return None if self._gate_rows is None else self._gate_rows.get(key)
-        try:
-            (version,) = self._conn.execute("PRAGMA data_version").fetchone()
-            seen = (id(self._conn), version)
-            if self._gate_rows is None or seen != self._gate_seen:
-                rows = self._conn.execute("SELECT key, paused_until, sends FROM gate").fetchall()
-                self._gate_rows = {k: _gate_row(p, s) for k, p, s in rows}
-                self._gate_seen = seen
-        except sqlite3.Error as exc:
-            self._fail(exc)
-        return self._gate_rows.get(key)
+        with self._lock:
+            if self._closed or self._conn is None:
+                return None if self._gate_rows is None else self._gate_rows.get(key)
+            conn = self._conn
+            try:
+                (version,) = conn.execute("PRAGMA data_version").fetchone()
+                seen = (id(conn), version)
+                if self._gate_rows is None or seen != self._gate_seen:
+                    rows = conn.execute("SELECT key, paused_until, sends FROM gate").fetchall()
+                    self._gate_rows = {k: _gate_row(p, s) for k, p, s in rows}
+                    self._gate_seen = seen
+            except sqlite3.Error as exc:
+                self._fail(exc)
+            return self._gate_rows.get(key)
 
     def update_gate_row(
         self, key: str, change: Callable[[GateRow | None], GateRow | None]
@@ -721,22 +932,25 @@ class SqliteStore:
     def heartbeats(self) -> list[Heartbeat]:
         if self.schema_version < 3:
             return []
-        rows = self._run(
-            f"SELECT {_HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen_at DESC"  # noqa: S608
-        ).fetchall()
+        with self._lock:
+            rows = self._run(
+                f"SELECT {_HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen_at DESC"  # noqa: S608
+            ).fetchall()
         return [_heartbeat(row) for row in rows]
 
     def paused_until(self) -> float | None:
         """The latest ``Retry-After`` pause stored for any key (epoch seconds), or None."""
         if self.schema_version < 3:
             return None
-        (latest,) = self._run("SELECT max(paused_until) FROM gate").fetchone()
+        with self._lock:
+            (latest,) = self._run("SELECT max(paused_until) FROM gate").fetchone()
         return None if latest is None else float(latest)
 
     def last_writes(self) -> dict[str, float]:
         """When each writer (host, pid and tag) last wrote a record (epoch seconds): a
         daemon busy restarting for longer than its heartbeat allows is seen at work."""
-        self._refresh()
+        with self._lock:
+            self._refresh()
         found: dict[str, float] = {}
         for row in self._cache.values():
             if row.updated_at > found.get(row.writer, -math.inf):
@@ -757,21 +971,25 @@ class SqliteStore:
     def _small_write(self) -> Iterator[None]:
         """A write transaction for the gate or a heartbeat. Unlike ``transaction()`` it
         does not re-read the records other processes changed (the next read of a
-        record still does), so that a request's budget write stays a few statements."""
-        if self._depth or self._conn.in_transaction:
-            yield
-            return
-        self._run("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._abort()
-            raise
-        try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._abort()
-            self._fail(exc)
+        record still does), so that a request's budget write stays a few statements. Like
+        ``transaction()``, it holds the connection's lock and first checks that the path
+        still names the file held."""
+        with self._lock:
+            if self._depth or self._db().in_transaction:
+                yield
+                return
+            self._check_file()
+            self._run("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._abort()
+                raise
+            try:
+                self._db().execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._abort()
+                self._fail(exc)
 
 
 HEARTBEAT_MAX_AGE: Final = 7 * 86400.0  # seconds a process's heartbeat row is kept unseen
@@ -795,3 +1013,37 @@ def _heartbeat(row: Sequence[Any]) -> Heartbeat:
     except (ValueError, TypeError):
         ids = ()
     return Heartbeat(**values, scope=ids)
+
+
+
+def _merge(conn: sqlite3.Connection, lost: _Lost) -> tuple[int, int]:
+    """Copy what a lost file had into ``conn``'s: each record unless the one there was
+    written later, each history row it does not have (by time, session and event, so
+    rows already there are not doubled); the numbers copied."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        records = 0
+        for values in lost.records:
+            records += conn.execute(
+                "INSERT INTO records (session_id, data, version, updated_at, writer)"
+                " VALUES (?, ?, 1, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
+                " data = excluded.data, version = records.version + 1,"
+                " updated_at = excluded.updated_at, writer = excluded.writer"
+                " WHERE excluded.updated_at > records.updated_at",
+                values,
+            ).rowcount
+        rows = 0
+        columns = ", ".join(_HISTORY_COLUMNS)
+        placeholders = ", ".join("?" for _ in _HISTORY_COLUMNS)
+        for row in lost.history:
+            rows += conn.execute(
+                f"INSERT INTO history ({columns}) SELECT {placeholders} WHERE NOT EXISTS"  # noqa: S608
+                " (SELECT 1 FROM history WHERE session_id = ? AND at = ? AND event = ?)",
+                (*row, row[1], row[0], row[2]),
+            ).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return records, rows

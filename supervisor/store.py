@@ -11,6 +11,11 @@ record is written only when something changed, never on every poll of a healthy 
 (each poll writes one small heartbeat row, ``beat``, in the same transaction). Writes
 are compare-and-set (``swap``): a record is replaced only if it is still the one the
 decision was based on, so two processes never both claim the same restart.
+
+The cycle does its work with a store through ``run``: the SQLite store does it in a
+thread of its own, where waiting for the file's lock (another process holds it for up to
+the busy timeout) or for the disk cannot stall the event loop, and with it ``/livez``,
+the watchdog and signal handling.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
 from supervisor.models import HistoryEntry, Record
 
 MEMORY_HISTORY_ROWS = 10_000
+
+_T = TypeVar("_T")
 
 
 class StateError(Exception):
@@ -64,6 +71,11 @@ class Store(Protocol):
         ...
 
     def add_history(self, entries: Sequence[HistoryEntry]) -> None: ...
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        """Do ``work`` (reads and writes of this store) where blocking on the store does
+        not block the event loop; one piece of work at a time."""
+        ...
 
     def close(self) -> None: ...
 
@@ -144,6 +156,9 @@ class MemoryStore:
 
     def add_history(self, entries: Sequence[HistoryEntry]) -> None:
         self.history.extend(entries)
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        return work()  # a dict never blocks
 
     def close(self) -> None:
         pass

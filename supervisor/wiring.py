@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from functools import partial
 
 import httpx
 import msgspec
@@ -43,7 +44,8 @@ class Runtime(msgspec.Struct):
         await self.client.aclose()
         if self.supervisor.poll_interval is not None:  # a daemon: status says it stopped
             with contextlib.suppress(StateError):  # closing goes on; its heartbeat ages
-                self.store.retire("run", self.supervisor.clock.now())
+                await self.store.run(partial(self.store.retire, "run",
+                                             self.supervisor.clock.now()))
         self.store.close()
 
     def reconfigure(self, settings: Settings) -> None:
@@ -165,9 +167,9 @@ def build(
     return Runtime(settings, client, gate, supervisor.store, supervisor)
 
 
-def _waiting(supervisor: Supervisor, until: float) -> None:
+async def _waiting(supervisor: Supervisor, until: float) -> None:
     """A daemon about to wait out a pause says so in its heartbeat (``status`` then sees
     it at work, not gone); the wait goes on if the state file cannot say it."""
     if supervisor.poll_interval is not None:
         with contextlib.suppress(StateError):
-            supervisor.store.waiting("run", until)
+            await supervisor.store.run(partial(supervisor.store.waiting, "run", until))

@@ -127,12 +127,19 @@ def test_concurrent_checks_on_one_file_restart_a_session_once(
 async def test_a_corrupt_state_file_is_moved_aside_and_supervision_goes_on(
     simulator: SimFactory, tmp_path: Path,
 ) -> None:
-    """Expectation: the daemon, given a state file that is not a database, logs one
-    error-level ``state.corrupt_moved_aside`` naming where the file went, starts a
+    """Expectation: the daemon, given a state file of its own with a damaged page, logs
+    one error-level ``state.corrupt_moved_aside`` naming where the file went, starts a
     fresh one and supervises: the stopped session is restarted."""
     server = simulator({"sessions": [{"id": "b", "status": "STOPPED"}], "session_count": 0})
     state = tmp_path / "state.db"
-    state.write_bytes(b"\x00\x01 definitely not sqlite " * 64)
+    with capture_logs():
+        store = SqliteStore.open(state)
+    for i in range(300):
+        store.put(Record(f"old-{i:03d}", name="x" * 200))
+    store.close()
+    damaged = bytearray(state.read_bytes())
+    damaged[3 * 4096 + 10: 3 * 4096 + 400] = b"\xff" * 390  # inside a table page
+    state.write_bytes(bytes(damaged))
     with capture_logs() as events:
         running = Running(build(settings_at(server.base_url, state_path=state),
                                 rng=MaxRandom()))
@@ -140,8 +147,32 @@ async def test_a_corrupt_state_file_is_moved_aside_and_supervision_goes_on(
         assert await running.stop() == 0
     [moved] = [e for e in events if e["event"] == "state.corrupt_moved_aside"]
     assert moved["log_level"] == "error"
-    assert Path(moved["moved_to"]).read_bytes().startswith(b"\x00\x01 definitely")
+    assert Path(moved["moved_to"]).read_bytes() == bytes(damaged)
     assert SqliteStore.open_readonly(state).get("b") is not None
+
+
+def test_a_state_path_naming_a_file_that_is_not_ours_is_refused_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    """Expectation: ``run`` and ``check`` given a config file as their state_path (a
+    slip of the pen) stop before any request with one line saying it is not a state file
+    (exit status 78 for ``run``; ``check`` its error status) and leave the file exactly
+    as it was, with nothing beside it."""
+    config = tmp_path / "c.toml"
+    config.write_text("poll_interval = 10\n")
+    os.utime(config, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    env = {"WASEND_API_KEY": API_KEY, "WASEND_BASE_URL": "http://127.0.0.1:9"}
+    for mode in ("run", "check"):
+        done = cli(mode, "--state-path", str(config), env=env)
+        assert done.returncode == 78 if mode == "run" else done.returncode in (3, 78), (
+            done.stderr)  # check: 3 (UNKNOWN) once its start-up errors answer so
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("wasend-supervisor: state error: state_path: ")
+        assert (f"{config} is not a wasend-supervisor state file (not an SQLite database);"
+                " it was left as it was (from command line --state-path)") in line
+        assert config.read_text() == "poll_interval = 10\n"
+        assert config.stat().st_mtime_ns == 1_600_000_000_000_000_000
+        assert [p.name for p in tmp_path.iterdir()] == ["c.toml"]
 
 
 def test_run_and_check_refuse_an_unusable_state_path_in_one_line(tmp_path: Path) -> None:

@@ -82,10 +82,10 @@ class RecordingGate(RateGate):
         self.journal.append("acquire")
         await super().acquire()
 
-    def rate_limited(self, retry_after: float | None, *, call: str = "") -> float:
+    async def rate_limited(self, retry_after: float | None, *, call: str = "") -> float:
         self.journal.append("rate_limited")
         self.told.append(("rate_limited", retry_after, call))
-        return super().rate_limited(retry_after, call=call)
+        return await super().rate_limited(retry_after, call=call)
 
     def succeeded(self) -> None:
         self.journal.append("succeeded")

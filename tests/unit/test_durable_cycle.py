@@ -9,11 +9,13 @@ two processes). Nothing sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from msgspec.structs import replace
 from structlog.testing import capture_logs
 
@@ -27,6 +29,7 @@ from supervisor.errors import (
     RateLimited,
     ServerError,
 )
+from supervisor.metrics import Metrics
 from supervisor.models import Phase, Record, SessionInfo, SessionList
 from supervisor.policy import Backoff, Policy
 from supervisor.sqlite_store import SqliteStore
@@ -92,11 +95,11 @@ async def test_polls_of_healthy_sessions_write_only_their_heartbeat(tmp_path: Pa
     await sup.poll()  # the first sighting writes the records
     observer = sqlite3.connect(path)
     records = observer.execute("SELECT session_id, version, updated_at FROM records").fetchall()
-    changes = store._conn.total_changes
+    changes = store._db().total_changes
     for _ in range(20):
         clock.advance(30)
         assert (await sup.poll()).ok
-    assert store._conn.total_changes == changes + 20
+    assert store._db().total_changes == changes + 20
     assert observer.execute(
         "SELECT session_id, version, updated_at FROM records").fetchall() == records
     [(seen_at, last_ok_at)] = observer.execute("SELECT seen_at, last_ok_at FROM heartbeats")
@@ -366,3 +369,142 @@ async def test_a_closed_store_still_answers_what_it_knew(tmp_path: Path) -> None
     store.put(replace(Record("a"), attempt=2))
     store.close()
     assert store.get("a") == Record("a", attempt=2)
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+def fill(store: SqliteStore) -> None:
+    """Leave the state file no room, as a full disk would: the next write that needs a
+    page fails with SQLITE_FULL ("database or disk is full")."""
+    conn = store._db()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+    for size in (2000, 400, 80, 16, 1):
+        with contextlib.suppress(sqlite3.OperationalError):
+            while True:
+                conn.execute("INSERT INTO history (at, session_id, event, reason)"
+                             " VALUES (0, 'filler', 'filler', ?)", ("x" * size,))
+
+
+def free(store: SqliteStore) -> None:
+    store._db().execute("PRAGMA max_page_count = 1000000")
+
+
+def refuse_commits(store: SqliteStore) -> None:
+    """Make every COMMIT fail after the writes before it succeeded, as a full disk does
+    when the write-ahead log cannot grow."""
+    def authorize(action: int, first: str | None, *_: Any) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and first == "COMMIT":
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    store._db().set_authorizer(authorize)
+
+
+def allow_commits(store: SqliteStore) -> None:
+    store._db().set_authorizer(None)
+
+
+FAULTS = {"full at a write": (fill, free, "full"),
+          "failing at commit": (refuse_commits, allow_commits, "not authorized")}
+
+
+class Counted:
+    """What a restart left: requests the API received, events logged, the metric, rows."""
+
+    def __init__(self, api: FakeApi, metrics: Metrics, store: SqliteStore) -> None:
+        self.api, self.metrics, self.store = api, metrics, store
+
+    def __call__(self, events: list[MutableMapping[str, Any]]) -> tuple[int, int, float, int]:
+        metric = self.metrics.registry.get_sample_value(
+            "wasend_supervisor_restart_requests_total")
+        rows = [e for e in self.store.read_history() if e.event == "restart.requested"]
+        return (len(restarts(self.api)), names(events).count("restart.requested"),
+                metric or 0.0, len(rows))
+
+
+@pytest.mark.parametrize(("fault", "mend", "problem"), FAULTS.values(), ids=FAULTS.keys())
+async def test_a_full_disk_sends_logs_and_counts_no_restart_it_could_not_claim(
+    tmp_path: Path, fault: Callable[[SqliteStore], None], mend: Callable[[SqliteStore], None],
+    problem: str,
+) -> None:
+    clock = FakeClock()
+    store = open_store(tmp_path / "state.db", clock)
+    api = FakeApi({"a": "WORKING", "b": "WORKING"})
+    sup = make(api, store, clock)
+    metrics = Metrics()
+    sup.observers.append(metrics.observe_event)
+    counted = Counted(api, metrics, store)
+    await sup.poll()
+    fault(store)
+    api.statuses["b"] = "STOPPED"
+    with capture_logs() as events:
+        for _ in range(5):
+            clock.advance(30)
+            result = await sup.poll()
+            assert result.state_error is not None and problem in result.state_error
+    assert counted(events) == (0, 0, 0.0, 0)
+    assert names(events).count("state.unavailable") == 5  # once a poll
+    assert "session.unhealthy" not in names(events)  # nothing said that was not written
+    mend(store)
+    with capture_logs() as events:
+        clock.advance(30)
+        assert (await sup.poll()).ok
+    assert counted(events) == (1, 1, 1.0, 1)
+
+
+async def test_a_full_disk_after_the_claims_still_sends_each_claimed_restart_once(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    store = open_store(tmp_path / "state.db", clock)
+
+    class FillsTheDisk(FakeApi):
+        async def restart(self, session_id: str) -> SessionInfo:
+            fill(store)  # the disk fills up while the first request is out
+            return await super().restart(session_id)
+
+    api = FillsTheDisk({"a": "STOPPED", "b": "STOPPED"})
+    sup = make(api, store, clock)
+    metrics = Metrics()
+    sup.observers.append(metrics.observe_event)
+    counted = Counted(api, metrics, store)
+    with capture_logs() as events:
+        result = await sup.poll()
+    assert result.state_error is not None and "full" in result.state_error
+    # Both claims were committed before any request: both requests go out, once each,
+    # though what came of them could not be recorded.
+    assert sorted(restarts(api)) == ["a", "b"]
+    assert counted(events) == (2, 2, 2.0, 2)
+    assert names(events).count("state.unavailable") == 1
+    assert "restart.accepted" not in names(events)  # not recorded, so not said
+    free(store)
+    with capture_logs() as events:
+        for _ in range(3):
+            clock.advance(1)
+            await sup.poll()  # STARTING: in its verification window, not restarted again
+    assert counted(events) == (2, 0, 2.0, 2)
+
+
+# ------------------------------------------------------ the state file replaced
+
+
+async def test_a_check_that_finds_its_state_file_gone_sends_nothing_and_is_unknown(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = open_store(path, clock)
+    store.put(Record("a", attempt=2))
+    for name in tmp_path.iterdir():
+        name.unlink()
+    api = FakeApi({"a": "STOPPED"})
+    with capture_logs() as events:
+        report = await run_check(make(api, store, clock))
+    assert report.exit_status == UNKNOWN
+    assert report.error is not None and "was deleted while this process was using it" in (
+        report.error)
+    assert restarts(api) == []
+    assert names(events).count("state.file_replaced") == 1
+    assert SqliteStore.open_readonly(path).get("a") == Record("a", attempt=2)

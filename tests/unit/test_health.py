@@ -83,3 +83,18 @@ def test_a_poll_skipped_while_backing_off_leaves_the_last_failure_standing() -> 
     health.poll_done(PollResult(ok=False, skipped=True, skip_reason="api_unavailable"))
     assert health.last_outcome == "failed (server_error)"
     assert health.consecutive_failures == 1
+
+
+def test_a_poll_that_could_not_use_the_state_file_makes_it_unready_at_once() -> None:
+    clock = FakeClock()
+    health = make(clock)
+    health.poll_done(PollResult(ok=True))
+    problem = "state.db was deleted while this process was using it; ..."
+    health.poll_done(PollResult(ok=False, state_error=problem))
+    verdict = health.readiness()
+    assert not verdict.ok
+    assert verdict.body["reason"] == f"the state file cannot be used: {problem}"
+    health.poll_done(PollResult(ok=False, error=DOWN))  # says nothing of the state file
+    assert not health.readiness().ok
+    health.poll_done(PollResult(ok=True))
+    assert health.readiness().ok

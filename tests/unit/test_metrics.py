@@ -103,12 +103,12 @@ def test_api_request_durations_by_call_and_status() -> None:
                  call="list", status="none", le="15.0") == 1
 
 
-def test_429s_and_pause_come_from_the_rate_gate() -> None:
+async def test_429s_and_pause_come_from_the_rate_gate() -> None:
     clock = FakeClock()
     gate = RateGate(clock, rate_limit=None, max_retry_after=60)
     m = Metrics()
     m.watch_gate(gate)
-    gate.rate_limited(7.0, call="list")
+    await gate.rate_limited(7.0, call="list")
     assert value(m, "wasend_supervisor_api_rate_limited_total") == 1
     assert value(m, "wasend_supervisor_api_rate_limit_pause_remaining_seconds") == 7
     gate.paused_seconds_total = 7.0

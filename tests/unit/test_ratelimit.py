@@ -21,7 +21,7 @@ async def test_no_request_before_retry_after_has_passed() -> None:
     clock = FakeClock()
     gate = RateGate(clock, rate_limit=None, max_retry_after=300)
     start = clock.monotonic()
-    gate.rate_limited(7.5)
+    await gate.rate_limited(7.5)
     await gate.acquire()
     assert clock.monotonic() - start == pytest.approx(7.5)
     await gate.acquire()  # the pause is over: no further wait
@@ -31,7 +31,7 @@ async def test_no_request_before_retry_after_has_passed() -> None:
 async def test_every_waiting_request_honours_the_same_pause() -> None:
     clock = FakeClock()
     gate = RateGate(clock, rate_limit=None, max_retry_after=300)
-    gate.rate_limited(3)
+    await gate.rate_limited(3)
     deadline = gate.paused_until
     for _ in range(5):
         await gate.acquire()
@@ -42,7 +42,7 @@ async def test_retry_after_over_the_cap_is_capped_and_logged() -> None:
     clock = FakeClock()
     gate = RateGate(clock, rate_limit=None, max_retry_after=60)
     with capture_logs() as events:
-        assert gate.rate_limited(86_400) == 60
+        assert await gate.rate_limited(86_400) == 60
     assert [e["event"] for e in events] == ["api.retry_after_capped", "api.rate_limited"]
     assert events[0]["retry_after"] == 86_400 and events[0]["max_retry_after"] == 60
 
@@ -53,16 +53,16 @@ async def test_missing_or_unusable_retry_after_falls_back_to_growing_backoff(
 ) -> None:
     clock = FakeClock()
     gate = RateGate(clock, rate_limit=None, max_retry_after=300)
-    pauses = [gate.rate_limited(value) for _ in range(4)]
+    pauses = [await gate.rate_limited(value) for _ in range(4)]
     assert pauses == [1.0, 2.0, 4.0, 8.0]
     gate.succeeded()
-    assert gate.rate_limited(value) == 1.0
+    assert await gate.rate_limited(value) == 1.0
 
 
 async def test_zero_retry_after_means_no_wait() -> None:
     clock = FakeClock()
     gate = RateGate(clock, rate_limit=None, max_retry_after=300)
-    gate.rate_limited(0.0)
+    await gate.rate_limited(0.0)
     await gate.acquire()
     assert clock.sleeps == []
 
@@ -92,7 +92,7 @@ async def test_rate_limited_event_fields() -> None:
     clock = FakeClock()
     gate = RateGate(clock, rate_limit=None, max_retry_after=300)
     with capture_logs() as events:
-        gate.rate_limited(2.0, call="list")
+        await gate.rate_limited(2.0, call="list")
     assert events == [{"event": "api.rate_limited", "log_level": "warning", "call": "list",
                        "http_status": 429, "retry_after": 2.0, "paused_for": 2.0,
                        "pause_source": "server"}]
@@ -124,7 +124,7 @@ async def test_a_pause_one_process_received_holds_every_process_on_the_file(
     first = shared_gate(clock, file_store(tmp_path / "state.db", clock))
     second = shared_gate(clock, file_store(tmp_path / "state.db", clock))
     start = clock.monotonic()
-    first.rate_limited(30)
+    await first.rate_limited(30)
     clock.advance(1.0)  # the second process comes a second later
     with capture_logs() as events:
         await second.acquire()
@@ -139,7 +139,7 @@ async def test_a_gate_started_later_honours_the_stored_pause(tmp_path: Path) -> 
     predecessor wrote before sending anything."""
     clock = FakeClock()
     before = file_store(tmp_path / "state.db", clock)
-    shared_gate(clock, before).rate_limited(12)
+    await shared_gate(clock, before).rate_limited(12)
     before.close()
     clock.advance(2.0)
     restarted = shared_gate(clock, file_store(tmp_path / "state.db", clock))
@@ -153,7 +153,7 @@ async def test_a_pause_longer_than_max_wait_is_refused_not_waited(tmp_path: Path
     of: RateLimited without an HTTP status, the time left in it, and no sleep."""
     clock = FakeClock()
     store = MemoryStore()
-    shared_gate(clock, store).rate_limited(30)
+    await shared_gate(clock, store).rate_limited(30)
     clock.advance(1.0)
     check = shared_gate(clock, store, max_wait=0.0)
     with pytest.raises(RateLimited) as caught:
@@ -225,10 +225,10 @@ def test_admit_counts_a_request_only_when_it_fits() -> None:
     assert admit((50.0, 60.0), 10.0, 2, 1.0) == (1.0, (50.0, 60.0))  # ahead: at most a window
 
 
-def test_the_state_file_holds_a_fingerprint_of_the_key_never_the_key(tmp_path: Path) -> None:
+async def test_the_state_file_holds_a_fingerprint_of_the_key_never_the_key(tmp_path: Path) -> None:
     clock = FakeClock()
     store = file_store(tmp_path / "state.db", clock)
-    shared_gate(clock, store).rate_limited(5)
+    await shared_gate(clock, store).rate_limited(5)
     store.close()
     fingerprint = key_fingerprint(KEY)
     assert len(fingerprint) == 16 and KEY not in fingerprint
@@ -250,7 +250,7 @@ async def test_an_unusable_state_file_sends_nothing_but_keeps_the_pause() -> Non
     clock = FakeClock()
     gate = shared_gate(clock, BrokenGateStore())
     with capture_logs() as events:
-        assert gate.rate_limited(4) == 4  # the 429 stands, and this process pauses
+        assert await gate.rate_limited(4) == 4  # the 429 stands, and this process pauses
     assert [e["event"] for e in events] == ["api.rate_limited", "state.unavailable"]
     assert gate.paused_for() == 4
     with pytest.raises(StateError):
@@ -273,10 +273,10 @@ async def test_the_gate_shares_under_the_key_in_use_after_a_reload() -> None:
 
     runtime = build(settings(KEY), clock=clock)
     try:
-        runtime.gate.rate_limited(10)
+        await runtime.gate.rate_limited(10)
         assert runtime.store.gate_row(key_fingerprint(KEY)) == GateRow(clock.now() + 10)
         runtime.reconfigure(settings(KEY + "-new"))
-        runtime.gate.rate_limited(20)
+        await runtime.gate.rate_limited(20)
         assert runtime.store.gate_row(key_fingerprint(KEY + "-new")) == GateRow(
             clock.now() + 20)
     finally:

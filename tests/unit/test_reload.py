@@ -116,7 +116,7 @@ async def test_runtime_reconfigure_keeps_records_and_the_gates_pause() -> None:
     try:
         runtime.store.put(Record("a", phase=Phase.GAVE_UP, gave_up=True, attempt=5))
         runtime.store.put(Record("b", phase=Phase.UNHEALTHY, attempt=2))
-        runtime.gate.rate_limited(120.0, call="list")
+        await runtime.gate.rate_limited(120.0, call="list")
         runtime.supervisor.auth_blocked_until = clock.monotonic() + 300
         new = Settings(api_key=SecretStr(KEY + "-rotated"), base_url="https://other.example",
                        sessions=("a",), request_timeout=3.0, max_restarts=9,

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from supervisor.models import HistoryEntry, Phase, Record
 from supervisor.sqlite_store import MEMORY, PRUNE_EVERY, SqliteStore
+from supervisor.state_file import APPLICATION_ID, Held
 from supervisor.state_schema import SCHEMA_VERSION, decode, encode, migrate
 from supervisor.store import StateError
 from tests.fakes import FakeClock
@@ -73,7 +76,7 @@ def test_memory_touches_no_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_wal_full_sync_and_a_busy_timeout(tmp_path: Path) -> None:
     store = open_file(tmp_path / "state.db")
-    conn = store._conn
+    conn = store._db()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
@@ -86,6 +89,46 @@ def test_the_directory_is_created(tmp_path: Path) -> None:
     open_file(path).put(FULL)
     assert path.exists()
     assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def application_id(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[68:72], "big")
+
+
+def test_a_new_state_file_is_0600_with_its_wal_and_shm_and_carries_our_id(
+    tmp_path: Path,
+) -> None:
+    old = os.umask(0)  # whatever the umask allows, the files are the owner's only
+    try:
+        store = open_file(tmp_path / "state.db")
+        store.put(FULL)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"state.db": 0o600, "state.db-wal": 0o600, "state.db-shm": 0o600}
+    assert application_id(tmp_path / "state.db") == APPLICATION_ID
+
+
+def test_an_existing_state_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    open_file(path).close()
+    path.chmod(0o644)  # world-readable, by somebody's choice: left so
+    open_file(path).put(FULL)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_state_file_made_before_our_id_is_known_by_its_tables_and_given_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, 1.0)
+    conn.close()
+    assert application_id(path) == 0
+    SqliteStore.open_readonly(path).close()
+    assert application_id(path) == 0  # reading changes nothing
+    open_file(path).close()
+    assert application_id(path) == APPLICATION_ID
 
 
 # ------------------------------------------------------------------- migrations
@@ -108,7 +151,7 @@ def test_a_version_1_file_is_upgraded_keeping_its_rows(tmp_path: Path) -> None:
     [row] = store.read_history()
     assert (row.event, row.http_status, row.reason, row.status) == (
         "restart.failed", 503, None, None)
-    applied = [v for (v,) in store._conn.execute("SELECT version FROM schema_migrations")]
+    applied = [v for (v,) in store._db().execute("SELECT version FROM schema_migrations")]
     assert applied == list(range(1, SCHEMA_VERSION + 1))
     # The new columns work: the record is written by this store, the row has a reason.
     store.put(FULL)
@@ -143,44 +186,112 @@ def test_somebody_elses_database_is_refused_not_moved(tmp_path: Path) -> None:
 # -------------------------------------------------------------------- bad files
 
 
-def test_a_corrupt_file_is_moved_aside_loudly_and_a_fresh_one_started(tmp_path: Path) -> None:
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file in ``directory``: its bytes, modification time (ns) and mode."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode)
+            for p in sorted(directory.iterdir())}
+
+
+def sqlite_file(path: Path, *, app: int = 0, tables: bool = True) -> None:
+    conn = sqlite3.connect(path)
+    if app:
+        conn.execute(f"PRAGMA application_id = {app}")
+    if tables:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.execute("PRAGMA user_version = 7")  # a header, even with no tables
+    conn.commit()
+    conn.close()
+
+
+NOT_OURS: dict[str, Callable[[Path], Any]] = {
+    "a config file": lambda p: p.write_text("poll_interval = 10\n"),
+    "an empty file": lambda p: p.write_bytes(b""),
+    "binary garbage": lambda p: p.write_bytes(b"\x00\x01 definitely not sqlite " * 300),
+    "another application's database": lambda p: sqlite_file(p, app=0x46697265),
+    "a database with other tables": sqlite_file,
+    "a database with no tables": lambda p: sqlite_file(p, tables=False),
+}
+
+
+@pytest.mark.parametrize("make", NOT_OURS.values(), ids=NOT_OURS.keys())
+def test_a_file_that_is_not_a_state_file_is_refused_and_left_exactly_as_it_was(
+    tmp_path: Path, make: Callable[[Path], Any],
+) -> None:
+    path = tmp_path / "c.toml"
+    make(path)
+    os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    before = snapshot(tmp_path)
+    for opening in (open_file, SqliteStore.open_readonly):
+        with capture_logs() as events, pytest.raises(StateError) as caught:
+            opening(path)
+        assert snapshot(tmp_path) == before  # same bytes, time and mode; no file beside it
+        message = str(caught.value)
+        assert message.startswith(f"{path} ") and "\n" not in message
+        assert "left as it was" in message
+        assert events == []
+
+
+def test_a_damaged_state_file_is_moved_aside_loudly(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "state.db"
-    garbage = b"this is not a database, it is a shopping list\n" * 200
-    path.write_bytes(garbage)
-    (tmp_path / "state.db-wal").write_bytes(b"stale wal")
+    damaged = damage(path)
     with capture_logs() as events:
         store = open_file(path, FakeClock(start=1_700_000_000.0))
     store.put(FULL)
     assert store.get("s1") == FULL
     moved = tmp_path / "state.db.corrupt-20231114T221320Z"
-    assert moved.read_bytes() == garbage
-    assert (tmp_path / "state.db.corrupt-20231114T221320Z-wal").read_bytes() == b"stale wal"
+    assert moved.read_bytes() == damaged
     [event] = [e for e in events if e["event"] == "state.corrupt_moved_aside"]
     assert event["log_level"] == "error"
     assert event["moved_to"] == str(moved) and event["path"] == str(path)
-    assert "not a database" in event["problem"]
+    assert "backoff and history were lost" in event["action"]
 
 
-def test_a_damaged_page_is_caught_by_the_integrity_check(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def damage(path: Path) -> bytes:
+    """A state file of 300 records with a table page overwritten; its bytes."""
     store = open_file(path)
     for i in range(300):
         store.put(Record(f"session-{i:04d}", name="x" * 200))
     store.close()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
     data = bytearray(path.read_bytes())
     assert len(data) > 8 * 4096
     data[3 * 4096 + 10: 3 * 4096 + 400] = os.urandom(390)  # inside a table page
     path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_a_corrupt_state_file_another_process_holds_is_not_moved_aside(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    damaged = damage(path)
+    holder = Held.open(path, wait=1.0)  # as every store of another process does
+    try:
+        with capture_logs() as events, pytest.raises(StateError) as caught:
+            open_file(path)
+    finally:
+        holder.release()
+    assert str(caught.value).endswith(
+        "but in use by another process; it was not moved aside")
+    assert path.read_bytes() == damaged
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    assert "state.corrupt_moved_aside" not in [e["event"] for e in events]
+    with capture_logs() as events:
+        open_file(path)  # nobody holds it now
+    assert "state.corrupt_moved_aside" in [e["event"] for e in events]
+
+
+def test_a_damaged_page_is_caught_by_the_integrity_check(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    damage(path)
     with capture_logs() as events:
         fresh = open_file(path)
     assert "state.corrupt_moved_aside" in [e["event"] for e in events]
     assert list(fresh.records()) == []
 
 
-def test_a_file_corrupted_while_running_is_moved_aside_and_rebuilt_from_memory(
+def test_a_file_overwritten_while_running_is_moved_aside_and_rebuilt_from_memory(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "state.db"
@@ -192,7 +303,7 @@ def test_a_file_corrupted_while_running_is_moved_aside_and_rebuilt_from_memory(
     checkpoint.close()
     with path.open("r+b") as f:  # something outside overwrites the file
         f.write(b"garbage!" * 2000)
-    with capture_logs() as events, pytest.raises(StateError, match="found corrupt"):
+    with capture_logs() as events, pytest.raises(StateError, match="was overwritten while"):
         store.put(Record("new"))
     [moved] = [e for e in events if e["event"] == "state.corrupt_moved_aside"]
     assert moved["log_level"] == "error"
@@ -201,6 +312,156 @@ def test_a_file_corrupted_while_running_is_moved_aside_and_rebuilt_from_memory(
     again = open_file(path)
     assert {r.session_id for r in again.records()} == {f"s{i}" for i in range(50)} | {"new"}
     assert again.get("s7") == Record("s7", name="x" * 100, attempt=7)
+
+
+# ------------------------------------------------- the file replaced under a store
+
+
+def busy_store(path: Path, clock: FakeClock) -> SqliteStore:
+    """A store with five records and five history rows."""
+    store = open_file(path, clock)
+    for i in range(5):
+        store.put(Record(f"s{i}", attempt=i))
+    store.add_history([entry(clock.now() + i, f"s{i}") for i in range(5)])
+    return store
+
+
+def contents(path: Path) -> tuple[dict[str, Record], list[HistoryEntry]]:
+    reader = SqliteStore.open_readonly(path)
+    try:
+        return {r.session_id: r for r in reader.records()}, reader.read_history()
+    finally:
+        reader.close()
+
+
+def another_state_file(path: Path, clock: FakeClock) -> None:
+    other = open_file(path, clock)
+    other.put(Record("x"))
+    other.add_history([entry(clock.now() + 100, "x")])
+    other.close()
+
+
+SPLITS: dict[str, Callable[[Path, FakeClock], Path]] = {}
+
+
+def split(name: str) -> Callable[[Callable[[Path, FakeClock], Path]],
+                                  Callable[[Path, FakeClock], Path]]:
+    def register(how: Callable[[Path, FakeClock], Path]) -> Callable[[Path, FakeClock], Path]:
+        SPLITS[name] = how
+        return how
+    return register
+
+
+@split("deleted")
+def _rm_all(path: Path, clock: FakeClock) -> Path:  # rm state.db*
+    for name in path.parent.iterdir():
+        name.unlink()
+    return path
+
+
+@split("moved")
+def _moved(path: Path, clock: FakeClock) -> Path:  # mv state.db state.db.bak
+    path.rename(path.with_name("state.db.bak"))
+    return path
+
+
+@split("replaced")
+def _replaced(path: Path, clock: FakeClock) -> Path:  # another state file renamed over it
+    another_state_file(path.with_name("other.db"), clock)
+    os.replace(path.with_name("other.db"), path)
+    return path
+
+
+@split("truncated")
+def _truncated(path: Path, clock: FakeClock) -> Path:  # truncate -s 0 state.db
+    os.truncate(path, 0)
+    return path
+
+
+@split("wal deleted")
+def _wal_deleted(path: Path, clock: FakeClock) -> Path:  # rm state.db-wal
+    wal = path.with_name("state.db-wal")
+    wal.unlink()
+    return wal
+
+
+@pytest.mark.parametrize("how", SPLITS.values(), ids=SPLITS.keys())
+def test_a_state_file_lost_under_a_store_is_noticed_once_and_no_row_is_lost(
+    tmp_path: Path, how: Callable[[Path, FakeClock], Path],
+) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = busy_store(path, clock)
+    records, history = contents(path)
+    named = how(path, clock)
+    problem = {"_rm_all": "deleted", "_moved": "moved", "_replaced": "replaced",
+               "_truncated": "truncated", "_wal_deleted": "deleted"}[how.__name__]
+    with capture_logs() as events, pytest.raises(StateError) as caught:
+        store.put(Record("new"))  # this write is not made: nothing is decided on a split
+    assert str(caught.value).startswith(f"{named} was {problem} while this process was using it")
+    assert "this write was not made" in str(caught.value)
+    [replaced] = [e for e in events if e["event"] == "state.file_replaced"]
+    assert (replaced["log_level"], replaced["path"], replaced["problem"]) == (
+        "error", str(named), problem)
+    [restored] = [e for e in events if e["event"] == "state.file_restored"]
+    assert restored["path"] == str(path)
+    with capture_logs() as events:
+        store.put(Record("new"))  # the next write works, on the file the path names
+        store.add_history([entry(clock.now() + 50, "new")])
+    assert events == []  # said once
+    after_records, after_history = contents(path)
+    assert {k: v for k, v in after_records.items() if k in records} == records
+    assert "new" in after_records
+    for row in history:
+        assert after_history.count(row) == 1  # every row, once
+    if problem == "replaced":
+        assert "x" in after_records and entry(clock.now() + 100, "x") in after_history
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+def test_a_state_file_replaced_by_one_that_is_not_ours_keeps_the_rows_until_it_can(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = busy_store(path, clock)
+    records, history = contents(path)
+    path.unlink()
+    path.write_text("poll_interval = 10\n")  # somebody's slip
+    for _ in range(2):
+        with capture_logs() as events, pytest.raises(StateError) as caught:
+            store.put(Record("new"))
+        assert "not a wasend-supervisor state file" in str(caught.value)
+        assert path.read_text() == "poll_interval = 10\n"
+        assert "state.file_restored" not in [e["event"] for e in events]
+    path.unlink()  # put right
+    with capture_logs() as events:
+        store.put(Record("new"))
+    assert [e["event"] for e in events] == ["state.file_restored"]
+    after_records, after_history = contents(path)
+    assert set(after_records) == {*records, "new"}
+    assert after_history == history
+
+
+def test_reading_an_emptied_state_file_refuses_and_leaves_the_wal_alone(
+    tmp_path: Path,
+) -> None:
+    # SQLite deletes the -wal beside a database of no pages when it opens one: a
+    # ``history`` must not do that to a running daemon's file.
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = busy_store(path, clock)
+    wal = (tmp_path / "state.db-wal").read_bytes()
+    os.truncate(path, 0)
+    with pytest.raises(StateError, match="is empty and was not made by wasend-supervisor"):
+        SqliteStore.open_readonly(path)
+    assert (tmp_path / "state.db-wal").read_bytes() == wal
+    with capture_logs() as events, pytest.raises(StateError, match="truncated"):
+        store.put(Record("new"))
+    [restored] = [e for e in events if e["event"] == "state.file_restored"]
+    assert (restored["records"], restored["history_rows"]) == (5, 5)  # from the WAL
 
 
 def test_an_uncreatable_directory_is_one_clear_line(tmp_path: Path) -> None:
@@ -234,7 +495,7 @@ def test_read_only_opening_creates_migrates_and_moves_nothing(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"garbage" * 1000)
-    with pytest.raises(StateError, match=r"corrupt|cannot be read"):
+    with pytest.raises(StateError, match="not a wasend-supervisor state file"):
         SqliteStore.open_readonly(bad)
     assert bad.read_bytes() == b"garbage" * 1000
     good = tmp_path / "state.db"
@@ -354,7 +615,7 @@ def test_history_is_bounded_by_age_and_not_pruned_on_every_write(tmp_path: Path)
     clock = FakeClock()
     store = open_file(tmp_path / "state.db", clock, history_max_age=3600.0)
     deletes: list[str] = []
-    store._conn.set_trace_callback(
+    store._db().set_trace_callback(
         lambda sql: deletes.append(sql) if sql.startswith("DELETE FROM history") else None)
     store.add_history([entry(clock.now() - 7200.0), entry(clock.now())])
     for _ in range(20):

@@ -495,7 +495,7 @@ async def test_a_daemon_waiting_out_a_retry_after_is_running(
                                  base_url="https://api.example", poll_interval=30.0),
                         clock=clock)
         runtime.store.beat(Beat("run", clock.now(), listed=True, ok=True, poll_interval=30.0))
-        runtime.gate.rate_limited(300)
+        await runtime.gate.rate_limited(300)
         await runtime.gate.acquire()  # the fake clock jumps over the wait
     runtime.store.close()
     monkeypatch.setattr("time.time", lambda: NOW)  # 150 s into the 300 s wait
