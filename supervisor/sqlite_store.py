@@ -975,10 +975,13 @@ class SqliteStore:
         ``transaction()``, it holds the connection's lock and first checks that the path
         still names the file held."""
         with self._lock:
-            if self._depth or self._db().in_transaction:
+            if self._depth:
                 yield
                 return
-            self._check_file()
+            self._check_file()  # and, after a lost file, make the one the path names
+            if self._db().in_transaction:
+                yield
+                return
             self._run("BEGIN IMMEDIATE")
             try:
                 yield
