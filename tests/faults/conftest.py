@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +19,8 @@ import pytest
 from pydantic import SecretStr
 
 from supervisor.settings import BackoffSettings, Settings
-from tests.e2e.conftest import API_KEY, simulator
+from supervisor.simulator import SimulatorServer
+from tests.e2e.conftest import API_KEY, ROOT, simulator
 
 __all__ = ["GarbageServer", "Reply", "settings_at", "simulator"]  # simulator: the fixture
 
@@ -146,3 +150,23 @@ async def garbage_server() -> AsyncIterator[Callable[[Callable[[str, str], Reply
     yield start
     for server in servers:
         await server.stop()
+
+
+def start_run(server: SimulatorServer, state: Path, log: Path,
+              **settings: str) -> subprocess.Popen[bytes]:
+    """A real ``run`` (``python -m supervisor run``) against ``server`` on the state file
+    ``state``, polling every 0.1 s, logging JSON at debug level to ``log``; ``settings``
+    are further ``WASEND_SUPERVISOR_<NAME>`` values (``BACKOFF__MAX="1"``, ...)."""
+    env = {
+        "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(state.parent),
+        "WASEND_BASE_URL": server.base_url, "WASEND_API_KEY": server.api_key,
+        "WASEND_SUPERVISOR_STATE_PATH": str(state),
+        "WASEND_SUPERVISOR_POLL_INTERVAL": "0.1", "WASEND_SUPERVISOR_POLL_JITTER": "0",
+        "WASEND_SUPERVISOR_REQUEST_TIMEOUT": "2", "WASEND_SUPERVISOR_RATE_LIMIT": "50",
+        "WASEND_SUPERVISOR_STARTING_TIMEOUT": "2",
+        "WASEND_SUPERVISOR_LOG_FORMAT": "json", "WASEND_SUPERVISOR_LOG_LEVEL": "debug",
+        **{f"WASEND_SUPERVISOR_{name}": value for name, value in settings.items()},
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "supervisor", "run"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -17,31 +14,20 @@ from pathlib import Path
 import pytest
 
 from supervisor.models import Phase
-from supervisor.simulator import RequestRecord, SimulatorServer
+from supervisor.simulator import RequestRecord
 from supervisor.sqlite_store import SqliteStore
-from tests.e2e.conftest import ROOT, SimFactory, cli
+from tests.e2e.conftest import SimFactory, cli
+from tests.faults.conftest import start_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 KILLS = 6
 START_DELAY = 0.3
-
-
-def start_run(server: SimulatorServer, state: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(state.parent),
-        "WASEND_BASE_URL": server.base_url, "WASEND_API_KEY": server.api_key,
-        "WASEND_SUPERVISOR_STATE_PATH": str(state),
-        "WASEND_SUPERVISOR_POLL_INTERVAL": "0.1", "WASEND_SUPERVISOR_POLL_JITTER": "0",
-        "WASEND_SUPERVISOR_REQUEST_TIMEOUT": "1", "WASEND_SUPERVISOR_MAX_RETRY_AFTER": "1",
-        "WASEND_SUPERVISOR_BACKOFF__INITIAL": "0.2", "WASEND_SUPERVISOR_BACKOFF__MAX": "1",
-        "WASEND_SUPERVISOR_STARTING_TIMEOUT": "2", "WASEND_SUPERVISOR_STABLE_AFTER": "2",
-        "WASEND_SUPERVISOR_MAX_RESTARTS": "100", "WASEND_SUPERVISOR_RATE_LIMIT": "50",
-        "WASEND_SUPERVISOR_LOG_FORMAT": "json", "WASEND_SUPERVISOR_LOG_LEVEL": "debug",
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "supervisor", "run"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+# Short timeouts and backoffs, so that six kills fit in a test; restarts never given up.
+SIGKILL_SETTINGS = {
+    "REQUEST_TIMEOUT": "1", "MAX_RETRY_AFTER": "1", "BACKOFF__INITIAL": "0.2",
+    "BACKOFF__MAX": "1", "STABLE_AFTER": "2", "MAX_RESTARTS": "100",
+}
 
 
 def all_healthy(statuses: dict[str, str], state: Path) -> bool:
@@ -94,7 +80,7 @@ def test_sigkill_at_random_points_never_restarts_twice_or_loses_history(
     chance = random.Random(20240611)
     kills: list[float] = []
     for i in range(KILLS):
-        proc = start_run(server, state, tmp_path / f"run-{i}.log")
+        proc = start_run(server, state, tmp_path / f"run-{i}.log", **SIGKILL_SETTINGS)
         # The fault itself: a kill at a random moment (not a wait standing in for a
         # condition). Start-up takes about half a second; some kills land before the
         # first poll, most in the middle of polls and restarts.
@@ -105,7 +91,7 @@ def test_sigkill_at_random_points_never_restarts_twice_or_loses_history(
     sim.update_faults(random_failures={"rate": 0.0})
     for n in (1, 2):
         sim.set_outcome(f"flap-{n}", "WORKING")
-    last = start_run(server, state, tmp_path / "run-last.log")
+    last = start_run(server, state, tmp_path / "run-last.log", **SIGKILL_SETTINGS)
     try:
         deadline = time.monotonic() + 20
         while not all_healthy(sim.statuses(), state):

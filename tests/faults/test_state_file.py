@@ -24,10 +24,10 @@ from supervisor.metrics import Metrics
 from supervisor.simulator import SimulatorServer
 from supervisor.sqlite_store import SqliteStore
 from supervisor.wiring import build
-from tests.e2e.conftest import ROOT, Running, SimFactory, cli, until
+from tests.e2e.conftest import Running, SimFactory, cli, until
 from tests.e2e.test_operations import Served, eventually
 from tests.fakes import MaxRandom
-from tests.faults.conftest import settings_at
+from tests.faults.conftest import settings_at, start_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -174,21 +174,6 @@ async def test_a_lock_held_by_another_process_does_not_stall_the_event_loop(
 
 
 # ------------------------------------------------------ a real run, and its file
-
-
-def start_run(server: SimulatorServer, state: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(state.parent),
-        "WASEND_BASE_URL": server.base_url, "WASEND_API_KEY": server.api_key,
-        "WASEND_SUPERVISOR_STATE_PATH": str(state),
-        "WASEND_SUPERVISOR_POLL_INTERVAL": "0.1", "WASEND_SUPERVISOR_POLL_JITTER": "0",
-        "WASEND_SUPERVISOR_REQUEST_TIMEOUT": "2", "WASEND_SUPERVISOR_RATE_LIMIT": "50",
-        "WASEND_SUPERVISOR_STARTING_TIMEOUT": "2",
-        "WASEND_SUPERVISOR_LOG_FORMAT": "json", "WASEND_SUPERVISOR_LOG_LEVEL": "debug",
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "supervisor", "run"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def logged(log: Path) -> list[dict[str, Any]]:

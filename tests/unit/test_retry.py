@@ -26,11 +26,7 @@ GAVE_UP = Record("a", name="Shop", phase=Phase.GAVE_UP, last_status="FAILED", at
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("WASEND_SUPERVISOR_STATE_PATH", "WASEND_SUPERVISOR_CONFIG", "WASEND_API_KEY",
-                 "STATE_DIRECTORY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+def _clean_env(no_state_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WASEND_SUPERVISOR_LOG_FORMAT", "json")
 
 

@@ -26,12 +26,7 @@ from tests.fakes import FakeApi, FakeClock, MaxRandom
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC).timestamp()
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("WASEND_SUPERVISOR_STATE_PATH", "WASEND_SUPERVISOR_CONFIG", "WASEND_API_KEY",
-                 "STATE_DIRECTORY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+pytestmark = pytest.mark.usefixtures("no_state_env")
 
 
 # ------------------------------------------------------------------- history rows
