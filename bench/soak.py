@@ -36,10 +36,10 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-from supervisor.models import Phase
-from supervisor.settings import BackoffSettings, Settings
+from supervisor.config.settings import BackoffSettings, Settings
+from supervisor.domain.models import Phase
+from supervisor.runtime.wiring import build
 from supervisor.simulator import SimulatorServer, parse_scenario
-from supervisor.wiring import build
 
 API_KEY = "sk-SOAK-RECOGNISABLE-KEY-51c0"
 

@@ -2,7 +2,7 @@
 
 Exit statuses (also in the README, and in ``--help``: the epilogs below):
     0   success (``run`` stopped cleanly; ``check``: all healthy)
-    1-3 ``check`` only, as a monitoring plugin (see ``supervisor.check``); for ``check``,
+    1-3 ``check`` only, as a monitoring plugin (see ``supervisor.runtime.check``); for ``check``,
         a usage error and an invalid configuration are 3 (UNKNOWN) too
     2   bad command-line usage (argparse), except for ``check``
     69  a needed optional part is not installed (the simulator extra)
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from supervisor import __version__
 
 if TYPE_CHECKING:
-    from supervisor.settings import Settings
+    from supervisor.config.settings import Settings
 
 EX_USAGE = 2  # argparse's
 EX_UNAVAILABLE = 69
@@ -100,7 +100,7 @@ class _SettingsHelp(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.dest not in _OVERRIDES:
             return action.help
-        from supervisor.settings import Settings, default_state_path, env_var_names
+        from supervisor.config.settings import Settings, default_state_path, env_var_names
 
         field = Settings.model_fields[action.dest]
         default: Any = field.default
@@ -240,7 +240,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _settings(args: argparse.Namespace, *, require_api_key: bool) -> Settings | list[str]:
     """Settings from every source, or the problems found (one line each)."""
-    from supervisor.settings import ConfigError, load_settings
+    from supervisor.config.settings import ConfigError, load_settings
 
     try:
         return load_settings(cli=_overrides(args), config_path=args.config,
@@ -275,7 +275,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _reload(args: argparse.Namespace) -> Settings:
     """SIGHUP: the settings again, from the same flags, config path and (re-read) sources."""
-    from supervisor.settings import load_settings
+    from supervisor.config.settings import load_settings
 
     return load_settings(cli=_overrides(args), config_path=args.config, require_api_key=True)
 
@@ -301,7 +301,7 @@ async def _run_async(settings: Settings, reload: Callable[[], Settings]) -> int:
     import structlog
 
     from supervisor.service import ListenError, Service
-    from supervisor.store import StateError
+    from supervisor.state.store import StateError
 
     try:
         service = Service.build(settings, env=os.environ, load=reload,
@@ -347,16 +347,17 @@ def check_log_level(settings: Settings, *, quiet: bool, tty: bool) -> str:
 
 def _check_unknown(problem: str, *, as_json: bool) -> int:
     """``check`` could not start: UNKNOWN, as a monitoring plugin says it, on stdout."""
-    from supervisor.check import UNKNOWN, Report
+    from supervisor.domain.verdict import UNKNOWN
+    from supervisor.runtime.check import Report
 
     Report(UNKNOWN, error=problem).write(sys.stdout, as_json=as_json)
     return UNKNOWN
 
 
 async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
-    from supervisor.check import run_check
-    from supervisor.store import StateError
-    from supervisor.wiring import build
+    from supervisor.runtime.check import run_check
+    from supervisor.runtime.wiring import build
+    from supervisor.state.store import StateError
 
     try:
         runtime = build(settings)
@@ -379,7 +380,7 @@ def _config(args: argparse.Namespace) -> int:
     settings = load(args, require_api_key=False)
     if isinstance(settings, int):
         return settings
-    from supervisor.settings import render_settings
+    from supervisor.config.settings import render_settings
 
     sys.stdout.write(render_settings(settings))
     return 0
@@ -398,8 +399,8 @@ def _open_state(args: argparse.Namespace, *, unknown: int | None = None,
     settings = load(args, require_api_key=False)
     if isinstance(settings, int):
         return settings
-    from supervisor.sqlite_store import MEMORY, SqliteStore
-    from supervisor.store import StateError
+    from supervisor.state.sqlite import MEMORY, SqliteStore
+    from supervisor.state.store import StateError
 
     location = settings.state_location()
     if location == MEMORY:
@@ -418,11 +419,11 @@ def _open_state(args: argparse.Namespace, *, unknown: int | None = None,
 
 def _status(args: argparse.Namespace) -> int:
     """Exits like ``check`` (0, 1, 2), or 3 when the file is stale, never polled, missing
-    or unusable (see ``supervisor.state_report``)."""
+    or unusable (see ``supervisor.state.report``)."""
     if args.stale_after is not None and not args.stale_after > 0:
         print(f"{PROG}: --stale-after: must be a positive number of seconds", file=sys.stderr)
         return 2
-    from supervisor.check import UNKNOWN
+    from supervisor.domain.verdict import UNKNOWN
 
     opened = _open_state(args, unknown=UNKNOWN)
     if isinstance(opened, int):
@@ -430,7 +431,7 @@ def _status(args: argparse.Namespace) -> int:
     settings, store = opened
     import time
 
-    from supervisor.state_report import default_stale_after, render_status, status_report
+    from supervisor.state.report import default_stale_after, render_status, status_report
 
     now = time.time()
     stale_after = args.stale_after or default_stale_after(settings.poll_interval)
@@ -449,12 +450,13 @@ def _retry(args: argparse.Namespace) -> int:
     settings = load(args, require_api_key=False)
     if isinstance(settings, int):
         return settings
-    from supervisor import core, history, logs
+    from supervisor import logs
     from supervisor.clock import SystemClock
-    from supervisor.cycle import emit
-    from supervisor.sqlite_store import MEMORY
-    from supervisor.store import StateError
-    from supervisor.wiring import open_store
+    from supervisor.domain import core, history
+    from supervisor.runtime.cycle import emit
+    from supervisor.runtime.wiring import open_store
+    from supervisor.state.sqlite import MEMORY
+    from supervisor.state.store import StateError
 
     logs.configure(settings.log_format, settings.log_level, sys.stderr)  # stdout: the answer
     location = settings.state_location()
@@ -498,7 +500,7 @@ def _retry(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     import time
 
-    from supervisor.state_report import parse_since, render_history
+    from supervisor.state.report import parse_since, render_history
 
     try:
         since = None if args.since is None else parse_since(args.since, time.time())

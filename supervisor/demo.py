@@ -22,10 +22,10 @@ from pydantic import SecretStr
 from structlog.typing import EventDict, WrappedLogger
 
 from supervisor import logs
-from supervisor.daemon import Daemon
-from supervisor.settings import BackoffSettings, Settings
+from supervisor.config.settings import BackoffSettings, Settings
+from supervisor.runtime.daemon import Daemon
+from supervisor.runtime.wiring import build
 from supervisor.simulator import Simulator, SimulatorServer, parse_scenario
-from supervisor.wiring import build
 
 log = structlog.get_logger("supervisor.demo")
 

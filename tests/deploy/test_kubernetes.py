@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from supervisor.settings import ConfigError, Settings, load_settings
+from supervisor.config.settings import ConfigError, Settings, load_settings
 from tests.deploy.conftest import DOCKERFILE, SIDECAR, needs_settings
 
 Doc = dict[str, Any]

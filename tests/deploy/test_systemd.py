@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.settings import ConfigError, Settings, load_settings
+from supervisor.config.settings import ConfigError, Settings, load_settings
 from tests.deploy.conftest import SYSTEMD, needs_settings, tool
 
 DAEMON = SYSTEMD / "wasend-supervisor.service"

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from supervisor.daemon import Daemon
-from supervisor.settings import BackoffSettings, Settings
+from supervisor.config.settings import BackoffSettings, Settings
+from supervisor.runtime.daemon import Daemon
+from supervisor.runtime.wiring import Runtime, build
 from supervisor.simulator import SimulatorServer, parse_scenario
-from supervisor.wiring import Runtime, build
 from tests.fakes import MaxRandom
 
 API_KEY = "sk-E2E-RECOGNISABLE-KEY-5f3a9c"  # grep-able: it must appear in no log line

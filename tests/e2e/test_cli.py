@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from supervisor import __version__
-from supervisor.models import Record
+from supervisor.domain.models import Record
 from supervisor.simulator import SimulatorServer
-from supervisor.sqlite_store import SqliteStore
+from supervisor.state.sqlite import SqliteStore
 from tests.e2e.conftest import API_KEY, ROOT, SimFactory, cli
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.errors import ApiError
+from supervisor.api.errors import ApiError
 from tests.e2e.conftest import API_KEY, Running, SimFactory, runtime_for, until
 
 pytestmark = pytest.mark.e2e

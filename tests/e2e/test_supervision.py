@@ -7,7 +7,7 @@ import itertools
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.models import Phase
+from supervisor.domain.models import Phase
 from supervisor.simulator import RequestRecord, SimulatorServer
 from tests.e2e.conftest import Running, SimFactory, runtime_for, until
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.settings import load_settings
-from supervisor.wiring import build
+from supervisor.config.settings import load_settings
+from supervisor.runtime.wiring import build
 from tests.e2e.conftest import API_KEY, Running, SimFactory, until
 from tests.fakes import MaxRandom
 

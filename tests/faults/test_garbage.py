@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.client import EXCERPT_LIMIT
-from supervisor.wiring import build
+from supervisor.api.client import EXCERPT_LIMIT
+from supervisor.runtime.wiring import build
 from tests.e2e.conftest import API_KEY, Running, SimFactory, until
 from tests.fakes import MaxRandom
 from tests.faults.conftest import GarbageServer, Reply, settings_at

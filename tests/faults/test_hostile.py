@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from pydantic import SecretStr
 
-from supervisor.client import WasendClient
+from supervisor.api.client import WasendClient
+from supervisor.api.errors import ApiTimeout, ApiUnreachable, UnexpectedResponse
+from supervisor.api.ratelimit import RateGate
 from supervisor.clock import SystemClock
-from supervisor.errors import ApiTimeout, ApiUnreachable, UnexpectedResponse
-from supervisor.ratelimit import RateGate
 from tests.e2e.conftest import API_KEY, cli
 from tests.faults.hostile import Handler, RawServer, bomb, drip_body, drip_headers
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from supervisor.api.errors import ApiError
 from supervisor.cli import main
-from supervisor.errors import ApiError
-from supervisor.sqlite_store import SqliteStore
-from supervisor.wiring import build
+from supervisor.runtime.wiring import build
+from supervisor.state.sqlite import SqliteStore
 from tests.e2e.conftest import API_KEY, Running, SimFactory, until
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at

@@ -9,8 +9,8 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.cycle import PollResult
-from supervisor.wiring import build
+from supervisor.runtime.cycle import PollResult
+from supervisor.runtime.wiring import build
 from tests.e2e.conftest import API_KEY, Running, SimFactory, until
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at

@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from supervisor.client import EXCERPT_LIMIT, WasendClient
-from supervisor.cycle import Supervisor
-from supervisor.errors import (
+from supervisor.api.client import EXCERPT_LIMIT, WasendClient
+from supervisor.api.errors import (
     ApiError,
     ApiTimeout,
     ApiUnreachable,
@@ -32,10 +31,11 @@ from supervisor.errors import (
     SessionGone,
     UnexpectedResponse,
 )
-from supervisor.models import Phase, SessionInfo, SessionList, StatusClass
-from supervisor.policy import Backoff, Policy
-from supervisor.sqlite_store import SqliteStore
-from supervisor.state_schema import decode, encode
+from supervisor.domain.models import Phase, SessionInfo, SessionList, StatusClass
+from supervisor.domain.policy import Backoff, Policy
+from supervisor.runtime.cycle import Supervisor
+from supervisor.state.schema import decode, encode
+from supervisor.state.sqlite import SqliteStore
 from tests.e2e.conftest import API_KEY
 from tests.fakes import FakeApi, FakeClock
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.wiring import build
+from supervisor.runtime.wiring import build
 from tests.e2e.conftest import Running, SimFactory, cli, until
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at

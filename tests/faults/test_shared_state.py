@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.models import Phase, Record
+from supervisor.domain.models import Phase, Record
+from supervisor.runtime.wiring import build
 from supervisor.simulator import SimulatorServer
-from supervisor.sqlite_store import SqliteStore
-from supervisor.wiring import build
+from supervisor.state.sqlite import SqliteStore
 from tests.e2e.conftest import API_KEY, ROOT, Running, SimFactory, cli, until
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.models import Phase
+from supervisor.domain.models import Phase
 from supervisor.simulator import RequestRecord
-from supervisor.sqlite_store import SqliteStore
+from supervisor.state.sqlite import SqliteStore
 from tests.e2e.conftest import SimFactory, cli
 from tests.faults.conftest import start_run
 

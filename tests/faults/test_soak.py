@@ -15,8 +15,8 @@ import pytest
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from supervisor.models import Phase
-from supervisor.wiring import build
+from supervisor.domain.models import Phase
+from supervisor.runtime.wiring import build
 from tests.e2e.conftest import SimFactory, until
 from tests.faults.conftest import settings_at
 

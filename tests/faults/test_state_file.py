@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.metrics import Metrics
+from supervisor.ops.metrics import Metrics
+from supervisor.runtime.wiring import build
 from supervisor.simulator import SimulatorServer
-from supervisor.sqlite_store import SqliteStore
-from supervisor.wiring import build
+from supervisor.state.sqlite import SqliteStore
 from tests.e2e.conftest import Running, SimFactory, cli, until
 from tests.e2e.test_operations import Served, eventually
 from tests.fakes import MaxRandom

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from supervisor.check import CRITICAL, OK, UNKNOWN, WARNING, run_check
-from supervisor.cycle import Supervisor
-from supervisor.errors import ApiUnreachable, AuthFailed
-from supervisor.policy import Backoff, Policy
-from supervisor.store import MemoryStore
+from supervisor.api.errors import ApiUnreachable, AuthFailed
+from supervisor.domain.policy import Backoff, Policy
+from supervisor.domain.verdict import CRITICAL, OK, UNKNOWN, WARNING
+from supervisor.runtime.check import run_check
+from supervisor.runtime.cycle import Supervisor
+from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, FakeClock, MaxRandom
 
 POLICY = Policy(backoff=Backoff(initial=10, max=80), max_restarts=2, starting_timeout=5)

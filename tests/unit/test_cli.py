@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import __version__, cli
-from supervisor.settings import load_settings
+from supervisor.config.settings import load_settings
 
 
 def test_every_mode_is_known() -> None:
@@ -40,8 +40,8 @@ def test_bad_setting_exits_78_with_one_line(capsys: pytest.CaptureFixture[str],
 
 def test_check_path_does_not_import_the_scheduler_or_the_simulator() -> None:
     code = (
-        "import sys, supervisor.cli, supervisor.check, supervisor.wiring;"
-        "bad = [m for m in ('apscheduler', 'starlette', 'uvicorn', 'supervisor.daemon',"
+        "import sys, supervisor.cli, supervisor.runtime.check, supervisor.runtime.wiring;"
+        "bad = [m for m in ('apscheduler', 'starlette', 'uvicorn', 'supervisor.runtime.daemon',"
         " 'supervisor.simulator') if m in sys.modules];"
         "print(','.join(bad))"
     )

@@ -16,7 +16,7 @@ import structlog
 from pydantic import SecretStr
 
 import supervisor
-from supervisor.client import (
+from supervisor.api.client import (
     EXCERPT_LIMIT,
     WasendClient,
     map_response,
@@ -24,7 +24,7 @@ from supervisor.client import (
     redacted_excerpt,
     safe_url,
 )
-from supervisor.errors import (
+from supervisor.api.errors import (
     ApiError,
     ApiTimeout,
     ApiUnreachable,
@@ -35,8 +35,8 @@ from supervisor.errors import (
     SessionGone,
     UnexpectedResponse,
 )
-from supervisor.models import SessionInfo, SessionList
-from supervisor.ratelimit import RateGate
+from supervisor.api.ratelimit import RateGate
+from supervisor.domain.models import SessionInfo, SessionList
 from tests.faults.hostile import bomb
 
 KEY = "sk-TEST-SECRET-KEY-123"

@@ -12,8 +12,8 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.client import _fast_session_list, _parse_session_list, _tls_context, _Unreadable
-from supervisor.models import SessionInfo, SessionList
+from supervisor.api.client import _fast_session_list, _parse_session_list, _tls_context, _Unreadable
+from supervisor.domain.models import SessionInfo, SessionList
 
 
 def generic(body: bytes) -> SessionList | None:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from supervisor import core
-from supervisor.models import (
+from supervisor.domain import core
+from supervisor.domain.models import (
     Action,
     ActionKind,
     Outcome,
@@ -17,7 +17,7 @@ from supervisor.models import (
     SessionInfo,
     Step,
 )
-from supervisor.policy import Backoff, Policy, StatusClasses
+from supervisor.domain.policy import Backoff, Policy, StatusClasses
 from tests.fakes import MaxRandom
 
 T0 = 1_700_000_000.0

@@ -8,11 +8,11 @@ from typing import Any
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from supervisor.cycle import Supervisor
-from supervisor.errors import ApiUnreachable, AuthFailed, Conflict, RateLimited
-from supervisor.models import Phase
-from supervisor.policy import Backoff, Policy
-from supervisor.store import MemoryStore
+from supervisor.api.errors import ApiUnreachable, AuthFailed, Conflict, RateLimited
+from supervisor.domain.models import Phase
+from supervisor.domain.policy import Backoff, Policy
+from supervisor.runtime.cycle import Supervisor
+from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, FakeClock, MaxRandom
 
 POLICY = Policy(backoff=Backoff(initial=10, max=80, multiplier=2), max_restarts=3,

@@ -12,11 +12,11 @@ import signal
 from structlog.testing import capture_logs
 
 from supervisor.clock import SystemClock
-from supervisor.cycle import Supervisor
-from supervisor.daemon import Daemon
-from supervisor.models import SessionList
-from supervisor.policy import Policy
-from supervisor.store import MemoryStore
+from supervisor.domain.models import SessionList
+from supervisor.domain.policy import Policy
+from supervisor.runtime.cycle import Supervisor
+from supervisor.runtime.daemon import Daemon
+from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, MaxRandom
 
 

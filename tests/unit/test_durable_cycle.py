@@ -19,9 +19,7 @@ import pytest
 from msgspec.structs import replace
 from structlog.testing import capture_logs
 
-from supervisor.check import UNKNOWN, run_check
-from supervisor.cycle import Supervisor
-from supervisor.errors import (
+from supervisor.api.errors import (
     ApiTimeout,
     ApiUnreachable,
     AuthFailed,
@@ -29,11 +27,14 @@ from supervisor.errors import (
     RateLimited,
     ServerError,
 )
-from supervisor.metrics import Metrics
-from supervisor.models import Phase, Record, SessionInfo, SessionList
-from supervisor.policy import Backoff, Policy
-from supervisor.sqlite_store import SqliteStore
-from supervisor.store import MemoryStore, StateError
+from supervisor.domain.models import Phase, Record, SessionInfo, SessionList
+from supervisor.domain.policy import Backoff, Policy
+from supervisor.domain.verdict import UNKNOWN
+from supervisor.ops.metrics import Metrics
+from supervisor.runtime.check import run_check
+from supervisor.runtime.cycle import Supervisor
+from supervisor.state.sqlite import SqliteStore
+from supervisor.state.store import MemoryStore, StateError
 from tests.fakes import FakeApi, FakeClock, MaxRandom
 
 POLICY = Policy(backoff=Backoff(initial=10, max=80, multiplier=2), max_restarts=5,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from supervisor.cycle import PollResult
-from supervisor.errors import ApiUnreachable, ServerError
-from supervisor.health import Health
+from supervisor.api.errors import ApiUnreachable, ServerError
+from supervisor.ops.health import Health
+from supervisor.runtime.cycle import PollResult
 from tests.fakes import FakeClock
 
 DOWN = ApiUnreachable("down", call="list")

@@ -15,8 +15,8 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from supervisor.settings import KEY_FILE_MAX_BYTES, ApiKeySource, ConfigError, load_settings
-from supervisor.wiring import build, read_key
+from supervisor.config.settings import KEY_FILE_MAX_BYTES, ApiKeySource, ConfigError, load_settings
+from supervisor.runtime.wiring import build, read_key
 
 KEY = "sk_test_Zq8vN3pL7wR2xK9mT4yB6cD1"
 FILE_VAR = "WASEND_SUPERVISOR_API_KEY_FILE"

@@ -15,7 +15,13 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.listener import HttpListener, ListenError, Reply, _oldest_idle, connection_limits
+from supervisor.ops.listener import (
+    HttpListener,
+    ListenError,
+    Reply,
+    _oldest_idle,
+    connection_limits,
+)
 
 BIG = b"x" * (32 << 20)  # more than the kernel's buffers hold: its answer takes a while
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -350,7 +356,7 @@ async def test_close_drops_open_connections(listener: HttpListener) -> None:
 def test_metrics_read_the_listeners_counts_when_scraped() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from supervisor.metrics import Metrics
+    from supervisor.ops.metrics import Metrics
 
     server = HttpListener("127.0.0.1", 0, {})
     metrics = Metrics()

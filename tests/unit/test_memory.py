@@ -7,13 +7,13 @@ import signal
 
 import pytest
 
-from supervisor import daemon as daemon_module
-from supervisor import memory
 from supervisor.clock import SystemClock
-from supervisor.cycle import Supervisor
-from supervisor.daemon import Daemon
-from supervisor.policy import Policy
-from supervisor.store import MemoryStore
+from supervisor.domain.policy import Policy
+from supervisor.runtime import daemon as daemon_module
+from supervisor.runtime import memory
+from supervisor.runtime.cycle import Supervisor
+from supervisor.runtime.daemon import Daemon
+from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, MaxRandom
 
 

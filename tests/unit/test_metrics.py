@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisor.census import Census
-from supervisor.cycle import PollResult
-from supervisor.errors import ApiUnreachable
-from supervisor.metrics import Metrics
-from supervisor.models import Event, Phase, Record
-from supervisor.policy import StatusClasses
-from supervisor.ratelimit import RateGate
+from supervisor.api.errors import ApiUnreachable
+from supervisor.api.ratelimit import RateGate
+from supervisor.domain.models import Event, Phase, Record
+from supervisor.domain.policy import StatusClasses
+from supervisor.ops.census import Census
+from supervisor.ops.metrics import Metrics
+from supervisor.runtime.cycle import PollResult
 from tests.fakes import FakeClock
 
 

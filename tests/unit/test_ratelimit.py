@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.errors import RateLimited
-from supervisor.ratelimit import RateGate, admit, key_fingerprint
-from supervisor.sqlite_store import SqliteStore
-from supervisor.store import GateRow, MemoryStore, StateError
+from supervisor.api.errors import RateLimited
+from supervisor.api.ratelimit import RateGate, admit, key_fingerprint
+from supervisor.state.sqlite import SqliteStore
+from supervisor.state.store import GateRow, MemoryStore, StateError
 from tests.fakes import FakeClock
 
 
@@ -263,8 +263,8 @@ async def test_the_gate_shares_under_the_key_in_use_after_a_reload() -> None:
     fingerprint; a new key (SIGHUP) is shared under its own from then on."""
     from pydantic import SecretStr
 
-    from supervisor.settings import Settings
-    from supervisor.wiring import build
+    from supervisor.config.settings import Settings
+    from supervisor.runtime.wiring import build
 
     clock = FakeClock()
     def settings(key: str) -> Settings:

@@ -11,20 +11,20 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from supervisor.clock import SystemClock
-from supervisor.cycle import Supervisor
-from supervisor.daemon import Daemon
-from supervisor.models import Phase, Record
-from supervisor.policy import Policy
-from supervisor.reload import Reloader, changed_keys
-from supervisor.settings import (
+from supervisor.config.settings import (
     BackoffSettings,
     ConfigError,
     Settings,
     StatusSettings,
     load_settings,
 )
-from supervisor.store import MemoryStore
-from supervisor.wiring import build
+from supervisor.domain.models import Phase, Record
+from supervisor.domain.policy import Policy
+from supervisor.runtime.cycle import Supervisor
+from supervisor.runtime.daemon import Daemon
+from supervisor.runtime.reload import Reloader, changed_keys
+from supervisor.runtime.wiring import build
+from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, FakeClock, MaxRandom
 
 KEY = "sk-reload-test-key-0001"

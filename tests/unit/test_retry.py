@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor import core
 from supervisor.cli import main
-from supervisor.cycle import Supervisor
-from supervisor.models import ActionKind, Phase, Record, SessionInfo
-from supervisor.policy import Policy
-from supervisor.sqlite_store import SqliteStore
+from supervisor.domain import core
+from supervisor.domain.models import ActionKind, Phase, Record, SessionInfo
+from supervisor.domain.policy import Policy
+from supervisor.runtime.cycle import Supervisor
+from supervisor.state.sqlite import SqliteStore
 from tests.fakes import FakeApi, FakeClock, MaxRandom
 
 NOW = 1_700_000_000.0

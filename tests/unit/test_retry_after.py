@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from supervisor.client import MAX_RETRY_AFTER, parse_retry_after
+from supervisor.api.client import MAX_RETRY_AFTER, parse_retry_after
 
 NOW = 784_111_777.0  # Sun, 06 Nov 1994 08:49:37 GMT, the RFC's own example date
 

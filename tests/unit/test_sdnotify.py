@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.census import Census
+from supervisor.api.errors import ApiUnreachable
 from supervisor.clock import SystemClock
-from supervisor.cycle import PollResult, Supervisor
-from supervisor.daemon import Daemon
-from supervisor.errors import ApiUnreachable
-from supervisor.models import Phase, Record
-from supervisor.policy import Policy, StatusClasses
-from supervisor.sdnotify import Notifier, SystemdHooks, socket_address, watchdog_interval
-from supervisor.store import MemoryStore
+from supervisor.domain.models import Phase, Record
+from supervisor.domain.policy import Policy, StatusClasses
+from supervisor.ops.census import Census
+from supervisor.ops.sdnotify import Notifier, SystemdHooks, socket_address, watchdog_interval
+from supervisor.runtime.cycle import PollResult, Supervisor
+from supervisor.runtime.daemon import Daemon
+from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, MaxRandom
 
 

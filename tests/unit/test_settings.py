@@ -1,4 +1,4 @@
-"""Tests of supervisor.settings: sources, precedence, validation messages, the API key."""
+"""Tests of supervisor.config.settings: sources, precedence, validation messages, the API key."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from supervisor.models import StatusClass
-from supervisor.policy import Backoff, Policy, StatusClasses
-from supervisor.settings import (
+from supervisor.config.settings import (
     CONFIG_FILE_MAX_BYTES,
     ApiKeySource,
     ConfigError,
@@ -25,6 +23,8 @@ from supervisor.settings import (
     render_settings,
     setting_keys,
 )
+from supervisor.domain.models import StatusClass
+from supervisor.domain.policy import Backoff, Policy, StatusClasses
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk_test_Zq8vN3pL7wR2xK9mT4yB6cD1"
@@ -112,7 +112,7 @@ def test_import_reads_nothing() -> None:
         "PYTHONPATH": str(ROOT),
     }
     done = subprocess.run(
-        [sys.executable, "-c", "import supervisor.settings"],
+        [sys.executable, "-c", "import supervisor.config.settings"],
         env=env,
         capture_output=True,
         text=True,

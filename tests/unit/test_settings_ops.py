@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.settings import ConfigError, Settings, listen_address, load_settings
+from supervisor.config.settings import ConfigError, Settings, listen_address, load_settings
 
 
 def env_load(**env: str) -> Settings:

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.models import HistoryEntry, Phase, Record
-from supervisor.sqlite_store import MEMORY, PRUNE_EVERY, SqliteStore
-from supervisor.state_file import APPLICATION_ID, Held
-from supervisor.state_schema import SCHEMA_VERSION, decode, encode, migrate
-from supervisor.store import StateError
+from supervisor.domain.models import HistoryEntry, Phase, Record
+from supervisor.state.file import APPLICATION_ID, Held
+from supervisor.state.schema import SCHEMA_VERSION, decode, encode, migrate
+from supervisor.state.sqlite import MEMORY, PRUNE_EVERY, SqliteStore
+from supervisor.state.store import StateError
 from tests.fakes import FakeClock
 
 FULL = Record(

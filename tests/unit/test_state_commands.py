@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor import history
+from supervisor.api.errors import ServerError
 from supervisor.cli import main
-from supervisor.cycle import Supervisor
-from supervisor.errors import ServerError
-from supervisor.models import Action, ActionKind, Event, HistoryEntry, Phase, Record
-from supervisor.policy import Policy
-from supervisor.sqlite_store import SqliteStore
-from supervisor.state_report import parse_since, span
-from supervisor.store import Beat, GateRow
+from supervisor.domain import history
+from supervisor.domain.models import Action, ActionKind, Event, HistoryEntry, Phase, Record
+from supervisor.domain.policy import Policy
+from supervisor.runtime.cycle import Supervisor
+from supervisor.state.report import parse_since, span
+from supervisor.state.sqlite import SqliteStore
+from supervisor.state.store import Beat, GateRow
 from tests.fakes import FakeApi, FakeClock, MaxRandom
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC).timestamp()
@@ -480,8 +480,8 @@ async def test_a_daemon_waiting_out_a_retry_after_is_running(
     gate says in its heartbeat until when it waits, and ``status`` sees it at work."""
     from pydantic import SecretStr
 
-    from supervisor.settings import Settings
-    from supervisor.wiring import build
+    from supervisor.config.settings import Settings
+    from supervisor.runtime.wiring import build
 
     path = tmp_path / "state.db"
     clock = FakeClock(start=NOW - 150)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from supervisor.settings import ConfigError, Settings, default_state_path, load_settings
+from supervisor.config.settings import ConfigError, Settings, default_state_path, load_settings
 
 KEY = "sk-state-settings-key"
 

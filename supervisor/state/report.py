@@ -21,12 +21,12 @@ from typing import Any
 
 import msgspec
 
-from supervisor.check import CRITICAL, OK, UNKNOWN, WARNING, phase_verdict
-from supervisor.models import HistoryEntry, Phase, Record
-from supervisor.policy import StatusClasses
+from supervisor.domain.models import HistoryEntry, Phase, Record
+from supervisor.domain.policy import StatusClasses
+from supervisor.domain.verdict import LABELS, OK, UNKNOWN, phase_verdict
 from supervisor.printable import printable
-from supervisor.sqlite_store import SqliteStore
-from supervisor.store import Heartbeat
+from supervisor.state.sqlite import SqliteStore
+from supervisor.state.store import Heartbeat
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _DURATION = re.compile(r"(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhdw])", re.IGNORECASE)
@@ -102,7 +102,6 @@ STALE_AFTER_INTERVALS = 3
 DAEMON_ALIVE_INTERVALS = 3
 DAEMON_ALIVE_SLACK = 30.0
 
-_VERDICTS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 
 def default_stale_after(poll_interval: float) -> float:
@@ -228,7 +227,7 @@ def status_report(store: SqliteStore, classes: StatusClasses, now: float,
         exit_status = max((s["exit_status"] for s in sessions), default=OK)
     return {
         "exit_status": exit_status,
-        "verdict": _VERDICTS[exit_status],
+        "verdict": LABELS[exit_status],
         "problem": problem,
         "now": iso(now),
         "stale_after": stale_after,

@@ -23,9 +23,9 @@ from typing import Any
 
 import msgspec
 
-from supervisor.census import poll_outcome
 from supervisor.clock import Clock
-from supervisor.cycle import PollResult
+from supervisor.ops.census import poll_outcome
+from supervisor.runtime.cycle import PollResult
 
 
 class Verdict(msgspec.Struct, frozen=True):

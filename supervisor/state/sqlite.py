@@ -15,8 +15,8 @@ The connection uses WAL journaling (readers never block the writer), ``synchrono
 crash, a SIGKILL or a power cut), a busy timeout (a second process waits for the lock
 rather than failing) and a journal size limit (the WAL is cut back to 1 MiB after each
 checkpoint). The schema, its migrations and the records' JSON are in
-``supervisor.state_schema``; the file as a file (whether it is ours, making it, holding
-it, moving it aside) in ``supervisor.state_file``.
+``supervisor.state.schema``; the file as a file (whether it is ours, making it, holding
+it, moving it aside) in ``supervisor.state.file``.
 
 Several processes may share the file (a daemon and a ``check`` from a timer). Each
 record row carries a ``version`` (incremented on every write), the time of the write
@@ -70,8 +70,8 @@ import msgspec
 import structlog
 
 from supervisor.clock import Clock, SystemClock
-from supervisor.models import HistoryEntry, Record
-from supervisor.state_file import (
+from supervisor.domain.models import HistoryEntry, Record
+from supervisor.state.file import (
     APPLICATION_ID,
     Held,
     Identity,
@@ -80,8 +80,15 @@ from supervisor.state_file import (
     move_aside,
     refusal,
 )
-from supervisor.state_schema import SCHEMA_VERSION, applied_versions, decode, encode, migrate
-from supervisor.store import Beat, GateRow, Heartbeat, StateError, heartbeat_id, next_heartbeat
+from supervisor.state.schema import SCHEMA_VERSION, applied_versions, decode, encode, migrate
+from supervisor.state.store import (
+    Beat,
+    GateRow,
+    Heartbeat,
+    StateError,
+    heartbeat_id,
+    next_heartbeat,
+)
 
 log = structlog.get_logger("supervisor.state")
 

@@ -16,7 +16,7 @@ state. Every request:
 * goes through a proxy only for an https:// base URL (``HTTPS_PROXY``, ``ALL_PROXY``,
   ``NO_PROXY``); a plain http:// one is always asked directly (``_proxy_mounts``).
 
-Two functions translate the outside world into ``supervisor.errors``:
+Two functions translate the outside world into ``supervisor.api.errors``:
 ``map_response`` (HTTP status codes) and ``map_transport_error`` (httpx exceptions and
 the call's own deadline; the message names the URL tried, without credentials).
 Bodies that cannot be read become ``UnexpectedResponse`` with a short, single-line,
@@ -56,8 +56,7 @@ import msgspec
 import structlog
 
 from supervisor import __version__
-from supervisor.clock import Clock, SystemClock
-from supervisor.errors import (
+from supervisor.api.errors import (
     ApiError,
     ApiTimeout,
     ApiUnreachable,
@@ -68,12 +67,13 @@ from supervisor.errors import (
     SessionGone,
     UnexpectedResponse,
 )
-from supervisor.models import SessionInfo, SessionList
+from supervisor.clock import Clock, SystemClock
+from supervisor.domain.models import SessionInfo, SessionList
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-    from supervisor.ratelimit import RateGate
+    from supervisor.api.ratelimit import RateGate
 
 __all__ = [
     "EXCERPT_LIMIT",

@@ -6,7 +6,7 @@ store is the SQLite state file at ``settings.state_location()`` (``:memory:`` ke
 in memory); opening it may raise ``StateError``.
 
 The rate gate shares its pause and budget through that store, under a fingerprint of
-the API key (``supervisor.ratelimit.key_fingerprint``), so that every process on the
+the API key (``supervisor.api.ratelimit.key_fingerprint``), so that every process on the
 same file and key honours a ``Retry-After`` any of them received.
 """
 
@@ -22,13 +22,13 @@ import structlog
 from pydantic import SecretStr
 
 from supervisor import logs
-from supervisor.client import Observer, WasendClient
+from supervisor.api.client import Observer, WasendClient
+from supervisor.api.ratelimit import RateGate, key_fingerprint
 from supervisor.clock import Clock, SystemClock
-from supervisor.cycle import Supervisor
-from supervisor.ratelimit import RateGate, key_fingerprint
-from supervisor.settings import Settings
-from supervisor.sqlite_store import SqliteStore
-from supervisor.store import StateError, Store
+from supervisor.config.settings import Settings
+from supervisor.runtime.cycle import Supervisor
+from supervisor.state.sqlite import SqliteStore
+from supervisor.state.store import StateError, Store
 
 log = structlog.get_logger("supervisor.wiring")
 

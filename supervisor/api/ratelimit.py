@@ -41,10 +41,10 @@ from typing import Protocol, TypeVar
 
 import structlog
 
+from supervisor.api.errors import RateLimited
 from supervisor.clock import Clock
-from supervisor.errors import RateLimited
-from supervisor.policy import Backoff
-from supervisor.store import GateRow, StateError
+from supervisor.domain.policy import Backoff
+from supervisor.state.store import GateRow, StateError
 
 log = structlog.get_logger("supervisor.ratelimit")
 
@@ -53,7 +53,7 @@ _T = TypeVar("_T")
 
 
 class GateStore(Protocol):
-    """What the gate needs of a store (``supervisor.store.Store`` has it). The gate does
+    """What the gate needs of a store (``supervisor.state.store.Store`` has it). The gate does
     its reads and writes through ``run``, so that waiting for the state file's lock never
     stalls the event loop."""
 

@@ -56,7 +56,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from supervisor.policy import (
+from supervisor.domain.policy import (
     DEFAULT_HEALTHY,
     DEFAULT_NEEDS_PERSON,
     DEFAULT_RESTARTABLE,

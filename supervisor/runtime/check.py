@@ -25,29 +25,13 @@ from typing import TextIO
 
 import msgspec
 
-from supervisor.cycle import PollResult, Supervisor
-from supervisor.errors import ApiError
-from supervisor.models import Phase, Record, SessionInfo
+from supervisor.api.errors import ApiError
+from supervisor.domain.models import Phase, Record, SessionInfo
+from supervisor.domain.verdict import CRITICAL, LABELS, OK, UNKNOWN, WARNING, phase_verdict
 from supervisor.printable import printable
+from supervisor.runtime.cycle import PollResult, Supervisor
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 WAIT_STEP = 1.0  # seconds between polls while waiting for restarted sessions
-
-_PHASE_SEVERITY = {
-    Phase.HEALTHY: (OK, "ok"),
-    Phase.VERIFYING: (WARNING, "recovering"),
-    Phase.STARTING: (WARNING, "starting"),
-    Phase.UNHEALTHY: (WARNING, "waiting"),
-    Phase.UNKNOWN: (WARNING, "unknown_status"),
-    Phase.GAVE_UP: (CRITICAL, "gave_up"),
-    Phase.GONE: (CRITICAL, "gone"),
-    Phase.NEEDS_PERSON: (CRITICAL, "needs_person"),
-}
-
-
-def phase_verdict(phase: Phase) -> tuple[int, str]:
-    """The exit status and outcome a record's phase stands for (``status`` uses it too)."""
-    return _PHASE_SEVERITY[phase]
 
 
 class Row(msgspec.Struct):
@@ -60,7 +44,6 @@ class Row(msgspec.Struct):
     exit_status: int
 
 
-LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 # How the verdict names each outcome that is not ``ok`` (one session, several), worst first.
 _PROBLEMS: dict[str, tuple[str, str]] = {
     "failed": ("failed to restart", "failed to restart"),
@@ -272,7 +255,7 @@ def _row(
     action = "restart" if session_id in touched else "none"
     if record is None:
         return Row(session_id, name, status, klass, action, "unknown", WARNING)
-    severity, outcome = _PHASE_SEVERITY[record.phase]
+    severity, outcome = phase_verdict(record.phase)
     if record.phase is Phase.HEALTHY and session_id in touched:
         severity, outcome = WARNING, "restarted"
     elif record.phase is Phase.UNHEALTHY and session_id in failed:

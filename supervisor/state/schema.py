@@ -18,8 +18,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Final
 
-from supervisor.models import Phase, Record
-from supervisor.store import StateError
+from supervisor.domain.models import Phase, Record
+from supervisor.state.store import StateError
 
 SCHEMA_VERSION: Final = 3
 
@@ -49,7 +49,7 @@ def _v2(conn: sqlite3.Connection) -> None:
 
 
 def _v3(conn: sqlite3.Connection) -> None:
-    # ``key`` is a fingerprint of the API key (supervisor.ratelimit.key_fingerprint),
+    # ``key`` is a fingerprint of the API key (supervisor.api.ratelimit.key_fingerprint),
     # never the key; ``sends`` a JSON list of epoch seconds.
     conn.execute(
         "CREATE TABLE gate (key TEXT PRIMARY KEY, paused_until REAL NOT NULL DEFAULT 0,"

@@ -5,7 +5,7 @@ coalescing missed runs, an explicit misfire grace, a little jitter). Signal hand
 only set a flag; ``run`` reacts: it pauses the scheduler, lets the poll in flight finish
 within ``shutdown_grace`` seconds (then cancels it), shuts the scheduler down and
 returns 0. A second SIGINT exits at once. SIGHUP (when ``on_reload`` is set) only sets
-a flag too; a task on the loop then calls ``on_reload`` (see ``supervisor.reload``).
+a flag too; a task on the loop then calls ``on_reload`` (see ``supervisor.runtime.reload``).
 
 Small hooks let the shell around it add what ``run`` needs in production without the
 daemon knowing of systemd or HTTP: ``listeners`` (after each poll), ``background``
@@ -30,8 +30,8 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from supervisor.cycle import PollResult, Supervisor
-from supervisor.memory import release_freed_memory
+from supervisor.runtime.cycle import PollResult, Supervisor
+from supervisor.runtime.memory import release_freed_memory
 
 log = structlog.get_logger("supervisor.daemon")
 

@@ -23,13 +23,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from supervisor.census import Census
-from supervisor.models import Event, Phase, StatusClass
+from supervisor.domain.models import Event, Phase, StatusClass
+from supervisor.ops.census import Census
 
 if TYPE_CHECKING:
-    from supervisor.cycle import PollResult
-    from supervisor.listener import HttpListener
-    from supervisor.ratelimit import RateGate
+    from supervisor.api.ratelimit import RateGate
+    from supervisor.ops.listener import HttpListener
+    from supervisor.runtime.cycle import PollResult
 
 PREFIX = "wasend_supervisor_"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from supervisor.settings import ConfigError, Settings, setting_keys
+from supervisor.config.settings import ConfigError, Settings, setting_keys
 
 log = structlog.get_logger("supervisor.reload")
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
-from supervisor.models import (
+from supervisor.domain.models import (
     Action,
     ActionKind,
     Event,
@@ -42,7 +42,7 @@ from supervisor.models import (
     StatusClass,
     Step,
 )
-from supervisor.policy import Policy
+from supervisor.domain.policy import Policy
 
 # Phases from which a healthy sighting is a recovery (VERIFYING is a success of ours).
 _BROKEN = frozenset({Phase.UNHEALTHY, Phase.GAVE_UP, Phase.NEEDS_PERSON})

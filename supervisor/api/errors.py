@@ -14,7 +14,7 @@
     └── UnexpectedResponse        a body or status we cannot read; ``excerpt`` is a short,
                                   secret-free piece of what came back
 
-``supervisor.client`` is the only module that raises these from HTTP responses and
+``supervisor.api.client`` is the only module that raises these from HTTP responses and
 transport errors (``map_response`` and ``map_transport_error``); everything else catches
 them. No exception here ever holds the API key: messages are built from the call name,
 the status code and a redacted excerpt of the body.

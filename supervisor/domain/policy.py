@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from supervisor.models import StatusClass
+from supervisor.domain.models import StatusClass
 
 DEFAULT_HEALTHY = ("WORKING", "CONNECTED")
 DEFAULT_TRANSITIONAL = ("STARTING", "CREATED")

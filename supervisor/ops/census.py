@@ -14,9 +14,9 @@ from collections.abc import Iterable
 
 import msgspec
 
-from supervisor.cycle import PollResult
-from supervisor.models import Phase, Record, StatusClass
-from supervisor.policy import StatusClasses
+from supervisor.domain.models import Phase, Record, StatusClass
+from supervisor.domain.policy import StatusClasses
+from supervisor.runtime.cycle import PollResult
 
 RECOVERING = frozenset({Phase.UNHEALTHY, Phase.VERIFYING, Phase.STARTING})
 

@@ -25,9 +25,7 @@ import msgspec
 import structlog
 from pydantic import SecretStr
 
-from supervisor import core, history
-from supervisor.clock import Clock
-from supervisor.errors import (
+from supervisor.api.errors import (
     ApiError,
     AuthFailed,
     Conflict,
@@ -35,7 +33,9 @@ from supervisor.errors import (
     SessionGone,
     UnexpectedResponse,
 )
-from supervisor.models import (
+from supervisor.clock import Clock
+from supervisor.domain import core, history
+from supervisor.domain.models import (
     Action,
     ActionKind,
     Event,
@@ -47,8 +47,8 @@ from supervisor.models import (
     SessionList,
     Step,
 )
-from supervisor.policy import Policy
-from supervisor.store import Beat, StateError, Store
+from supervisor.domain.policy import Policy
+from supervisor.state.store import Beat, StateError, Store
 
 log = structlog.get_logger("supervisor.cycle")
 

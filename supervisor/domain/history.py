@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from supervisor.models import Action, Event, HistoryEntry
+from supervisor.domain.models import Action, Event, HistoryEntry
 
 HISTORY_EVENTS = frozenset(
     {

@@ -3,7 +3,7 @@
 ``Store`` is what the cycle needs; two implementations:
 
 * ``MemoryStore`` keeps them in a dict for the life of the process (unit tests);
-* ``supervisor.sqlite_store.SqliteStore`` keeps them in one SQLite file that outlives the
+* ``supervisor.state.sqlite.SqliteStore`` keeps them in one SQLite file that outlives the
   process and may be shared by several (a daemon and a ``check``); the default.
 
 The cycle writes a record only when the decision core returned a different one, so a
@@ -31,7 +31,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from supervisor.models import HistoryEntry, Record
+from supervisor.domain.models import HistoryEntry, Record
 
 MEMORY_HISTORY_ROWS = 10_000
 

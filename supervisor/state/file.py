@@ -3,7 +3,7 @@ its path names another file (or none) now, and moving a corrupt one aside.
 
 **Ours** is an SQLite database whose header carries ``APPLICATION_ID`` (every state file
 made by this version), or, for a file made before the marker existed, one whose tables
-include ``schema_migrations`` (``supervisor.sqlite_store`` looks, read-only). Nothing else
+include ``schema_migrations`` (``supervisor.state.sqlite`` looks, read-only). Nothing else
 at ``state_path`` is ever written to, moved or deleted: it is refused with one line and
 left exactly as it was. An empty file is never ours, because a state file is made whole
 under a temporary name (mode 0600; SQLite gives its ``-wal`` and ``-shm`` the database's
@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from supervisor.store import StateError
+from supervisor.state.store import StateError
 
 APPLICATION_ID: Final = 0x77737570  # "wsup": the header's application_id in every state file
 SIDE_FILES: Final = ("-wal", "-shm", "-journal")

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 
 import structlog
 
-from supervisor.census import Census, status_line
-from supervisor.cycle import PollResult
+from supervisor.ops.census import Census, status_line
+from supervisor.runtime.cycle import PollResult
 
 log = structlog.get_logger("supervisor.sdnotify")
 

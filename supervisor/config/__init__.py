@@ -1,0 +1,2 @@
+"""The configuration: the settings model, its sources, the API key, and one-line problem
+messages."""

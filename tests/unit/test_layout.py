@@ -1,0 +1,98 @@
+"""The house's rules, read from the code's own imports: each room (a subpackage of
+``supervisor``) imports only the rooms below it, the domain no I/O library, and the
+simulator nothing of the supervisor."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "supervisor"
+
+# The rooms, and the parts of the supervisor each may import (besides itself). The
+# top-level leaves (clock, logs, printable) are shared; cli, __main__, service and demo
+# put modes together and may import everything.
+LEAVES = {"supervisor.clock", "supervisor.logs", "supervisor.printable", "supervisor"}
+ALLOWED: dict[str, set[str]] = {
+    "domain": set(),
+    "api": {"domain", "state.store", "supervisor.clock", "supervisor"},
+    "state": {"domain", "supervisor.clock", "supervisor.printable"},
+    "config": {"domain"},
+    "runtime": {"domain", "api", "state", "config", *LEAVES},
+    "ops": {"domain", "api", "state", "config", "runtime", *LEAVES},
+    "simulator": set(),
+}
+# What the domain may import from outside the standard library.
+DOMAIN_LIBRARIES = {"msgspec"}
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            if node.module == "supervisor":  # from supervisor import x: module x
+                found.update(f"supervisor.{alias.name}" for alias in node.names)
+    return found
+
+
+def allowed(room: str, module: str) -> bool:
+    if module == f"supervisor.{room}" or module.startswith(f"supervisor.{room}."):
+        return True
+    for part in ALLOWED[room]:
+        target = part if part.startswith("supervisor") else f"supervisor.{part}"
+        if module == target or module.startswith(f"{target}."):
+            return True
+    return module == "supervisor" and "supervisor" in ALLOWED[room]
+
+
+ROOMS = sorted(ALLOWED)
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_each_room_imports_only_the_rooms_it_may(room: str) -> None:
+    wrong = sorted(
+        f"{path.relative_to(PACKAGE.parent)} imports {module}"
+        for path in (PACKAGE / room).rglob("*.py")
+        for module in imports(path)
+        if module.split(".")[0] == "supervisor" and not allowed(room, module)
+    )
+    assert wrong == []
+
+
+def test_the_domain_imports_no_io_library() -> None:
+    stdlib = sys.stdlib_module_names
+    io_modules = {"asyncio", "socket", "sqlite3", "subprocess", "os", "time", "threading",
+                  "select", "selectors", "ssl", "http", "urllib", "shutil", "io"}
+    wrong = sorted(
+        f"{path.name} imports {module}"
+        for path in (PACKAGE / "domain").rglob("*.py")
+        for module in imports(path)
+        if (top := module.split(".")[0]) != "supervisor"
+        and (top in io_modules or (top not in stdlib and top not in DOMAIN_LIBRARIES))
+    )
+    assert wrong == []
+
+
+def test_every_module_lives_in_a_room_or_is_a_known_leaf_or_entry_point() -> None:
+    top = {path.stem for path in PACKAGE.glob("*.py")}
+    assert top == {"__init__", "__main__", "cli", "service", "demo", "clock", "logs",
+                   "printable"}
+    assert {path.name for path in PACKAGE.iterdir() if path.is_dir()
+            and path.name != "__pycache__"} == set(ROOMS)
+
+
+def test_the_rules_catch_an_arrow_that_runs_back_up(tmp_path: Path) -> None:
+    """The checker itself: a domain module importing the runtime is found."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from supervisor.runtime.cycle import Supervisor\nimport sqlite3\n")
+    assert {"supervisor.runtime.cycle", "sqlite3"} <= imports(bad)
+    assert not allowed("domain", "supervisor.runtime.cycle")
+    assert allowed("runtime", "supervisor.domain.core")
+    assert not allowed("state", "supervisor.runtime.check")
