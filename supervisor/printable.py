@@ -14,11 +14,15 @@ screen or reorder what follows with a visible escape, so that a session named
 Everything else, other scripts and emoji included, is left as it is; so is a backslash,
 which cannot break a line (so ``\\n`` in the output may also be a backslash and an ``n``
 in the input: the JSON outputs are exact).
+
+``table`` lays rows out in columns for people (``check``, ``status``, ``history``): every
+cell made printable, an empty one shown as ``-``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -36,3 +40,17 @@ def _escape(match: re.Match[str]) -> str:
 def printable(text: str) -> str:
     """``text`` with every control, separator and bidirectional control character escaped."""
     return _UNSAFE.sub(_escape, text)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """``header`` and ``rows`` in left-aligned columns two spaces apart; a cell that is
+    None or empty is shown as ``-``, every other one made ``printable``."""
+    lines = [list(header)] + [
+        ["-" if cell is None or cell == "" else printable(str(cell)) for cell in row]
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

@@ -28,7 +28,7 @@ import msgspec
 from supervisor.api.errors import ApiError
 from supervisor.domain.models import Phase, Record, SessionInfo
 from supervisor.domain.verdict import CRITICAL, LABELS, OK, UNKNOWN, WARNING, phase_verdict
-from supervisor.printable import printable
+from supervisor.printable import printable, table
 from supervisor.runtime.cycle import PollResult, Supervisor
 
 WAIT_STEP = 1.0  # seconds between polls while waiting for restarted sessions
@@ -146,17 +146,9 @@ class Report(msgspec.Struct):
         if not rows:
             return self.verdict()
         header = ("SESSION", "NAME", "STATUS", "CLASS", "ACTION", "OUTCOME")
-        lines = [header] + [
-            tuple(printable(cell) for cell in
-                  (r.id, r.name or "-", r.status or "-", r.klass, r.action, r.outcome))
-            for r in rows
-        ]
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-        text = [
-            "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-            for line in lines
-        ]
-        return "\n".join([self.verdict(), *text])
+        text = table(header, [(r.id, r.name, r.status, r.klass, r.action, r.outcome)
+                              for r in rows])
+        return f"{self.verdict()}\n{text}"
 
     def write(self, out: TextIO, *, as_json: bool, quiet: bool = False) -> None:
         """The report on ``out``. ``quiet``: nothing at all when every session is OK;

@@ -24,7 +24,7 @@ import msgspec
 from supervisor.domain.models import HistoryEntry, Phase, Record
 from supervisor.domain.policy import StatusClasses
 from supervisor.domain.verdict import LABELS, OK, UNKNOWN, phase_verdict
-from supervisor.printable import printable
+from supervisor.printable import printable, table
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import Heartbeat
 
@@ -77,17 +77,6 @@ def _relative(epoch: float, now: float) -> str:
     if abs(delta) < 0.5:
         return "now"
     return f"in {span(delta)}" if delta > 0 else f"{span(delta)} ago"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = [list(header)] + [
-        ["-" if c is None or c == "" else printable(str(c)) for c in r] for r in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
 
 
 # ------------------------------------------------------------------------- status
@@ -293,8 +282,8 @@ def render_status(report: dict[str, Any], now: float, *, as_json: bool, location
     if report["problem"]:
         summary += f"; {report['problem']}"
     # The verdict first, as ``check``'s: what a monitoring system shows of the output.
-    table = [_table(header, rows)] if rows else []
-    return "\n".join([printable(summary), *table, *(printable(line) for line in lines)])
+    shown = [table(header, rows)] if rows else []
+    return "\n".join([printable(summary), *shown, *(printable(line) for line in lines)])
 
 
 # ------------------------------------------------------------------------ history
@@ -321,4 +310,4 @@ def render_history(entries: list[HistoryEntry], *, as_json: bool, location: str)
     header = ("TIME", "SESSION", "EVENT", "ACTION", "ATTEMPT", "OUTCOME", "REASON", "HTTP",
               "DURATION")
     summary = printable(f"{len(entries)} row(s) from {location}")
-    return f"{_table(header, rows)}\n{summary}" if rows else summary
+    return f"{table(header, rows)}\n{summary}" if rows else summary

@@ -546,9 +546,7 @@ class SqliteStore:
         if self._depth or self.schema_version == 0 or self._conn is None:
             return
         try:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._data_version:
-                self._reload()
+            self._reload_if_changed()
         except sqlite3.Error as exc:
             self._fail(exc)
 
@@ -587,6 +585,7 @@ class SqliteStore:
                 self._fail(exc)
 
     def _reload_if_changed(self) -> None:
+        """Re-read the records if another connection has committed since they were read."""
         version = self._db().execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._reload()
