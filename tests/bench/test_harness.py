@@ -113,7 +113,12 @@ def test_check_time_measures_check_its_floor_and_the_naive_pass() -> None:
     result = check_time.run(check_time.Size(runs=1, sessions=3, importtime_runs=1,
                                             install=DEVELOPMENT))
     assert_well_formed(result, {"check_time.wall", "check_time.libraries", "check_time.own",
-                                "check_time.imports"})
+                                "check_time.imports", "check_time.modules",
+                                "check_time.own_modules"})
+    [modules] = result.figure("check_time.modules").ours
+    [own_modules] = result.figure("check_time.own_modules").ours
+    assert modules > own_modules > 10  # the cli, the check, its rooms' modules
+    assert result.figure("check_time.own").target is not None
     wall = result.figure("check_time.wall").ours[0]
     floor = result.figure("check_time.libraries").ours[0]
     [own] = result.figure("check_time.own").ours
