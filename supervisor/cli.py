@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from supervisor import __version__
+from supervisor.domain import events as ev
 
 if TYPE_CHECKING:
     from supervisor.config.settings import Settings
@@ -313,7 +314,7 @@ async def _run_async(settings: Settings, reload: Callable[[], Settings]) -> int:
         try:
             await service.open()
         except ListenError as exc:
-            structlog.get_logger("supervisor.listener").error("http.listen_failed",
+            structlog.get_logger("supervisor.listener").error(ev.HTTP_LISTEN_FAILED,
                                                               problem=str(exc))
             print(f"{PROG}: {exc}", file=sys.stderr)
             return EX_OSERR

@@ -23,6 +23,7 @@ from structlog.typing import EventDict, WrappedLogger
 
 from supervisor import logs
 from supervisor.config.settings import BackoffSettings, Settings
+from supervisor.domain import events as ev
 from supervisor.runtime.daemon import Daemon
 from supervisor.runtime.wiring import build
 from supervisor.simulator import Simulator, SimulatorServer, parse_scenario
@@ -80,14 +81,14 @@ def _stop_during_outage(sim: Simulator, session_id: str, seconds: float) -> None
 
 
 SUMMARISED = {
-    "restart.requested": "restart requests",
-    "restart.succeeded": "restarts verified healthy",
-    "session.recovered": "recoveries",
-    "restart.conflict": "conflicts resolved",
-    "session.gave_up": "give-ups",
-    "session.needs_person": "sessions needing a person",
-    "api.rate_limited": "429s honoured",
-    "poll.failed": "failed polls ridden out",
+    ev.RESTART_REQUESTED: "restart requests",
+    ev.RESTART_SUCCEEDED: "restarts verified healthy",
+    ev.SESSION_RECOVERED: "recoveries",
+    ev.RESTART_CONFLICT: "conflicts resolved",
+    ev.SESSION_GAVE_UP: "give-ups",
+    ev.SESSION_NEEDS_PERSON: "sessions needing a person",
+    ev.API_RATE_LIMITED: "429s honoured",
+    ev.POLL_FAILED: "failed polls ridden out",
 }
 
 
@@ -100,7 +101,7 @@ class Tally:
     def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
         name = str(event_dict.get("event"))
         self.counts[name] += 1
-        if name == "poll.completed" and not event_dict.get("actions"):
+        if name == ev.POLL_COMPLETED and not event_dict.get("actions"):
             raise structlog.DropEvent
         return event_dict
 

@@ -68,6 +68,7 @@ from supervisor.api.errors import (
     UnexpectedResponse,
 )
 from supervisor.clock import Clock, SystemClock
+from supervisor.domain import events as ev
 from supervisor.domain.models import SessionInfo, SessionList
 
 if TYPE_CHECKING:
@@ -746,7 +747,7 @@ class WasendClient:
         error: ApiError | None,
     ) -> None:
         log.debug(
-            "api.request",
+            ev.API_REQUEST,
             call=call,
             method=method,
             path=request.url.raw_path.decode("ascii"),
@@ -758,7 +759,7 @@ class WasendClient:
             try:
                 self._observer(call, http_status, duration)
             except Exception as exc:  # a metrics hook must not break a call
-                log.warning("api.observer_failed", call=call, error=type(exc).__name__)
+                log.warning(ev.API_OBSERVER_FAILED, call=call, error=type(exc).__name__)
 
 
 def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:

@@ -43,6 +43,7 @@ import structlog
 
 from supervisor.api.errors import RateLimited
 from supervisor.clock import Clock
+from supervisor.domain import events as ev
 from supervisor.domain.policy import Backoff
 from supervisor.state.store import GateRow, StateError
 
@@ -200,13 +201,13 @@ class RateGate:
         self._paused_until = max(self._paused_until, now + delay)
         if capped:
             log.warning(
-                "api.retry_after_capped",
+                ev.API_RETRY_AFTER_CAPPED,
                 call=call,
                 retry_after=retry_after,
                 max_retry_after=self._max_retry_after,
             )
         log.warning(
-            "api.rate_limited",
+            ev.API_RATE_LIMITED,
             call=call,
             http_status=429,
             retry_after=retry_after,
@@ -242,7 +243,7 @@ class RateGate:
         deadline = self._clock.monotonic() + left
         if deadline > self._paused_until:
             self._paused_until = deadline
-            log.info("api.pause_adopted", paused_for=round(left, 3), until=_iso(until))
+            log.info(ev.API_PAUSE_ADOPTED, paused_for=round(left, 3), until=_iso(until))
 
     async def _store_pause(self, until: float) -> None:
         if self._store is None:
@@ -260,7 +261,7 @@ class RateGate:
             stored = await self._store.run(partial(self._store.update_gate_row, self._key,
                                                    later))
         except StateError as exc:  # the 429 is still the answer; the next request says it
-            log.error("state.unavailable", problem=str(exc))
+            log.error(ev.STATE_UNAVAILABLE, problem=str(exc))
             return
         if stored is not None:
             self._adopt(stored.paused_until)

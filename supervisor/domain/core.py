@@ -30,6 +30,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
+from supervisor.domain import events as ev
 from supervisor.domain.models import (
     Action,
     ActionKind,
@@ -87,7 +88,7 @@ def decide(
         record = Record(seen.session_id, name=seen.name, phase=Phase.HEALTHY, since=now)
         if previous is not None:  # it came back
             record = replace(record, warned_statuses=previous.warned_statuses)
-            events.append(_event("session.reappeared", record, status=status))
+            events.append(_event(ev.SESSION_REAPPEARED, record, status=status))
             if klass is StatusClass.HEALTHY:
                 record = replace(record, last_status=status)
                 return Step(record, None, tuple(events))
@@ -96,7 +97,7 @@ def decide(
 
     # Leaving "needs a person" is worth one event of its own, whatever comes next.
     if record.phase is Phase.NEEDS_PERSON and klass is not StatusClass.NEEDS_PERSON:
-        events.append(_event("session.needs_person_cleared", record, status=status))
+        events.append(_event(ev.SESSION_NEEDS_PERSON_CLEARED, record, status=status))
 
     if klass is StatusClass.HEALTHY:
         step = _seen_healthy(record, status, now, policy)
@@ -140,14 +141,14 @@ def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> St
             None,
             (
                 _event(
-                    "restart.succeeded",
+                    ev.RESTART_SUCCEEDED,
                     record,
                     status=status,
                     attempt=record.attempt,
                     outcome="succeeded",
                     duration_ms=duration,
                 ),
-                _event("session.recovered", record, status=status, by="restart"),
+                _event(ev.SESSION_RECOVERED, record, status=status, by="restart"),
             ),
         )
     if record.phase in _BROKEN or record.last_outcome == "starting_elsewhere":
@@ -156,7 +157,7 @@ def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> St
             Phase.STARTING: "elsewhere",
         }.get(record.phase, "itself")
         record = _running_again(record, status, now, "recovered")
-        return Step(record, None, (_event("session.recovered", record, status=status, by=by),))
+        return Step(record, None, (_event(ev.SESSION_RECOVERED, record, status=status, by=by),))
     if record.phase is not Phase.HEALTHY:  # starting by itself, or an unknown status, ended
         record = replace(record, phase=Phase.HEALTHY, last_status=status, since=now)
         return Step(record)
@@ -167,7 +168,7 @@ def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> St
         return Step(
             record,
             None,
-            (_event("session.stable", record, "debug", status=status, stable_for=now - since),),
+            (_event(ev.SESSION_STABLE, record, "debug", status=status, stable_for=now - since),),
         )
     if record.last_status != status:
         record = replace(record, last_status=status)
@@ -205,7 +206,7 @@ def _seen_transitional(
         # Someone else (the provider, a person) is starting it: watch, do not interfere.
         events: tuple[Event, ...] = ()
         if record.phase is Phase.HEALTHY and record.last_status is not None:
-            events = (_event("session.starting", record, "debug", status=status),)
+            events = (_event(ev.SESSION_STARTING, record, "debug", status=status),)
         return Step(
             replace(record, phase=Phase.STARTING, last_status=status, since=now), None, events
         )
@@ -217,7 +218,7 @@ def _seen_transitional(
     # Stuck in STARTING without us: only a stop and a fresh start clears that.
     record = replace(record, phase=Phase.UNHEALTHY, last_status=status, since=now, stop_first=True)
     unhealthy = _event(
-        "session.unhealthy", record, "warning", status=status, reason="stuck_starting"
+        ev.SESSION_UNHEALTHY, record, "warning", status=status, reason="stuck_starting"
     )
     step = _due_or_wait(record, now)
     return Step(step.record, step.action, (unhealthy, *step.events))
@@ -251,7 +252,7 @@ def _seen_restartable(
         record = replace(record, next_attempt_at=now + wait)
         events.append(
             _event(
-                "session.unhealthy",
+                ev.SESSION_UNHEALTHY,
                 record,
                 "warning",
                 status=status,
@@ -260,7 +261,7 @@ def _seen_restartable(
             )
         )
     else:
-        events.append(_event("session.unhealthy", record, "warning", status=status))
+        events.append(_event(ev.SESSION_UNHEALTHY, record, "warning", status=status))
     step = _due_or_wait(record, now)
     return Step(step.record, step.action, (*events, *step.events))
 
@@ -274,7 +275,7 @@ def _seen_needs_person(record: Record, status: str, now: float) -> Step:
     if record.phase is Phase.VERIFYING:
         events.append(
             _event(
-                "restart.failed",
+                ev.RESTART_FAILED,
                 record,
                 "warning",
                 status=status,
@@ -293,7 +294,7 @@ def _seen_needs_person(record: Record, status: str, now: float) -> Step:
         next_attempt_at=None,
         last_outcome="needs_person",
     )
-    events.append(_event("session.needs_person", record, "error", status=status))
+    events.append(_event(ev.SESSION_NEEDS_PERSON, record, "error", status=status))
     return Step(record, None, tuple(events))
 
 
@@ -303,7 +304,7 @@ def _seen_unknown(
     key = status.upper()
     events: tuple[Event, ...] = ()
     if key not in record.warned_statuses:
-        events = (_event("session.unknown_status", record, "warning", status=status),)
+        events = (_event(ev.SESSION_UNKNOWN_STATUS, record, "warning", status=status),)
         record = replace(record, warned_statuses=record.warned_statuses | {key})
     if record.phase is Phase.VERIFYING:
         record = replace(record, last_status=status)
@@ -342,7 +343,7 @@ def _request(record: Record, now: float, *, attempt: int | None = None) -> Step:
     )
     kind = ActionKind.STOP if record.stop_first else ActionKind.RESTART
     event = _event(
-        "restart.requested", record, status=record.last_status, attempt=number, via=via
+        ev.RESTART_REQUESTED, record, status=record.last_status, attempt=number, via=via
     )
     return Step(record, Action(kind, record.session_id, number), (event,))
 
@@ -374,7 +375,7 @@ def _failed(
     )
     if record.gave_up or len(failures) >= policy.max_restarts:
         failed = _event(
-            "restart.failed",
+            ev.RESTART_FAILED,
             record,
             "warning",
             status=status,
@@ -389,7 +390,7 @@ def _failed(
     wait = policy.backoff.delay(record.attempt - 1, rng)
     record = replace(record, phase=Phase.UNHEALTHY, since=now, next_attempt_at=now + wait)
     failed = _event(
-        "restart.failed",
+        ev.RESTART_FAILED,
         record,
         "warning",
         status=status,
@@ -425,7 +426,7 @@ def _give_up(
         events = (
             *events,
             _event(
-                "session.gave_up",
+                ev.SESSION_GAVE_UP,
                 record,
                 "error",
                 status=status,
@@ -442,7 +443,7 @@ def _give_up(
 def deferred(record: Record, now: float, reason: str, http_status: int | None) -> Step:
     """A 429 or 401 stopped the attempt: not the session's fault, so it does not count."""
     event = _event(
-        "restart.deferred",
+        ev.RESTART_DEFERRED,
         record,
         "warning",
         attempt=record.attempt,
@@ -516,7 +517,7 @@ def _after_restart(
             last_outcome="accepted",
         )
         event = _event(
-            "restart.accepted",
+            ev.RESTART_ACCEPTED,
             record,
             "debug",
             status=outcome.status or None,
@@ -561,7 +562,7 @@ def _after_reread(
 
     def conflict(resolution: str, status: str | None, level: str = "info") -> Event:
         return _event(
-            "restart.conflict",
+            ev.RESTART_CONFLICT,
             record,
             level,
             status=status,
@@ -591,7 +592,7 @@ def _after_reread(
             None,
             (
                 conflict("recovered_elsewhere", status),
-                _event("session.recovered", record, status=status, by="elsewhere"),
+                _event(ev.SESSION_RECOVERED, record, status=status, by="elsewhere"),
             ),
         )
     if klass is StatusClass.TRANSITIONAL:
@@ -624,11 +625,11 @@ def vanished(record: Record, now: float, policy: Policy, *, configured: bool) ->
     """
     events: tuple[Event, ...] = ()
     if record.phase is not Phase.GONE:
-        events = (_event("session.gone", record, "error", status=record.last_status),)
+        events = (_event(ev.SESSION_GONE, record, "error", status=record.last_status),)
         if record.phase is Phase.VERIFYING:
             events = (
                 _event(
-                    "restart.failed",
+                    ev.RESTART_FAILED,
                     record,
                     "warning",
                     attempt=record.attempt,
@@ -673,7 +674,7 @@ def retry_now(record: Record, now: float) -> Step:
             f"session {record.session_id} is not given up (phase: {record.phase.value})"
         )
     event = _event(
-        "session.retry_requested",
+        ev.SESSION_RETRY_REQUESTED,
         record,
         status=record.last_status,
         attempt=record.attempt,

@@ -11,35 +11,36 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from supervisor.domain import events as ev
 from supervisor.domain.models import Action, Event, HistoryEntry
 
 HISTORY_EVENTS = frozenset(
     {
-        "restart.requested",
-        "restart.accepted",
-        "restart.succeeded",
-        "restart.failed",
-        "restart.conflict",
-        "restart.deferred",
-        "session.unhealthy",
-        "session.recovered",
-        "session.gave_up",
-        "session.needs_person",
-        "session.gone",
-        "session.retry_requested",
+        ev.RESTART_REQUESTED,
+        ev.RESTART_ACCEPTED,
+        ev.RESTART_SUCCEEDED,
+        ev.RESTART_FAILED,
+        ev.RESTART_CONFLICT,
+        ev.RESTART_DEFERRED,
+        ev.SESSION_UNHEALTHY,
+        ev.SESSION_RECOVERED,
+        ev.SESSION_GAVE_UP,
+        ev.SESSION_NEEDS_PERSON,
+        ev.SESSION_GONE,
+        ev.SESSION_RETRY_REQUESTED,
     }
 )
 
 # The outcome of events that carry none of their own.
 _OUTCOMES = {
-    "restart.requested": "requested",
-    "restart.accepted": "accepted",
-    "session.unhealthy": "unhealthy",
-    "session.recovered": "recovered",
-    "session.gave_up": "gave_up",
-    "session.needs_person": "needs_person",
-    "session.gone": "gone",
-    "session.retry_requested": "retry_requested",
+    ev.RESTART_REQUESTED: "requested",
+    ev.RESTART_ACCEPTED: "accepted",
+    ev.SESSION_UNHEALTHY: "unhealthy",
+    ev.SESSION_RECOVERED: "recovered",
+    ev.SESSION_GAVE_UP: "gave_up",
+    ev.SESSION_NEEDS_PERSON: "needs_person",
+    ev.SESSION_GONE: "gone",
+    ev.SESSION_RETRY_REQUESTED: "retry_requested",
 }
 
 
@@ -62,12 +63,12 @@ def entry(event: Event, at: float, action: Action | None = None) -> HistoryEntry
     if event.name not in HISTORY_EVENTS:
         return None
     fields = event.fields
-    if event.name == "session.recovered" and fields.get("by") == "restart":
+    if event.name == ev.SESSION_RECOVERED and fields.get("by") == "restart":
         return None
     session_id = fields.get("session_id")
     if not isinstance(session_id, str):
         return None
-    if event.name == "restart.requested":
+    if event.name == ev.RESTART_REQUESTED:
         call = _str(fields.get("via"))
     else:
         call = action.kind.value if action is not None else None

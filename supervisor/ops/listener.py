@@ -54,6 +54,8 @@ import h11
 import msgspec
 import structlog
 
+from supervisor.domain import events as ev
+
 log = structlog.get_logger("supervisor.listener")
 
 ALLOWED = (b"GET", b"HEAD")
@@ -183,7 +185,7 @@ class HttpListener:
             else:  # asyncio's own message repeats the address; the errno's text is enough
                 detail = os.strerror(exc.errno)
             raise ListenError(f"cannot listen on {where}: {detail}") from None
-        log.info("http.listening", address=self.describe(), paths=sorted(self.routes),
+        log.info(ev.HTTP_LISTENING, address=self.describe(), paths=sorted(self.routes),
                  max_connections=self.max_connections, max_per_peer=self.max_per_peer)
 
     async def close(self) -> None:
@@ -202,7 +204,7 @@ class HttpListener:
             self._log_shed()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), self.timeout)
-        log.info("http.closed")
+        log.info(ev.HTTP_CLOSED)
 
     # --- the connection policy ---
 
@@ -285,7 +287,7 @@ class HttpListener:
         self._last_shed_log = asyncio.get_running_loop().time()
         counts, self._unlogged = self._unlogged, dict.fromkeys(DROP_REASONS, 0)
         busiest = max(self._peer_open.items(), key=lambda item: item[1], default=(None, 0))
-        log.warning("http.connections_shed", **counts, connections=len(self._open),
+        log.warning(ev.HTTP_CONNECTIONS_SHED, **counts, connections=len(self._open),
                     max_connections=self.max_connections, busiest_peer=busiest[0],
                     busiest_peer_connections=busiest[1])
 
@@ -301,7 +303,7 @@ class HttpListener:
         try:
             return route()
         except Exception:
-            log.exception("http.route_failed", path=path)
+            log.exception(ev.HTTP_ROUTE_FAILED, path=path)
             return _text(500, "internal error")
 
 
@@ -378,7 +380,7 @@ class _Connection(asyncio.Protocol):
                     request = self.request
                     reply = self.listener._answer(request)
                     self._send(conn, reply, head=request.method == b"HEAD")
-                    log.debug("http.request", method=request.method.decode("ascii", "replace"),
+                    log.debug(ev.HTTP_REQUEST, method=request.method.decode("ascii", "replace"),
                               path=request.target.decode("ascii", "replace"),
                               status=reply.status)
         except h11.RemoteProtocolError as exc:

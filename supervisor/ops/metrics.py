@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from supervisor.domain import events as ev
 from supervisor.domain.models import Event, Phase, StatusClass
 from supervisor.ops.census import Census
 
@@ -35,10 +36,10 @@ PREFIX = "wasend_supervisor_"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 RESTART_OUTCOMES = {
-    "restart.succeeded": "succeeded",
-    "restart.failed": "failed",
-    "restart.conflict": "conflict",
-    "restart.deferred": "deferred",
+    ev.RESTART_SUCCEEDED: "succeeded",
+    ev.RESTART_FAILED: "failed",
+    ev.RESTART_CONFLICT: "conflict",
+    ev.RESTART_DEFERRED: "deferred",
 }
 API_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0)
 POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -104,11 +105,11 @@ class Metrics:
         outcome = RESTART_OUTCOMES.get(event.name)
         if outcome is not None:
             self.restarts.labels(outcome).inc()
-        elif event.name == "restart.requested":
+        elif event.name == ev.RESTART_REQUESTED:
             self.restart_requests.inc()
-        elif event.name == "session.gave_up":
+        elif event.name == ev.SESSION_GAVE_UP:
             self.gave_up.inc()
-        elif event.name == "session.needs_person":
+        elif event.name == ev.SESSION_NEEDS_PERSON:
             self.needs_person.inc()
 
     def after_poll(

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 
 import structlog
 
+from supervisor.domain import events as ev
 from supervisor.ops.census import Census, status_line
 from supervisor.runtime.cycle import PollResult
 
@@ -98,13 +99,13 @@ class Notifier:
             return False
         if self._failing:
             self._failing = False
-            log.info("systemd.notify_restored")
+            log.info(ev.SYSTEMD_NOTIFY_RESTORED)
         return True
 
     def _failed(self, problem: str) -> None:
         if not self._failing:
             self._failing = True
-            log.warning("systemd.notify_failed", problem=problem, socket=self._given)
+            log.warning(ev.SYSTEMD_NOTIFY_FAILED, problem=problem, socket=self._given)
 
     def close(self) -> None:
         if self._sock is not None:

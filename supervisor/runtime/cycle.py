@@ -35,6 +35,7 @@ from supervisor.api.errors import (
 )
 from supervisor.clock import Clock
 from supervisor.domain import core, history
+from supervisor.domain import events as ev
 from supervisor.domain.models import (
     Action,
     ActionKind,
@@ -147,20 +148,20 @@ class Supervisor:
         try:
             return await self._poll(dry_run)
         except StateError as exc:
-            log.error("state.unavailable", problem=str(exc))
+            log.error(ev.STATE_UNAVAILABLE, problem=str(exc))
             return PollResult(ok=False, state_error=str(exc))
 
     async def _poll(self, dry_run: bool) -> PollResult:
         started = self.clock.monotonic()
         if self.auth_blocked_until is not None:
             if started < self.auth_blocked_until:
-                log.debug("poll.skipped", reason="auth_failed",
+                log.debug(ev.POLL_SKIPPED, reason="auth_failed",
                           retry_in=round(self.auth_blocked_until - started, 3))
                 await self._beat(listed=False, ok=False, dry_run=dry_run)
                 return PollResult(ok=False, skipped=True, skip_reason="auth_failed")
             self._reload_key()
         if self.poll_resume_at is not None and started < self.poll_resume_at:
-            log.debug("poll.skipped", reason="api_unavailable",
+            log.debug(ev.POLL_SKIPPED, reason="api_unavailable",
                       retry_in=round(self.poll_resume_at - started, 3))
             await self._beat(listed=False, ok=False, dry_run=dry_run)
             return PollResult(ok=False, skipped=True, skip_reason="api_unavailable")
@@ -174,9 +175,9 @@ class Supervisor:
         self.poll_resume_at = None
         if self.auth_blocked_until is not None:
             self.auth_blocked_until = None
-            log.info("api.auth_restored")
+            log.info(ev.API_AUTH_RESTORED)
         for problem in listing.problems:
-            log.warning("poll.item_unreadable", problem=problem)
+            log.warning(ev.POLL_ITEM_UNREADABLE, problem=problem)
 
         result = PollResult(ok=True)
         seen = await self._observe(listing, dry_run, observed_at, result)
@@ -205,7 +206,7 @@ class Supervisor:
         self.consecutive_failures = 0
         result.duration = self.clock.monotonic() - started
         log.info(
-            "poll.completed",
+            ev.POLL_COMPLETED,
             sessions=result.sessions,
             actions=result.actions,
             unreadable=len(listing.problems),
@@ -261,7 +262,7 @@ class Supervisor:
                 if step.action is not None and step.record is not None:
                     pending.append((step.record, step.action))
                 return
-            log.info("state.claim_lost", session_id=info.session_id,
+            log.info(ev.STATE_CLAIM_LOST, session_id=info.session_id,
                      action=None if step.action is None else step.action.kind.value)
 
     def _left_to_others(self, record: Record, observed_at: float, now: float) -> bool:
@@ -283,7 +284,7 @@ class Supervisor:
             reason = "restart_in_flight"
         if reason is None:
             return False
-        log.debug("state.left_to_other_process", session_id=record.session_id, reason=reason)
+        log.debug(ev.STATE_LEFT_TO_OTHER_PROCESS, session_id=record.session_id, reason=reason)
         return True
 
     async def _observe(
@@ -344,7 +345,7 @@ class Supervisor:
                 except AuthFailed as exc:
                     self._auth_failed(exc)
                 except ApiError as exc:
-                    log.warning("session.lookup_failed", session_id=session_id,
+                    log.warning(ev.SESSION_LOOKUP_FAILED, session_id=session_id,
                                 error=exc.kind, http_status=exc.http_status)
                 return None
 
@@ -369,14 +370,14 @@ class Supervisor:
             outcome = await self._execute(next_action)
             step = core.apply(current, next_action, outcome, self.clock.now(), self.policy,
                               self.rng)
-            if any(e.name == "restart.failed" for e in step.events):
+            if any(e.name == ev.RESTART_FAILED for e in step.events):
                 result.failed.add(record.session_id)
             if not await self._keep(partial(self._record, current, step, record.session_id,
                                             False, next_action)):
                 return  # another process has taken this session over: leave it to it
             current, next_action = step.record, step.action
         if next_action is not None:
-            log.warning("session.too_many_steps", session_id=record.session_id,
+            log.warning(ev.SESSION_TOO_MANY_STEPS, session_id=record.session_id,
                         steps=MAX_STEPS_PER_SESSION)
 
     async def _execute(self, action: Action) -> Outcome:
@@ -399,7 +400,7 @@ class Supervisor:
             return Outcome(OutcomeKind.AUTH_FAILED, http_status=exc.http_status)
         except ApiError as exc:
             if isinstance(exc, UnexpectedResponse):
-                log.warning("api.unexpected_response", call=exc.call, session_id=action.session_id,
+                log.warning(ev.API_UNEXPECTED_RESPONSE, call=exc.call, session_id=action.session_id,
                             http_status=exc.http_status, detail=str(exc),
                             excerpt=exc.excerpt or None)
             return Outcome(OutcomeKind.FAILED, http_status=exc.http_status, reason=exc.kind,
@@ -446,7 +447,7 @@ class Supervisor:
             try:
                 observe(event)
             except Exception as exc:  # a metrics hook must not break a cycle
-                log.warning("poll.observer_failed", observed=event.name,
+                log.warning(ev.POLL_OBSERVER_FAILED, observed=event.name,
                             error=type(exc).__name__)
 
     def _commit(
@@ -485,8 +486,8 @@ class Supervisor:
         a further restart this step asked for is neither recorded nor sent."""
         if self._commit(old, step, session_id, dry_run, action):
             return True
-        log.warning("state.write_conflict", session_id=session_id)
-        self._committed((e for e in step.events if e.name != "restart.requested"),
+        log.warning(ev.STATE_WRITE_CONFLICT, session_id=session_id)
+        self._committed((e for e in step.events if e.name != ev.RESTART_REQUESTED),
                         observed=False)
         return False
 
@@ -505,7 +506,7 @@ class Supervisor:
         try:
             await self.store.run(partial(self.store.beat, beat))
         except StateError as exc:
-            log.error("state.unavailable", problem=str(exc))
+            log.error(ev.STATE_UNAVAILABLE, problem=str(exc))
 
     def _poll_failed(self, exc: ApiError, started: float) -> None:
         self.consecutive_failures += 1
@@ -520,7 +521,7 @@ class Supervisor:
                 if next_poll_in > self.poll_interval else None
             )
         log.warning(
-            "poll.failed",
+            ev.POLL_FAILED,
             error=exc.kind,
             http_status=exc.http_status,
             detail=str(exc),
@@ -540,7 +541,7 @@ class Supervisor:
         self.auth_blocked_until = self.clock.monotonic() + self.auth_retry_interval
         if first:
             log.critical(
-                "api.auth_failed",
+                ev.API_AUTH_FAILED,
                 call=exc.call,
                 http_status=exc.http_status,
                 retry_in=self.auth_retry_interval,
@@ -552,6 +553,6 @@ class Supervisor:
         try:
             key = self.key_reader()
         except Exception as exc:  # a one-line problem from the settings layer
-            log.error("api.key_unreadable", problem=str(exc))
+            log.error(ev.API_KEY_UNREADABLE, problem=str(exc))
             return
         self.client.set_api_key(key)

@@ -30,6 +30,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from supervisor.domain import events as ev
 from supervisor.runtime.cycle import PollResult, Supervisor
 from supervisor.runtime.memory import release_freed_memory
 
@@ -73,7 +74,7 @@ class Daemon:
             return
         if self._stop.is_set():
             if signum == signal.SIGINT:
-                log.warning("daemon.forced_exit", signal=name)
+                log.warning(ev.DAEMON_FORCED_EXIT, signal=name)
                 os._exit(EXIT_FORCED)
             return
         self._stop_signal = name
@@ -115,7 +116,7 @@ class Daemon:
         try:
             result = await asyncio.shield(task)
         except Exception:  # a bug, not an API error: keep the daemon alive, say so
-            log.exception("poll.crashed")
+            log.exception(ev.POLL_CRASHED)
             return
         finally:
             if task.done():
@@ -151,7 +152,7 @@ class Daemon:
         with self._signals(loop):
             scheduler.start()  # inside the running loop, as APScheduler 3 needs
             log.info(
-                "daemon.started",
+                ev.DAEMON_STARTED,
                 poll_interval=self.poll_interval,
                 sessions=len(self.supervisor.configured) or "all",
                 pid=os.getpid(),
@@ -161,7 +162,7 @@ class Daemon:
                 tasks.append(asyncio.create_task(self._reloads(self.on_reload)))
             try:
                 await self._stop.wait()
-                log.info("daemon.stopping", signal=self._stop_signal,
+                log.info(ev.DAEMON_STOPPING, signal=self._stop_signal,
                          grace=self.shutdown_grace)
                 for hook in self.on_stopping:
                     hook()
@@ -174,7 +175,7 @@ class Daemon:
                 await asyncio.gather(*tasks, return_exceptions=True)
             for close in self.closers:
                 await close()
-        log.info("daemon.stopped", polls=self.polls)
+        log.info(ev.DAEMON_STOPPED, polls=self.polls)
         return 0
 
     def alive(self) -> tuple[bool, str]:
@@ -208,14 +209,14 @@ class Daemon:
             try:
                 reload()
             except Exception:  # a bug: the daemon keeps running on what it has
-                log.exception("config.reload_crashed")
+                log.exception(ev.CONFIG_RELOAD_CRASHED)
 
     @staticmethod
     async def _guard(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
         try:
             await make()
         except Exception:
-            log.exception("daemon.task_crashed")
+            log.exception(ev.DAEMON_TASK_CRASHED)
 
     async def _finish_inflight(self) -> None:
         task = self._inflight
@@ -223,7 +224,7 @@ class Daemon:
             return
         done, _ = await asyncio.wait({task}, timeout=self.shutdown_grace)
         if not done:
-            log.warning("daemon.grace_expired", grace=self.shutdown_grace)
+            log.warning(ev.DAEMON_GRACE_EXPIRED, grace=self.shutdown_grace)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from supervisor.config.settings import ConfigError, Settings, setting_keys
+from supervisor.domain import events as ev
 
 log = structlog.get_logger("supervisor.reload")
 
@@ -61,7 +62,7 @@ class Reloader:
         try:
             new = self._load()
         except ConfigError as exc:
-            log.error("config.reload_failed", problems=exc.problems, kept="previous")
+            log.error(ev.CONFIG_RELOAD_FAILED, problems=exc.problems, kept="previous")
             self._report(ok=False)
             return False
         restart_required = [key for key in RESTART_ONLY if _value(old, key) != _value(new, key)]
@@ -71,7 +72,7 @@ class Reloader:
         self._apply(old, new)
         self.settings = new
         log.info(
-            "config.reloaded",
+            ev.CONFIG_RELOADED,
             changed=changed,
             restart_required=restart_required,
             config_file=None if new.config_file is None else str(new.config_file),

@@ -26,6 +26,7 @@ from supervisor.api.client import Observer, WasendClient
 from supervisor.api.ratelimit import RateGate, key_fingerprint
 from supervisor.clock import Clock, SystemClock
 from supervisor.config.settings import Settings
+from supervisor.domain import events as ev
 from supervisor.runtime.cycle import Supervisor
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import StateError, Store
@@ -102,7 +103,7 @@ def warn_key_exposure(settings: Settings) -> None:
     if source is None or found is None:
         return
     mode, who = found
-    log.warning("api.key_file_permissions", path=str(source.path), mode=f"{mode:04o}",
+    log.warning(ev.API_KEY_FILE_PERMISSIONS, path=str(source.path), mode=f"{mode:04o}",
                 readable_by=who, hint=f"chmod 600 {source.path}")
 
 

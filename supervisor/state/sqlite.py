@@ -70,6 +70,7 @@ import msgspec
 import structlog
 
 from supervisor.clock import Clock, SystemClock
+from supervisor.domain import events as ev
 from supervisor.domain.models import HistoryEntry, Record
 from supervisor.state.file import (
     APPLICATION_ID,
@@ -277,7 +278,7 @@ def _attach(
             finally:
                 held.release()
             log.error(
-                "state.corrupt_moved_aside",
+                ev.STATE_CORRUPT_MOVED_ASIDE,
                 path=str(file),
                 moved_to=str(moved),
                 problem=str(exc),
@@ -398,14 +399,14 @@ class SqliteStore:
             conn = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
             version = migrate(conn, clock.now())
             store = cls(conn, MEMORY, schema_version=version, **options)._loaded()
-            log.debug("state.opened", path=MEMORY, schema_version=version)
+            log.debug(ev.STATE_OPENED, path=MEMORY, schema_version=version)
             return store
         file = Path(location)
         _prepare_directory(file)
         conn, version, held = _attach(file, clock, busy_timeout)
         store = cls(conn, str(file), schema_version=version, held=held, **options)._loaded()
         store.prune()
-        log.info("state.opened", path=str(file), schema_version=version,
+        log.info(ev.STATE_OPENED, path=str(file), schema_version=version,
                  records=len(store._cache), history_rows=store.history_count())
         return store
 
@@ -535,7 +536,7 @@ class SqliteStore:
             try:
                 record = decode(session_id, data)
             except (ValueError, TypeError) as exc:
-                log.warning("state.record_unreadable", session_id=session_id,
+                log.warning(ev.STATE_RECORD_UNREADABLE, session_id=session_id,
                             problem=str(exc)[:200])
                 continue
             fresh[session_id] = _Row(record, version, updated_at, row_writer)
@@ -602,7 +603,7 @@ class SqliteStore:
         if found is None:
             return
         named, problem = found
-        log.error("state.file_replaced", path=str(named), problem=problem,
+        log.error(ev.STATE_FILE_REPLACED, path=str(named), problem=problem,
                   action="copying what this process holds into the file the path names now")
         self._lose()
         raise StateError(f"{named} was {problem} while this process was using it; "
@@ -678,7 +679,7 @@ class SqliteStore:
         self._lost = None
         self._cache, self._data_version = {}, None
         self._reload()
-        log.warning("state.file_restored", path=str(file), records=records, history_rows=rows)
+        log.warning(ev.STATE_FILE_RESTORED, path=str(file), records=records, history_rows=rows)
         return f"{records} records and {rows} history rows"
 
     def _abort(self) -> None:
@@ -808,7 +809,7 @@ class SqliteStore:
         self._added_since_prune = 0
         self._pruned_at = now
         if dropped:
-            log.debug("state.history_pruned", rows=dropped)
+            log.debug(ev.STATE_HISTORY_PRUNED, rows=dropped)
         return dropped
 
     def read_history(
