@@ -69,6 +69,7 @@ from supervisor.api.errors import (
 )
 from supervisor.clock import Clock, SystemClock
 from supervisor.domain import events as ev
+from supervisor.domain.api_key import key_problem
 from supervisor.domain.models import SessionInfo, SessionList
 
 if TYPE_CHECKING:
@@ -113,7 +114,6 @@ _SECRET_FIELD = re.compile(
     r"(?i)\b((?:api[_-]?key|access[_-]?token|token|secret|password|authorization)"
     r"[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'<>,;&}]+"
 )
-_KEY_CHARS = re.compile(r"[\x21-\x7e]+")
 
 
 # --- Retry-After ---------------------------------------------------------------------
@@ -501,9 +501,19 @@ def _proxy_mounts(
 
 
 def _check_key(api_key: SecretStr) -> SecretStr:
-    if not _KEY_CHARS.fullmatch(api_key.get_secret_value()):
+    if key_problem(api_key.get_secret_value()) is not None:
         raise ValueError("the API key must be non-empty printable ASCII without spaces")
     return api_key
+
+
+def _target(base_url: str, timeout: float) -> httpx.URL:
+    """The base URL, checked with the request timeout that goes with it."""
+    url = httpx.URL(base_url)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("base_url must be an absolute http(s) URL")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError("timeout must be a positive number of seconds")
+    return url
 
 
 def _session_path(session_id: str, action: str = "") -> str:
@@ -530,11 +540,7 @@ class WasendClient:
         max_body_bytes: int = 32 * 1024 * 1024,
         observer: Observer | None = None,
     ) -> None:
-        url = httpx.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("base_url must be an absolute http(s) URL")
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError("timeout must be a positive number of seconds")
+        url = _target(base_url, timeout)
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
         self._api_key = _check_key(api_key)
@@ -573,11 +579,7 @@ class WasendClient:
         """Use another base URL and request timeout from the next request on (a reload).
         A base URL of the other scheme gets an httpx client of its own (TLS and proxies
         differ); the old one is closed with this client."""
-        url = httpx.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("base_url must be an absolute http(s) URL")
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError("timeout must be a positive number of seconds")
+        url = _target(base_url, timeout)
         if url.scheme != self._http.base_url.scheme:
             if self._transport is None:  # an injected transport is shared: closed once
                 self._retired.append(self._http)

@@ -56,6 +56,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from supervisor.domain.api_key import key_problem
 from supervisor.domain.policy import (
     DEFAULT_HEALTHY,
     DEFAULT_NEEDS_PERSON,
@@ -154,17 +155,6 @@ _DEFAULT = _Origin("default")
 
 
 # --- the API key -------------------------------------------------------------------------
-
-
-_KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # what can go in an Authorization header
-
-
-def _key_problem(key: str) -> str | None:
-    if not key:
-        return "must not be empty"
-    if not _KEY_CHARS.fullmatch(key):
-        return "must be printable ASCII without spaces"
-    return None
 
 
 KEY_FILE_MAX_BYTES = 64 * 1024
@@ -333,7 +323,7 @@ class ApiKeySource:
             else:
                 problem = f"api_key: cannot read {self.describe()}: {_read_failure(exc)}"
             raise ConfigError([problem]) from None
-        reason = _key_problem(key.get_secret_value())
+        reason = key_problem(key.get_secret_value())
         if reason is not None:
             raise ConfigError([f"api_key: {reason} (from {self.describe()})"])
         return key
@@ -690,7 +680,7 @@ class Settings(BaseSettings):
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         if not isinstance(raw, str):
             raise PydanticCustomError("string_type", "must be a string")
-        reason = _key_problem(raw.strip())
+        reason = key_problem(raw.strip())
         if reason is not None:
             raise PydanticCustomError("api_key", reason)
         return SecretStr(raw.strip())
@@ -754,6 +744,13 @@ class Settings(BaseSettings):
     def unready_threshold(self) -> float:
         """Seconds without a successful poll after which ``/readyz`` answers 503."""
         return self.unready_after or 3 * self.poll_interval
+
+    @property
+    def in_flight_grace(self) -> float:
+        """Seconds a restart another process recorded as in flight is left to it: its
+        request may wait at its rate gate for up to ``max_retry_after``, then take up to
+        ``request_timeout``."""
+        return self.request_timeout + self.max_retry_after
 
     def policy(self) -> Policy:
         """The decision core's knobs."""

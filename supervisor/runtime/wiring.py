@@ -73,7 +73,7 @@ class Runtime(msgspec.Struct):
         warn_key_exposure(settings)
         if supervisor.poll_interval is not None:  # None: check, which does not back off
             supervisor.poll_interval = settings.poll_interval
-        supervisor.in_flight_grace = settings.request_timeout + settings.max_retry_after
+        supervisor.in_flight_grace = settings.in_flight_grace
         if supervisor.configured:
             keep = set(supervisor.configured)
             for record in self.store.records():
@@ -162,7 +162,7 @@ def build(
         auth_retry_interval=settings.auth_retry_interval,
         key_reader=lambda: read_key(settings),
         poll_interval=settings.poll_interval,
-        in_flight_grace=settings.request_timeout + settings.max_retry_after,
+        in_flight_grace=settings.in_flight_grace,
     )
     gate.on_pause = lambda until: _waiting(supervisor, until)
     return Runtime(settings, client, gate, supervisor.store, supervisor)
