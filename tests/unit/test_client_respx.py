@@ -556,15 +556,18 @@ async def test_transport_errors_map_to_the_exception_tree(
     assert sent(route).headers["Authorization"] == f"Bearer {KEY}"  # it did go out
 
 
-@pytest.mark.parametrize("exc_type", [httpx.ConnectError, httpx.ReadTimeout])
+@pytest.mark.parametrize(("exc_type", "expected"), [
+    (httpx.ConnectError, ApiUnreachable), (httpx.ReadTimeout, ApiTimeout),
+])
 async def test_a_transport_error_class_as_side_effect_is_mapped_too(
-    api: respx.MockRouter, exc_type: type[httpx.RequestError]
+    api: respx.MockRouter, exc_type: type[httpx.RequestError], expected: type[ApiError]
 ) -> None:
     """respx builds the exception itself, with the request attached."""
     endpoint(api, "list").mock(side_effect=exc_type)
     async with make_client() as client:
-        with pytest.raises((ApiUnreachable, ApiTimeout)) as caught:
+        with pytest.raises(ApiError) as caught:
             await client.list_sessions()
+    assert type(caught.value) is expected
     assert f"at {BASE}/sessions" in str(caught.value)
     assert_secret_free(caught.value)
 
