@@ -18,6 +18,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
+
 from supervisor.domain.models import Phase, Record
 from supervisor.state.store import StateError
 
@@ -140,71 +142,12 @@ def encode(record: Record) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not a string")
-    return value
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("not an integer")
-    return value
-
-
-def _float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError("not a number")
-    return float(value)
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError("not a boolean")
-    return value
-
-
-def _floats(value: Any) -> tuple[float, ...]:
-    if not isinstance(value, list):
-        raise TypeError("not a list")
-    return tuple(_float(v) for v in value)
-
-
-def _strings(value: Any) -> frozenset[str]:
-    if not isinstance(value, list):
-        raise TypeError("not a list")
-    return frozenset(_str(v) for v in value)
-
-
-def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else convert(value)
-
-
-# By the annotation of each Record field (a string: models uses postponed annotations).
-# By the annotation of each field of ``Record``, as models.py writes it.
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "str": _str,
-    "str | None": _optional(_str),
-    "int": _int,
-    "float": _float,
-    "float | None": _optional(_float),
-    "bool": _bool,
-    "Phase": Phase,
-    "tuple[float, ...]": _floats,
-    "frozenset[str]": _strings,
-}
-
-
 def decode(session_id: str, text: str) -> Record:
     """The record a row holds; raises ValueError or TypeError if it cannot be read.
-    Fields it does not know are ignored; fields it lacks take their defaults."""
+    Fields it does not know are ignored; fields it lacks take their defaults. msgspec
+    checks every field against ``Record``'s types (an integer where a number is due is
+    taken; a boolean where an integer is due is not)."""
     data = json.loads(text)
     if not isinstance(data, dict):
         raise TypeError("not a JSON object")
-    values: dict[str, Any] = {}
-    for name in Record.__struct_fields__:
-        if name == "session_id" or name not in data:
-            continue
-        convert = _CONVERTERS.get(Record.__annotations__[name], lambda value: value)
-        values[name] = convert(data[name])
-    return Record(session_id, **values)
+    return msgspec.convert({**data, "session_id": session_id}, type=Record)
