@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,11 @@ from supervisor.ops.metrics import Metrics
 from supervisor.runtime.wiring import build
 from supervisor.simulator import SimulatorServer
 from supervisor.state.sqlite import SqliteStore
-from tests.e2e.conftest import Running, SimFactory, cli, until
+from tests.e2e.conftest import Running, SimFactory, cli
 from tests.e2e.test_operations import Served, eventually
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at, start_run
+from tests.waiting import until, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -178,13 +179,6 @@ async def test_a_lock_held_by_another_process_does_not_stall_the_event_loop(
 
 def logged(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 class Daemon:

@@ -36,17 +36,6 @@ class ShiftableClock:
             self._offset += seconds
 
 
-def wait_for(
-    condition: Callable[[], object], timeout: float = 5.0, interval: float = 0.005
-) -> None:
-    """Wait until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(interval)
-
-
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from supervisor.simulator import SimulatorServer
+from tests.waiting import wait_for
 
-from .conftest import ShiftableClock, wait_for
+from .conftest import ShiftableClock
 
 
 def test_rate_limit_with_retry_after_seconds_and_early_accounting(

@@ -26,6 +26,7 @@ from supervisor.runtime.reload import Reloader, changed_keys
 from supervisor.runtime.wiring import build
 from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, FakeClock, MaxRandom
+from tests.waiting import until
 
 KEY = "sk-reload-test-key-0001"
 
@@ -145,14 +146,10 @@ async def test_daemon_reschedules_its_poll_job_on_a_new_interval() -> None:
     daemon = Daemon(sup, poll_interval=3600, shutdown_grace=1)
     task = asyncio.create_task(daemon.run())
     try:
-        deadline = asyncio.get_running_loop().time() + 5
-        while daemon.polls < 1:  # the first poll is immediate; the next one an hour later
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
+        # The first poll is immediate; the next one an hour later.
+        await until(lambda: daemon.polls >= 1, timeout=5)
         daemon.reconfigure(poll_interval=0.05, poll_jitter=0.0, shutdown_grace=2)
-        while daemon.polls < 4:
-            assert asyncio.get_running_loop().time() < deadline, "not rescheduled"
-            await asyncio.sleep(0.01)
+        await until(lambda: daemon.polls >= 4, timeout=5, describe="not rescheduled")
         assert daemon.shutdown_grace == 2
     finally:
         daemon.request_stop()
@@ -164,19 +161,21 @@ async def test_sighup_only_flags_and_the_reload_runs_on_the_loop() -> None:
                      MaxRandom())
     daemon = Daemon(sup, poll_interval=3600, shutdown_grace=1)
     calls: list[str] = []
-    daemon.on_reload = lambda: calls.append("reload")
+    sent = ["the pair"]  # which SIGHUP a reload answers: the last one sent before it ran
+    daemon.on_reload = lambda: calls.append(sent[0])
     task = asyncio.create_task(daemon.run())
-    await asyncio.sleep(0)
+    await until(lambda: daemon.alive()[0], timeout=5)
     daemon.handle_signal(signal.SIGHUP)
     daemon.handle_signal(signal.SIGHUP)  # two before the loop turns: one reload
     assert calls == []  # the handler itself did nothing but set a flag
-    deadline = asyncio.get_running_loop().time() + 5
-    while not calls:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
-    assert calls == ["reload"]
+    await until(lambda: calls, timeout=5)
+    # A third SIGHUP, told apart from the pair: reloads run one after another, so a
+    # second reload for the pair would come before this one's.
+    sent[0] = "the third"
+    daemon.handle_signal(signal.SIGHUP)
+    await until(lambda: "the third" in calls, timeout=5)
+    assert calls == ["the pair", "the third"]
     daemon.handle_signal(signal.SIGTERM)
     daemon.handle_signal(signal.SIGHUP)  # too late: stopping
     assert await asyncio.wait_for(task, 5) == 0
-    assert calls == ["reload"]
+    assert calls == ["the pair", "the third"]
