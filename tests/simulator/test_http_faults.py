@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 from supervisor.simulator import SimulatorServer
+from tests.fakes import ShiftableClock
 from tests.waiting import wait_for
-
-from .conftest import ShiftableClock
 
 
 def test_rate_limit_with_retry_after_seconds_and_early_accounting(
