@@ -36,6 +36,7 @@ from supervisor.runtime.cycle import Supervisor
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import MemoryStore, StateError
 from tests.fakes import FakeApi, FakeClock, MaxRandom
+from tests.waiting import until
 
 POLICY = Policy(backoff=Backoff(initial=10, max=80, multiplier=2), max_restarts=5,
                 starting_timeout=30, stable_after=60)
@@ -179,8 +180,7 @@ async def test_a_restart_in_flight_elsewhere_is_left_to_its_owner(tmp_path: Path
     daemon = make(api, open_store(path, clock), clock, in_flight_grace=60)
     check = make(api, open_store(path, clock), clock, in_flight_grace=60)
     polling = asyncio.create_task(daemon.poll())
-    while not restarts(api):
-        await asyncio.sleep(0)
+    await until(lambda: restarts(api), timeout=5, step=0)  # turns of the loop, no sleeping
     clock.advance(5)
     with capture_logs() as events:
         result = await check.poll()  # sees STOPPED: the daemon's request has not landed
