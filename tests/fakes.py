@@ -1,8 +1,11 @@
-"""Test doubles shared by the unit tests: a clock that never sleeps, a fixed random."""
+"""Test doubles shared by the tests, the one home of each: the clocks (virtual time, and
+the system clock shifted on demand), a random without jitter, an in-memory API."""
 
 from __future__ import annotations
 
 import random
+import threading
+import time
 
 from pydantic import SecretStr
 
@@ -32,6 +35,27 @@ class FakeClock:
         seconds = max(0.0, seconds)
         self.sleeps.append(seconds)
         self.advance(seconds)
+
+
+class ShiftableClock:
+    """The system clock plus an offset that tests can move forward (no sleeping): for a
+    server on threads of its own, whose time must also pass by itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._offset = 0.0
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return time.monotonic() + self._offset
+
+    def now(self) -> float:
+        with self._lock:
+            return time.time() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += seconds
 
 
 class MaxRandom(random.Random):

@@ -69,16 +69,6 @@ def runtime_for(server: SimulatorServer, **overrides: Any) -> Runtime:
     return build(settings_for(server, **overrides), rng=MaxRandom())
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:
-    """Wait for a condition, with a deadline (never a fixed sleep standing in for one)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(step)
-
-
 class Running:
     """A daemon running in the test's event loop; stop() ends it and returns its status."""
 

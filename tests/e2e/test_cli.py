@@ -8,6 +8,7 @@ import pty
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from supervisor.domain.models import Record
 from supervisor.simulator import SimulatorServer
 from supervisor.state.sqlite import SqliteStore
 from tests.e2e.conftest import API_KEY, ROOT, SimFactory, cli
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -238,18 +240,11 @@ def _start_run(server: SimulatorServer) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_polls(server: SimulatorServer, count: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while len(server.simulator.requests()) < count:
-        assert time.monotonic() < deadline, "the daemon did not poll"
-        time.sleep(0.05)
-
-
 def test_run_exits_0_on_sigterm_within_its_grace_period(simulator: SimFactory) -> None:
     server = simulator({"session_count": 2})
     proc = _start_run(server)
     try:
-        _wait_for_polls(server, 2)
+        wait_for(lambda: len(server.simulator.requests()) >= 2, describe="the daemon did not poll")
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
@@ -267,20 +262,28 @@ def test_run_exits_0_on_sigterm_within_its_grace_period(simulator: SimFactory) -
 def test_second_sigint_exits_at_once(simulator: SimFactory) -> None:
     server = simulator({"session_count": 1, "hang": {"always": True, "seconds": 60}})
     proc = _start_run(server)
+    assert proc.stdout is not None
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
-        _wait_for_polls(server, 0)
-        deadline = time.monotonic() + 10
-        while server.simulator.stats()["in_flight"] < 1:  # a poll is hanging in flight
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(lambda: server.simulator.stats()["in_flight"] >= 1,
+                 describe="no poll hanging in flight")
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        wait_for(lambda: any('"daemon.stopping"' in line for line in out)
+                 or proc.poll() is not None,
+                 describe=lambda: f"the first SIGINT was not taken: {out[-5:]}")
         assert proc.poll() is None  # still waiting for the poll, within its grace
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=5)
+        proc.wait(timeout=5)
     finally:
         proc.kill()
+        reader.join(timeout=5)
+        proc.stdout.close()
+        proc.stderr.close()  # type: ignore[union-attr]
     assert proc.returncode == 130
+    events = [json.loads(line)["event"] for line in out]
+    assert events[-2:] == ["daemon.stopping", "daemon.forced_exit"], events
 
 
 def test_python_dash_m_and_help_work() -> None:

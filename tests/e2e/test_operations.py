@@ -15,8 +15,9 @@ from structlog.testing import capture_logs
 
 from supervisor.service import Service
 from supervisor.simulator import SimulatorServer
-from tests.e2e.conftest import SimFactory, settings_for, until
+from tests.e2e.conftest import SimFactory, settings_for
 from tests.fakes import MaxRandom
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 
@@ -58,11 +59,14 @@ class Served:
 
 async def eventually(served: Served, path: str, status: int, timeout: float = 10) -> None:
     """Poll an endpoint until it answers ``status``, with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (got := await served.status(path)) != status:
-        assert loop.time() < deadline, f"{path} still answers {got}, not {status}"
-        await asyncio.sleep(0.05)
+    got: list[int] = []
+
+    async def answers() -> bool:
+        got[:] = [await served.status(path)]
+        return got[0] == status
+
+    await until(answers, timeout, step=0.05,
+                describe=lambda: f"{path} still answers {got[0]}, not {status}")
 
 
 async def test_readyz_is_503_until_the_first_successful_poll(simulator: SimFactory) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from supervisor.api.errors import ApiError
-from tests.e2e.conftest import API_KEY, Running, SimFactory, runtime_for, until
+from tests.e2e.conftest import API_KEY, Running, SimFactory, runtime_for
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 

@@ -20,6 +20,7 @@ import pytest
 
 from supervisor.simulator import SimulatorServer
 from tests.e2e.conftest import API_KEY, ROOT, SimFactory
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -60,12 +61,11 @@ class Process:
         return [e["event"] for e in list(self.events)]
 
     def wait_for(self, condition: Callable[[], bool], timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exited early: {self.finish()}")
-            assert time.monotonic() < deadline, f"not in time; events: {self.names()[-20:]}"
-            time.sleep(0.02)
+        """Wait for ``condition``; fail at once if the process exits before it holds."""
+        wait_for(lambda: condition() or self.proc.poll() is not None, timeout,
+                 describe=lambda: f"events: {self.names()[-20:]}")
+        if not condition():
+            raise AssertionError(f"exited early: {self.finish()}")
 
     def event(self, name: str) -> dict[str, Any]:
         self.wait_for(lambda: name in self.names())
@@ -175,8 +175,9 @@ def _unshare_problem() -> str | None:
 
 def _child_of(parent: int, timeout: float = 10) -> int:
     """The pid (in our namespace) of ``parent``'s child: the namespace's PID 1."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    found: list[int] = []
+
+    def children() -> list[int]:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -184,11 +185,12 @@ def _child_of(parent: int, timeout: float = 10) -> int:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == parent:
-                return int(entry.name)
-        time.sleep(0.02)
-    raise AssertionError("no child process found")
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+        return found
+
+    wait_for(children, timeout, describe="no child process found")
+    return found[0]
 
 
 def test_sigterm_as_pid_1_exits_0_quickly(simulator: SimFactory) -> None:

@@ -9,7 +9,8 @@ from structlog.testing import capture_logs
 
 from supervisor.domain.models import Phase
 from supervisor.simulator import RequestRecord, SimulatorServer
-from tests.e2e.conftest import Running, SimFactory, runtime_for, until
+from tests.e2e.conftest import Running, SimFactory, runtime_for
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,9 @@ from structlog.testing import capture_logs
 
 from supervisor.config.settings import load_settings
 from supervisor.runtime.wiring import build
-from tests.e2e.conftest import API_KEY, Running, SimFactory, until
+from tests.e2e.conftest import API_KEY, Running, SimFactory
 from tests.fakes import MaxRandom
+from tests.waiting import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

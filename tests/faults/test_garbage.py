@@ -12,9 +12,10 @@ from structlog.testing import capture_logs
 
 from supervisor.api.client import EXCERPT_LIMIT
 from supervisor.runtime.wiring import build
-from tests.e2e.conftest import API_KEY, Running, SimFactory, until
+from tests.e2e.conftest import API_KEY, Running, SimFactory
 from tests.fakes import MaxRandom
 from tests.faults.conftest import GarbageServer, Reply, settings_at
+from tests.waiting import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

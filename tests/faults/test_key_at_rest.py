@@ -13,9 +13,10 @@ from supervisor.api.errors import ApiError
 from supervisor.cli import main
 from supervisor.runtime.wiring import build
 from supervisor.state.sqlite import SqliteStore
-from tests.e2e.conftest import API_KEY, Running, SimFactory, until
+from tests.e2e.conftest import API_KEY, Running, SimFactory
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at
+from tests.waiting import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

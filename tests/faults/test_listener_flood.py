@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import API_KEY, ROOT, SimFactory
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -51,11 +52,9 @@ class Daemon:
         return [e for e in list(self.events) if e["event"] == name]
 
     def address(self, timeout: float = 20.0) -> tuple[str, int]:
-        deadline = time.monotonic() + timeout
-        while not self.named("http.listening"):
-            assert self.proc.poll() is None, self.proc.stderr.read()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the listener did not start"
-            time.sleep(0.02)
+        wait_for(lambda: self.named("http.listening") or self.proc.poll() is not None,
+                 timeout, describe="the listener did not start")
+        assert self.proc.poll() is None, self.proc.stderr.read()  # type: ignore[union-attr]
         host, port = self.named("http.listening")[0]["address"].rsplit(":", 1)
         return host, int(port)
 
@@ -95,13 +94,6 @@ def probe(address: tuple[str, int]) -> tuple[float, str]:
     return time.monotonic() - started, outcome
 
 
-def until(condition: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def test_livez_is_answered_within_a_second_under_2000_idle_connections(
     simulator: SimFactory,
 ) -> None:
@@ -110,7 +102,8 @@ def test_livez_is_answered_within_a_second_under_2000_idle_connections(
     flooder: subprocess.Popen[str] | None = None
     try:
         address = daemon.address()
-        until(lambda: probe(address)[1] == "200")  # the scheduler runs: /livez is 200
+        # The scheduler runs: /livez is 200.
+        wait_for(lambda: probe(address)[1] == "200", timeout=20)
         flooder = subprocess.Popen(
             [sys.executable, "-m", "tests.faults.flood", address[0], str(address[1]),
              str(FLOOD)],

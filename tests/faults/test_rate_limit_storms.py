@@ -10,9 +10,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from supervisor.runtime.wiring import build
-from tests.e2e.conftest import Running, SimFactory, until
+from tests.e2e.conftest import Running, SimFactory
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at
+from tests.waiting import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

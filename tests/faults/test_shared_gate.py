@@ -11,10 +11,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from supervisor.runtime.wiring import build
-from tests.e2e.conftest import Running, SimFactory, cli, until
+from tests.e2e.conftest import Running, SimFactory, cli
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at
 from tests.faults.test_shared_state import env_for
+from tests.waiting import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

@@ -19,9 +19,10 @@ from supervisor.domain.models import Phase, Record
 from supervisor.runtime.wiring import build
 from supervisor.simulator import SimulatorServer
 from supervisor.state.sqlite import SqliteStore
-from tests.e2e.conftest import API_KEY, ROOT, Running, SimFactory, cli, until
+from tests.e2e.conftest import API_KEY, ROOT, Running, SimFactory, cli
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at
+from tests.waiting import until, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -76,9 +77,8 @@ def test_a_second_check_while_the_first_restart_is_verified_does_not_restart(
     assert json.loads(first.stdout)["sessions"][0]["outcome"] == "recovering", first.stderr
     assert json.loads(second.stdout)["sessions"][0]["outcome"] == "recovering", second.stderr
     assert second.returncode == 1
-    deadline = time.monotonic() + 15
-    while server.simulator.status("a") != "WORKING" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: server.simulator.status("a") == "WORKING",
+             describe=lambda: f"the session is {server.simulator.status('a')}")
     third = cli("check", "--json", env=env_for(server, state))
     assert third.returncode == 0, third.stdout
     assert restarts(server) == ["a"]

@@ -18,6 +18,7 @@ from supervisor.simulator import RequestRecord
 from supervisor.state.sqlite import SqliteStore
 from tests.e2e.conftest import SimFactory, cli
 from tests.faults.conftest import start_run
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -93,10 +94,7 @@ def test_sigkill_at_random_points_never_restarts_twice_or_loses_history(
         sim.set_outcome(f"flap-{n}", "WORKING")
     last = start_run(server, state, tmp_path / "run-last.log", **SIGKILL_SETTINGS)
     try:
-        deadline = time.monotonic() + 20
-        while not all_healthy(sim.statuses(), state):
-            assert time.monotonic() < deadline, sim.statuses()
-            time.sleep(0.05)
+        wait_for(lambda: all_healthy(sim.statuses(), state), 20, describe=sim.statuses)
         last.send_signal(signal.SIGTERM)
         assert last.wait(timeout=10) == 0
     finally:

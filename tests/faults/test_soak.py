@@ -17,8 +17,9 @@ from structlog.typing import EventDict, WrappedLogger
 
 from supervisor.domain.models import Phase
 from supervisor.runtime.wiring import build
-from tests.e2e.conftest import SimFactory, until
+from tests.e2e.conftest import SimFactory
 from tests.faults.conftest import settings_at
+from tests.waiting import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

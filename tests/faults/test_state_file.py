@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,15 @@ from supervisor.ops.metrics import Metrics
 from supervisor.runtime.wiring import build
 from supervisor.simulator import SimulatorServer
 from supervisor.state.sqlite import SqliteStore
-from tests.e2e.conftest import Running, SimFactory, cli, until
+from tests.e2e.conftest import Running, SimFactory, cli
 from tests.e2e.test_operations import Served, eventually
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at, start_run
+from tests.waiting import until, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+RESTART_REQUESTS = "wasend_supervisor_restart_requests_total"
 
 
 def restarts(server: SimulatorServer) -> list[str | None]:
@@ -111,14 +114,14 @@ async def test_on_a_full_disk_every_restart_is_logged_counted_and_kept_once(
         await until(lambda: sum(e["event"] == "state.unavailable" for e in events) >= 5)
         assert restarts(server) == []
         assert [e for e in events if e["event"] == "restart.requested"] == []
-        assert metrics.restart_requests._value.get() == 0
+        assert metrics.registry.get_sample_value(RESTART_REQUESTS) == 0
         assert all("full" in e["problem"] for e in events if e["event"] == "state.unavailable")
         small_disk.free()
         await until(lambda: any(e["event"] == "restart.succeeded" for e in events))
         assert await running.stop() == 0
     assert restarts(server) == ["b"]
     assert [e["session_id"] for e in events if e["event"] == "restart.requested"] == ["b"]
-    assert metrics.restart_requests._value.get() == 1
+    assert metrics.registry.get_sample_value(RESTART_REQUESTS) == 1
     assert requested_rows(state) == 1
 
 
@@ -178,13 +181,6 @@ async def test_a_lock_held_by_another_process_does_not_stall_the_event_loop(
 
 def logged(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 class Daemon:

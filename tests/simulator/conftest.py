@@ -3,8 +3,6 @@ the HTTP tests (reset before each of them)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -12,39 +10,9 @@ import pytest
 
 from supervisor.simulator import ManualClock, Scenario, Simulator, SimulatorServer
 from supervisor.simulator.faults import Faults
+from tests.fakes import ShiftableClock
 
 API_KEY = "test-key-0123456789"
-
-
-class ShiftableClock:
-    """The system clock plus an offset that tests can move forward (no sleeping)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._offset = 0.0
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return time.monotonic() + self._offset
-
-    def now(self) -> float:
-        with self._lock:
-            return time.time() + self._offset
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._offset += seconds
-
-
-def wait_for(
-    condition: Callable[[], object], timeout: float = 5.0, interval: float = 0.005
-) -> None:
-    """Wait until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 @pytest.fixture

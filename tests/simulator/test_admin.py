@@ -8,8 +8,9 @@ import httpx
 import pytest
 
 from supervisor.simulator import Simulator, SimulatorServer, admin_requires_key, create_app
+from tests.fakes import ShiftableClock
 
-from .conftest import API_KEY, ShiftableClock
+from .conftest import API_KEY
 
 
 def test_set_status_over_admin_api(anon: httpx.Client, client: httpx.Client) -> None:

@@ -6,8 +6,7 @@ import httpx
 import pytest
 
 from supervisor.simulator import SimulatorServer
-
-from .conftest import ShiftableClock
+from tests.fakes import ShiftableClock
 
 SESSION_FIELDS = {
     "id",

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from supervisor.simulator import SimulatorServer
-
-from .conftest import ShiftableClock, wait_for
+from tests.fakes import ShiftableClock
+from tests.waiting import wait_for
 
 
 def test_rate_limit_with_retry_after_seconds_and_early_accounting(

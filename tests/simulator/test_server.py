@@ -19,8 +19,9 @@ import pytest
 from supervisor.simulator import ScenarioError, Simulator, SimulatorServer, serve
 from supervisor.simulator.cli import main
 from supervisor.simulator.faults import LIST_SHAPES
+from tests.waiting import wait_for
 
-from .conftest import API_KEY, wait_for
+from .conftest import API_KEY
 
 PACKAGE = Path(__file__).resolve().parents[2] / "supervisor" / "simulator"
 

@@ -20,13 +20,17 @@ def test_every_mode_is_known() -> None:
         assert parser.parse_args([mode]).mode == mode
 
 
-def test_flags_become_highest_priority_overrides() -> None:
-    args = cli.build_parser().parse_args(
-        ["check", "--poll-interval", "7", "--session", "a", "--session", "b"])
-    # Passed as typed: the settings check and convert every source's values alike.
-    assert cli._overrides(args) == {"poll_interval": "7", "sessions": ["a", "b"]}
-    assert load_settings(cli=cli._overrides(args), env={},
-                         require_api_key=False).poll_interval == 7.0
+@pytest.mark.usefixtures("no_state_env")
+def test_flags_become_highest_priority_overrides(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WASEND_API_KEY", "sk-cli-test")
+    monkeypatch.setenv("WASEND_SUPERVISOR_POLL_INTERVAL", "30")
+    monkeypatch.setenv("WASEND_SUPERVISOR_SESSIONS", "x")
+    assert cli.main(["config", "--poll-interval", "7", "--session", "a", "--session", "b"]) == 0
+    shown = capsys.readouterr().out
+    # Converted as every source's values are, and named as their source.
+    assert re.search(r"^poll_interval = 7\.0 +# command line --poll-interval$", shown, re.M), shown
+    assert re.search(r'^sessions = \["a", "b"\] +# command line --sessions$', shown, re.M), shown
 
 
 def test_bad_setting_exits_78_with_one_line(capsys: pytest.CaptureFixture[str],
@@ -139,5 +143,5 @@ def test_the_configuration_docs_name_only_flags_that_exist() -> None:
     assert named  # the examples do show flags
     parser = cli.build_parser()
     known = {flag for mode in ("run", "check", "config")
-             for flag in parser.modes[mode]._option_string_actions}
+             for flag in re.findall(r"--[a-z][a-z-]*", parser.modes[mode].format_help())}
     assert named <= known, named - known

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import resource
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from supervisor.ops.listener import (
     _oldest_idle,
     connection_limits,
 )
+from tests.waiting import until
 
 BIG = b"x" * (32 << 20)  # more than the kernel's buffers hold: its answer takes a while
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -93,15 +94,6 @@ async def test_an_oversized_head_gets_431_and_body_413(listener: HttpListener) -
     answer = await raw(listener, b"POST /ok HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n"
                        + b"a" * 5000)
     assert answer.startswith(b"HTTP/1.1 413 ")
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a condition, with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def closed_by_server(reader: asyncio.StreamReader, timeout: float = 5.0) -> bool:

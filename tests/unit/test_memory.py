@@ -15,6 +15,7 @@ from supervisor.runtime.cycle import Supervisor
 from supervisor.runtime.daemon import Daemon
 from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, MaxRandom
+from tests.waiting import until
 
 
 def test_release_is_harmless_with_or_without_malloc_trim(
@@ -35,10 +36,7 @@ async def test_the_daemon_releases_memory_after_each_poll(
     monkeypatch.setattr(daemon_module, "release_freed_memory",
                         lambda: releases.append(daemon.polls))
     task = asyncio.create_task(daemon.run())
-    deadline = asyncio.get_running_loop().time() + 5
-    while daemon.polls < 3:
-        assert asyncio.get_running_loop().time() < deadline, "no polls"
-        await asyncio.sleep(0.01)
+    await until(lambda: daemon.polls >= 3, describe="no polls")
     daemon.handle_signal(signal.SIGTERM)
     assert await asyncio.wait_for(task, 5) == 0
     assert releases[:3] == [0, 1, 2]  # once per poll, as each one ends

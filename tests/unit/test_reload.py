@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from supervisor.api.errors import ApiTimeout
 from supervisor.clock import SystemClock
 from supervisor.config.settings import (
     BackoffSettings,
@@ -24,8 +27,10 @@ from supervisor.runtime.cycle import Supervisor
 from supervisor.runtime.daemon import Daemon
 from supervisor.runtime.reload import Reloader, changed_keys
 from supervisor.runtime.wiring import build
+from supervisor.simulator import SimulatorServer, parse_scenario
 from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, FakeClock, MaxRandom
+from tests.waiting import until
 
 KEY = "sk-reload-test-key-0001"
 
@@ -112,14 +117,21 @@ def test_a_real_config_file_is_read_again(tmp_path: Path) -> None:
 
 async def test_runtime_reconfigure_keeps_records_and_the_gates_pause() -> None:
     clock = FakeClock()
-    runtime = build(settings(sessions=("a", "b")), clock=clock, rng=MaxRandom())
+    # Plain HTTP before and after: the same httpx client, given the new timeout.
+    old = Settings(api_key=SecretStr(KEY), base_url="http://127.0.0.1:9", sessions=("a", "b"))
+    runtime = build(old, clock=clock, rng=MaxRandom())
+    # The new API answers only the rotated key, and holds every GET unanswered.
+    server = SimulatorServer(
+        scenario=parse_scenario({"session_count": 1, "start_delay": 0,
+                                 "hang": {"always": True, "seconds": 30, "kinds": ["get"]}}),
+        api_key=KEY + "-rotated").start()
     try:
         runtime.store.put(Record("a", phase=Phase.GAVE_UP, gave_up=True, attempt=5))
         runtime.store.put(Record("b", phase=Phase.UNHEALTHY, attempt=2))
         await runtime.gate.rate_limited(120.0, call="list")
         runtime.supervisor.auth_blocked_until = clock.monotonic() + 300
-        new = Settings(api_key=SecretStr(KEY + "-rotated"), base_url="https://other.example",
-                       sessions=("a",), request_timeout=3.0, max_restarts=9,
+        new = Settings(api_key=SecretStr(KEY + "-rotated"), base_url=server.base_url,
+                       sessions=("a",), request_timeout=0.3, max_restarts=9,
                        statuses=StatusSettings(healthy=("RUNNING",)),
                        rate_limit=1.0)
         runtime.reconfigure(new)
@@ -131,12 +143,18 @@ async def test_runtime_reconfigure_keeps_records_and_the_gates_pause() -> None:
         assert runtime.supervisor.policy.classes.classify("RUNNING").value == "healthy"
         assert runtime.supervisor.configured == ("a",)
         assert runtime.supervisor.auth_blocked_until == clock.monotonic()  # try the new key
-        assert repr(runtime.client) == "<WasendClient https://other.example>"
-        assert runtime.client._http.timeout.read == 3.0
-        assert runtime.client._api_key.get_secret_value() == KEY + "-rotated"
+        assert repr(runtime.client) == f"<WasendClient {server.base_url}>"
         assert runtime.settings is new
+        # The client asks the new API with the new key, and gives up at the new timeout
+        # (the old one was the default 15 s).
+        assert len((await runtime.client.list_sessions()).sessions) == 1
+        asked = time.monotonic()
+        with pytest.raises(ApiTimeout):
+            await runtime.client.get_session("sess-0001")
+        assert time.monotonic() - asked < 3
     finally:
         await runtime.aclose()
+        server.stop()
 
 
 async def test_daemon_reschedules_its_poll_job_on_a_new_interval() -> None:
@@ -145,14 +163,10 @@ async def test_daemon_reschedules_its_poll_job_on_a_new_interval() -> None:
     daemon = Daemon(sup, poll_interval=3600, shutdown_grace=1)
     task = asyncio.create_task(daemon.run())
     try:
-        deadline = asyncio.get_running_loop().time() + 5
-        while daemon.polls < 1:  # the first poll is immediate; the next one an hour later
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
+        # The first poll is immediate; the next one an hour later.
+        await until(lambda: daemon.polls >= 1, timeout=5)
         daemon.reconfigure(poll_interval=0.05, poll_jitter=0.0, shutdown_grace=2)
-        while daemon.polls < 4:
-            assert asyncio.get_running_loop().time() < deadline, "not rescheduled"
-            await asyncio.sleep(0.01)
+        await until(lambda: daemon.polls >= 4, timeout=5, describe="not rescheduled")
         assert daemon.shutdown_grace == 2
     finally:
         daemon.request_stop()
@@ -164,19 +178,21 @@ async def test_sighup_only_flags_and_the_reload_runs_on_the_loop() -> None:
                      MaxRandom())
     daemon = Daemon(sup, poll_interval=3600, shutdown_grace=1)
     calls: list[str] = []
-    daemon.on_reload = lambda: calls.append("reload")
+    sent = ["the pair"]  # which SIGHUP a reload answers: the last one sent before it ran
+    daemon.on_reload = lambda: calls.append(sent[0])
     task = asyncio.create_task(daemon.run())
-    await asyncio.sleep(0)
+    await until(lambda: daemon.alive()[0], timeout=5)
     daemon.handle_signal(signal.SIGHUP)
     daemon.handle_signal(signal.SIGHUP)  # two before the loop turns: one reload
     assert calls == []  # the handler itself did nothing but set a flag
-    deadline = asyncio.get_running_loop().time() + 5
-    while not calls:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
-    assert calls == ["reload"]
+    await until(lambda: calls, timeout=5)
+    # A third SIGHUP, told apart from the pair: reloads run one after another, so a
+    # second reload for the pair would come before this one's.
+    sent[0] = "the third"
+    daemon.handle_signal(signal.SIGHUP)
+    await until(lambda: "the third" in calls, timeout=5)
+    assert calls == ["the pair", "the third"]
     daemon.handle_signal(signal.SIGTERM)
     daemon.handle_signal(signal.SIGHUP)  # too late: stopping
     assert await asyncio.wait_for(task, 5) == 0
-    assert calls == ["reload"]
+    assert calls == ["the pair", "the third"]

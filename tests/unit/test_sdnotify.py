@@ -25,6 +25,7 @@ from supervisor.runtime.cycle import PollResult, Supervisor
 from supervisor.runtime.daemon import Daemon
 from supervisor.state.store import MemoryStore
 from tests.fakes import FakeApi, MaxRandom
+from tests.waiting import until
 
 
 class Receiver:
@@ -69,13 +70,6 @@ def abstract_socket() -> Iterator[tuple[str, Receiver]]:
     receiver = Receiver("\0" + name)
     yield "@" + name, receiver
     receiver.close()
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 # --- the notifier ------------------------------------------------------------------------
