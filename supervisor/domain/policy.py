@@ -109,3 +109,14 @@ class Policy(msgspec.Struct, frozen=True):
     stable_after: float = 300.0
     starting_timeout: float = 120.0
     gave_up_retry_interval: float = 3600.0
+
+
+# While the list call keeps failing, polls are skipped: the n-th failure in a row waits
+# min(POLL_BACKOFF_INTERVALS, 2**(n-1)) poll intervals before the next poll.
+POLL_BACKOFF_INTERVALS = 4
+
+
+def poll_backoff(poll_interval: float, failures: int) -> float:
+    """Seconds from a failed poll to the next, after ``failures`` failed polls in a row:
+    1, 2, then 4 poll intervals (overflow-safe at any count)."""
+    return poll_interval * min(POLL_BACKOFF_INTERVALS, 1 << min(max(failures - 1, 0), 16))

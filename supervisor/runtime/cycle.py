@@ -48,7 +48,7 @@ from supervisor.domain.models import (
     SessionList,
     Step,
 )
-from supervisor.domain.policy import Policy
+from supervisor.domain.policy import Policy, poll_backoff
 from supervisor.state.store import Beat, StateError, Store
 
 log = structlog.get_logger("supervisor.cycle")
@@ -58,9 +58,6 @@ log = structlog.get_logger("supervisor.cycle")
 MAX_STEPS_PER_SESSION = 6
 # A claim lost to another process is re-read and decided again, this many times at most.
 MAX_CLAIM_TRIES = 3
-# While the list call keeps failing, polls are skipped: the n-th failure in a row waits
-# min(POLL_BACKOFF_INTERVALS, 2**(n-1)) poll intervals before the next poll.
-POLL_BACKOFF_INTERVALS = 4
 
 _T = TypeVar("_T")
 
@@ -515,7 +512,7 @@ class Supervisor:
             self._auth_failed(exc)
         elif self.poll_interval is not None and not isinstance(exc, RateLimited):
             # The API is down or answers garbage: poll less often until it works again.
-            next_poll_in = self.poll_backoff(self.consecutive_failures)
+            next_poll_in = poll_backoff(self.poll_interval, self.consecutive_failures)
             self.poll_resume_at = (
                 started + next_poll_in - self.poll_interval / 2
                 if next_poll_in > self.poll_interval else None
@@ -531,10 +528,6 @@ class Supervisor:
             next_poll_in=next_poll_in,
         )
 
-    def poll_backoff(self, failures: int) -> float:
-        """Seconds from a failed poll to the next, after ``failures`` failures in a row."""
-        interval = self.poll_interval or 0.0
-        return interval * min(POLL_BACKOFF_INTERVALS, 1 << min(max(failures - 1, 0), 16))
 
     def _auth_failed(self, exc: AuthFailed) -> None:
         first = self.auth_blocked_until is None
