@@ -113,15 +113,26 @@ class _SettingsHelp(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown or 'none'}; env {env})".replace("%", "%%")
 
 
-def _wait_seconds(text: str) -> float:
-    """``--wait``: a finite number of seconds, 0 or more."""
+def _seconds(text: str, *, zero: bool) -> float:
+    """A flag's finite number of seconds: 0 or more (``zero``), else more than 0."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError("must be a finite number of seconds, 0 or more")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        more = "0 or more" if zero else "more than 0"
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, {more}")
     return value
+
+
+def _wait_seconds(text: str) -> float:
+    """``--wait``: a finite number of seconds, 0 or more."""
+    return _seconds(text, zero=True)
+
+
+def _positive_seconds(text: str) -> float:
+    """``--stale-after``: a finite number of seconds, more than 0."""
+    return _seconds(text, zero=False)
 
 
 # The help of a settings flag that has none of its own: the setting's description.
@@ -202,7 +213,8 @@ def build_parser() -> _Parser:
         "status", help="every supervised session, from the state file (no API call, no key)")
     _state_flags(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    status.add_argument("--stale-after", dest="stale_after", type=float, metavar="SECONDS",
+    status.add_argument("--stale-after", dest="stale_after", type=_positive_seconds,
+                        metavar="SECONDS",
                         help="exit 3 when no process has polled successfully for this long"
                         " (default: 10 minutes, or 3 x poll_interval if longer)")
 
@@ -421,9 +433,6 @@ def _open_state(args: argparse.Namespace, *, unknown: int | None = None,
 def _status(args: argparse.Namespace) -> int:
     """Exits like ``check`` (0, 1, 2), or 3 when the file is stale, never polled, missing
     or unusable (see ``supervisor.state.report``)."""
-    if args.stale_after is not None and not args.stale_after > 0:
-        print(f"{PROG}: --stale-after: must be a positive number of seconds", file=sys.stderr)
-        return 2
     from supervisor.domain.verdict import UNKNOWN
 
     opened = _open_state(args, unknown=UNKNOWN)
