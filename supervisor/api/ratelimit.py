@@ -161,7 +161,9 @@ class RateGate:
         Raises RateLimited, sending nothing, if a pause is longer than ``max_wait``.
         """
         while True:
-            wait = await self._pause_left()
+            # With a budget, counting the request reads the stored pause in the same write
+            # (``_take``): reading it first as well would be a second trip to the store.
+            wait = await self._pause_left(stored=not self._budget)
             if wait > 0:
                 if self.max_wait is not None and wait > self.max_wait:
                     raise self._refusal(wait)
@@ -170,7 +172,7 @@ class RateGate:
                 continue
             if self._budget:
                 wait, paused = await self._take()
-                if paused:  # another process's 429 came in since the pause was read
+                if paused:  # a stored pause: another process's 429
                     if self.max_wait is not None and wait > self.max_wait:
                         raise self._refusal(wait)
                     await self._waiting(wait)
@@ -223,9 +225,9 @@ class RateGate:
 
     # ------------------------------------------------------------ the shared row
 
-    async def _pause_left(self) -> float:
-        """Seconds until a request may go, by our pause and the stored one."""
-        if self._store is not None:
+    async def _pause_left(self, *, stored: bool = True) -> float:
+        """Seconds until a request may go, by our pause and (``stored``) the stored one."""
+        if stored and self._store is not None:
             row = await self._store.run(partial(self._store.gate_row, self._key))
             if row is not None:
                 self._adopt(row.paused_until)
