@@ -36,6 +36,7 @@ from supervisor.api.errors import (
 from supervisor.clock import Clock
 from supervisor.domain import core, history
 from supervisor.domain import events as ev
+from supervisor.domain.auth import OPEN, AuthBlock
 from supervisor.domain.models import (
     Action,
     ActionKind,
@@ -124,7 +125,8 @@ class Supervisor:
         self.get_concurrency = get_concurrency
         self.auth_retry_interval = auth_retry_interval
         self.key_reader = key_reader
-        self.auth_blocked_until: float | None = None  # monotonic
+        # Whether the key was refused, and when it is tried again (the rule: domain.auth).
+        self.auth: AuthBlock = OPEN
         self.last_success: float | None = None  # wall time of the last successful list
         self.consecutive_failures = 0
         # Called with every event of the decision core, after it is logged (metrics).
@@ -150,12 +152,12 @@ class Supervisor:
 
     async def _poll(self, dry_run: bool) -> PollResult:
         started = self.clock.monotonic()
-        if self.auth_blocked_until is not None:
-            if started < self.auth_blocked_until:
-                log.debug(ev.POLL_SKIPPED, reason="auth_failed",
-                          retry_in=round(self.auth_blocked_until - started, 3))
-                await self._beat(listed=False, ok=False, dry_run=dry_run)
-                return PollResult(ok=False, skipped=True, skip_reason="auth_failed")
+        if self.auth.waiting(started):
+            log.debug(ev.POLL_SKIPPED, reason="auth_failed",
+                      retry_in=round(self.auth.retry_in(started), 3))
+            await self._beat(listed=False, ok=False, dry_run=dry_run)
+            return PollResult(ok=False, skipped=True, skip_reason="auth_failed")
+        if self.auth.due(started):
             self._reload_key()
         if self.poll_resume_at is not None and started < self.poll_resume_at:
             log.debug(ev.POLL_SKIPPED, reason="api_unavailable",
@@ -170,8 +172,8 @@ class Supervisor:
             await self._beat(listed=True, ok=False, dry_run=dry_run, at=observed_at)
             return PollResult(ok=False, error=exc, duration=self.clock.monotonic() - started)
         self.poll_resume_at = None
-        if self.auth_blocked_until is not None:
-            self.auth_blocked_until = None
+        if self.auth.blocked:
+            self.auth = self.auth.accepted()
             log.info(ev.API_AUTH_RESTORED)
         for problem in listing.problems:
             log.warning(ev.POLL_ITEM_UNREADABLE, problem=problem)
@@ -185,7 +187,7 @@ class Supervisor:
         unrecorded: StateError | None = None
         for record, action in pending:
             try:
-                if self.auth_blocked_until is not None:
+                if self.auth.blocked:
                     # The key was refused mid-cycle: leave the rest for when it works again.
                     deferred = core.deferred(record, self.clock.now(), "auth_failed", 401)
                     await self._keep(partial(self._record, record, deferred, record.session_id,
@@ -529,9 +531,18 @@ class Supervisor:
         )
 
 
+    @property
+    def auth_blocked_until(self) -> float | None:
+        """When a refused key is tried again (monotonic), or None: it works."""
+        return self.auth.until
+
+    def key_changed(self) -> None:
+        """A different key was configured: a refused key's wait ends at once."""
+        self.auth = self.auth.new_key(self.clock.monotonic())
+
     def _auth_failed(self, exc: AuthFailed) -> None:
-        first = self.auth_blocked_until is None
-        self.auth_blocked_until = self.clock.monotonic() + self.auth_retry_interval
+        first = not self.auth.blocked
+        self.auth = self.auth.refused(self.clock.monotonic(), self.auth_retry_interval)
         if first:
             log.critical(
                 ev.API_AUTH_FAILED,
