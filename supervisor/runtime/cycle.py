@@ -257,7 +257,7 @@ class Supervisor:
             if step.action is not None and dry_run:
                 result.planned[info.session_id] = step.action
                 return  # a dry run changes nothing
-            if self._commit(old, step, info.session_id, dry_run):
+            if self._record(old, step, info.session_id, dry_run, claim=True):
                 if step.action is not None and step.record is not None:
                     pending.append((step.record, step.action))
                 return
@@ -449,29 +449,6 @@ class Supervisor:
                 log.warning(ev.POLL_OBSERVER_FAILED, observed=event.name,
                             error=type(exc).__name__)
 
-    def _commit(
-        self,
-        old: Record | None,
-        step: Step,
-        session_id: str,
-        dry_run: bool,
-        action: Action | None = None,
-    ) -> bool:
-        """Write the step's record (compare-and-set against ``old``) and its history rows
-        in one transaction; its events are logged once that (and any transaction it is
-        part of) has committed. False, with nothing written or logged, if another process
-        changed the record first; StateError, the same, if it could not be written."""
-        if not dry_run:
-            rows = history.entries(step.events, self.clock.now(), action)
-            changed = step.record is not old
-            if changed or rows:
-                with self.store.transaction():
-                    if changed and not self.store.swap(old, step.record):
-                        return False
-                    self.store.add_history(rows)
-        self._committed(step.events)
-        return True
-
     def _record(
         self,
         old: Record | None,
@@ -479,16 +456,37 @@ class Supervisor:
         session_id: str,
         dry_run: bool,
         action: Action | None = None,
+        *,
+        claim: bool = False,
     ) -> bool:
-        """Record what came of an action (or a lookup). If another process changed the
-        record meanwhile, its record wins (False): the events of what happened stand, but
-        a further restart this step asked for is neither recorded nor sent."""
-        if self._commit(old, step, session_id, dry_run, action):
-            return True
-        log.warning(ev.STATE_WRITE_CONFLICT, session_id=session_id)
-        self._committed((e for e in step.events if e.name != ev.RESTART_REQUESTED),
-                        observed=False)
-        return False
+        """Write the step's record (compare-and-set against ``old``) and its history rows
+        in one transaction; its events are logged once that (and any transaction it is
+        part of) has committed. StateError, with nothing written or logged, if it could
+        not be written.
+
+        False if another process changed the record first: nothing is written. A
+        ``claim`` (a decision, to be read and made again) then logs nothing; what came
+        of an action (or a lookup) yields to the other record, but the events of what
+        happened stand: a further restart the step asked for is neither recorded nor
+        sent."""
+        if not dry_run:
+            rows = history.entries(step.events, self.clock.now(), action)
+            changed = step.record is not old
+            if changed or rows:
+                with self.store.transaction():
+                    won = not changed or self.store.swap(old, step.record)
+                    if won:
+                        self.store.add_history(rows)
+                if not won:
+                    if not claim:
+                        log.warning(ev.STATE_WRITE_CONFLICT, session_id=session_id)
+                        self._committed(
+                            (e for e in step.events if e.name != ev.RESTART_REQUESTED),
+                            observed=False,
+                        )
+                    return False
+        self._committed(step.events)
+        return True
 
     def _heartbeat(self, *, listed: bool, ok: bool, at: float) -> Beat:
         kind = "check" if self.poll_interval is None else "run"
