@@ -26,6 +26,7 @@ its verification window.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from msgspec.structs import replace
@@ -61,6 +62,11 @@ def _event(name: str, record: Record, level: str = "info", **extra: Any) -> Even
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _after(events: Iterable[Event], step: Step) -> Step:
+    """``step``, with ``events`` (what led to it) before its own."""
+    return replace(step, events=(*events, *step.events))
 
 
 # --------------------------------------------------------------------------- decide
@@ -109,9 +115,7 @@ def decide(
         step = _seen_needs_person(record, status, now)
     else:
         step = _seen_unknown(record, status, now, policy, rng)
-    if events:
-        return Step(step.record, step.action, (*events, *step.events))
-    return step
+    return _after(events, step) if events else step
 
 
 def _running_again(record: Record, status: str, now: float, outcome: str) -> Record:
@@ -221,7 +225,7 @@ def _seen_transitional(
         ev.SESSION_UNHEALTHY, record, "warning", status=status, reason="stuck_starting"
     )
     step = _due_or_wait(record, now)
-    return Step(step.record, step.action, (unhealthy, *step.events))
+    return _after((unhealthy,), step)
 
 
 def _seen_restartable(
@@ -262,8 +266,7 @@ def _seen_restartable(
         )
     else:
         events.append(_event(ev.SESSION_UNHEALTHY, record, "warning", status=status))
-    step = _due_or_wait(record, now)
-    return Step(step.record, step.action, (*events, *step.events))
+    return _after(events, _due_or_wait(record, now))
 
 
 def _seen_needs_person(record: Record, status: str, now: float) -> Step:
@@ -272,7 +275,8 @@ def _seen_needs_person(record: Record, status: str, now: float) -> Step:
             record = replace(record, last_status=status)
         return Step(record)
     events: list[Event] = []
-    if record.phase is Phase.VERIFYING:
+    was_verifying = record.phase is Phase.VERIFYING
+    if was_verifying:
         events.append(
             _event(
                 ev.RESTART_FAILED,
@@ -295,7 +299,7 @@ def _seen_needs_person(record: Record, status: str, now: float) -> Step:
         last_outcome="needs_person",
     )
     events.append(_event(ev.SESSION_NEEDS_PERSON, record, "error", status=status))
-    return Step(record, None, tuple(events))
+    return Step(record, None, tuple(events), failed=was_verifying)
 
 
 def _seen_unknown(
@@ -311,7 +315,7 @@ def _seen_unknown(
         deadline = _verify_deadline(record, policy)
         if deadline is not None and now >= deadline:
             step = _failed(record, now, policy, rng, reason="starting_timeout", status=status)
-            return Step(step.record, step.action, (*events, *step.events))
+            return _after(events, step)
         return Step(record, None, events)
     if record.phase is not Phase.UNKNOWN or record.last_status != status:
         record = replace(record, phase=Phase.UNKNOWN, last_status=status, since=now)
@@ -386,7 +390,8 @@ def _failed(
             duration_ms=_ms(took) if took is not None else None,
             next_attempt_in=policy.gave_up_retry_interval,
         )
-        return _give_up(record, now, policy, (failed,), reason=reason, status=status)
+        step = _give_up(record, now, policy, (failed,), reason=reason, status=status)
+        return replace(step, failed=True)
     wait = policy.backoff.delay(record.attempt - 1, rng)
     record = replace(record, phase=Phase.UNHEALTHY, since=now, next_attempt_at=now + wait)
     failed = _event(
@@ -401,7 +406,7 @@ def _failed(
         duration_ms=_ms(took) if took is not None else None,
         next_attempt_in=round(wait, 3),
     )
-    return Step(record, None, (failed,))
+    return Step(record, None, (failed,), failed=True)
 
 
 def _give_up(
@@ -607,11 +612,10 @@ def _after_reread(
     if klass is StatusClass.RESTARTABLE:
         record = replace(record, last_status=status, stop_first=True)
         event = conflict("stop_then_restart", status)
-        step = _request(record, now)
-        return Step(step.record, step.action, (event, *step.events))
+        return _after((event,), _request(record, now))
     event = conflict(klass.value, status, "warning")
     step = decide(SessionInfo(record.session_id, record.name, status), record, now, policy, rng)
-    return Step(step.record, step.action, (event, *step.events))
+    return _after((event,), step)
 
 
 # ------------------------------------------------------------------------- vanish
@@ -624,9 +628,10 @@ def vanished(record: Record, now: float, policy: Policy, *, configured: bool) ->
     up again every ``gave_up_retry_interval``); one found by listing is forgotten.
     """
     events: tuple[Event, ...] = ()
+    failed = record.phase is Phase.VERIFYING  # the attempt in flight fails with it
     if record.phase is not Phase.GONE:
         events = (_event(ev.SESSION_GONE, record, "error", status=record.last_status),)
-        if record.phase is Phase.VERIFYING:
+        if failed:
             events = (
                 _event(
                     ev.RESTART_FAILED,
@@ -641,7 +646,7 @@ def vanished(record: Record, now: float, policy: Policy, *, configured: bool) ->
                 *events,
             )
     if not configured:
-        return Step(None, None, events)
+        return Step(None, None, events, failed=failed)
     record = replace(
         record,
         phase=Phase.GONE,
@@ -651,7 +656,7 @@ def vanished(record: Record, now: float, policy: Policy, *, configured: bool) ->
         next_attempt_at=now + policy.gave_up_retry_interval,
         last_outcome="gone",
     )
-    return Step(record, None, events)
+    return Step(record, None, events, failed=failed)
 
 
 # -------------------------------------------------------------------------- retry

@@ -109,11 +109,13 @@ class Event(msgspec.Struct, frozen=True):
 
 
 class Step(msgspec.Struct, frozen=True):
-    """What the core decided: the new record (None: forget it), an action, events."""
+    """What the core decided: the new record (None: forget it), an action, events, and
+    whether the restart attempt in flight failed (its ``restart.failed`` event says how)."""
 
     record: Record | None
     action: Action | None = None
     events: tuple[Event, ...] = ()
+    failed: bool = False
 
 
 class HistoryEntry(msgspec.Struct, frozen=True):

@@ -369,7 +369,7 @@ class Supervisor:
             outcome = await self._execute(next_action)
             step = core.apply(current, next_action, outcome, self.clock.now(), self.policy,
                               self.rng)
-            if any(e.name == ev.RESTART_FAILED for e in step.events):
+            if step.failed:
                 result.failed.add(record.session_id)
             if not await self._keep(partial(self._record, current, step, record.session_id,
                                             False, next_action)):

@@ -36,6 +36,9 @@ def seen(status: str, sid: str = "s1", name: str | None = "Shop") -> SessionInfo
 
 
 def names(step: Step) -> list[str]:
+    # Every step the tests see says as a fact whether the attempt in flight failed, and
+    # says it exactly when it logs ``restart.failed``.
+    assert step.failed == ("restart.failed" in [e.name for e in step.events]), step
     return [e.name for e in step.events]
 
 
@@ -421,3 +424,29 @@ def test_an_attempt_whose_answer_was_never_recorded_times_out_from_its_request()
     d2 = Driver()
     d2.poll("STOPPED", T0)
     assert names(d2.poll("MYSTERY", T0 + 31)) == ["session.unknown_status", "restart.failed"]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [("FAILED", "relapsed"), ("SCAN_QR_CODE", "needs_person"), ("STARTING", "starting_timeout")],
+)
+def test_a_failed_attempt_is_a_fact_of_the_step(status: str, reason: str) -> None:
+    d = Driver()
+    d.outcome(d.poll("STOPPED", T0), ok("STARTING"), T0)
+    step = d.poll(status, T0 + 31)
+    assert step.failed and names(step).count("restart.failed") == 1
+    fields = next(e.fields for e in step.events if e.name == "restart.failed")
+    assert fields.get("reason", fields["outcome"]) == reason
+
+
+def test_a_failed_call_and_a_vanished_session_are_failed_attempts_a_deferral_is_not() -> None:
+    d = Driver()
+    step = d.poll("STOPPED", T0)
+    assert not step.failed
+    assert d.outcome(step, Outcome(OutcomeKind.FAILED, reason="server_error"), T0).failed
+    d = Driver()
+    step = d.poll("STOPPED", T0)
+    assert d.outcome(step, Outcome(OutcomeKind.GONE, http_status=404), T0).failed
+    d = Driver()
+    step = d.poll("STOPPED", T0)
+    assert not d.outcome(step, Outcome(OutcomeKind.RATE_LIMITED, http_status=429), T0).failed
