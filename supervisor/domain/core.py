@@ -36,6 +36,7 @@ from supervisor.domain.models import (
     Action,
     ActionKind,
     Event,
+    LastOutcome,
     Outcome,
     OutcomeKind,
     Phase,
@@ -118,11 +119,19 @@ def decide(
     return _after(events, step) if events else step
 
 
-def _running_again(record: Record, status: str, now: float, outcome: str) -> Record:
+def _noted(record: Record, outcome: str, **changes: Any) -> Record:
+    """``record`` with ``changes``, and ``outcome`` (a ``LastOutcome``) as what came of it
+    last. Whatever comes of a session ends its being started elsewhere, unless
+    ``changes`` say it is so now."""
+    return replace(record, **{"starting_elsewhere": False, **changes, "last_outcome": outcome})
+
+
+def _running_again(record: Record, status: str, now: float, outcome: LastOutcome) -> Record:
     """The session runs again: nothing is in flight or pending. The attempt count and
     failures stay until it has been stable for ``stable_after``."""
-    return replace(
+    return _noted(
         record,
+        outcome,
         phase=Phase.HEALTHY,
         last_status=status,
         since=now,
@@ -131,14 +140,13 @@ def _running_again(record: Record, status: str, now: float, outcome: str) -> Rec
         next_attempt_at=None,
         stop_first=False,
         gave_up=False,
-        last_outcome=outcome,
     )
 
 
 def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> Step:
     if record.phase is Phase.VERIFYING:
         took = now - record.requested_at if record.requested_at is not None else None
-        record = _running_again(record, status, now, "succeeded")
+        record = _running_again(record, status, now, LastOutcome.SUCCEEDED)
         duration = _ms(took) if took is not None else None
         return Step(
             record,
@@ -155,12 +163,12 @@ def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> St
                 _event(ev.SESSION_RECOVERED, record, status=status, by="restart"),
             ),
         )
-    if record.phase in _BROKEN or record.last_outcome == "starting_elsewhere":
+    if record.phase in _BROKEN or record.starting_elsewhere:
         by = {
             Phase.NEEDS_PERSON: "person",
             Phase.STARTING: "elsewhere",
         }.get(record.phase, "itself")
-        record = _running_again(record, status, now, "recovered")
+        record = _running_again(record, status, now, LastOutcome.RECOVERED)
         return Step(record, None, (_event(ev.SESSION_RECOVERED, record, status=status, by=by),))
     if record.phase is not Phase.HEALTHY:  # starting by itself, or an unknown status, ended
         record = replace(record, phase=Phase.HEALTHY, last_status=status, since=now)
@@ -288,15 +296,15 @@ def _seen_needs_person(record: Record, status: str, now: float) -> Step:
                 counted=False,
             )
         )
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.NEEDS_PERSON,
         phase=Phase.NEEDS_PERSON,
         last_status=status,
         since=now,
         requested_at=None,
         verify_deadline=None,
         next_attempt_at=None,
-        last_outcome="needs_person",
     )
     events.append(_event(ev.SESSION_NEEDS_PERSON, record, "error", status=status))
     return Step(record, None, tuple(events), failed=was_verifying)
@@ -336,14 +344,14 @@ def _request(record: Record, now: float, *, attempt: int | None = None) -> Step:
     """Ask for a restart (or a stop first): the attempt is recorded as in flight."""
     number = record.attempt + 1 if attempt is None else attempt
     via = "stop_then_restart" if record.stop_first else "restart"
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.REQUESTED,
         phase=Phase.VERIFYING,
         attempt=number,
         requested_at=now,
         verify_deadline=None,
         next_attempt_at=None,
-        last_outcome="requested",
     )
     kind = ActionKind.STOP if record.stop_first else ActionKind.RESTART
     event = _event(
@@ -370,12 +378,12 @@ def _failed(
     """The attempt in flight failed: count it, then back off or give up."""
     failures = _failures(record, now, policy)
     took = now - record.requested_at if record.requested_at is not None else None
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.FAILED.because(reason),
         failures=failures,
         requested_at=None,
         verify_deadline=None,
-        last_outcome=f"failed:{reason}",
     )
     if record.gave_up or len(failures) >= policy.max_restarts:
         failed = _event(
@@ -419,13 +427,12 @@ def _give_up(
     status: str | None,
 ) -> Step:
     first_time = not record.gave_up
-    record = replace(
+    record = _noted(  # GAVE_UP sets gave_up (models.Record)
         record,
+        LastOutcome.GAVE_UP,
         phase=Phase.GAVE_UP,
-        gave_up=True,
         since=now if first_time else record.since,
         next_attempt_at=now + policy.gave_up_retry_interval,
-        last_outcome="gave_up",
     )
     if first_time:
         events = (
@@ -456,14 +463,14 @@ def deferred(record: Record, now: float, reason: str, http_status: int | None) -
         reason=reason,
         http_status=http_status,
     )
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.DEFERRED.because(reason),
         phase=Phase.GAVE_UP if record.gave_up else Phase.UNHEALTHY,
         attempt=max(0, record.attempt - 1),
         requested_at=None,
         verify_deadline=None,
         next_attempt_at=now,
-        last_outcome=f"deferred:{reason}",
     )
     return Step(record, None, (event,))
 
@@ -515,11 +522,11 @@ def _after_restart(
     rng: random.Random,
 ) -> Step:
     if outcome.kind is OutcomeKind.OK:
-        record = replace(
+        record = _noted(
             record,
+            LastOutcome.ACCEPTED,
             last_status=outcome.status or record.last_status,
             verify_deadline=now + policy.starting_timeout,
-            last_outcome="accepted",
         )
         event = _event(
             ev.RESTART_ACCEPTED,
@@ -539,7 +546,7 @@ def _after_restart(
                 http_status=outcome.http_status,
             )
         # Re-read before deciding: it may be running (someone else restarted it).
-        record = replace(record, last_outcome="conflict")
+        record = _noted(record, LastOutcome.CONFLICT)
         return Step(
             record,
             Action(ActionKind.GET, record.session_id, action.attempt, outcome.http_status),
@@ -591,7 +598,7 @@ def _after_reread(
     status = outcome.status
     klass = policy.classes.classify(status)
     if klass is StatusClass.HEALTHY:
-        record = _running_again(record, status, now, "recovered_elsewhere")
+        record = _running_again(record, status, now, LastOutcome.RECOVERED_ELSEWHERE)
         return Step(
             record,
             None,
@@ -601,12 +608,13 @@ def _after_reread(
             ),
         )
     if klass is StatusClass.TRANSITIONAL:
-        record = replace(
+        record = _noted(
             record,
+            LastOutcome.STARTING_ELSEWHERE,
             phase=Phase.STARTING,
             last_status=status,
             since=now,
-            last_outcome="starting_elsewhere",
+            starting_elsewhere=True,
         )
         return Step(record, None, (conflict("starting_elsewhere", status),))
     if klass is StatusClass.RESTARTABLE:
@@ -647,14 +655,14 @@ def vanished(record: Record, now: float, policy: Policy, *, configured: bool) ->
             )
     if not configured:
         return Step(None, None, events, failed=failed)
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.GONE,
         phase=Phase.GONE,
         since=now if record.phase is not Phase.GONE else record.since,
         requested_at=None,
         verify_deadline=None,
         next_attempt_at=now + policy.gave_up_retry_interval,
-        last_outcome="gone",
     )
     return Step(record, None, events, failed=failed)
 
@@ -685,8 +693,9 @@ def retry_now(record: Record, now: float) -> Step:
         attempt=record.attempt,
         failures=len(record.failures),
     )
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.RETRY_REQUESTED,
         phase=Phase.UNHEALTHY,
         gave_up=False,
         attempt=0,
@@ -695,6 +704,5 @@ def retry_now(record: Record, now: float) -> Step:
         requested_at=None,
         verify_deadline=None,
         since=now,
-        last_outcome="retry_requested",
     )
     return Step(record, None, (event,))
