@@ -49,7 +49,7 @@ from supervisor.domain.models import (
     SessionList,
     Step,
 )
-from supervisor.domain.policy import Policy, poll_backoff
+from supervisor.domain.policy import Policy, poll_backoff, poll_resume_at
 from supervisor.state.store import Beat, StateError, Store
 
 log = structlog.get_logger("supervisor.cycle")
@@ -513,10 +513,7 @@ class Supervisor:
         elif self.poll_interval is not None and not isinstance(exc, RateLimited):
             # The API is down or answers garbage: poll less often until it works again.
             next_poll_in = poll_backoff(self.poll_interval, self.consecutive_failures)
-            self.poll_resume_at = (
-                started + next_poll_in - self.poll_interval / 2
-                if next_poll_in > self.poll_interval else None
-            )
+            self.poll_resume_at = poll_resume_at(started, self.poll_interval, next_poll_in)
         log.warning(
             ev.POLL_FAILED,
             error=exc.kind,
