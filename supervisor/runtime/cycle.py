@@ -6,8 +6,8 @@ The same ``Supervisor.poll`` serves ``run`` (called by the scheduler) and ``chec
 the decision core and the store meet.
 
 Everything the cycle does with the store (reads, decisions, writes) is handed to the
-store's ``run`` (``_keep``), so that waiting for the state file never stalls the event
-loop; the events of a write are logged, and observed, only once it has committed. So a
+store's ``run`` (``Journal.keep``), so that waiting for the state file never stalls the
+event loop; the events of a write are logged, and observed, only once it has committed. So a
 restart that could not be claimed (a full disk, a lock held too long) is neither logged
 nor counted nor sent, and each one sent is logged, counted and in the history once.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -98,8 +98,75 @@ def emit(event: Event) -> None:
     getattr(log, event.level)(event.name, **event.fields)
 
 
+class Journal:
+    """The events of the cycle's writes: logged, and handed to the observers, only once
+    the write that made them has committed. So a write that failed, or lost its claim to
+    another process, leaves no event and no count; each one made leaves them once."""
+
+    def __init__(self, observers: Callable[[], Iterable[Callable[[Event], None]]]) -> None:
+        self._observers = observers
+        # Where the events of writes wait to be logged, each with whether observers see
+        # it too (None: logged at once).
+        self._pending: list[tuple[Event, bool]] | None = None
+
+    async def keep(self, store: Store, work: Callable[[], _T]) -> _T:
+        """Do ``work`` (store reads, decisions, writes) through the store's ``run``, so
+        that waiting for the state file does not stall the event loop; then log and
+        observe the events of the writes it committed, and only those, even when a
+        later write of the same work failed."""
+        committed: list[tuple[Event, bool]] = []
+
+        def kept() -> _T:
+            self._pending = committed
+            try:
+                return work()
+            finally:
+                self._pending = None
+
+        try:
+            return await store.run(kept)
+        finally:
+            for event, observed in committed:
+                self._emit(event, observed)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The events of the writes made inside wait for the block to end without an
+        exception (its transaction committed); then they are the block's own writes'."""
+        outer, self._pending = self._pending, []
+        try:
+            yield
+            made = self._pending
+        finally:
+            self._pending = outer
+        for event, observed in made:
+            self.committed((event,), observed=observed)
+
+    def committed(self, events: Iterable[Event], *, observed: bool = True) -> None:
+        """The events of a write that was made: logged (and, if ``observed``, handed to
+        the observers) once ``keep``'s work is done, or now outside it."""
+        if self._pending is None:
+            for event in events:
+                self._emit(event, observed)
+        else:
+            self._pending.extend((event, observed) for event in events)
+
+    def _emit(self, event: Event, observed: bool) -> None:
+        emit(event)
+        if not observed:
+            return
+        for observe in self._observers():
+            try:
+                observe(event)
+            except Exception as exc:  # a metrics hook must not break a cycle
+                log.warning(ev.POLL_OBSERVER_FAILED, observed=event.name,
+                            error=type(exc).__name__)
+
+
 class Supervisor:
-    """Holds what lives across cycles: the client, the store, the policy, auth state."""
+    """Holds what lives across cycles: the client, the store, the policy, whether the key
+    is refused (``auth``, a ``domain.auth.AuthBlock``), the poll backoff, the observers.
+    The rules are the domain's (core, policy, auth); this runs them, logs and acts."""
 
     def __init__(
         self,
@@ -137,9 +204,7 @@ class Supervisor:
         # A restart another process recorded as in flight, and has not seen answered, is
         # left to it this long (its request may still be waiting at its rate gate).
         self.in_flight_grace = in_flight_grace
-        # Where the events of writes wait to be logged, each with whether observers see
-        # it too (None: logged at once).
-        self._events: list[tuple[Event, bool]] | None = None
+        self._journal = Journal(lambda: self.observers)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -220,19 +285,14 @@ class Supervisor:
         write lock, reads what other processes wrote, and commits (restarts recorded as in
         flight included) before any request is sent. The restarts to send."""
         pending: list[tuple[Record, Action]] = []
-        outer, self._events = self._events, []
-        try:
-            with contextlib.nullcontext() if dry_run else self.store.transaction():
-                now = self.clock.now()
-                for info in seen:
-                    self._decide(info, observed_at, now, dry_run, result, pending)
-                if not dry_run:  # the heartbeat: one small row, in the same commit
-                    self.store.beat(self._heartbeat(listed=True, ok=True, at=observed_at))
-            decided = self._events
-        finally:
-            self._events = outer
-        for event, observed in decided:  # only now that the transaction has committed
-            self._committed((event,), observed=observed)
+        with self._journal.held(), (
+            contextlib.nullcontext() if dry_run else self.store.transaction()
+        ):
+            now = self.clock.now()
+            for info in seen:
+                self._decide(info, observed_at, now, dry_run, result, pending)
+            if not dry_run:  # the heartbeat: one small row, in the same commit
+                self.store.beat(self._heartbeat(listed=True, ok=True, at=observed_at))
         return pending
 
     def _decide(
@@ -410,44 +470,7 @@ class Supervisor:
     # -------------------------------------------------------------- bookkeeping
 
     async def _keep(self, work: Callable[[], _T]) -> _T:
-        """Do ``work`` (store reads, decisions, writes) through the store's ``run``, so
-        that waiting for the state file does not stall the event loop; then log and
-        observe the events of the writes it committed, and only those, even when a
-        later write of the same work failed."""
-        committed: list[tuple[Event, bool]] = []
-
-        def kept() -> _T:
-            self._events = committed
-            try:
-                return work()
-            finally:
-                self._events = None
-
-        try:
-            return await self.store.run(kept)
-        finally:
-            for event, observed in committed:
-                self._emit(event, observed)
-
-    def _committed(self, events: Iterable[Event], *, observed: bool = True) -> None:
-        """The events of a write that was made: logged (and, if ``observed``, handed to
-        the observers) once ``_keep``'s work is done, or now outside it."""
-        if self._events is None:
-            for event in events:
-                self._emit(event, observed)
-        else:
-            self._events.extend((event, observed) for event in events)
-
-    def _emit(self, event: Event, observed: bool) -> None:
-        emit(event)
-        if not observed:
-            return
-        for observe in self.observers:
-            try:
-                observe(event)
-            except Exception as exc:  # a metrics hook must not break a cycle
-                log.warning(ev.POLL_OBSERVER_FAILED, observed=event.name,
-                            error=type(exc).__name__)
+        return await self._journal.keep(self.store, work)
 
     def _record(
         self,
@@ -480,12 +503,12 @@ class Supervisor:
                 if not won:
                     if not claim:
                         log.warning(ev.STATE_WRITE_CONFLICT, session_id=session_id)
-                        self._committed(
+                        self._journal.committed(
                             (e for e in step.events if e.name != ev.RESTART_REQUESTED),
                             observed=False,
                         )
                     return False
-        self._committed(step.events)
+        self._journal.committed(step.events)
         return True
 
     def _heartbeat(self, *, listed: bool, ok: bool, at: float) -> Beat:
