@@ -7,9 +7,9 @@ the decision core and the store meet.
 
 Everything the cycle does with the store (reads, decisions, writes) is handed to the
 store's ``run`` (``Journal.keep``), so that waiting for the state file never stalls the
-event loop; the events of a write are logged, and observed, only once it has committed. So a
-restart that could not be claimed (a full disk, a lock held too long) is neither logged
-nor counted nor sent, and each one sent is logged, counted and in the history once.
+event loop; the events of a write are logged, and observed, only once it has committed.
+So a restart that could not be claimed (a full disk, a lock held too long) is neither
+logged nor counted nor sent, and each one sent is logged, counted and in the history once.
 """
 
 from __future__ import annotations
