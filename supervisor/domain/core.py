@@ -1,8 +1,8 @@
 """The decision core: what to do with one session, given what was seen, what is
 remembered and the time now. Pure: no I/O, no clock, no globals; randomness comes in.
 
-Two entry points, both returning a ``Step`` (the new record, at most one action, and
-the events to log):
+Two entry points, both returning a ``Step`` (the new record, at most one action, the
+events to log, and whether the attempt in flight failed):
 
 * ``decide(seen, record, now, policy, rng)`` after a poll observed the session;
 * ``apply(record, action, outcome, now, policy, rng)`` after the shell carried out an
