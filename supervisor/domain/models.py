@@ -78,13 +78,14 @@ class LastOutcome(StrEnum):
 class Record(msgspec.Struct, frozen=True):
     """What is remembered about one session. Times are wall-clock epoch seconds.
 
-    The phase is where the session stands, and it alone says so; the fields after it
-    are what the phase cannot say. ``gave_up`` is set by entering ``GAVE_UP`` (which
-    implies it, whatever was passed) and kept while a given-up session is retried, or
-    is otherwise away from ``GAVE_UP``, until it is seen healthy or a person retries it.
-    ``starting_elsewhere``: a restart of ours conflicted and the re-read found the
-    session starting, so its coming up is a recovery (by someone else); it lasts until
-    anything else comes of the session. ``last_outcome`` is for people only.
+    The phase says where the session stands; the typed fields beside it say what the
+    phase cannot, and decisions read only those. ``gave_up`` is set by entering
+    ``GAVE_UP`` (which implies it, whatever was passed) and kept while a given-up
+    session is retried, or is otherwise away from ``GAVE_UP``, until the core sees it
+    recover or a person retries it. ``starting_elsewhere``: a restart of ours conflicted
+    and the re-read found the session starting, so its coming up is a recovery (by
+    someone else); it lasts until anything else comes of the session. ``last_outcome``
+    is words for people (``LastOutcome``), never a reason to act.
     """
 
     session_id: str
