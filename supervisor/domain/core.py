@@ -1,8 +1,8 @@
 """The decision core: what to do with one session, given what was seen, what is
 remembered and the time now. Pure: no I/O, no clock, no globals; randomness comes in.
 
-Two entry points, both returning a ``Step`` (the new record, at most one action, and
-the events to log):
+Two entry points, both returning a ``Step`` (the new record, at most one action, the
+events to log, and whether the attempt in flight failed):
 
 * ``decide(seen, record, now, policy, rng)`` after a poll observed the session;
 * ``apply(record, action, outcome, now, policy, rng)`` after the shell carried out an
@@ -26,6 +26,7 @@ its verification window.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from msgspec.structs import replace
@@ -35,6 +36,7 @@ from supervisor.domain.models import (
     Action,
     ActionKind,
     Event,
+    LastOutcome,
     Outcome,
     OutcomeKind,
     Phase,
@@ -61,6 +63,11 @@ def _event(name: str, record: Record, level: str = "info", **extra: Any) -> Even
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _after(events: Iterable[Event], step: Step) -> Step:
+    """``step``, with ``events`` (what led to it) before its own."""
+    return replace(step, events=(*events, *step.events))
 
 
 # --------------------------------------------------------------------------- decide
@@ -109,16 +116,22 @@ def decide(
         step = _seen_needs_person(record, status, now)
     else:
         step = _seen_unknown(record, status, now, policy, rng)
-    if events:
-        return Step(step.record, step.action, (*events, *step.events))
-    return step
+    return _after(events, step) if events else step
 
 
-def _running_again(record: Record, status: str, now: float, outcome: str) -> Record:
+def _noted(record: Record, outcome: str, **changes: Any) -> Record:
+    """``record`` with ``changes``, and ``outcome`` (a ``LastOutcome``) as what came of it
+    last. Whatever comes of a session ends its being started elsewhere, unless
+    ``changes`` say it is so now."""
+    return replace(record, **{"starting_elsewhere": False, **changes, "last_outcome": outcome})
+
+
+def _running_again(record: Record, status: str, now: float, outcome: LastOutcome) -> Record:
     """The session runs again: nothing is in flight or pending. The attempt count and
     failures stay until it has been stable for ``stable_after``."""
-    return replace(
+    return _noted(
         record,
+        outcome,
         phase=Phase.HEALTHY,
         last_status=status,
         since=now,
@@ -127,14 +140,13 @@ def _running_again(record: Record, status: str, now: float, outcome: str) -> Rec
         next_attempt_at=None,
         stop_first=False,
         gave_up=False,
-        last_outcome=outcome,
     )
 
 
 def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> Step:
     if record.phase is Phase.VERIFYING:
         took = now - record.requested_at if record.requested_at is not None else None
-        record = _running_again(record, status, now, "succeeded")
+        record = _running_again(record, status, now, LastOutcome.SUCCEEDED)
         duration = _ms(took) if took is not None else None
         return Step(
             record,
@@ -151,12 +163,12 @@ def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> St
                 _event(ev.SESSION_RECOVERED, record, status=status, by="restart"),
             ),
         )
-    if record.phase in _BROKEN or record.last_outcome == "starting_elsewhere":
+    if record.phase in _BROKEN or record.starting_elsewhere:
         by = {
             Phase.NEEDS_PERSON: "person",
             Phase.STARTING: "elsewhere",
         }.get(record.phase, "itself")
-        record = _running_again(record, status, now, "recovered")
+        record = _running_again(record, status, now, LastOutcome.RECOVERED)
         return Step(record, None, (_event(ev.SESSION_RECOVERED, record, status=status, by=by),))
     if record.phase is not Phase.HEALTHY:  # starting by itself, or an unknown status, ended
         record = replace(record, phase=Phase.HEALTHY, last_status=status, since=now)
@@ -221,7 +233,7 @@ def _seen_transitional(
         ev.SESSION_UNHEALTHY, record, "warning", status=status, reason="stuck_starting"
     )
     step = _due_or_wait(record, now)
-    return Step(step.record, step.action, (unhealthy, *step.events))
+    return _after((unhealthy,), step)
 
 
 def _seen_restartable(
@@ -262,8 +274,7 @@ def _seen_restartable(
         )
     else:
         events.append(_event(ev.SESSION_UNHEALTHY, record, "warning", status=status))
-    step = _due_or_wait(record, now)
-    return Step(step.record, step.action, (*events, *step.events))
+    return _after(events, _due_or_wait(record, now))
 
 
 def _seen_needs_person(record: Record, status: str, now: float) -> Step:
@@ -272,7 +283,8 @@ def _seen_needs_person(record: Record, status: str, now: float) -> Step:
             record = replace(record, last_status=status)
         return Step(record)
     events: list[Event] = []
-    if record.phase is Phase.VERIFYING:
+    was_verifying = record.phase is Phase.VERIFYING
+    if was_verifying:
         events.append(
             _event(
                 ev.RESTART_FAILED,
@@ -284,18 +296,18 @@ def _seen_needs_person(record: Record, status: str, now: float) -> Step:
                 counted=False,
             )
         )
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.NEEDS_PERSON,
         phase=Phase.NEEDS_PERSON,
         last_status=status,
         since=now,
         requested_at=None,
         verify_deadline=None,
         next_attempt_at=None,
-        last_outcome="needs_person",
     )
     events.append(_event(ev.SESSION_NEEDS_PERSON, record, "error", status=status))
-    return Step(record, None, tuple(events))
+    return Step(record, None, tuple(events), failed=was_verifying)
 
 
 def _seen_unknown(
@@ -311,7 +323,7 @@ def _seen_unknown(
         deadline = _verify_deadline(record, policy)
         if deadline is not None and now >= deadline:
             step = _failed(record, now, policy, rng, reason="starting_timeout", status=status)
-            return Step(step.record, step.action, (*events, *step.events))
+            return _after(events, step)
         return Step(record, None, events)
     if record.phase is not Phase.UNKNOWN or record.last_status != status:
         record = replace(record, phase=Phase.UNKNOWN, last_status=status, since=now)
@@ -332,14 +344,14 @@ def _request(record: Record, now: float, *, attempt: int | None = None) -> Step:
     """Ask for a restart (or a stop first): the attempt is recorded as in flight."""
     number = record.attempt + 1 if attempt is None else attempt
     via = "stop_then_restart" if record.stop_first else "restart"
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.REQUESTED,
         phase=Phase.VERIFYING,
         attempt=number,
         requested_at=now,
         verify_deadline=None,
         next_attempt_at=None,
-        last_outcome="requested",
     )
     kind = ActionKind.STOP if record.stop_first else ActionKind.RESTART
     event = _event(
@@ -366,12 +378,12 @@ def _failed(
     """The attempt in flight failed: count it, then back off or give up."""
     failures = _failures(record, now, policy)
     took = now - record.requested_at if record.requested_at is not None else None
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.FAILED.because(reason),
         failures=failures,
         requested_at=None,
         verify_deadline=None,
-        last_outcome=f"failed:{reason}",
     )
     if record.gave_up or len(failures) >= policy.max_restarts:
         failed = _event(
@@ -386,7 +398,8 @@ def _failed(
             duration_ms=_ms(took) if took is not None else None,
             next_attempt_in=policy.gave_up_retry_interval,
         )
-        return _give_up(record, now, policy, (failed,), reason=reason, status=status)
+        step = _give_up(record, now, policy, (failed,), reason=reason, status=status)
+        return replace(step, failed=True)
     wait = policy.backoff.delay(record.attempt - 1, rng)
     record = replace(record, phase=Phase.UNHEALTHY, since=now, next_attempt_at=now + wait)
     failed = _event(
@@ -401,7 +414,7 @@ def _failed(
         duration_ms=_ms(took) if took is not None else None,
         next_attempt_in=round(wait, 3),
     )
-    return Step(record, None, (failed,))
+    return Step(record, None, (failed,), failed=True)
 
 
 def _give_up(
@@ -414,13 +427,12 @@ def _give_up(
     status: str | None,
 ) -> Step:
     first_time = not record.gave_up
-    record = replace(
+    record = _noted(  # GAVE_UP sets gave_up (models.Record)
         record,
+        LastOutcome.GAVE_UP,
         phase=Phase.GAVE_UP,
-        gave_up=True,
         since=now if first_time else record.since,
         next_attempt_at=now + policy.gave_up_retry_interval,
-        last_outcome="gave_up",
     )
     if first_time:
         events = (
@@ -451,14 +463,14 @@ def deferred(record: Record, now: float, reason: str, http_status: int | None) -
         reason=reason,
         http_status=http_status,
     )
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.DEFERRED.because(reason),
         phase=Phase.GAVE_UP if record.gave_up else Phase.UNHEALTHY,
         attempt=max(0, record.attempt - 1),
         requested_at=None,
         verify_deadline=None,
         next_attempt_at=now,
-        last_outcome=f"deferred:{reason}",
     )
     return Step(record, None, (event,))
 
@@ -510,11 +522,11 @@ def _after_restart(
     rng: random.Random,
 ) -> Step:
     if outcome.kind is OutcomeKind.OK:
-        record = replace(
+        record = _noted(
             record,
+            LastOutcome.ACCEPTED,
             last_status=outcome.status or record.last_status,
             verify_deadline=now + policy.starting_timeout,
-            last_outcome="accepted",
         )
         event = _event(
             ev.RESTART_ACCEPTED,
@@ -534,7 +546,7 @@ def _after_restart(
                 http_status=outcome.http_status,
             )
         # Re-read before deciding: it may be running (someone else restarted it).
-        record = replace(record, last_outcome="conflict")
+        record = _noted(record, LastOutcome.CONFLICT)
         return Step(
             record,
             Action(ActionKind.GET, record.session_id, action.attempt, outcome.http_status),
@@ -586,7 +598,7 @@ def _after_reread(
     status = outcome.status
     klass = policy.classes.classify(status)
     if klass is StatusClass.HEALTHY:
-        record = _running_again(record, status, now, "recovered_elsewhere")
+        record = _running_again(record, status, now, LastOutcome.RECOVERED_ELSEWHERE)
         return Step(
             record,
             None,
@@ -596,22 +608,22 @@ def _after_reread(
             ),
         )
     if klass is StatusClass.TRANSITIONAL:
-        record = replace(
+        record = _noted(
             record,
+            LastOutcome.STARTING_ELSEWHERE,
             phase=Phase.STARTING,
             last_status=status,
             since=now,
-            last_outcome="starting_elsewhere",
+            starting_elsewhere=True,
         )
         return Step(record, None, (conflict("starting_elsewhere", status),))
     if klass is StatusClass.RESTARTABLE:
         record = replace(record, last_status=status, stop_first=True)
         event = conflict("stop_then_restart", status)
-        step = _request(record, now)
-        return Step(step.record, step.action, (event, *step.events))
+        return _after((event,), _request(record, now))
     event = conflict(klass.value, status, "warning")
     step = decide(SessionInfo(record.session_id, record.name, status), record, now, policy, rng)
-    return Step(step.record, step.action, (event, *step.events))
+    return _after((event,), step)
 
 
 # ------------------------------------------------------------------------- vanish
@@ -624,9 +636,10 @@ def vanished(record: Record, now: float, policy: Policy, *, configured: bool) ->
     up again every ``gave_up_retry_interval``); one found by listing is forgotten.
     """
     events: tuple[Event, ...] = ()
+    failed = record.phase is Phase.VERIFYING  # the attempt in flight fails with it
     if record.phase is not Phase.GONE:
         events = (_event(ev.SESSION_GONE, record, "error", status=record.last_status),)
-        if record.phase is Phase.VERIFYING:
+        if failed:
             events = (
                 _event(
                     ev.RESTART_FAILED,
@@ -641,17 +654,17 @@ def vanished(record: Record, now: float, policy: Policy, *, configured: bool) ->
                 *events,
             )
     if not configured:
-        return Step(None, None, events)
-    record = replace(
+        return Step(None, None, events, failed=failed)
+    record = _noted(
         record,
+        LastOutcome.GONE,
         phase=Phase.GONE,
         since=now if record.phase is not Phase.GONE else record.since,
         requested_at=None,
         verify_deadline=None,
         next_attempt_at=now + policy.gave_up_retry_interval,
-        last_outcome="gone",
     )
-    return Step(record, None, events)
+    return Step(record, None, events, failed=failed)
 
 
 # -------------------------------------------------------------------------- retry
@@ -680,8 +693,9 @@ def retry_now(record: Record, now: float) -> Step:
         attempt=record.attempt,
         failures=len(record.failures),
     )
-    record = replace(
+    record = _noted(
         record,
+        LastOutcome.RETRY_REQUESTED,
         phase=Phase.UNHEALTHY,
         gave_up=False,
         attempt=0,
@@ -690,6 +704,5 @@ def retry_now(record: Record, now: float) -> Step:
         requested_at=None,
         verify_deadline=None,
         since=now,
-        last_outcome="retry_requested",
     )
     return Step(record, None, (event,))

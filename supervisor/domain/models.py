@@ -51,8 +51,42 @@ class Phase(StrEnum):
     UNKNOWN = "unknown"  # a status we do not know; no action
 
 
+class LastOutcome(StrEnum):
+    """What came last of a session's supervision, for people: ``status`` shows it as
+    ``last_outcome`` (``failed`` and ``deferred`` with ``:{reason}``, see ``because``).
+    Data only: no decision reads it (the phase and the record's typed fields steer)."""
+
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    SUCCEEDED = "succeeded"
+    RECOVERED = "recovered"
+    RECOVERED_ELSEWHERE = "recovered_elsewhere"
+    STARTING_ELSEWHERE = "starting_elsewhere"
+    CONFLICT = "conflict"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    GAVE_UP = "gave_up"
+    NEEDS_PERSON = "needs_person"
+    GONE = "gone"
+    RETRY_REQUESTED = "retry_requested"
+
+    def because(self, reason: str) -> str:
+        """``failed:relapsed``, ``deferred:rate_limited``..."""
+        return f"{self.value}:{reason}"
+
+
 class Record(msgspec.Struct, frozen=True):
-    """What is remembered about one session. Times are wall-clock epoch seconds."""
+    """What is remembered about one session. Times are wall-clock epoch seconds.
+
+    The phase says where the session stands; the typed fields beside it say what the
+    phase cannot, and decisions read only those. ``gave_up`` is set by entering
+    ``GAVE_UP`` (which implies it, whatever was passed) and kept while a given-up
+    session is retried, or is otherwise away from ``GAVE_UP``, until the core sees it
+    recover or a person retries it. ``starting_elsewhere``: a restart of ours conflicted
+    and the re-read found the session starting, so its coming up is a recovery (by
+    someone else); it lasts until anything else comes of the session. ``last_outcome``
+    is words for people (``LastOutcome``), never a reason to act.
+    """
 
     session_id: str
     name: str | None = None
@@ -67,7 +101,12 @@ class Record(msgspec.Struct, frozen=True):
     stop_first: bool = False  # the next attempt stops the session before restarting it
     gave_up: bool = False  # given up on; stays set until the session is seen healthy
     warned_statuses: frozenset[str] = frozenset()
-    last_outcome: str | None = None
+    last_outcome: str | None = None  # a LastOutcome (or another version's word), for people
+    starting_elsewhere: bool = False
+
+    def __post_init__(self) -> None:
+        if self.phase is Phase.GAVE_UP and not self.gave_up:
+            msgspec.structs.force_setattr(self, "gave_up", True)
 
 
 class ActionKind(StrEnum):
@@ -109,11 +148,13 @@ class Event(msgspec.Struct, frozen=True):
 
 
 class Step(msgspec.Struct, frozen=True):
-    """What the core decided: the new record (None: forget it), an action, events."""
+    """What the core decided: the new record (None: forget it), an action, events, and
+    whether the restart attempt in flight failed (its ``restart.failed`` event says how)."""
 
     record: Record | None
     action: Action | None = None
     events: tuple[Event, ...] = ()
+    failed: bool = False
 
 
 class HistoryEntry(msgspec.Struct, frozen=True):

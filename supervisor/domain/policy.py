@@ -120,3 +120,11 @@ def poll_backoff(poll_interval: float, failures: int) -> float:
     """Seconds from a failed poll to the next, after ``failures`` failed polls in a row:
     1, 2, then 4 poll intervals (overflow-safe at any count)."""
     return poll_interval * min(POLL_BACKOFF_INTERVALS, 1 << min(max(failures - 1, 0), 16))
+
+
+def poll_resume_at(started: float, poll_interval: float, next_poll_in: float) -> float | None:
+    """When polls run again after one that began at ``started`` failed and backs off
+    ``next_poll_in`` seconds: half an interval early, so that the scheduler's tick due
+    then is not skipped for its jitter; None when the wait is one interval (no backoff).
+    Times in the clock's ``monotonic()`` seconds."""
+    return started + next_poll_in - poll_interval / 2 if next_poll_in > poll_interval else None

@@ -6,10 +6,10 @@ The same ``Supervisor.poll`` serves ``run`` (called by the scheduler) and ``chec
 the decision core and the store meet.
 
 Everything the cycle does with the store (reads, decisions, writes) is handed to the
-store's ``run`` (``_keep``), so that waiting for the state file never stalls the event
-loop; the events of a write are logged, and observed, only once it has committed. So a
-restart that could not be claimed (a full disk, a lock held too long) is neither logged
-nor counted nor sent, and each one sent is logged, counted and in the history once.
+store's ``run`` (``Journal.keep``), so that waiting for the state file never stalls the
+event loop; the events of a write are logged, and observed, only once it has committed.
+So a restart that could not be claimed (a full disk, a lock held too long) is neither
+logged nor counted nor sent, and each one sent is logged, counted and in the history once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -36,6 +36,7 @@ from supervisor.api.errors import (
 from supervisor.clock import Clock
 from supervisor.domain import core, history
 from supervisor.domain import events as ev
+from supervisor.domain.auth import OPEN, AuthBlock
 from supervisor.domain.models import (
     Action,
     ActionKind,
@@ -48,7 +49,7 @@ from supervisor.domain.models import (
     SessionList,
     Step,
 )
-from supervisor.domain.policy import Policy, poll_backoff
+from supervisor.domain.policy import Policy, poll_backoff, poll_resume_at
 from supervisor.state.store import Beat, StateError, Store
 
 log = structlog.get_logger("supervisor.cycle")
@@ -97,8 +98,75 @@ def emit(event: Event) -> None:
     getattr(log, event.level)(event.name, **event.fields)
 
 
+class Journal:
+    """The events of the cycle's writes: logged, and handed to the observers, only once
+    the write that made them has committed. So a write that failed, or lost its claim to
+    another process, leaves no event and no count; each one made leaves them once."""
+
+    def __init__(self, observers: Callable[[], Iterable[Callable[[Event], None]]]) -> None:
+        self._observers = observers
+        # Where the events of writes wait to be logged, each with whether observers see
+        # it too (None: logged at once).
+        self._pending: list[tuple[Event, bool]] | None = None
+
+    async def keep(self, store: Store, work: Callable[[], _T]) -> _T:
+        """Do ``work`` (store reads, decisions, writes) through the store's ``run``, so
+        that waiting for the state file does not stall the event loop; then log and
+        observe the events of the writes it committed, and only those, even when a
+        later write of the same work failed."""
+        committed: list[tuple[Event, bool]] = []
+
+        def kept() -> _T:
+            self._pending = committed
+            try:
+                return work()
+            finally:
+                self._pending = None
+
+        try:
+            return await store.run(kept)
+        finally:
+            for event, observed in committed:
+                self._emit(event, observed)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The events of the writes made inside wait for the block to end without an
+        exception (its transaction committed); then they are the block's own writes'."""
+        outer, self._pending = self._pending, []
+        try:
+            yield
+            made = self._pending
+        finally:
+            self._pending = outer
+        for event, observed in made:
+            self.committed((event,), observed=observed)
+
+    def committed(self, events: Iterable[Event], *, observed: bool = True) -> None:
+        """The events of a write that was made: logged (and, if ``observed``, handed to
+        the observers) once ``keep``'s work is done, or now outside it."""
+        if self._pending is None:
+            for event in events:
+                self._emit(event, observed)
+        else:
+            self._pending.extend((event, observed) for event in events)
+
+    def _emit(self, event: Event, observed: bool) -> None:
+        emit(event)
+        if not observed:
+            return
+        for observe in self._observers():
+            try:
+                observe(event)
+            except Exception as exc:  # a metrics hook must not break a cycle
+                log.warning(ev.POLL_OBSERVER_FAILED, observed=event.name,
+                            error=type(exc).__name__)
+
+
 class Supervisor:
-    """Holds what lives across cycles: the client, the store, the policy, auth state."""
+    """Holds what lives across cycles: the client, the store, the policy, whether the key
+    is refused (``auth``, a ``domain.auth.AuthBlock``), the poll backoff, the observers.
+    The rules are the domain's (core, policy, auth); this runs them, logs and acts."""
 
     def __init__(
         self,
@@ -124,7 +192,8 @@ class Supervisor:
         self.get_concurrency = get_concurrency
         self.auth_retry_interval = auth_retry_interval
         self.key_reader = key_reader
-        self.auth_blocked_until: float | None = None  # monotonic
+        # Whether the key was refused, and when it is tried again (the rule: domain.auth).
+        self.auth: AuthBlock = OPEN
         self.last_success: float | None = None  # wall time of the last successful list
         self.consecutive_failures = 0
         # Called with every event of the decision core, after it is logged (metrics).
@@ -135,9 +204,7 @@ class Supervisor:
         # A restart another process recorded as in flight, and has not seen answered, is
         # left to it this long (its request may still be waiting at its rate gate).
         self.in_flight_grace = in_flight_grace
-        # Where the events of writes wait to be logged, each with whether observers see
-        # it too (None: logged at once).
-        self._events: list[tuple[Event, bool]] | None = None
+        self._journal = Journal(lambda: self.observers)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -150,12 +217,12 @@ class Supervisor:
 
     async def _poll(self, dry_run: bool) -> PollResult:
         started = self.clock.monotonic()
-        if self.auth_blocked_until is not None:
-            if started < self.auth_blocked_until:
-                log.debug(ev.POLL_SKIPPED, reason="auth_failed",
-                          retry_in=round(self.auth_blocked_until - started, 3))
-                await self._beat(listed=False, ok=False, dry_run=dry_run)
-                return PollResult(ok=False, skipped=True, skip_reason="auth_failed")
+        if self.auth.waiting(started):
+            log.debug(ev.POLL_SKIPPED, reason="auth_failed",
+                      retry_in=round(self.auth.retry_in(started), 3))
+            await self._beat(listed=False, ok=False, dry_run=dry_run)
+            return PollResult(ok=False, skipped=True, skip_reason="auth_failed")
+        if self.auth.due(started):
             self._reload_key()
         if self.poll_resume_at is not None and started < self.poll_resume_at:
             log.debug(ev.POLL_SKIPPED, reason="api_unavailable",
@@ -170,8 +237,8 @@ class Supervisor:
             await self._beat(listed=True, ok=False, dry_run=dry_run, at=observed_at)
             return PollResult(ok=False, error=exc, duration=self.clock.monotonic() - started)
         self.poll_resume_at = None
-        if self.auth_blocked_until is not None:
-            self.auth_blocked_until = None
+        if self.auth.blocked:
+            self.auth = self.auth.accepted()
             log.info(ev.API_AUTH_RESTORED)
         for problem in listing.problems:
             log.warning(ev.POLL_ITEM_UNREADABLE, problem=problem)
@@ -185,7 +252,7 @@ class Supervisor:
         unrecorded: StateError | None = None
         for record, action in pending:
             try:
-                if self.auth_blocked_until is not None:
+                if self.auth.blocked:
                     # The key was refused mid-cycle: leave the rest for when it works again.
                     deferred = core.deferred(record, self.clock.now(), "auth_failed", 401)
                     await self._keep(partial(self._record, record, deferred, record.session_id,
@@ -218,19 +285,14 @@ class Supervisor:
         write lock, reads what other processes wrote, and commits (restarts recorded as in
         flight included) before any request is sent. The restarts to send."""
         pending: list[tuple[Record, Action]] = []
-        outer, self._events = self._events, []
-        try:
-            with contextlib.nullcontext() if dry_run else self.store.transaction():
-                now = self.clock.now()
-                for info in seen:
-                    self._decide(info, observed_at, now, dry_run, result, pending)
-                if not dry_run:  # the heartbeat: one small row, in the same commit
-                    self.store.beat(self._heartbeat(listed=True, ok=True, at=observed_at))
-            decided = self._events
-        finally:
-            self._events = outer
-        for event, observed in decided:  # only now that the transaction has committed
-            self._committed((event,), observed=observed)
+        with self._journal.held(), (
+            contextlib.nullcontext() if dry_run else self.store.transaction()
+        ):
+            now = self.clock.now()
+            for info in seen:
+                self._decide(info, observed_at, now, dry_run, result, pending)
+            if not dry_run:  # the heartbeat: one small row, in the same commit
+                self.store.beat(self._heartbeat(listed=True, ok=True, at=observed_at))
         return pending
 
     def _decide(
@@ -255,7 +317,7 @@ class Supervisor:
             if step.action is not None and dry_run:
                 result.planned[info.session_id] = step.action
                 return  # a dry run changes nothing
-            if self._commit(old, step, info.session_id, dry_run):
+            if self._record(old, step, info.session_id, dry_run, claim=True):
                 if step.action is not None and step.record is not None:
                     pending.append((step.record, step.action))
                 return
@@ -367,7 +429,7 @@ class Supervisor:
             outcome = await self._execute(next_action)
             step = core.apply(current, next_action, outcome, self.clock.now(), self.policy,
                               self.rng)
-            if any(e.name == ev.RESTART_FAILED for e in step.events):
+            if step.failed:
                 result.failed.add(record.session_id)
             if not await self._keep(partial(self._record, current, step, record.session_id,
                                             False, next_action)):
@@ -408,67 +470,7 @@ class Supervisor:
     # -------------------------------------------------------------- bookkeeping
 
     async def _keep(self, work: Callable[[], _T]) -> _T:
-        """Do ``work`` (store reads, decisions, writes) through the store's ``run``, so
-        that waiting for the state file does not stall the event loop; then log and
-        observe the events of the writes it committed, and only those, even when a
-        later write of the same work failed."""
-        committed: list[tuple[Event, bool]] = []
-
-        def kept() -> _T:
-            self._events = committed
-            try:
-                return work()
-            finally:
-                self._events = None
-
-        try:
-            return await self.store.run(kept)
-        finally:
-            for event, observed in committed:
-                self._emit(event, observed)
-
-    def _committed(self, events: Iterable[Event], *, observed: bool = True) -> None:
-        """The events of a write that was made: logged (and, if ``observed``, handed to
-        the observers) once ``_keep``'s work is done, or now outside it."""
-        if self._events is None:
-            for event in events:
-                self._emit(event, observed)
-        else:
-            self._events.extend((event, observed) for event in events)
-
-    def _emit(self, event: Event, observed: bool) -> None:
-        emit(event)
-        if not observed:
-            return
-        for observe in self.observers:
-            try:
-                observe(event)
-            except Exception as exc:  # a metrics hook must not break a cycle
-                log.warning(ev.POLL_OBSERVER_FAILED, observed=event.name,
-                            error=type(exc).__name__)
-
-    def _commit(
-        self,
-        old: Record | None,
-        step: Step,
-        session_id: str,
-        dry_run: bool,
-        action: Action | None = None,
-    ) -> bool:
-        """Write the step's record (compare-and-set against ``old``) and its history rows
-        in one transaction; its events are logged once that (and any transaction it is
-        part of) has committed. False, with nothing written or logged, if another process
-        changed the record first; StateError, the same, if it could not be written."""
-        if not dry_run:
-            rows = history.entries(step.events, self.clock.now(), action)
-            changed = step.record is not old
-            if changed or rows:
-                with self.store.transaction():
-                    if changed and not self.store.swap(old, step.record):
-                        return False
-                    self.store.add_history(rows)
-        self._committed(step.events)
-        return True
+        return await self._journal.keep(self.store, work)
 
     def _record(
         self,
@@ -477,16 +479,37 @@ class Supervisor:
         session_id: str,
         dry_run: bool,
         action: Action | None = None,
+        *,
+        claim: bool = False,
     ) -> bool:
-        """Record what came of an action (or a lookup). If another process changed the
-        record meanwhile, its record wins (False): the events of what happened stand, but
-        a further restart this step asked for is neither recorded nor sent."""
-        if self._commit(old, step, session_id, dry_run, action):
-            return True
-        log.warning(ev.STATE_WRITE_CONFLICT, session_id=session_id)
-        self._committed((e for e in step.events if e.name != ev.RESTART_REQUESTED),
-                        observed=False)
-        return False
+        """Write the step's record (compare-and-set against ``old``) and its history rows
+        in one transaction; its events are logged once that (and any transaction it is
+        part of) has committed. StateError, with nothing written or logged, if it could
+        not be written.
+
+        False if another process changed the record first: nothing is written. A
+        ``claim`` (a decision, to be read and made again) then logs nothing; what came
+        of an action (or a lookup) yields to the other record, but the events of what
+        happened stand: a further restart the step asked for is neither recorded nor
+        sent."""
+        if not dry_run:
+            rows = history.entries(step.events, self.clock.now(), action)
+            changed = step.record is not old
+            if changed or rows:
+                with self.store.transaction():
+                    won = not changed or self.store.swap(old, step.record)
+                    if won:
+                        self.store.add_history(rows)
+                if not won:
+                    if not claim:
+                        log.warning(ev.STATE_WRITE_CONFLICT, session_id=session_id)
+                        self._journal.committed(
+                            (e for e in step.events if e.name != ev.RESTART_REQUESTED),
+                            observed=False,
+                        )
+                    return False
+        self._journal.committed(step.events)
+        return True
 
     def _heartbeat(self, *, listed: bool, ok: bool, at: float) -> Beat:
         kind = "check" if self.poll_interval is None else "run"
@@ -513,10 +536,7 @@ class Supervisor:
         elif self.poll_interval is not None and not isinstance(exc, RateLimited):
             # The API is down or answers garbage: poll less often until it works again.
             next_poll_in = poll_backoff(self.poll_interval, self.consecutive_failures)
-            self.poll_resume_at = (
-                started + next_poll_in - self.poll_interval / 2
-                if next_poll_in > self.poll_interval else None
-            )
+            self.poll_resume_at = poll_resume_at(started, self.poll_interval, next_poll_in)
         log.warning(
             ev.POLL_FAILED,
             error=exc.kind,
@@ -529,9 +549,18 @@ class Supervisor:
         )
 
 
+    @property
+    def auth_blocked_until(self) -> float | None:
+        """When a refused key is tried again (monotonic), or None: it works."""
+        return self.auth.until
+
+    def key_changed(self) -> None:
+        """A different key was configured: a refused key's wait ends at once."""
+        self.auth = self.auth.new_key(self.clock.monotonic())
+
     def _auth_failed(self, exc: AuthFailed) -> None:
-        first = self.auth_blocked_until is None
-        self.auth_blocked_until = self.clock.monotonic() + self.auth_retry_interval
+        first = not self.auth.blocked
+        self.auth = self.auth.refused(self.clock.monotonic(), self.auth_retry_interval)
         if first:
             log.critical(
                 ev.API_AUTH_FAILED,

@@ -63,8 +63,7 @@ class Runtime(msgspec.Struct):
             logs.register_secret(key.get_secret_value())
             self.client.set_api_key(key)
             self.gate.share(self.store, key_fingerprint(key.get_secret_value()))
-            if supervisor.auth_blocked_until is not None:  # a new key: try it at the next poll
-                supervisor.auth_blocked_until = supervisor.clock.monotonic()
+            supervisor.key_changed()  # a refused key's wait ends: try the new one next poll
         supervisor.policy = settings.policy()
         supervisor.configured = tuple(dict.fromkeys(settings.sessions))
         supervisor.get_concurrency = settings.get_concurrency

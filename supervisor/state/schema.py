@@ -8,7 +8,11 @@ refused with a ``StateError``.
 
 Records are stored as canonical JSON (``encode``); ``decode`` reads them back, ignoring
 fields it does not know and leaving out fields it lacks (their defaults apply), so a file
-written by a neighbouring version stays readable.
+written by a neighbouring version stays readable. Where a fact moved from what a record
+says for people into a field of its own, ``decode`` takes it from the older form when
+the field is missing (``_UPGRADES``): ``starting_elsewhere``, once only the
+``last_outcome`` of that name. Versions before it read the field's records still: they
+ignore it, and keep writing the ``last_outcome`` it comes with.
 """
 
 from __future__ import annotations
@@ -142,12 +146,22 @@ def encode(record: Record) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+# A field a record written before it existed lacks: how to tell its value from the rest.
+_UPGRADES: Final[dict[str, Callable[[dict[str, Any]], Any]]] = {
+    "starting_elsewhere": lambda data: data.get("last_outcome") == "starting_elsewhere",
+}
+
+
 def decode(session_id: str, text: str) -> Record:
     """The record a row holds; raises ValueError or TypeError if it cannot be read.
-    Fields it does not know are ignored; fields it lacks take their defaults. msgspec
-    checks every field against ``Record``'s types (an integer where a number is due is
-    taken; a boolean where an integer is due is not)."""
+    Fields it does not know are ignored; fields it lacks take their defaults (or what
+    ``_UPGRADES`` reads from an older form). msgspec checks every field against
+    ``Record``'s types (an integer where a number is due is taken; a boolean where an
+    integer is due is not)."""
     data = json.loads(text)
     if not isinstance(data, dict):
         raise TypeError("not a JSON object")
+    for name, upgrade in _UPGRADES.items():
+        if name not in data:
+            data[name] = upgrade(data)
     return msgspec.convert({**data, "session_id": session_id}, type=Record)

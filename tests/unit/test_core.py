@@ -36,6 +36,9 @@ def seen(status: str, sid: str = "s1", name: str | None = "Shop") -> SessionInfo
 
 
 def names(step: Step) -> list[str]:
+    # Every step the tests see says as a fact whether the attempt in flight failed, and
+    # says it exactly when it logs ``restart.failed``.
+    assert step.failed == ("restart.failed" in [e.name for e in step.events]), step
     return [e.name for e in step.events]
 
 
@@ -421,3 +424,82 @@ def test_an_attempt_whose_answer_was_never_recorded_times_out_from_its_request()
     d2 = Driver()
     d2.poll("STOPPED", T0)
     assert names(d2.poll("MYSTERY", T0 + 31)) == ["session.unknown_status", "restart.failed"]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [("FAILED", "relapsed"), ("SCAN_QR_CODE", "needs_person"), ("STARTING", "starting_timeout")],
+)
+def test_a_failed_attempt_is_a_fact_of_the_step(status: str, reason: str) -> None:
+    d = Driver()
+    d.outcome(d.poll("STOPPED", T0), ok("STARTING"), T0)
+    step = d.poll(status, T0 + 31)
+    assert step.failed and names(step).count("restart.failed") == 1
+    fields = next(e.fields for e in step.events if e.name == "restart.failed")
+    assert fields.get("reason", fields["outcome"]) == reason
+
+
+def test_a_failed_call_and_a_vanished_session_are_failed_attempts_a_deferral_is_not() -> None:
+    d = Driver()
+    step = d.poll("STOPPED", T0)
+    assert not step.failed
+    assert d.outcome(step, Outcome(OutcomeKind.FAILED, reason="server_error"), T0).failed
+    d = Driver()
+    step = d.poll("STOPPED", T0)
+    assert d.outcome(step, Outcome(OutcomeKind.GONE, http_status=404), T0).failed
+    d = Driver()
+    step = d.poll("STOPPED", T0)
+    assert not d.outcome(step, Outcome(OutcomeKind.RATE_LIMITED, http_status=429), T0).failed
+
+
+def test_a_session_a_conflict_found_starting_elsewhere_recovers_by_elsewhere() -> None:
+    d = Driver()
+    step = d.poll("FAILED", T0)
+    get = d.outcome(step, Outcome(OutcomeKind.CONFLICT, http_status=409), T0)
+    d.outcome(get, ok("STARTING"), T0)
+    assert d.record is not None and d.record.starting_elsewhere
+    assert d.record.last_outcome == "starting_elsewhere"
+    d.poll("STARTING", T0 + 5)
+    assert d.record is not None and d.record.starting_elsewhere
+    back = d.poll("WORKING", T0 + 10)
+    assert names(back) == ["session.recovered"] and back.events[0].fields["by"] == "elsewhere"
+    assert d.record is not None and not d.record.starting_elsewhere
+    assert d.record.last_outcome == "recovered"
+
+
+def test_what_came_last_is_for_people_and_steers_nothing() -> None:
+    # The typed field decides; ``last_outcome`` is whatever was shown last.
+    words = Record("s1", "Shop", Phase.STARTING, "STARTING", since=T0,
+                   last_outcome="starting_elsewhere")
+    step = core.decide(seen("WORKING"), words, T0 + 5, POLICY, MaxRandom())
+    assert names(step) == [] and step.record is not None and step.record.phase is Phase.HEALTHY
+    fact = Record("s1", "Shop", Phase.STARTING, "STARTING", since=T0,
+                  last_outcome="anything", starting_elsewhere=True)
+    step = core.decide(seen("WORKING"), fact, T0 + 5, POLICY, MaxRandom())
+    assert names(step) == ["session.recovered"] and step.events[0].fields["by"] == "elsewhere"
+
+
+def test_anything_else_that_comes_of_it_ends_its_starting_elsewhere() -> None:
+    fact = Record("s1", "Shop", Phase.STARTING, "STARTING", since=T0,
+                  last_outcome="starting_elsewhere", starting_elsewhere=True)
+    for status in ("FAILED", "SCAN_QR_CODE"):
+        step = core.decide(seen(status), fact, T0 + 5, POLICY, MaxRandom())
+        assert step.record is not None and not step.record.starting_elsewhere, status
+    step = core.vanished(fact, T0 + 5, POLICY, configured=True)
+    assert step.record is not None and not step.record.starting_elsewhere
+    # An unknown status is not an outcome: it still came up by someone else's start.
+    odd = core.decide(seen("???"), fact, T0 + 5, POLICY, MaxRandom()).record
+    assert odd is not None and odd.starting_elsewhere and odd.phase is Phase.UNKNOWN
+
+
+def test_a_given_up_session_stays_given_up_through_its_retry_until_healthy() -> None:
+    d = Driver()
+    d.record = Record("s1", "Shop", Phase.GAVE_UP, "FAILED", attempt=3,
+                      failures=(T0, T0, T0), next_attempt_at=T0 + 600)
+    assert d.record.gave_up  # the phase says it
+    probe = d.poll("FAILED", T0 + 600)
+    assert d.record is not None and d.record.phase is Phase.VERIFYING and d.record.gave_up
+    deferred = d.outcome(probe, Outcome(OutcomeKind.RATE_LIMITED, http_status=429), T0 + 600)
+    assert deferred.record is not None and deferred.record.phase is Phase.GAVE_UP
+    d.poll("WORKING", T0 + 700)
+    assert d.record is not None and not d.record.gave_up

@@ -131,6 +131,25 @@ async def test_auth_failure_is_critical_once_then_slow_and_rereads_the_key() -> 
     assert next(e for e in events if e["event"] == "api.auth_failed")["log_level"] == "critical"
 
 
+async def test_a_new_key_is_tried_at_the_next_poll_not_after_the_wait() -> None:
+    api = FakeApi({"a": "WORKING"})
+    api.fail("list", AuthFailed("refused", call="list", http_status=401))
+    clock = FakeClock()
+    sup = make(api, key_reader=lambda: SecretStr("new-key"), clock=clock)
+    with capture_logs() as events:
+        await sup.poll()
+        assert sup.auth_blocked_until == clock.monotonic() + 300
+        clock.advance(10)
+        sup.key_changed()
+        result = await sup.poll()  # the new key, at once: 290 s early
+    assert result.ok and api.keys == ["new-key"]
+    assert sup.auth_blocked_until is None
+    assert names(events) == ["api.auth_failed", "poll.failed", "api.auth_restored",
+                             "poll.completed"]
+    sup.key_changed()  # a working key: nothing to end
+    assert sup.auth_blocked_until is None
+
+
 async def test_auth_failure_during_restarts_stops_the_rest_of_the_cycle() -> None:
     api = FakeApi({"a": "STOPPED", "b": "STOPPED", "c": "STOPPED"})
     api.fail("restart", AuthFailed("refused", call="restart", http_status=401))

@@ -21,6 +21,7 @@ from supervisor.config.settings import (
     StatusSettings,
     load_settings,
 )
+from supervisor.domain.auth import AuthBlock
 from supervisor.domain.models import Phase, Record
 from supervisor.domain.policy import Policy
 from supervisor.runtime.cycle import Supervisor
@@ -129,7 +130,7 @@ async def test_runtime_reconfigure_keeps_records_and_the_gates_pause() -> None:
         runtime.store.put(Record("a", phase=Phase.GAVE_UP, gave_up=True, attempt=5))
         runtime.store.put(Record("b", phase=Phase.UNHEALTHY, attempt=2))
         await runtime.gate.rate_limited(120.0, call="list")
-        runtime.supervisor.auth_blocked_until = clock.monotonic() + 300
+        runtime.supervisor.auth = AuthBlock(clock.monotonic() + 300)
         new = Settings(api_key=SecretStr(KEY + "-rotated"), base_url=server.base_url,
                        sessions=("a",), request_timeout=0.3, max_restarts=9,
                        statuses=StatusSettings(healthy=("RUNNING",)),
