@@ -97,6 +97,17 @@ def emit(event: Event) -> None:
     getattr(log, event.level)(event.name, **event.fields)
 
 
+class Continuity(msgspec.Struct, frozen=True):
+    """What a supervisor built for reloaded settings takes over from the one it replaces
+    (``wiring.rebuild``): the auth block and the poll backoff (monotonic), and what
+    ``/readyz`` and the metrics show."""
+
+    auth_blocked_until: float | None = None
+    poll_resume_at: float | None = None
+    last_success: float | None = None
+    consecutive_failures: int = 0
+
+
 class Supervisor:
     """Holds what lives across cycles: the client, the store, the policy, auth state."""
 
@@ -114,6 +125,8 @@ class Supervisor:
         key_reader: Callable[[], SecretStr] | None = None,
         poll_interval: float | None = None,
         in_flight_grace: float = 315.0,
+        carried: Continuity | None = None,
+        observers: Iterable[Callable[[Event], None]] = (),
     ) -> None:
         self.client = client
         self.store = store
@@ -124,20 +137,26 @@ class Supervisor:
         self.get_concurrency = get_concurrency
         self.auth_retry_interval = auth_retry_interval
         self.key_reader = key_reader
-        self.auth_blocked_until: float | None = None  # monotonic
-        self.last_success: float | None = None  # wall time of the last successful list
-        self.consecutive_failures = 0
+        carried = carried or Continuity()
+        self.auth_blocked_until = carried.auth_blocked_until  # monotonic
+        self.last_success = carried.last_success  # wall time of the last successful list
+        self.consecutive_failures = carried.consecutive_failures
         # Called with every event of the decision core, after it is logged (metrics).
-        self.observers: list[Callable[[Event], None]] = []
+        self.observers: list[Callable[[Event], None]] = list(observers)
         # Polls back off while the API is down (None: no backoff, as in ``check``).
         self.poll_interval = poll_interval
-        self.poll_resume_at: float | None = None  # monotonic
+        self.poll_resume_at = carried.poll_resume_at  # monotonic
         # A restart another process recorded as in flight, and has not seen answered, is
         # left to it this long (its request may still be waiting at its rate gate).
         self.in_flight_grace = in_flight_grace
         # Where the events of writes wait to be logged, each with whether observers see
         # it too (None: logged at once).
         self._events: list[tuple[Event, bool]] | None = None
+
+    def continuity(self) -> Continuity:
+        """What a supervisor that replaces this one takes over."""
+        return Continuity(self.auth_blocked_until, self.poll_resume_at, self.last_success,
+                          self.consecutive_failures)
 
     # ------------------------------------------------------------------ the cycle
 
