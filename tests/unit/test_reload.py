@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -35,6 +36,7 @@ from tests.fakes import FakeApi, FakeClock, ManualClock, MaxRandom, VirtualSched
 from tests.waiting import until
 
 KEY = "sk-reload-test-key-0001"
+_T = TypeVar("_T")
 
 
 def settings(**values: Any) -> Settings:
@@ -188,6 +190,47 @@ async def test_a_rebuild_changes_nothing_of_the_old_runtime() -> None:
         await second.client.aclose()
     finally:
         await first.aclose()
+
+
+class Recorded(MemoryStore):
+    """A store that says whether each delete was made inside its ``run`` (where the
+    real one does its work: on its worker thread, not on the event loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = False
+        self.deleted: list[tuple[str, bool]] = []
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        self.inside = True
+        try:
+            return work()
+        finally:
+            self.inside = False
+
+    def delete(self, session_id: str) -> None:
+        self.deleted.append((session_id, self.inside))
+        super().delete(session_id)
+
+
+async def test_the_records_of_sessions_no_longer_configured_are_dropped_through_run() -> None:
+    store = Recorded()
+    first = build(settings(sessions=("a", "b")), clock=FakeClock(), store=store)
+    for sid in ("a", "b", "c"):
+        store.put(Record(sid, phase=Phase.UNHEALTHY, attempt=1))
+    runtime = rebuild(first, settings(sessions=("a",)))
+    await first.client.aclose()
+    try:
+        await runtime.forget_unconfigured()
+        assert sorted(store.deleted) == [("b", True), ("c", True)]
+        assert [r.session_id for r in store.records()] == ["a"]
+        unfiltered = rebuild(runtime, settings())  # every session supervised: none dropped
+        await runtime.client.aclose()
+        runtime = unfiltered
+        await runtime.forget_unconfigured()
+        assert [r.session_id for r in store.records()] == ["a"]
+    finally:
+        await runtime.aclose()
 
 
 async def test_the_gates_pause_and_counters_survive_a_reload_that_changes_rate_limit() -> None:
