@@ -221,6 +221,8 @@ class Daemon:
 
     async def _poll_job(self) -> None:
         async with self._turn:  # not while a reload is being applied
+            if self._stop.is_set():  # the stop came while a reload held this poll back
+                return
             task = asyncio.ensure_future(self.supervisor.poll())
             self._inflight = task
             try:
