@@ -99,6 +99,8 @@ def rebuild(old: Runtime, settings: Settings) -> Runtime:
         gate_state=old.gate.state(),
         carried=carried,
         observers=old.supervisor.observers,
+        check=old.supervisor.poll_interval is None,
+        max_wait=old.gate.max_wait,
     )
 
 
@@ -155,9 +157,13 @@ def build(
     gate_state: GateState | None = None,
     carried: Continuity | None = None,
     observers: Iterable[Callable[[Event], None]] = (),
+    check: bool = False,
+    max_wait: float | None = None,
 ) -> Runtime:
     """The running parts for ``settings``: for the first start, and (handed what must
-    survive, see ``rebuild``) for a reload."""
+    survive, see ``rebuild``) for a reload. ``check``: one pass, not a daemon (no poll
+    backoff: ``--wait`` polls every second; its heartbeat says check); ``max_wait``: a
+    longer Retry-After pause is refused, not waited out (``check --wait``)."""
     clock = clock or SystemClock()
     rng = rng or random.Random()
     policy = settings.policy()
@@ -174,6 +180,7 @@ def build(
         max_retry_after=settings.max_retry_after,
         store=store,
         key=key_fingerprint(key.get_secret_value()),
+        max_wait=max_wait,
         state=gate_state,
     )
     client = WasendClient(
@@ -195,7 +202,7 @@ def build(
         get_concurrency=settings.get_concurrency,
         auth_retry_interval=settings.auth_retry_interval,
         key_reader=lambda: read_key(settings),
-        poll_interval=settings.poll_interval,
+        poll_interval=None if check else settings.poll_interval,
         in_flight_grace=settings.in_flight_grace,
         carried=carried,
         observers=observers,
