@@ -18,6 +18,7 @@ closes, ``daemon.stopped``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -62,7 +63,7 @@ class Service:
             scheduler=scheduler,
             clock=supervisor.clock,
         )
-        self._retired: list[Runtime] = []  # replaced by a reload, their client not yet closed
+        self._retiring: set[asyncio.Task[None]] = set()  # old clients closed once idle
         self.health = Health(supervisor.clock, unready_after=settings.unready_threshold,
                              alive=self.daemon.alive)
         self.systemd = SystemdHooks(
@@ -122,8 +123,7 @@ class Service:
         if self.listener is not None:
             await self.listener.close()
         self.systemd.notifier.close()
-        for retired in self._retired:  # a stop that came while a reload waited to close it
-            await retired.client.aclose()
+        await asyncio.gather(*self._retiring)  # the daemon has stopped: no poll uses them
         await self.runtime.aclose()
 
     # --- hooks ---
@@ -138,8 +138,9 @@ class Service:
 
     async def _apply(self, old: Settings, new: Settings) -> None:
         """Apply reloaded settings (the daemon holds the next poll back meanwhile): the
-        runtime built again from them and swapped in, the records of sessions no longer
-        configured dropped, then the old client closed once no poll uses it."""
+        runtime built again from them, the records of sessions no longer configured
+        dropped, the new runtime swapped in, and the old client closed once no poll uses
+        it."""
         previous = self.runtime
         runtime = rebuild(previous, new)
         try:
@@ -147,20 +148,31 @@ class Service:
         except BaseException:  # nothing was swapped: the old runtime goes on
             await runtime.client.aclose()
             raise
-        self._retired.append(previous)
         self.runtime = runtime
         self.metrics.watch_gate(runtime.gate)
         self.daemon.switch(runtime.supervisor, Schedule(
             new.poll_interval, new.shutdown_grace, new.poll_jitter))
+        self._retire(previous)
         self.health.unready_after = new.unready_threshold
         self.metrics.per_session = new.metrics_per_session
         if self.configure_logs is not None and (
             (old.log_format, old.log_level) != (new.log_format, new.log_level)
         ):
             self.configure_logs(new)
-        await self.daemon.idle()  # a poll that outlasted the daemon's wait began on it
-        await previous.client.aclose()
-        self._retired.remove(previous)
+
+    def _retire(self, previous: Runtime) -> None:
+        """Close the replaced client once no poll uses it: at once, unless a poll that
+        outlasted the daemon's wait for it still runs on it."""
+
+        async def close() -> None:
+            try:
+                await self.daemon.idle()
+            finally:
+                await previous.client.aclose()
+
+        task = asyncio.ensure_future(close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
 
 def _json(verdict: Verdict) -> Reply:

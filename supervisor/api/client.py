@@ -584,6 +584,11 @@ class WasendClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``aclose`` has been called (no request can be sent any more)."""
+        return self._http.is_closed
+
     async def __aenter__(self) -> Self:
         return self
 

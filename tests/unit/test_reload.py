@@ -341,8 +341,9 @@ async def test_a_poll_in_flight_finishes_on_the_old_runtime_and_the_next_uses_th
             held.release.set()
             await until(lambda: service.runtime is not old, describe="not swapped")
             await until(lambda: any(e["event"] == "config.reloaded" for e in events))
-            # The old client was closed after the swap; the next poll comes at the new
+            # The old client is closed after the swap; the next poll comes at the new
             # interval, counted from the reload, on the new client with the new key.
+            await until(lambda: old.client.closed, describe="the old client is open")
             with pytest.raises(RuntimeError, match="closed"):
                 await old.client.list_sessions()
             clock.advance(5)
