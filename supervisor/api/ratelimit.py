@@ -21,7 +21,7 @@ A state file that cannot be read or written stops requests (``StateError`` from
 ``acquire``: nothing is sent), as it stops the cycle; a 429's pause that cannot be
 stored is still kept by this process.
 
-``max_wait`` (``check`` sets it to its ``--wait``): a pause longer than that is not
+``max_wait`` (``check`` builds its gate with its ``--wait``): a pause longer than that is not
 waited out; the request is refused with ``RateLimited`` (``http_status`` None) and
 nothing is sent.
 
@@ -151,7 +151,7 @@ class RateGate:
         self._sent = state.sent  # monotonic; when no store is shared
         # The latest stored pause seen or written (epoch), for this key's row.
         self._wall_pause = state.wall_pause if state.key == self._key else -math.inf
-        self.max_wait = max_wait
+        self._max_wait = max_wait
         # Told the wall-clock end of a pause this process is about to wait out (wiring
         # records it in the daemon's heartbeat, which is not written while it waits).
         self.on_pause: Callable[[float], Awaitable[None]] | None = None
@@ -162,6 +162,11 @@ class RateGate:
         """What this gate has learnt, for the gate that replaces it."""
         return GateState(self._paused_until, self._consecutive_429, self._sent, self._key,
                          self._wall_pause, self.paused_seconds_total, self.rate_limited_total)
+
+    @property
+    def max_wait(self) -> float | None:
+        """The longest pause waited out (None: any); a longer one is refused."""
+        return self._max_wait
 
     @property
     def paused_until(self) -> float:
