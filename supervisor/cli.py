@@ -373,13 +373,13 @@ async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
     from supervisor.state.store import StateError
 
     try:
-        runtime = build(settings)
+        # No poll backoff (--wait polls every second); a longer Retry-After pause than
+        # --wait is reported, not waited out.
+        runtime = build(settings, check=True, max_wait=args.wait)
     except StateError as exc:
         problem = _state_problem(settings, exc)
         print(f"{PROG}: {problem}", file=sys.stderr)
         return _check_unknown(problem, as_json=args.json)
-    runtime.supervisor.poll_interval = None  # no poll backoff: --wait polls every second
-    runtime.gate.max_wait = args.wait  # a longer Retry-After pause is reported, not waited out
     _started()
     try:
         report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait)

@@ -5,6 +5,11 @@ health and metrics listener (``listener``, ``health``, ``metrics``) and the relo
 SIGHUP (``reload``). Each is hooked to the daemon through its hooks and to the supervisor
 through its event observers; none of them is part of the poll cycle.
 
+A reload is a rebuild: the runtime is built again from the new settings
+(``wiring.rebuild``, handed the store, the gate's state and the supervisor's continuity
+and observers), swapped in while the daemon holds the next poll back, and the old client
+is closed once no poll uses it.
+
 Order at start: the listener binds (a failure is ``ListenError``, before any poll), then
 the daemon starts its scheduler. Order at stop: ``STOPPING=1``, the scheduler stops (the
 poll in flight finishes within ``shutdown_grace``), the watchdog stops, the listener
@@ -13,6 +18,7 @@ closes, ``daemon.stopped``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -25,9 +31,9 @@ from supervisor.ops.listener import HttpListener, ListenError, Reply
 from supervisor.ops.metrics import CONTENT_TYPE, Metrics
 from supervisor.ops.sdnotify import Notifier, SystemdHooks, watchdog_interval
 from supervisor.runtime.cycle import PollResult
-from supervisor.runtime.daemon import Daemon
+from supervisor.runtime.daemon import Daemon, PollScheduler, Schedule
 from supervisor.runtime.reload import Reloader
-from supervisor.runtime.wiring import Runtime, build
+from supervisor.runtime.wiring import Runtime, build, rebuild
 
 __all__ = ["ListenError", "Service"]
 
@@ -42,6 +48,7 @@ class Service:
         load: Callable[[], Settings] | None = None,
         configure_logs: Callable[[Settings], None] | None = None,
         pid: int | None = None,
+        scheduler: PollScheduler | None = None,
     ) -> None:
         settings = runtime.settings
         supervisor = runtime.supervisor
@@ -53,7 +60,10 @@ class Service:
             poll_interval=settings.poll_interval,
             shutdown_grace=settings.shutdown_grace,
             poll_jitter=settings.poll_jitter,
+            scheduler=scheduler,
+            clock=supervisor.clock,
         )
+        self._retiring: set[asyncio.Task[None]] = set()  # old clients closed once idle
         self.health = Health(supervisor.clock, unready_after=settings.unready_threshold,
                              alive=self.daemon.alive)
         self.systemd = SystemdHooks(
@@ -89,13 +99,15 @@ class Service:
         env: Mapping[str, str],
         load: Callable[[], Settings] | None = None,
         configure_logs: Callable[[Settings], None] | None = None,
+        scheduler: PollScheduler | None = None,
         **build_args: Any,
     ) -> Service:
         """Metrics, then the runtime with the client reporting to them, then the service."""
         metrics = Metrics(per_session=settings.metrics_per_session)
         runtime = build(settings, observer=metrics.observe_request, **build_args)
         metrics.watch_gate(runtime.gate)
-        return cls(runtime, metrics, env=env, load=load, configure_logs=configure_logs)
+        return cls(runtime, metrics, env=env, load=load, configure_logs=configure_logs,
+                   scheduler=scheduler)
 
     async def open(self) -> None:
         """Bind the listener, if there is one. Raises ListenError (one line)."""
@@ -111,6 +123,7 @@ class Service:
         if self.listener is not None:
             await self.listener.close()
         self.systemd.notifier.close()
+        await asyncio.gather(*self._retiring)  # the daemon has stopped: no poll uses them
         await self.runtime.aclose()
 
     # --- hooks ---
@@ -123,16 +136,43 @@ class Service:
         self.health.poll_done(result)
         self.systemd.poll_done(result, census, supervisor.clock.now())
 
-    def _apply(self, old: Settings, new: Settings) -> None:
-        self.runtime.reconfigure(new)
-        self.daemon.reconfigure(poll_interval=new.poll_interval, poll_jitter=new.poll_jitter,
-                                shutdown_grace=new.shutdown_grace)
+    async def _apply(self, old: Settings, new: Settings) -> None:
+        """Apply reloaded settings (the daemon holds the next poll back meanwhile): the
+        runtime built again from them, the records of sessions no longer configured
+        dropped, the new runtime swapped in, and the old client closed once no poll uses
+        it."""
+        previous = self.runtime
+        runtime = rebuild(previous, new)
+        try:
+            await runtime.forget_unconfigured()
+        except BaseException:  # nothing was swapped: the old runtime goes on
+            await runtime.client.aclose()
+            raise
+        self.runtime = runtime
+        self.metrics.watch_gate(runtime.gate)
+        self.daemon.switch(runtime.supervisor, Schedule(
+            new.poll_interval, new.shutdown_grace, new.poll_jitter))
+        self._retire(previous)
         self.health.unready_after = new.unready_threshold
         self.metrics.per_session = new.metrics_per_session
         if self.configure_logs is not None and (
             (old.log_format, old.log_level) != (new.log_format, new.log_level)
         ):
             self.configure_logs(new)
+
+    def _retire(self, previous: Runtime) -> None:
+        """Close the replaced client once no poll uses it: at once, unless a poll that
+        outlasted the daemon's wait for it still runs on it."""
+
+        async def close() -> None:
+            try:
+                await self.daemon.idle()
+            finally:
+                await previous.client.aclose()
+
+        task = asyncio.ensure_future(close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
 
 def _json(verdict: Verdict) -> Reply:

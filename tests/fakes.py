@@ -1,16 +1,23 @@
-"""Test doubles shared by the tests, the one home of each: the clocks (virtual time, and
-the system clock shifted on demand), a random without jitter, an in-memory API."""
+"""Test doubles shared by the tests, the one home of each: the clocks (virtual time, time
+that passes only when a test moves it, and the system clock shifted on demand), the
+daemon's scheduler on such a clock, a random without jitter, an in-memory API."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
 from supervisor.api.errors import ApiError, SessionGone
 from supervisor.domain.models import SessionInfo, SessionList
+
+if TYPE_CHECKING:
+    from supervisor.runtime.daemon import Schedule
 
 
 class FakeClock:
@@ -35,6 +42,120 @@ class FakeClock:
         seconds = max(0.0, seconds)
         self.sleeps.append(seconds)
         self.advance(seconds)
+
+
+class ManualClock:
+    """Time that passes only when the test says so: ``sleep`` waits until ``advance`` has
+    moved the clock past its end. ``sleeping`` counts the sleeps not yet over and
+    ``deadlines`` says when they end, so that a test can wait for the code under test to
+    be waiting before it moves time on."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.wall = start
+        self.mono = 1000.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def now(self) -> float:
+        return self.wall
+
+    @property
+    def sleeping(self) -> int:
+        return len(self.deadlines())
+
+    def deadlines(self) -> list[float]:
+        """When the sleeps not yet over end (monotonic), soonest first."""
+        return sorted(end for end, future in self._sleepers if not future.done())
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+        for end, future in self._sleepers:
+            if end <= self.mono and not future.done():
+                future.set_result(None)
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        entry = (self.mono + seconds, asyncio.get_running_loop().create_future())
+        self._sleepers.append(entry)
+        try:
+            await entry[1]
+        finally:
+            self._sleepers.remove(entry)
+
+
+class VirtualScheduler:
+    """The daemon's scheduler (``supervisor.runtime.daemon.PollScheduler``) on a
+    ``ManualClock``, as APScheduler's interval trigger behaves: the first run at start,
+    then at ``start + k * poll_interval`` plus ``rng.uniform(0, poll_jitter)``; a run that
+    comes while the last one still runs is skipped (one instance), missed ones coalesce;
+    a reschedule counts from now; ``shutdown`` cancels a run in progress. ``fired`` holds
+    the monotonic time of each run."""
+
+    def __init__(self, clock: ManualClock, rng: random.Random | None = None) -> None:
+        self.clock = clock
+        self.rng = rng or random.Random(0)
+        self.fired: list[float] = []
+        self.skipped = 0
+        self.schedules: list[Schedule] = []
+        self._job: Callable[[], Awaitable[None]] | None = None
+        self._loop: asyncio.Task[None] | None = None
+        self._run: asyncio.Future[None] | None = None
+        self._running = False
+
+    def start(self, job: Callable[[], Awaitable[None]], schedule: Schedule) -> None:
+        self._job, self._running = job, True
+        self._begin(schedule, first=self.clock.monotonic())
+
+    def reschedule(self, schedule: Schedule) -> None:
+        self._begin(schedule, first=self.clock.monotonic() + schedule.poll_interval)
+
+    def pause(self) -> None:
+        self._halt()
+
+    def shutdown(self) -> None:
+        self._halt()
+        self._running = False
+        if self._run is not None:
+            self._run.cancel()
+
+    def alive(self) -> tuple[bool, str]:
+        if self._job is None:
+            return False, "scheduler not started"
+        if not self._running:
+            return False, "scheduler stopped"
+        return True, "event loop and scheduler running"
+
+    def _halt(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            self._loop = None
+
+    def _begin(self, schedule: Schedule, first: float) -> None:
+        self._halt()
+        self.schedules.append(schedule)
+        self._loop = asyncio.get_running_loop().create_task(self._fire(schedule, first))
+
+    async def _fire(self, schedule: Schedule, base: float) -> None:
+        interval = schedule.poll_interval
+        at = base
+        while True:
+            await self.clock.sleep(at - self.clock.monotonic())
+            if self._run is not None and not self._run.done():
+                self.skipped += 1
+            else:
+                assert self._job is not None
+                job = self._job
+                self.fired.append(self.clock.monotonic())
+                self._run = asyncio.ensure_future(job())
+            while base <= self.clock.monotonic():  # coalesce the runs missed
+                base += interval
+            at = base + (self.rng.uniform(0, schedule.poll_jitter)
+                         if schedule.poll_jitter else 0.0)
 
 
 class ShiftableClock:

@@ -551,7 +551,6 @@ class WasendClient:
         self._timeout = timeout
         self._transport = transport
         self._http = self._new_http(url, timeout)
-        self._retired: list[httpx.AsyncClient] = []  # replaced on a reload, closed at the end
 
     def _new_http(self, url: httpx.URL, timeout: float) -> httpx.AsyncClient:
         """The httpx client for a base URL: its TLS context and proxies depend on the
@@ -575,28 +574,20 @@ class WasendClient:
     def __repr__(self) -> str:
         return f"<WasendClient {self._http.base_url}>"
 
-    def configure(self, *, base_url: str, timeout: float) -> None:
-        """Use another base URL and request timeout from the next request on (a reload).
-        A base URL of the other scheme gets an httpx client of its own (TLS and proxies
-        differ); the old one is closed with this client."""
-        url = _target(base_url, timeout)
-        if url.scheme != self._http.base_url.scheme:
-            if self._transport is None:  # an injected transport is shared: closed once
-                self._retired.append(self._http)
-            self._http = self._new_http(url, timeout)
-        self._http.base_url = url
-        self._http.timeout = httpx.Timeout(timeout)
-        self._timeout = timeout
-
     def set_api_key(self, api_key: SecretStr) -> None:
-        """Use another API key from the next request on."""
+        """Use another API key from the next request on: the key file re-read after a 401
+        (``cycle.Supervisor``), the one thing that changes under a running client. A reload
+        builds a new client instead (``wiring.rebuild``), so the base URL and the timeout
+        are fixed for a client's life."""
         self._api_key = _check_key(api_key)
 
     async def aclose(self) -> None:
-        for retired in self._retired:
-            await retired.aclose()
-        self._retired.clear()
         await self._http.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``aclose`` has been called (no request can be sent any more)."""
+        return self._http.is_closed
 
     async def __aenter__(self) -> Self:
         return self

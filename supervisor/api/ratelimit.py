@@ -8,7 +8,7 @@ Two rules, both about *when* a request may be sent:
 * Our own budget: at most ``rate_limit`` requests in any one-second window, bursts
   included, so that a restart storm does not cause the 429s in the first place.
 
-Both hold for every process on the key that shares a state file (``share``): the pause
+Both hold for every process on the key that shares a state file (``store``): the pause
 is written to the store in wall-clock time (epoch seconds) when the 429 arrives, and
 before each request the gate honours the later of its own pause and the stored one, so a
 ``check`` a second after another one's 429, or a daemon started again, waits too (a
@@ -21,7 +21,7 @@ A state file that cannot be read or written stops requests (``StateError`` from
 ``acquire``: nothing is sent), as it stops the cycle; a 429's pause that cannot be
 stored is still kept by this process.
 
-``max_wait`` (``check`` sets it to its ``--wait``): a pause longer than that is not
+``max_wait`` (``check`` builds its gate with its ``--wait``): a pause longer than that is not
 waited out; the request is refused with ``RateLimited`` (``http_status`` None) and
 nothing is sent.
 
@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Protocol, TypeVar
 
+import msgspec
 import structlog
 
 from supervisor.api.errors import RateLimited
@@ -91,11 +92,39 @@ def admit(
     return 0.0, (*recent, now)
 
 
+def _budget(rate_limit: float | None) -> tuple[int, float]:
+    """At most ``rate_limit`` requests in any one-second window (None: no budget), as
+    ``(budget, window)``: fewer than one a second is one request per 1/rate seconds."""
+    if rate_limit is None:
+        return 0, 0.0
+    if rate_limit >= 1.0:
+        return int(rate_limit), 1.0
+    return 1, 1.0 / rate_limit
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class GateState(msgspec.Struct, frozen=True):
+    """What a gate has learnt, handed to the gate that replaces it (a reload builds a new
+    one from the new settings): its pause, the fallback's count of 429s in a row, the
+    recent sends (when no store is shared), the latest stored pause it saw (``wall_pause``,
+    under ``key``; a gate on another key starts that over) and its counters."""
+
+    paused_until: float = -math.inf  # monotonic
+    consecutive_429: int = 0
+    sent: tuple[float, ...] = ()
+    key: str = ""
+    wall_pause: float = -math.inf
+    paused_seconds_total: float = 0.0
+    rate_limited_total: int = 0
+
+
 class RateGate:
+    """Its configuration is fixed at construction (a reload builds a new gate, handed the
+    old one's ``state()``)."""
+
     def __init__(
         self,
         clock: Clock,
@@ -106,46 +135,38 @@ class RateGate:
         store: GateStore | None = None,
         key: str = "",
         max_wait: float | None = None,
+        state: GateState | None = None,
     ) -> None:
+        state = state or GateState()
         self._clock = clock
         self._max_retry_after = max_retry_after
-        self._own_fallback = fallback is None
         self._fallback = fallback or Backoff(initial=1.0, max=max_retry_after, multiplier=2.0)
-        self._paused_until = -math.inf
-        self._consecutive_429 = 0
-        self._sent: tuple[float, ...] = ()  # monotonic; when no store is shared
-        self._store: GateStore | None = None
-        self._key = ""
-        self._wall_pause = -math.inf  # the latest stored pause seen or written (epoch)
-        self.max_wait = max_wait
+        self._budget, self._window = _budget(rate_limit)
+        # Honour and record the pause and the budget in ``store``, under ``key`` (a
+        # ``key_fingerprint``).
+        self._store = store
+        self._key = key
+        self._paused_until = state.paused_until
+        self._consecutive_429 = state.consecutive_429
+        self._sent = state.sent  # monotonic; when no store is shared
+        # The latest stored pause seen or written (epoch), for this key's row.
+        self._wall_pause = state.wall_pause if state.key == self._key else -math.inf
+        self._max_wait = max_wait
         # Told the wall-clock end of a pause this process is about to wait out (wiring
         # records it in the daemon's heartbeat, which is not written while it waits).
         self.on_pause: Callable[[float], Awaitable[None]] | None = None
-        self.paused_seconds_total = 0.0
-        self.rate_limited_total = 0
-        self.set_rate_limit(rate_limit)
-        if store is not None:
-            self.share(store, key)
+        self.paused_seconds_total = state.paused_seconds_total
+        self.rate_limited_total = state.rate_limited_total
 
-    def set_rate_limit(self, rate_limit: float | None) -> None:
-        """At most ``rate_limit`` requests in any one-second window (None: no budget)."""
-        if rate_limit is None:
-            self._budget, self._window = 0, 0.0
-        elif rate_limit >= 1.0:
-            self._budget, self._window = int(rate_limit), 1.0
-        else:  # fewer than one a second: one request per 1/rate seconds
-            self._budget, self._window = 1, 1.0 / rate_limit
+    def state(self) -> GateState:
+        """What this gate has learnt, for the gate that replaces it."""
+        return GateState(self._paused_until, self._consecutive_429, self._sent, self._key,
+                         self._wall_pause, self.paused_seconds_total, self.rate_limited_total)
 
-    def set_max_retry_after(self, seconds: float) -> None:
-        self._max_retry_after = seconds
-        if self._own_fallback:  # the fallback backoff is capped by it too
-            self._fallback = Backoff(initial=1.0, max=seconds, multiplier=2.0)
-
-    def share(self, store: GateStore, key: str) -> None:
-        """Honour and record the pause and the budget in ``store``, under ``key`` (a
-        ``key_fingerprint``), from the next request on."""
-        self._store, self._key = store, key
-        self._wall_pause = -math.inf
+    @property
+    def max_wait(self) -> float | None:
+        """The longest pause waited out (None: any); a longer one is refused."""
+        return self._max_wait
 
     @property
     def paused_until(self) -> float:

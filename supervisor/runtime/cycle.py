@@ -163,6 +163,17 @@ class Journal:
                             error=type(exc).__name__)
 
 
+class Continuity(msgspec.Struct, frozen=True):
+    """What a supervisor built for reloaded settings takes over from the one it replaces
+    (``wiring.rebuild``): the auth block and the poll backoff (monotonic), and what
+    ``/readyz`` and the metrics show."""
+
+    auth: AuthBlock = OPEN
+    poll_resume_at: float | None = None
+    last_success: float | None = None
+    consecutive_failures: int = 0
+
+
 class Supervisor:
     """Holds what lives across cycles: the client, the store, the policy, whether the key
     is refused (``auth``, a ``domain.auth.AuthBlock``), the poll backoff, the observers.
@@ -182,6 +193,8 @@ class Supervisor:
         key_reader: Callable[[], SecretStr] | None = None,
         poll_interval: float | None = None,
         in_flight_grace: float = 315.0,
+        carried: Continuity | None = None,
+        observers: Iterable[Callable[[Event], None]] = (),
     ) -> None:
         self.client = client
         self.store = store
@@ -192,19 +205,25 @@ class Supervisor:
         self.get_concurrency = get_concurrency
         self.auth_retry_interval = auth_retry_interval
         self.key_reader = key_reader
+        carried = carried or Continuity()
         # Whether the key was refused, and when it is tried again (the rule: domain.auth).
-        self.auth: AuthBlock = OPEN
-        self.last_success: float | None = None  # wall time of the last successful list
-        self.consecutive_failures = 0
+        self.auth: AuthBlock = carried.auth
+        self.last_success = carried.last_success  # wall time of the last successful list
+        self.consecutive_failures = carried.consecutive_failures
         # Called with every event of the decision core, after it is logged (metrics).
-        self.observers: list[Callable[[Event], None]] = []
+        self.observers: list[Callable[[Event], None]] = list(observers)
         # Polls back off while the API is down (None: no backoff, as in ``check``).
         self.poll_interval = poll_interval
-        self.poll_resume_at: float | None = None  # monotonic
+        self.poll_resume_at = carried.poll_resume_at  # monotonic
         # A restart another process recorded as in flight, and has not seen answered, is
         # left to it this long (its request may still be waiting at its rate gate).
         self.in_flight_grace = in_flight_grace
         self._journal = Journal(lambda: self.observers)
+
+    def continuity(self) -> Continuity:
+        """What a supervisor that replaces this one takes over."""
+        return Continuity(self.auth, self.poll_resume_at, self.last_success,
+                          self.consecutive_failures)
 
     # ------------------------------------------------------------------ the cycle
 
@@ -548,15 +567,6 @@ class Supervisor:
             next_poll_in=next_poll_in,
         )
 
-
-    @property
-    def auth_blocked_until(self) -> float | None:
-        """When a refused key is tried again (monotonic), or None: it works."""
-        return self.auth.until
-
-    def key_changed(self) -> None:
-        """A different key was configured: a refused key's wait ends at once."""
-        self.auth = self.auth.new_key(self.clock.monotonic())
 
     def _auth_failed(self, exc: AuthFailed) -> None:
         first = not self.auth.blocked

@@ -1,11 +1,16 @@
 """``run``: the poll cycle on a schedule, until a signal says stop.
 
-APScheduler's ``AsyncIOScheduler`` fires the poll job (one instance at a time,
-coalescing missed runs, an explicit misfire grace, a little jitter). Signal handlers
-only set a flag; ``run`` reacts: it pauses the scheduler, lets the poll in flight finish
-within ``shutdown_grace`` seconds (then cancels it), shuts the scheduler down and
-returns 0. A second SIGINT exits at once. SIGHUP (when ``on_reload`` is set) only sets
-a flag too; a task on the loop then calls ``on_reload`` (see ``supervisor.runtime.reload``).
+A scheduler fires the poll job (one instance at a time, coalescing missed runs, an
+explicit misfire grace, a little jitter): in production APScheduler's
+``AsyncIOScheduler`` (``ApsScheduler``), in tests a virtual one on a test clock, through
+the small ``PollScheduler`` seam. The daemon's own waits (the grace of a stop, the bound
+of a reload's wait) go through its ``Clock``. Signal handlers only set a flag; ``run``
+reacts: it pauses the scheduler, lets the poll in flight finish within
+``shutdown_grace`` seconds (then cancels it), shuts the scheduler down and returns 0. A
+second SIGINT exits at once. SIGHUP (when ``on_reload`` is set) only sets a flag too; a
+task on the loop then waits for the poll in flight (at most ``shutdown_grace``), holds
+the next poll back and awaits ``on_reload`` (see ``supervisor.runtime.reload``), which
+hands the daemon the rebuilt supervisor and schedule through ``switch``.
 
 Small hooks let the shell around it add what ``run`` needs in production without the
 daemon knowing of systemd or HTTP: ``listeners`` (after each poll), ``background``
@@ -24,12 +29,14 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+import msgspec
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from supervisor.clock import Clock, SystemClock
 from supervisor.domain import events as ev
 from supervisor.runtime.cycle import PollResult, Supervisor
 from supervisor.runtime.memory import release_freed_memory
@@ -37,6 +44,93 @@ from supervisor.runtime.memory import release_freed_memory
 log = structlog.get_logger("supervisor.daemon")
 
 EXIT_FORCED = 130
+
+
+class Schedule(msgspec.Struct, frozen=True):
+    """When the daemon polls, and how long a stop (or a reload) waits for the poll in
+    flight."""
+
+    poll_interval: float
+    shutdown_grace: float
+    poll_jitter: float = 0.0
+
+    @property
+    def misfire_grace(self) -> int:
+        """Seconds a late poll may still run (an explicit misfire grace)."""
+        return max(1, round(self.poll_interval))
+
+
+Job = Callable[[], Awaitable[None]]
+
+
+class PollScheduler(Protocol):
+    """What the daemon needs of a scheduler: one job, run at once and then every
+    ``poll_interval`` (plus up to ``poll_jitter``), one instance at a time, missed runs
+    coalesced."""
+
+    def start(self, job: Job, schedule: Schedule) -> None:
+        """Start inside the running loop; the first run is now."""
+
+    def reschedule(self, schedule: Schedule) -> None:
+        """Runs from now on at the new interval and jitter."""
+
+    def pause(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def alive(self) -> tuple[bool, str]:
+        """Whether it runs with its job (for ``/livez``), and why not."""
+
+
+class ApsScheduler:
+    """APScheduler's ``AsyncIOScheduler``, as ``run`` uses it."""
+
+    def __init__(self) -> None:
+        self._scheduler: AsyncIOScheduler | None = None
+
+    @staticmethod
+    def _trigger(schedule: Schedule) -> IntervalTrigger:
+        return IntervalTrigger(seconds=schedule.poll_interval,
+                               jitter=schedule.poll_jitter or None, timezone=UTC)
+
+    def start(self, job: Job, schedule: Schedule) -> None:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler = scheduler
+        scheduler.add_job(
+            job,
+            self._trigger(schedule),
+            id="poll",
+            name="poll",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=schedule.misfire_grace,
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.start()  # inside the running loop, as APScheduler 3 needs
+
+    def reschedule(self, schedule: Schedule) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.running:
+            scheduler.modify_job("poll", misfire_grace_time=schedule.misfire_grace)
+            scheduler.reschedule_job("poll", trigger=self._trigger(schedule))
+
+    def pause(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.pause()
+
+    def shutdown(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+
+    def alive(self) -> tuple[bool, str]:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return False, "scheduler not started"
+        if not scheduler.running:
+            return False, "scheduler stopped"
+        if scheduler.get_job("poll") is None:
+            return False, "poll job missing"
+        return True, "event loop and scheduler running"
 
 
 class Daemon:
@@ -47,22 +141,37 @@ class Daemon:
         poll_interval: float,
         shutdown_grace: float,
         poll_jitter: float = 0.0,
+        scheduler: PollScheduler | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.supervisor = supervisor
-        self.poll_interval = poll_interval
-        self.poll_jitter = poll_jitter
-        self.shutdown_grace = shutdown_grace
+        self.schedule = Schedule(poll_interval, shutdown_grace, poll_jitter)
         self.listeners: list[Callable[[PollResult], None]] = []
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.on_stopping: list[Callable[[], None]] = []
         self.closers: list[Callable[[], Awaitable[None]]] = []
-        self.on_reload: Callable[[], object] | None = None
+        self.on_reload: Callable[[], Awaitable[object]] | None = None
         self.polls = 0
+        self._scheduler: PollScheduler = scheduler or ApsScheduler()
+        self._clock: Clock = clock or SystemClock()
+        self._started = False
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._turn = asyncio.Lock()  # a poll, or a reload being applied: one at a time
         self._stop_signal: str | None = None
         self._inflight: asyncio.Task[PollResult] | None = None
-        self._scheduler: AsyncIOScheduler | None = None
+
+    @property
+    def poll_interval(self) -> float:
+        return self.schedule.poll_interval
+
+    @property
+    def poll_jitter(self) -> float:
+        return self.schedule.poll_jitter
+
+    @property
+    def shutdown_grace(self) -> float:
+        return self.schedule.shutdown_grace
 
     # ------------------------------------------------------------------- signals
 
@@ -111,46 +220,31 @@ class Daemon:
     # ---------------------------------------------------------------------- poll
 
     async def _poll_job(self) -> None:
-        task = asyncio.ensure_future(self.supervisor.poll())
-        self._inflight = task
-        try:
-            result = await asyncio.shield(task)
-        except Exception:  # a bug, not an API error: keep the daemon alive, say so
-            log.exception(ev.POLL_CRASHED)
-            return
-        finally:
-            if task.done():
-                self._inflight = None
-            release_freed_memory()  # the list answer, parsed and dropped
+        async with self._turn:  # not while a reload is being applied
+            if self._stop.is_set():  # the stop came while a reload held this poll back
+                return
+            task = asyncio.ensure_future(self.supervisor.poll())
+            self._inflight = task
+            try:
+                result = await asyncio.shield(task)
+            except Exception:  # a bug, not an API error: keep the daemon alive, say so
+                log.exception(ev.POLL_CRASHED)
+                return
+            finally:
+                if task.done():
+                    self._inflight = None
+                release_freed_memory()  # the list answer, parsed and dropped
         self.polls += 1
         for listener in self.listeners:
             listener(result)
 
     # ----------------------------------------------------------------------- run
 
-    def _trigger(self) -> IntervalTrigger:
-        return IntervalTrigger(seconds=self.poll_interval, jitter=self.poll_jitter or None,
-                               timezone=UTC)
-
-    def _misfire_grace(self) -> int:
-        return max(1, round(self.poll_interval))
-
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        scheduler = AsyncIOScheduler(timezone=UTC)
-        self._scheduler = scheduler
-        scheduler.add_job(
-            self._poll_job,
-            self._trigger(),
-            id="poll",
-            name="poll",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=self._misfire_grace(),
-            next_run_time=datetime.now(UTC),
-        )
         with self._signals(loop):
-            scheduler.start()  # inside the running loop, as APScheduler 3 needs
+            self._scheduler.start(self._poll_job, self.schedule)
+            self._started = True
             log.info(
                 ev.DAEMON_STARTED,
                 poll_interval=self.poll_interval,
@@ -166,9 +260,9 @@ class Daemon:
                          grace=self.shutdown_grace)
                 for hook in self.on_stopping:
                     hook()
-                scheduler.pause()
+                self._scheduler.pause()
                 await self._finish_inflight()
-                scheduler.shutdown(wait=False)
+                self._scheduler.shutdown()
             finally:  # background work (the watchdog) runs until the scheduler has stopped
                 for task in tasks:
                     task.cancel()
@@ -180,36 +274,49 @@ class Daemon:
 
     def alive(self) -> tuple[bool, str]:
         """Whether the scheduler is running with its poll job (for ``/livez``)."""
-        scheduler = self._scheduler
-        if scheduler is None:
-            return False, "scheduler not started"
-        if not scheduler.running:
-            return False, "scheduler stopped"
-        if scheduler.get_job("poll") is None:
-            return False, "poll job missing"
-        return True, "event loop and scheduler running"
+        return self._scheduler.alive()
 
-    def reconfigure(
-        self, *, poll_interval: float, poll_jitter: float, shutdown_grace: float
-    ) -> None:
-        """New timings from a reload; a new interval reschedules the poll job from now."""
-        schedule = (poll_interval, poll_jitter) != (self.poll_interval, self.poll_jitter)
-        self.poll_interval = poll_interval
-        self.poll_jitter = poll_jitter
-        self.shutdown_grace = shutdown_grace
-        scheduler = self._scheduler
-        if schedule and scheduler is not None and scheduler.running and not self._stop.is_set():
-            scheduler.modify_job("poll", misfire_grace_time=self._misfire_grace())
-            scheduler.reschedule_job("poll", trigger=self._trigger())
+    # -------------------------------------------------------------------- reload
 
-    async def _reloads(self, reload: Callable[[], object]) -> None:
+    def switch(self, supervisor: Supervisor, schedule: Schedule) -> None:
+        """Poll with ``supervisor`` on ``schedule`` from the next poll on (a reload's
+        rebuilt runtime; the poll in flight, if any, finishes on the one it began with).
+        A new interval or jitter reschedules the poll job from now."""
+        moved = (schedule.poll_interval, schedule.poll_jitter) != (
+            self.schedule.poll_interval, self.schedule.poll_jitter)
+        self.supervisor, self.schedule = supervisor, schedule
+        if moved and self._started and not self._stop.is_set():
+            self._scheduler.reschedule(schedule)
+
+    async def idle(self) -> None:
+        """Wait until the poll in flight now, if any, has ended (it is not cancelled)."""
+        task = self._inflight
+        if task is not None and not task.done():
+            await asyncio.wait({task})
+
+    async def _reloads(self, reload: Callable[[], Awaitable[object]]) -> None:
         while True:
             await self._reload.wait()
             self._reload.clear()
+            held = await self._hold_polls()
             try:
-                reload()
+                await reload()
             except Exception:  # a bug: the daemon keeps running on what it has
                 log.exception(ev.CONFIG_RELOAD_CRASHED)
+            finally:
+                if held:
+                    self._turn.release()
+
+    async def _hold_polls(self) -> bool:
+        """Wait for the poll in flight to end (at most ``shutdown_grace``) and keep the
+        next one from starting; False if the poll outlasted the wait (the reload goes on
+        beside it, and applies from the next poll)."""
+        acquire = asyncio.ensure_future(self._turn.acquire())
+        if not await self._within(acquire, self.shutdown_grace):
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+        return acquire.done() and not acquire.cancelled()
 
     @staticmethod
     async def _guard(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -218,12 +325,21 @@ class Daemon:
         except Exception:
             log.exception(ev.DAEMON_TASK_CRASHED)
 
+    async def _within(self, task: asyncio.Future[Any], seconds: float) -> bool:
+        """Whether ``task`` ends within ``seconds`` of the daemon's clock (it goes on
+        either way)."""
+        timer = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        return task.done()
+
     async def _finish_inflight(self) -> None:
         task = self._inflight
         if task is None or task.done():
             return
-        done, _ = await asyncio.wait({task}, timeout=self.shutdown_grace)
-        if not done:
+        if not await self._within(task, self.shutdown_grace):
             log.warning(ev.DAEMON_GRACE_EXPIRED, grace=self.shutdown_grace)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -3,18 +3,20 @@
 ``Reloader.reload`` loads the settings again exactly as at start (the same command-line
 overrides and config path; the environment, the config file and the key read afresh).
 An invalid result is one ``config.reload_failed`` event (level error) with the one-line
-problems, and the settings in force stay as they were. A valid one is applied to the
-running parts by the ``apply`` callback and reported as ``config.reloaded`` with the keys
-that changed. Keys that need a restart (``RESTART_ONLY``) keep their old value; the event
-names them in ``restart_required``.
+problems, and the settings in force stay as they were. A valid one is applied by the
+``apply`` callback and reported as ``config.reloaded`` with the keys that changed. Keys
+that need a restart (``RESTART_ONLY``) keep their old value; the event names them in
+``restart_required``.
 
-Records, backoff, give-ups and the rate gate's pause live in objects that are
-reconfigured, never rebuilt, so a reload keeps them.
+Applying is a rebuild: ``wiring.rebuild`` builds the running parts again from the new
+settings, handed what must survive (the store with the records, backoff and give-ups in
+it, the rate gate's pause, the supervisor's auth block and last success), and the
+service swaps them in between two polls (see ``supervisor.service``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -47,7 +49,7 @@ class Reloader:
         self,
         load: Callable[[], Settings],
         settings: Settings,
-        apply: Callable[[Settings, Settings], None],
+        apply: Callable[[Settings, Settings], Awaitable[None]],
         *,
         reported: Callable[[bool], None] | None = None,
     ) -> None:
@@ -56,7 +58,7 @@ class Reloader:
         self._reported = reported
         self.settings = settings
 
-    def reload(self) -> bool:
+    async def reload(self) -> bool:
         """Load, validate and apply the configuration; False if it was refused."""
         old = self.settings
         try:
@@ -69,7 +71,7 @@ class Reloader:
         if restart_required:
             new = new.model_copy(update={key: getattr(old, key) for key in restart_required})
         changed = changed_keys(old, new)
-        self._apply(old, new)
+        await self._apply(old, new)
         self.settings = new
         log.info(
             ev.CONFIG_RELOADED,

@@ -1,9 +1,11 @@
 """Builds the running parts from validated settings: gate, client, store, supervisor.
 
 One function, used by ``run``, ``check`` and the demo, so that every mode is put
-together the same way. Nothing here talks to the network until a poll is made. The
-store is the SQLite state file at ``settings.state_location()`` (``:memory:`` keeps it
-in memory); opening it may raise ``StateError``.
+together the same way; a reload (SIGHUP) is the same function again (``rebuild``), handed
+what must survive, so that no running part is ever changed field by field. Nothing here
+talks to the network until a poll is made. The store is the SQLite state file at
+``settings.state_location()`` (``:memory:`` keeps it in memory); opening it may raise
+``StateError``.
 
 The rate gate shares its pause and budget through that store, under a fingerprint of
 the API key (``supervisor.api.ratelimit.key_fingerprint``), so that every process on the
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import httpx
@@ -23,11 +26,12 @@ from pydantic import SecretStr
 
 from supervisor import logs
 from supervisor.api.client import Observer, WasendClient
-from supervisor.api.ratelimit import RateGate, key_fingerprint
+from supervisor.api.ratelimit import GateState, RateGate, key_fingerprint
 from supervisor.clock import Clock, SystemClock
 from supervisor.config.settings import Settings
 from supervisor.domain import events as ev
-from supervisor.runtime.cycle import Supervisor
+from supervisor.domain.models import Event
+from supervisor.runtime.cycle import Continuity, Supervisor
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import StateError, Store
 
@@ -35,11 +39,19 @@ log = structlog.get_logger("supervisor.wiring")
 
 
 class Runtime(msgspec.Struct):
+    """The running parts, built by ``build`` from one ``Settings``; a reload builds a new
+    one (``rebuild``) instead of changing these."""
+
     settings: Settings
     client: WasendClient
     gate: RateGate
     store: Store
     supervisor: Supervisor
+    # What ``build`` was handed besides the settings, for ``rebuild`` to hand on.
+    clock: Clock
+    rng: random.Random
+    transport: httpx.AsyncBaseTransport | None = None
+    observer: Observer | None = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -49,36 +61,54 @@ class Runtime(msgspec.Struct):
                                              self.supervisor.clock.now()))
         self.store.close()
 
-    def reconfigure(self, settings: Settings) -> None:
-        """Apply reloaded settings to the running parts, keeping every record and the
-        gate's pause. Sessions no longer configured are forgotten (their records dropped)."""
-        self.gate.set_rate_limit(settings.rate_limit)
-        self.gate.set_max_retry_after(settings.max_retry_after)
-        self.client.configure(base_url=settings.base_url, timeout=settings.request_timeout)
-        supervisor = self.supervisor
-        key = settings.api_key
-        old_key = self.settings.api_key
-        if key is not None and (old_key is None
-                                or key.get_secret_value() != old_key.get_secret_value()):
-            logs.register_secret(key.get_secret_value())
-            self.client.set_api_key(key)
-            self.gate.share(self.store, key_fingerprint(key.get_secret_value()))
-            supervisor.key_changed()  # a refused key's wait ends: try the new one next poll
-        supervisor.policy = settings.policy()
-        supervisor.configured = tuple(dict.fromkeys(settings.sessions))
-        supervisor.get_concurrency = settings.get_concurrency
-        supervisor.auth_retry_interval = settings.auth_retry_interval
-        supervisor.key_reader = lambda: read_key(settings)
-        warn_key_exposure(settings)
-        if supervisor.poll_interval is not None:  # None: check, which does not back off
-            supervisor.poll_interval = settings.poll_interval
-        supervisor.in_flight_grace = settings.in_flight_grace
-        if supervisor.configured:
-            keep = set(supervisor.configured)
-            for record in self.store.records():
+    async def forget_unconfigured(self) -> None:
+        """Drop the records of sessions no longer configured (none when every session is
+        supervised), on the store's worker thread."""
+        keep = set(self.supervisor.configured)
+        if not keep:
+            return
+        store = self.store
+
+        def forget() -> None:
+            for record in store.records():
                 if record.session_id not in keep:
-                    self.store.delete(record.session_id)
-        self.settings = settings
+                    store.delete(record.session_id)
+
+        await store.run(forget)
+
+
+def rebuild(old: Runtime, settings: Settings) -> Runtime:
+    """The runtime for reloaded settings, built by ``build`` as the first one was and
+    handed what must survive: the same store (records, backoff, give-ups, the shared
+    pause), the gate's state (its pause and counters, ``GateState``), the supervisor's
+    continuity (auth block, poll backoff, last success) and its event observers, and the
+    request observer. A new API key lifts an auth block (it is tried at the next poll);
+    an unchanged one keeps it. Nothing of ``old`` changes: the caller swaps it for the
+    new one between polls, then closes ``old.client``; ``forget_unconfigured`` drops the
+    records of sessions no longer configured."""
+    carried = old.supervisor.continuity()
+    if _key_changed(old.settings, settings):
+        carried = msgspec.structs.replace(carried, auth=carried.auth.new_key(old.clock.monotonic()))
+    return build(
+        settings,
+        clock=old.clock,
+        rng=old.rng,
+        store=old.store,
+        transport=old.transport,
+        observer=old.observer,
+        gate_state=old.gate.state(),
+        carried=carried,
+        observers=old.supervisor.observers,
+        check=old.supervisor.poll_interval is None,
+        max_wait=old.gate.max_wait,
+    )
+
+
+def _key_changed(old: Settings, new: Settings) -> bool:
+    if new.api_key is None:
+        return False
+    return old.api_key is None or (
+        new.api_key.get_secret_value() != old.api_key.get_secret_value())
 
 
 def read_key(settings: Settings) -> SecretStr:
@@ -124,8 +154,18 @@ def build(
     store: Store | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     observer: Observer | None = None,
+    gate_state: GateState | None = None,
+    carried: Continuity | None = None,
+    observers: Iterable[Callable[[Event], None]] = (),
+    check: bool = False,
+    max_wait: float | None = None,
 ) -> Runtime:
+    """The running parts for ``settings``: for the first start, and (handed what must
+    survive, see ``rebuild``) for a reload. ``check``: one pass, not a daemon (no poll
+    backoff: ``--wait`` polls every second; its heartbeat says check); ``max_wait``: a
+    longer Retry-After pause is refused, not waited out (``check --wait``)."""
     clock = clock or SystemClock()
+    rng = rng or random.Random()
     policy = settings.policy()
     key = settings.api_key
     if key is None:
@@ -140,6 +180,8 @@ def build(
         max_retry_after=settings.max_retry_after,
         store=store,
         key=key_fingerprint(key.get_secret_value()),
+        max_wait=max_wait,
+        state=gate_state,
     )
     client = WasendClient(
         settings.base_url,
@@ -155,16 +197,18 @@ def build(
         store,
         policy,
         clock,
-        rng or random.Random(),
+        rng,
         sessions=settings.sessions,
         get_concurrency=settings.get_concurrency,
         auth_retry_interval=settings.auth_retry_interval,
         key_reader=lambda: read_key(settings),
-        poll_interval=settings.poll_interval,
+        poll_interval=None if check else settings.poll_interval,
         in_flight_grace=settings.in_flight_grace,
+        carried=carried,
+        observers=observers,
     )
     gate.on_pause = lambda until: _waiting(supervisor, until)
-    return Runtime(settings, client, gate, supervisor.store, supervisor)
+    return Runtime(settings, client, gate, store, supervisor, clock, rng, transport, observer)
 
 
 async def _waiting(supervisor: Supervisor, until: float) -> None:

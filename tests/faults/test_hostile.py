@@ -19,7 +19,9 @@ from supervisor.api.client import WasendClient
 from supervisor.api.errors import ApiTimeout, ApiUnreachable, UnexpectedResponse
 from supervisor.api.ratelimit import RateGate
 from supervisor.clock import SystemClock
+from supervisor.runtime.wiring import build, rebuild
 from tests.e2e.conftest import API_KEY, cli
+from tests.faults.conftest import settings_at
 from tests.faults.hostile import Handler, RawServer, bomb, drip_body, drip_headers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -85,18 +87,24 @@ async def test_a_dripping_server_is_cut_off_at_request_timeout(
 async def test_a_reloaded_request_timeout_is_the_next_calls_deadline(
     raw_server: Servers,
 ) -> None:
-    """Expectation: ``configure`` (a reload) sets the next call's deadline; a call cut
-    off by its deadline leaves the client usable for the next one."""
+    """Expectation: a reload (the runtime rebuilt from the new settings) sets the next
+    call's deadline; a call cut off by its deadline leaves the supervisor able to ask
+    again (the next reload's client)."""
     server = raw_server(drip_body(0.1))
     good = raw_server(answer(LISTING))
-    async with client(server.base_url, timeout=30.0) as api:
-        api.configure(base_url=server.base_url, timeout=0.5)
+    first = build(settings_at(server.base_url, request_timeout=30.0))
+    reloaded = rebuild(first, settings_at(server.base_url, request_timeout=0.5))
+    again = rebuild(reloaded, settings_at(good.base_url, request_timeout=0.5))
+    try:
         started = time.monotonic()
         with pytest.raises(ApiTimeout, match=r"request_timeout \(0.5s\)"):
-            await asyncio.wait_for(api.list_sessions(), 5)
+            await asyncio.wait_for(reloaded.client.list_sessions(), 5)
         assert time.monotonic() - started < 1.0
-        api.configure(base_url=good.base_url, timeout=0.5)
-        listing = await asyncio.wait_for(api.list_sessions(), 5)
+        listing = await asyncio.wait_for(again.client.list_sessions(), 5)
+    finally:
+        await reloaded.client.aclose()
+        await again.client.aclose()
+        await first.aclose()
     assert [s.session_id for s in listing.sessions] == ["a"]
 
 
@@ -226,13 +234,18 @@ async def test_a_reload_from_http_to_https_gets_tls_and_the_https_proxy(
     proxy = raw_server(hang_up)
     api_server = raw_server(answer(LISTING))
     no_proxy_env.setenv("HTTPS_PROXY", proxy.base_url)
-    async with client(api_server.base_url, timeout=3.0) as api:
-        await api.list_sessions()
-        api.configure(base_url="https://api.wasend.test", timeout=3.0)
+    first = build(settings_at(api_server.base_url, request_timeout=3.0))
+    https = rebuild(first, settings_at("https://api.wasend.test", request_timeout=3.0))
+    back = rebuild(https, settings_at(api_server.base_url, request_timeout=3.0))
+    try:
+        await first.client.list_sessions()
         with pytest.raises(ApiUnreachable):
-            await api.list_sessions()
-        api.configure(base_url=api_server.base_url, timeout=3.0)
-        await api.list_sessions()
+            await https.client.list_sessions()
+        await back.client.list_sessions()
+    finally:
+        await https.client.aclose()
+        await back.client.aclose()
+        await first.aclose()
     [head] = proxy.heads
     assert head.startswith(b"CONNECT api.wasend.test:443 ")
     assert len(api_server.heads) == 2

@@ -235,22 +235,6 @@ async def test_set_api_key_changes_the_header_from_the_next_call_on(
     ]
 
 
-async def test_configure_changes_base_url_and_timeout_from_the_next_call_on(
-    api: respx.MockRouter,
-) -> None:
-    home = endpoint(api, "get").mock(return_value=httpx.Response(200, json=flat("s1")))
-    other = api.get("https://other.example/v2/sessions/s1").mock(
-        return_value=httpx.Response(200, json=flat("s1"))
-    )
-    async with make_client() as client:
-        await client.get_session("s1")
-        client.configure(base_url="https://other.example/v2", timeout=3.0)
-        await client.get_session("s1")
-    assert sent(home).extensions["timeout"]["read"] == 7.5
-    assert sent(other).extensions["timeout"]["read"] == 3.0
-    assert sent(other).headers["Authorization"] == f"Bearer {KEY}"
-
-
 async def test_session_ids_are_path_quoted(api: respx.MockRouter) -> None:
     route = api.get().mock(return_value=httpx.Response(200, json=flat("a/b c?d#e")))
     async with make_client() as client:

@@ -138,16 +138,15 @@ async def test_a_new_key_is_tried_at_the_next_poll_not_after_the_wait() -> None:
     sup = make(api, key_reader=lambda: SecretStr("new-key"), clock=clock)
     with capture_logs() as events:
         await sup.poll()
-        assert sup.auth_blocked_until == clock.monotonic() + 300
+        assert sup.auth.until == clock.monotonic() + 300
         clock.advance(10)
-        sup.key_changed()
+        sup.auth = sup.auth.new_key(clock.monotonic())  # as a reload's rebuild carries it
         result = await sup.poll()  # the new key, at once: 290 s early
     assert result.ok and api.keys == ["new-key"]
-    assert sup.auth_blocked_until is None
+    assert sup.auth.until is None
     assert names(events) == ["api.auth_failed", "poll.failed", "api.auth_restored",
                              "poll.completed"]
-    sup.key_changed()  # a working key: nothing to end
-    assert sup.auth_blocked_until is None
+    assert sup.auth.new_key(clock.monotonic()).until is None  # a working key: nothing to end
 
 
 async def test_auth_failure_during_restarts_stops_the_rest_of_the_cycle() -> None:

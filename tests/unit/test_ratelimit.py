@@ -264,7 +264,7 @@ async def test_the_gate_shares_under_the_key_in_use_after_a_reload() -> None:
     from pydantic import SecretStr
 
     from supervisor.config.settings import Settings
-    from supervisor.runtime.wiring import build
+    from supervisor.runtime.wiring import build, rebuild
 
     clock = FakeClock()
     def settings(key: str) -> Settings:
@@ -272,12 +272,15 @@ async def test_the_gate_shares_under_the_key_in_use_after_a_reload() -> None:
                         state_path=Path(":memory:"))
 
     runtime = build(settings(KEY), clock=clock)
+    reloaded = None
     try:
         await runtime.gate.rate_limited(10)
         assert runtime.store.gate_row(key_fingerprint(KEY)) == GateRow(clock.now() + 10)
-        runtime.reconfigure(settings(KEY + "-new"))
-        await runtime.gate.rate_limited(20)
-        assert runtime.store.gate_row(key_fingerprint(KEY + "-new")) == GateRow(
+        reloaded = rebuild(runtime, settings(KEY + "-new"))
+        await reloaded.gate.rate_limited(20)
+        assert reloaded.store.gate_row(key_fingerprint(KEY + "-new")) == GateRow(
             clock.now() + 20)
     finally:
+        if reloaded is not None:
+            await reloaded.client.aclose()
         await runtime.aclose()
