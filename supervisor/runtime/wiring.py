@@ -25,7 +25,7 @@ from supervisor import logs
 from supervisor.api.client import Observer, WasendClient
 from supervisor.api.ratelimit import RateGate, key_fingerprint
 from supervisor.clock import Clock, SystemClock
-from supervisor.config.settings import Settings
+from supervisor.config.model import Settings
 from supervisor.domain import events as ev
 from supervisor.runtime.cycle import Supervisor
 from supervisor.state.sqlite import SqliteStore

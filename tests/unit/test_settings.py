@@ -1,4 +1,4 @@
-"""Tests of supervisor.config.settings: sources, precedence, validation messages, the API key."""
+"""Tests of supervisor.config: sources, precedence, validation messages, the API key."""
 
 from __future__ import annotations
 
@@ -13,16 +13,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from supervisor.config.settings import (
-    CONFIG_FILE_MAX_BYTES,
-    ApiKeySource,
-    ConfigError,
-    Settings,
-    env_var_names,
-    load_settings,
-    render_settings,
-    setting_keys,
-)
+from supervisor.config.key import ApiKeySource
+from supervisor.config.load import load_settings
+from supervisor.config.model import Settings, setting_keys
+from supervisor.config.problems import ConfigError
+from supervisor.config.render import render_settings
+from supervisor.config.sources import CONFIG_FILE_MAX_BYTES, env_var_names
 from supervisor.domain.models import StatusClass
 from supervisor.domain.policy import Backoff, Policy, StatusClasses
 
@@ -112,7 +108,7 @@ def test_import_reads_nothing() -> None:
         "PYTHONPATH": str(ROOT),
     }
     done = subprocess.run(
-        [sys.executable, "-c", "import supervisor.config.settings"],
+        [sys.executable, "-c", "import supervisor.config.load, supervisor.config.render"],
         env=env,
         capture_output=True,
         text=True,
