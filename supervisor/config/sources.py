@@ -50,7 +50,6 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     TomlConfigSettingsSource,
 )
-from pydantic_settings.sources.utils import parse_env_vars
 
 from supervisor.config.files import read_failure, read_regular_file
 from supervisor.config.key import (
@@ -258,7 +257,8 @@ class EnvironmentSource(EnvSettingsSource):
                            Origin("env", name))
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._ours, False, False, None)
+        # As EnvSettingsSource keeps os.environ when case-insensitive: names lower-cased.
+        return {name.lower(): value for name, value in self._ours.items()}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         if field_name == "api_key" or field_name in TABLES:
