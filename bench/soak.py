@@ -36,7 +36,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-from supervisor.config.settings import BackoffSettings, Settings
+from supervisor.config.model import BackoffSettings, Settings
 from supervisor.domain.models import Phase
 from supervisor.runtime.wiring import build
 from supervisor.simulator import SimulatorServer, parse_scenario

@@ -30,7 +30,7 @@ from supervisor import __version__
 from supervisor.domain import events as ev
 
 if TYPE_CHECKING:
-    from supervisor.config.settings import Settings
+    from supervisor.config.model import Settings
 
 EX_USAGE = 2  # argparse's
 EX_UNAVAILABLE = 69
@@ -101,7 +101,8 @@ class _SettingsHelp(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.dest not in _OVERRIDES:
             return action.help
-        from supervisor.config.settings import Settings, default_state_path, env_var_names
+        from supervisor.config.model import Settings
+        from supervisor.config.sources import default_state_path, env_var_names
 
         field = Settings.model_fields[action.dest]
         default: Any = field.default
@@ -253,7 +254,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _settings(args: argparse.Namespace, *, require_api_key: bool) -> Settings | list[str]:
     """Settings from every source, or the problems found (one line each)."""
-    from supervisor.config.settings import ConfigError, load_settings
+    from supervisor.config.load import load_settings
+    from supervisor.config.problems import ConfigError
 
     try:
         return load_settings(cli=_overrides(args), config_path=args.config,
@@ -288,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _reload(args: argparse.Namespace) -> Settings:
     """SIGHUP: the settings again, from the same flags, config path and (re-read) sources."""
-    from supervisor.config.settings import load_settings
+    from supervisor.config.load import load_settings
 
     return load_settings(cli=_overrides(args), config_path=args.config, require_api_key=True)
 
@@ -393,7 +395,7 @@ def _config(args: argparse.Namespace) -> int:
     settings = load(args, require_api_key=False)
     if isinstance(settings, int):
         return settings
-    from supervisor.config.settings import render_settings
+    from supervisor.config.render import render_settings
 
     sys.stdout.write(render_settings(settings))
     return 0
@@ -412,8 +414,8 @@ def _open_state(args: argparse.Namespace, *, unknown: int | None = None,
     settings = load(args, require_api_key=False)
     if isinstance(settings, int):
         return settings
-    from supervisor.state.sqlite import MEMORY, SqliteStore
-    from supervisor.state.store import StateError
+    from supervisor.state.sqlite import SqliteStore
+    from supervisor.state.store import MEMORY, StateError
 
     location = settings.state_location()
     if location == MEMORY:
@@ -465,8 +467,7 @@ def _retry(args: argparse.Namespace) -> int:
     from supervisor.domain import core, history
     from supervisor.runtime.cycle import emit
     from supervisor.runtime.wiring import open_store
-    from supervisor.state.sqlite import MEMORY
-    from supervisor.state.store import StateError
+    from supervisor.state.store import MEMORY, StateError
 
     logs.configure(settings.log_format, settings.log_level, sys.stderr)  # stdout: the answer
     location = settings.state_location()

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from structlog.typing import EventDict, WrappedLogger
 
 from supervisor import logs
-from supervisor.config.settings import BackoffSettings, Settings
+from supervisor.config.model import BackoffSettings, Settings
 from supervisor.domain import events as ev
 from supervisor.runtime.daemon import Daemon
 from supervisor.runtime.wiring import build

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from supervisor.config.settings import Settings, listen_address
+from supervisor.config.model import Settings, listen_address
 from supervisor.ops.census import Census
 from supervisor.ops.health import Health, Verdict
 from supervisor.ops.listener import HttpListener, ListenError, Reply

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -21,6 +21,23 @@ DEFAULT_NEEDS_PERSON = ("SCAN_QR_CODE",)
 
 def _upper(statuses: Iterable[str]) -> frozenset[str]:
     return frozenset(s.strip().upper() for s in statuses)
+
+
+def overlaps(
+    classes: Sequence[tuple[StatusClass, Iterable[str]]],
+) -> list[tuple[str, StatusClass, StatusClass]]:
+    """The rule that a status is in one class at most: every status named again in a later
+    class, as ``(status, first class, later class)``, in the order the classes and their
+    members are given (an empty list: the classes are disjoint)."""
+    first: dict[str, StatusClass] = {}
+    found: list[tuple[str, StatusClass, StatusClass]] = []
+    for klass, members in classes:
+        for status in members:
+            if status in first:
+                found.append((status, first[status], klass))
+            else:
+                first[status] = klass
+    return found
 
 
 class StatusClasses(msgspec.Struct, frozen=True):
@@ -49,14 +66,10 @@ class StatusClasses(msgspec.Struct, frozen=True):
         )
 
     def __post_init__(self) -> None:
-        seen: dict[str, StatusClass] = {}
-        for klass, members in self._classes():
-            for status in members:
-                if status in seen:
-                    raise ValueError(
-                        f"status {status!r} is in both {seen[status].value} and {klass.value}"
-                    )
-                seen[status] = klass
+        found = overlaps(self._classes())
+        if found:
+            status, first, second = found[0]
+            raise ValueError(f"status {status!r} is in both {first.value} and {second.value}")
 
     def _classes(self) -> tuple[tuple[StatusClass, frozenset[str]], ...]:
         return (
@@ -100,7 +113,8 @@ class Backoff(msgspec.Struct, frozen=True):
 
 
 class Policy(msgspec.Struct, frozen=True):
-    """Every knob of the decision core, in seconds where it is a time."""
+    """Every knob of the decision core, in seconds where it is a time. Its defaults (and
+    those of ``Backoff`` and ``StatusClasses``) are the settings' defaults too."""
 
     classes: StatusClasses = msgspec.field(default_factory=StatusClasses)
     backoff: Backoff = msgspec.field(default_factory=Backoff)

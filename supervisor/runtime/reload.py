@@ -21,7 +21,8 @@ from typing import Any
 
 import structlog
 
-from supervisor.config.settings import ConfigError, Settings, setting_keys
+from supervisor.config.model import Settings, setting_keys
+from supervisor.config.problems import ConfigError
 from supervisor.domain import events as ev
 
 log = structlog.get_logger("supervisor.reload")

@@ -28,7 +28,7 @@ from supervisor import logs
 from supervisor.api.client import Observer, WasendClient
 from supervisor.api.ratelimit import GateState, RateGate, key_fingerprint
 from supervisor.clock import Clock, SystemClock
-from supervisor.config.settings import Settings
+from supervisor.config.model import Settings
 from supervisor.domain import events as ev
 from supervisor.domain.models import Event
 from supervisor.runtime.cycle import Continuity, Supervisor
@@ -113,7 +113,7 @@ def _key_changed(old: Settings, new: Settings) -> bool:
 
 def read_key(settings: Settings) -> SecretStr:
     """The API key, from wherever the settings found it, re-read now (a key file is
-    read without ever blocking: see ``settings._read_key``)."""
+    read without ever blocking: see ``config.key``)."""
     source = settings.api_key_source()
     if source is None:
         raise LookupError("no API key configured")

@@ -83,6 +83,9 @@ from supervisor.state.file import (
 )
 from supervisor.state.schema import SCHEMA_VERSION, applied_versions, decode, encode, migrate
 from supervisor.state.store import (
+    DEFAULT_HISTORY_MAX_AGE,
+    DEFAULT_HISTORY_MAX_ROWS,
+    MEMORY,
     Beat,
     GateRow,
     Heartbeat,
@@ -93,9 +96,6 @@ from supervisor.state.store import (
 
 log = structlog.get_logger("supervisor.state")
 
-MEMORY: Final = ":memory:"
-DEFAULT_HISTORY_MAX_AGE: Final = 30 * 86400.0
-DEFAULT_HISTORY_MAX_ROWS: Final = 100_000
 PRUNE_EVERY: Final = 3600.0  # seconds between prunes by age
 DEFAULT_BUSY_TIMEOUT: Final = 10.0
 WAL_SIZE_LIMIT: Final = 1024 * 1024  # bytes the write-ahead log is cut back to after a checkpoint

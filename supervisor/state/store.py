@@ -27,12 +27,15 @@ import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import msgspec
 
 from supervisor.domain.models import HistoryEntry, Record
 
+MEMORY: Final = ":memory:"  # the state location that keeps the state in memory (no file)
+DEFAULT_HISTORY_MAX_AGE: Final = 30 * 86400.0  # seconds a history row is kept
+DEFAULT_HISTORY_MAX_ROWS: Final = 100_000  # history rows kept at most
 MEMORY_HISTORY_ROWS = 10_000
 
 _T = TypeVar("_T")

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import pytest
 
-from supervisor.config.settings import setting_keys
+from supervisor.config.model import setting_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"

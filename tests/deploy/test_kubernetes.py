@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from supervisor.config.settings import ConfigError, Settings, load_settings
+from supervisor.config.load import load_settings
+from supervisor.config.model import Settings
+from supervisor.config.problems import ConfigError
 from tests.deploy.conftest import DOCKERFILE, SIDECAR, needs_settings
 
 Doc = dict[str, Any]

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config.settings import ConfigError, Settings, load_settings
+from supervisor.config.load import load_settings
+from supervisor.config.model import Settings
+from supervisor.config.problems import ConfigError
 from tests.deploy.conftest import SYSTEMD, needs_settings, tool
 
 DAEMON = SYSTEMD / "wasend-supervisor.service"

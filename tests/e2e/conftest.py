@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from supervisor.config.settings import BackoffSettings, Settings
+from supervisor.config.model import BackoffSettings, Settings
 from supervisor.runtime.daemon import Daemon
 from supervisor.runtime.wiring import Runtime, build
 from supervisor.simulator import SimulatorServer, parse_scenario

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from supervisor.config.settings import BackoffSettings, Settings
+from supervisor.config.model import BackoffSettings, Settings
 from supervisor.simulator import SimulatorServer
 from tests.e2e.conftest import API_KEY, ROOT, simulator
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.config.settings import load_settings
+from supervisor.config.load import load_settings
 from supervisor.runtime.wiring import build
 from tests.e2e.conftest import API_KEY, Running, SimFactory
 from tests.fakes import MaxRandom

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import __version__, cli
-from supervisor.config.settings import load_settings
+from supervisor.config.load import load_settings
 
 
 def test_every_mode_is_known() -> None:

@@ -15,7 +15,9 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from supervisor.config.settings import KEY_FILE_MAX_BYTES, ApiKeySource, ConfigError, load_settings
+from supervisor.config.key import KEY_FILE_MAX_BYTES, ApiKeySource
+from supervisor.config.load import load_settings
+from supervisor.config.problems import ConfigError
 from supervisor.runtime.wiring import build, read_key
 
 KEY = "sk_test_Zq8vN3pL7wR2xK9mT4yB6cD1"

@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     "api": {"domain", "state.store", "supervisor.clock", "supervisor"},
     "state": {"domain", "supervisor.clock", "supervisor.printable"},
-    "config": {"domain"},
+    "config": {"domain", "state.store"},
     "runtime": {"domain", "api", "state", "config", *LEAVES},
     "ops": {"domain", "api", "state", "config", "runtime", *LEAVES},
     "simulator": set(),

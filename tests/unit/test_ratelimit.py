@@ -263,7 +263,7 @@ async def test_the_gate_shares_under_the_key_in_use_after_a_reload() -> None:
     fingerprint; a new key (SIGHUP) is shared under its own from then on."""
     from pydantic import SecretStr
 
-    from supervisor.config.settings import Settings
+    from supervisor.config.model import Settings
     from supervisor.runtime.wiring import build, rebuild
 
     clock = FakeClock()

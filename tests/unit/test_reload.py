@@ -16,13 +16,9 @@ from structlog.testing import capture_logs
 
 from supervisor.api.errors import ApiTimeout
 from supervisor.clock import SystemClock
-from supervisor.config.settings import (
-    BackoffSettings,
-    ConfigError,
-    Settings,
-    StatusSettings,
-    load_settings,
-)
+from supervisor.config.load import load_settings
+from supervisor.config.model import BackoffSettings, Settings, StatusSettings
+from supervisor.config.problems import ConfigError
 from supervisor.domain.auth import AuthBlock
 from supervisor.domain.models import Phase, Record, SessionList
 from supervisor.domain.policy import Policy

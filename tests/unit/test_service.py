@@ -11,7 +11,7 @@ import httpx
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from supervisor.config.settings import Settings
+from supervisor.config.model import Settings
 from supervisor.service import Service
 from tests.fakes import ManualClock, MaxRandom, VirtualScheduler
 from tests.waiting import until

@@ -1,7 +1,8 @@
-"""Tests of supervisor.config.settings: sources, precedence, validation messages, the API key."""
+"""Tests of supervisor.config: sources, precedence, validation messages, the API key."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -13,18 +14,15 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from supervisor.config.settings import (
-    CONFIG_FILE_MAX_BYTES,
-    ApiKeySource,
-    ConfigError,
-    Settings,
-    env_var_names,
-    load_settings,
-    render_settings,
-    setting_keys,
-)
+from supervisor.config.key import ApiKeySource
+from supervisor.config.load import load_settings
+from supervisor.config.model import BackoffSettings, Settings, StatusSettings, setting_keys
+from supervisor.config.problems import ConfigError
+from supervisor.config.render import render_settings
+from supervisor.config.sources import CONFIG_FILE_MAX_BYTES, env_var_names
 from supervisor.domain.models import StatusClass
-from supervisor.domain.policy import Backoff, Policy, StatusClasses
+from supervisor.domain.policy import DEFAULT_HEALTHY, Backoff, Policy, StatusClasses, overlaps
+from supervisor.state.store import DEFAULT_HISTORY_MAX_AGE, DEFAULT_HISTORY_MAX_ROWS, MEMORY
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk_test_Zq8vN3pL7wR2xK9mT4yB6cD1"
@@ -112,7 +110,7 @@ def test_import_reads_nothing() -> None:
         "PYTHONPATH": str(ROOT),
     }
     done = subprocess.run(
-        [sys.executable, "-c", "import supervisor.config.settings"],
+        [sys.executable, "-c", "import supervisor.config.load, supervisor.config.render"],
         env=env,
         capture_output=True,
         text=True,
@@ -1115,3 +1113,82 @@ def test_empty_config_variable_means_no_config_file() -> None:
 def test_source_of_rejects_unknown_keys() -> None:
     with pytest.raises(KeyError):
         load().source_of("nope")
+
+
+# --- one home for each rule, and the sources as pydantic-settings has them -----------------
+
+
+def test_the_decision_cores_defaults_are_taken_from_the_policy() -> None:
+    """Written once, in the domain's policy: the settings hold the very same values."""
+    policy = Policy()
+    for name in ("restart_window", "stable_after", "starting_timeout", "gave_up_retry_interval"):
+        assert Settings.model_fields[name].default is getattr(policy, name), name
+    for name in ("initial", "max", "multiplier"):
+        assert BackoffSettings.model_fields[name].default is getattr(policy.backoff, name), name
+    assert Settings.model_fields["max_restarts"].default == policy.max_restarts
+    assert StatusSettings.model_fields["healthy"].default is DEFAULT_HEALTHY
+
+
+def test_the_store_is_the_home_of_memory_and_the_history_defaults() -> None:
+    assert Settings().state_location() == MEMORY
+    assert Settings.model_fields["history_max_age"].default is DEFAULT_HISTORY_MAX_AGE
+    assert Settings.model_fields["history_max_rows"].default == DEFAULT_HISTORY_MAX_ROWS
+
+
+def test_the_overlap_rule_is_the_domains_and_keeps_the_classes_order() -> None:
+    found = overlaps([
+        (StatusClass.HEALTHY, ("WORKING", "ERROR", "FAILED")),
+        (StatusClass.TRANSITIONAL, ("STARTING",)),
+        (StatusClass.RESTARTABLE, ("FAILED", "ERROR")),
+        (StatusClass.NEEDS_PERSON, ("WORKING",)),
+    ])
+    assert found == [
+        ("FAILED", StatusClass.HEALTHY, StatusClass.RESTARTABLE),
+        ("ERROR", StatusClass.HEALTHY, StatusClass.RESTARTABLE),
+        ("WORKING", StatusClass.HEALTHY, StatusClass.NEEDS_PERSON),
+    ]
+    with pytest.raises(ValueError, match="'ERROR' is in both healthy and restartable"):
+        StatusClasses.of(healthy=["WORKING", "ERROR"])
+    env = {"WASEND_API_KEY": KEY, "WASEND_SUPERVISOR_STATUSES__HEALTHY": "working,failed,error"}
+    var = "from environment variable WASEND_SUPERVISOR_STATUSES__HEALTHY"
+    assert problems(env=env) == [
+        # in the order of the later class: restartable is STOPPED, ERROR, FAILED
+        f"statuses: ERROR is in both statuses.healthy ({var}) and statuses.restartable (default)",
+        f"statuses: FAILED is in both statuses.healthy ({var}) and statuses.restartable (default)",
+    ]
+
+
+def test_no_config_module_hands_values_over_behind_the_call() -> None:
+    """The sources are built per load and passed in: no ContextVar, no module-level layers."""
+    for path in (ROOT / "supervisor" / "config").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {
+            node.id if isinstance(node, ast.Name) else node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Name | ast.Attribute)
+        }
+        modules = {
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "ContextVar" not in names, path.name
+        assert "contextvars" not in modules, path.name
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"WASEND_SUPERVISOR_BACKOFF": '{"initial": 1}'},  # a table is read by its keys only
+        {"WASEND_SUPERVISOR_BACKOFF": "x"},
+        {"WASEND_SUPERVISOR_BACKOFF__START": "1"},  # no such key: ignored, as any other
+        {"WASEND_SUPERVISOR_BACKOFF__INITIAL__X": "1"},
+        {"WASEND_SUPERVISOR_SESSIONS__X": "1"},  # not a table
+        {"WASEND_SUPERVISOR_STATUSES": '{"healthy": ["X"]}'},
+        {"wasend_supervisor_poll_interval": "1"},  # names match as written
+        {"WASEND_SUPERVISOR_poll_interval": "1"},
+    ],
+)
+def test_environment_variables_that_name_no_key_are_ignored(env: dict[str, str]) -> None:
+    s = load(env={"WASEND_API_KEY": KEY, **env})
+    assert s.model_dump() == load().model_dump()
+    assert all(s.source_of(key) == "default" for key in setting_keys() if key != "api_key")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.config.settings import ConfigError, Settings, listen_address, load_settings
+from supervisor.config.load import load_settings
+from supervisor.config.model import Settings, listen_address
+from supervisor.config.problems import ConfigError
 
 
 def env_load(**env: str) -> Settings:

@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 from supervisor.domain.models import HistoryEntry, Phase, Record
 from supervisor.state.file import APPLICATION_ID, Held
 from supervisor.state.schema import SCHEMA_VERSION, decode, encode, migrate
-from supervisor.state.sqlite import MEMORY, PRUNE_EVERY, SqliteStore
-from supervisor.state.store import StateError
+from supervisor.state.sqlite import PRUNE_EVERY, SqliteStore
+from supervisor.state.store import MEMORY, StateError
 from tests.fakes import FakeClock
 
 FULL = Record(

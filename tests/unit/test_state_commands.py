@@ -480,7 +480,7 @@ async def test_a_daemon_waiting_out_a_retry_after_is_running(
     gate says in its heartbeat until when it waits, and ``status`` sees it at work."""
     from pydantic import SecretStr
 
-    from supervisor.config.settings import Settings
+    from supervisor.config.model import Settings
     from supervisor.runtime.wiring import build
 
     path = tmp_path / "state.db"

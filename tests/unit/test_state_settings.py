@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from supervisor.config.settings import ConfigError, Settings, default_state_path, load_settings
+from supervisor.config.load import load_settings
+from supervisor.config.model import Settings
+from supervisor.config.problems import ConfigError
+from supervisor.config.sources import default_state_path
 
 KEY = "sk-state-settings-key"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from supervisor.config.settings import Settings
+from supervisor.config.model import Settings
 from supervisor.runtime.wiring import build, rebuild
 from tests.fakes import FakeClock
 

@@ -1,0 +1,511 @@
+"""The settings model: every key, its type, its rules and its default, and its two tables.
+
+``Settings`` is immutable. ``load_settings`` (``supervisor.config.load``) builds it from
+every source; ``Settings(...)`` with keyword arguments reads no environment and no file: it
+validates exactly what it is given on top of the defaults, which is what tests of other
+modules want. The decision core's defaults are the domain policy's (``Policy``,
+``Backoff``, the ``DEFAULT_*`` status lists), the history's the state store's: this model
+takes them from there, and writes none of them again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from supervisor.config.key import ApiKeySource
+from supervisor.config.origin import DEFAULT, Origin
+from supervisor.domain.api_key import key_problem
+from supervisor.domain.models import StatusClass
+from supervisor.domain.policy import (
+    DEFAULT_HEALTHY,
+    DEFAULT_NEEDS_PERSON,
+    DEFAULT_RESTARTABLE,
+    DEFAULT_TRANSITIONAL,
+    Backoff,
+    Policy,
+    StatusClasses,
+    overlaps,
+)
+from supervisor.state.store import DEFAULT_HISTORY_MAX_AGE, DEFAULT_HISTORY_MAX_ROWS, MEMORY
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "TABLES",
+    "BackoffSettings",
+    "Settings",
+    "StatusSettings",
+    "listen_address",
+    "setting_keys",
+]
+
+DEFAULT_BASE_URL = "https://api.wasend.dev"
+_POLICY = Policy()  # the decision core's defaults, read once
+
+
+# --- validators ----------------------------------------------------------------------------
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("not_a_number", "must be a number, not true or false")
+    return value
+
+
+_Number = BeforeValidator(_not_bool)
+_PositiveSeconds = Annotated[float, _Number, Field(gt=0)]
+_NonNegativeSeconds = Annotated[float, _Number, Field(ge=0)]
+
+
+def _split_list(value: Any) -> Any:
+    """A list as given, or parsed from text: a JSON list, or comma-separated names."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise PydanticCustomError(
+                "list_text", "must be a JSON list or comma-separated names"
+            ) from None
+    return [part.strip() for part in text.split(",")]
+
+
+def _names(value: Any, *, upper: bool) -> tuple[str, ...]:
+    items = _split_list(value)
+    if not isinstance(items, list | tuple):
+        raise PydanticCustomError("list_type", "must be a list of names")
+    names: list[str] = []
+    for index, item in enumerate(items, 1):
+        if not isinstance(item, str):
+            raise PydanticCustomError(
+                "item_type", "item {index} must be a string", {"index": index}
+            )
+        name = item.strip()
+        if not name:
+            raise PydanticCustomError("item_empty", "item {index} is empty", {"index": index})
+        names.append(name.upper() if upper else name)
+    return tuple(names)
+
+
+def _statuses(value: Any) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_names(value, upper=True)))  # upper case, duplicates dropped
+
+
+# NoDecode: a list from the environment reaches _statuses as text (commas or JSON).
+_StatusList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_statuses)]
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _normalise_base_url(value: str) -> str:
+    text = value.strip()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise PydanticCustomError("url_scheme", "must be an https:// (or loopback http://) URL")
+    if "@" in parts.netloc:
+        raise PydanticCustomError("url_userinfo", "must not contain a user name or password")
+    host = parts.hostname
+    if not host:
+        raise PydanticCustomError("url_host", "must name a host")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise PydanticCustomError("url_port", "has an invalid port") from None
+    if parts.query or parts.fragment:
+        raise PydanticCustomError("url_query", "must not have a query or fragment")
+    if scheme == "http" and not _is_loopback(host):
+        raise PydanticCustomError(
+            "url_insecure",
+            "plain http:// is only allowed for a loopback host "
+            "(127.0.0.0/8, ::1, localhost); use https://",
+        )
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_LISTEN_FORMS = "host:port, [IPv6]:port or a port alone (empty: off)"
+
+
+def listen_address(value: str) -> tuple[str, int] | None:
+    """``http_listen`` as (host, port), or None when it is empty (the listener is off).
+
+    ``9187`` means ``127.0.0.1:9187``; ``[::1]:9187`` is an IPv6 address; port 0 picks a
+    free port. Raises ValueError with a short reason for anything else.
+    """
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        host, port_text = "127.0.0.1", text
+    elif text.startswith("["):
+        inside, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"must be {_LISTEN_FORMS}")
+        try:
+            host = str(ipaddress.IPv6Address(inside))
+        except ValueError:
+            raise ValueError(f"{inside!r} in brackets is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"must be {_LISTEN_FORMS}")
+        if ":" in host:
+            raise ValueError("an IPv6 address must be in brackets: [::1]:9187")
+        if not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"{host[:24]!r} is not a host name or address")
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError("the port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def _check_listen(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # http_listen = 9187 in TOML
+    if not isinstance(value, str):
+        return value  # pydantic reports the type
+    try:
+        found = listen_address(value)
+    except ValueError as exc:
+        raise PydanticCustomError("listen_address", "{reason}", {"reason": str(exc)}) from None
+    if found is None:
+        return ""
+    host, port = found
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- the model -----------------------------------------------------------------------------
+
+_MODEL_CONFIG = ConfigDict(
+    frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True
+)
+
+
+class BackoffSettings(BaseModel):
+    """Waiting between restart attempts: full jitter under ``min(max, initial * multiplier**n)``."""
+
+    model_config = _MODEL_CONFIG
+
+    initial: _NonNegativeSeconds = Field(
+        default=_POLICY.backoff.initial, description="cap of the first delay, seconds"
+    )
+    max: _NonNegativeSeconds = Field(
+        default=_POLICY.backoff.max, description="cap of every delay, seconds"
+    )
+    multiplier: Annotated[float, _Number, Field(ge=1)] = Field(
+        default=_POLICY.backoff.multiplier, description="growth of the cap per attempt"
+    )
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> BackoffSettings:
+        if self.max < self.initial:
+            raise PydanticCustomError(
+                "below_other",
+                "must be at least {other}, which is {other_value}",
+                {
+                    "field": "max",
+                    "value": self.max,
+                    "other": "backoff.initial",
+                    "other_value": self.initial,
+                },
+            )
+        return self
+
+
+class StatusSettings(BaseModel):
+    """Which status names fall in which class; upper-cased, and no name in two classes."""
+
+    model_config = _MODEL_CONFIG
+
+    healthy: _StatusList = Field(default=DEFAULT_HEALTHY, description="running; nothing to do")
+    transitional: _StatusList = Field(default=DEFAULT_TRANSITIONAL, description="on its way up")
+    restartable: _StatusList = Field(default=DEFAULT_RESTARTABLE, description="restart it")
+    needs_person: _StatusList = Field(
+        default=DEFAULT_NEEDS_PERSON, description="a restart cannot help (e.g. a QR code to scan)"
+    )
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> StatusSettings:
+        found = [
+            (status, first.value, second.value)
+            for status, first, second in overlaps(
+                [(StatusClass(name), getattr(self, name)) for name in type(self).model_fields]
+            )
+        ]
+        if found:
+            raise PydanticCustomError(
+                "status_overlap",
+                "{summary}",
+                {
+                    "summary": "; ".join(
+                        f"{s} is in both statuses.{a} and statuses.{b}" for s, a, b in found
+                    ),
+                    "overlaps": found,
+                },
+            )
+        return self
+
+
+_LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+_LogFormat = Literal["json", "console", "auto"]
+
+
+class Settings(BaseSettings):
+    """The validated configuration. Build it with ``load_settings``; it is immutable.
+
+    ``Settings(...)`` with keyword arguments reads no environment and no file: it validates
+    exactly what it is given on top of the defaults, which is what tests of other modules want.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        hide_input_in_errors=True,
+        validate_default=True,
+    )
+
+    api_key: SecretStr | None = Field(default=None, description="the WASend API key")
+    api_key_file: Path | None = Field(default=None, description="a file holding the API key")
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="the WASend API's base URL")
+    sessions: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="session ids to supervise; empty: all"
+    )
+    poll_interval: _PositiveSeconds = Field(default=30.0, description="seconds between poll cycles")
+    poll_jitter: _NonNegativeSeconds = Field(
+        default=0.1, description="up to this many seconds added at random to each poll time"
+    )
+    request_timeout: _PositiveSeconds = Field(default=15.0, description="seconds per HTTP request")
+    backoff: BackoffSettings = Field(default=BackoffSettings())
+    max_restarts: Annotated[int, _Number, Field(ge=1)] = Field(
+        default=_POLICY.max_restarts,
+        description="failed attempts inside restart_window before giving up",
+    )
+    restart_window: _PositiveSeconds = Field(
+        default=_POLICY.restart_window, description="seconds; see max_restarts"
+    )
+    stable_after: _NonNegativeSeconds = Field(
+        default=_POLICY.stable_after, description="seconds healthy before the backoff resets"
+    )
+    starting_timeout: _PositiveSeconds = Field(
+        default=_POLICY.starting_timeout,
+        description="seconds in a transitional status before an attempt counts as failed",
+    )
+    gave_up_retry_interval: _PositiveSeconds = Field(
+        default=_POLICY.gave_up_retry_interval,
+        description="seconds between tries of a given-up session",
+    )
+    auth_retry_interval: _PositiveSeconds = Field(
+        default=300.0, description="seconds between key re-reads and retries after a 401"
+    )
+    max_retry_after: _PositiveSeconds = Field(
+        default=300.0, description="cap on a server's Retry-After, seconds"
+    )
+    rate_limit: Annotated[float, _Number, Field(gt=0)] = Field(
+        default=5.0, description="requests in any one-second window"
+    )
+    get_concurrency: Annotated[int, _Number, Field(ge=1, le=64)] = Field(
+        default=8, description="parallel per-session GETs"
+    )
+    shutdown_grace: _NonNegativeSeconds = Field(
+        default=10.0, description="seconds in-flight work may take after SIGTERM"
+    )
+    http_listen: Annotated[str, BeforeValidator(_check_listen)] = Field(
+        default="",
+        description="host:port of the health and metrics listener (run only); empty: off",
+    )
+    unready_after: _NonNegativeSeconds = Field(
+        default=0.0,
+        description="seconds without a successful poll before /readyz fails; 0: 3 x poll_interval",
+    )
+    metrics_per_session: bool = Field(
+        default=False, description="add per-session series to /metrics"
+    )
+    state_path: Path | None = Field(
+        default=None,
+        description="the SQLite state file, or :memory:; load_settings fills in "
+        "default_state_path; None (settings built in code) keeps the state in memory",
+    )
+    history_max_age: _PositiveSeconds = Field(
+        default=DEFAULT_HISTORY_MAX_AGE, description="seconds a restart history row is kept"
+    )
+    history_max_rows: Annotated[int, _Number, Field(ge=1)] = Field(
+        default=DEFAULT_HISTORY_MAX_ROWS, description="restart history rows kept at most"
+    )
+    statuses: StatusSettings = Field(default=StatusSettings())
+    log_format: Annotated[_LogFormat, BeforeValidator(_lower)] = Field(
+        default="auto", description="json, console, or auto (console on a TTY)"
+    )
+    log_level: Annotated[_LogLevel, BeforeValidator(_lower)] = Field(
+        default="info", description="debug, info, warning, error or critical"
+    )
+
+    _origins: dict[str, Origin] | None = PrivateAttr(default=None)  # None: not loaded
+    _api_key_source: ApiKeySource | None = PrivateAttr(default=None)
+    _config_file: tuple[Path, Origin] | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword arguments only: os.environ, .env files and secrets_dir are never read
+        # behind the caller's back. load_settings hands its own sources in instead.
+        return (init_settings,)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _clean_api_key(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            raise PydanticCustomError("string_type", "must be a string")
+        reason = key_problem(raw.strip())
+        if reason is not None:
+            raise PydanticCustomError("api_key", reason)
+        return SecretStr(raw.strip())
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return _normalise_base_url(value)
+
+    @field_validator("state_path", mode="before")
+    @classmethod
+    def _check_state_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("path_empty", "must not be empty")
+        return value
+
+    @field_validator("sessions", mode="before")
+    @classmethod
+    def _check_sessions(cls, value: Any) -> tuple[str, ...]:
+        names = _names(value, upper=False)
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise PydanticCustomError(
+                "duplicates", "duplicate session ids: {names}", {"names": ", ".join(duplicates)}
+            )
+        return names
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.api_key is not None:
+            self._api_key_source = ApiKeySource("code", "", self.api_key)
+
+    def state_location(self) -> str:
+        """The state file to use, or ``:memory:``. ``load_settings`` always sets
+        ``state_path`` (to ``default_state_path`` when no source gives one); settings
+        built in code without it keep the state in memory, so that tests and embedders
+        never share a file by accident."""
+        return MEMORY if self.state_path is None else str(self.state_path)
+
+    def api_key_source(self) -> ApiKeySource | None:
+        """Where the key came from (``.describe()``) and how to read it again (``.read()``)."""
+        return self._api_key_source
+
+    @property
+    def config_file(self) -> Path | None:
+        """The TOML file that was read, if any (the daemon reloads it on SIGHUP)."""
+        return None if self._config_file is None else self._config_file[0]
+
+    def config_file_origin(self) -> tuple[Path, Origin] | None:
+        """The TOML file that was read and who named it (``--config`` or the environment)."""
+        return self._config_file
+
+    def source_of(self, key: str, *, long: bool = False) -> str:
+        """Where a key's value came from: ``default``, ``env X``, a path, ``command line --x``
+        (``long``: as in problem lines, ``from environment variable X``...)."""
+        if key not in setting_keys():
+            raise KeyError(key)
+        if self._origins is not None:  # built by load_settings
+            origin = self._origins.get(key, DEFAULT)
+        else:
+            top = key.partition(".")[0]
+            origin = Origin("code") if top in self.model_fields_set else DEFAULT
+        return origin.long() if long else origin.short()
+
+    @property
+    def unready_threshold(self) -> float:
+        """Seconds without a successful poll after which ``/readyz`` answers 503."""
+        return self.unready_after or 3 * self.poll_interval
+
+    @property
+    def in_flight_grace(self) -> float:
+        """Seconds a restart another process recorded as in flight is left to it: its
+        request may wait at its rate gate for up to ``max_retry_after``, then take up to
+        ``request_timeout``."""
+        return self.request_timeout + self.max_retry_after
+
+    def policy(self) -> Policy:
+        """The decision core's knobs."""
+        return Policy(
+            classes=StatusClasses.of(
+                healthy=self.statuses.healthy,
+                transitional=self.statuses.transitional,
+                restartable=self.statuses.restartable,
+                needs_person=self.statuses.needs_person,
+            ),
+            backoff=Backoff(
+                initial=self.backoff.initial,
+                max=self.backoff.max,
+                multiplier=self.backoff.multiplier,
+            ),
+            max_restarts=self.max_restarts,
+            restart_window=self.restart_window,
+            stable_after=self.stable_after,
+            starting_timeout=self.starting_timeout,
+            gave_up_retry_interval=self.gave_up_retry_interval,
+        )
+
+
+TABLES: dict[str, type[BaseModel]] = {"backoff": BackoffSettings, "statuses": StatusSettings}
+"""The tables of keys (``[backoff]`` in TOML, ``backoff.initial`` dotted)."""
+
+
+def setting_keys() -> tuple[str, ...]:
+    """Every key in table order, nested ones dotted: ``poll_interval``, ``backoff.initial``..."""
+    keys: list[str] = []
+    for name in Settings.model_fields:
+        table = TABLES.get(name)
+        if table is None:
+            keys.append(name)
+        else:
+            keys.extend(f"{name}.{sub}" for sub in table.model_fields)
+    return tuple(keys)
