@@ -384,7 +384,8 @@ async def test_a_closed_store_still_answers_what_it_knew(tmp_path: Path) -> None
 # (RLIMIT_FSIZE, SIGXFSZ ignored), so the next commit, which appends its pages to the log,
 # fails after the writes before it succeeded, as on a full disk (for EFBIG SQLite says
 # "disk I/O error" where for ENOSPC it says "database or disk is full"; the store takes
-# both alike). A real full file system would need a mount, which CI may not allow.
+# both alike). A real full file system needs a mount, which CI may not allow (the fault
+# suite fills one, tmpfs, where it can: tests/faults/test_state_file.py).
 # "refused at a write": another connection adds a trigger to the file that refuses new
 # history rows, so a statement fails inside the transaction, after the ones before it
 # succeeded, as SQLITE_FULL does when the file cannot grow by a page.

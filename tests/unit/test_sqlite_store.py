@@ -107,7 +107,7 @@ print(found)
 """
 
 
-def test_a_commit_is_synced_to_disk_before_it_returns(tmp_path: Path) -> None:
+def test_every_connection_the_store_keeps_syncs_each_commit(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", SYNCHRONOUS, str(tmp_path / "state.db")],
                           capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.splitlines()[-1] == "[2]"  # one connection open, synchronous=FULL
