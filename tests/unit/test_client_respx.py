@@ -37,38 +37,15 @@ from supervisor.api.errors import (
 )
 from supervisor.api.ratelimit import RateGate
 from supervisor.domain.models import SessionInfo, SessionList
+from tests.fakes import FakeClock
 from tests.faults.hostile import bomb
 
 KEY = "sk-TEST-SECRET-KEY-123"
 BASE = "https://api.wasend.test"
-WALL = 1_700_000_000.0
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-class FakeClock:
-    """Virtual time: ``sleep`` advances it instead of waiting."""
-
-    def __init__(self) -> None:
-        self.mono = 5_000.0
-        self.wall = WALL
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def now(self) -> float:
-        return self.wall
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
 
 
 class RecordingGate(RateGate):

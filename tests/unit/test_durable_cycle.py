@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
+import signal
 import sqlite3
-from collections.abc import Callable, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -376,42 +378,65 @@ async def test_a_closed_store_still_answers_what_it_knew(tmp_path: Path) -> None
 
 
 # ------------------------------------------------------------------ a full disk
+#
+# Two faults, both real and both made from outside the store. "full at commit": the
+# process may not write past the end of the state file's write-ahead log as it is now
+# (RLIMIT_FSIZE, SIGXFSZ ignored), so the next commit, which appends its pages to the log,
+# fails after the writes before it succeeded, as on a full disk (for EFBIG SQLite says
+# "disk I/O error" where for ENOSPC it says "database or disk is full"; the store takes
+# both alike). A real full file system needs a mount, which CI may not allow (the fault
+# suite fills one, tmpfs, where it can: tests/faults/test_state_file.py).
+# "refused at a write": another connection adds a trigger to the file that refuses new
+# history rows, so a statement fails inside the transaction, after the ones before it
+# succeeded, as SQLITE_FULL does when the file cannot grow by a page.
 
 
-def fill(store: SqliteStore) -> None:
-    """Leave the state file no room, as a full disk would: the next write that needs a
-    page fails with SQLITE_FULL ("database or disk is full")."""
-    conn = store._db()
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.execute(f"PRAGMA max_page_count = {pages}")
-    for size in (2000, 400, 80, 16, 1):
-        with contextlib.suppress(sqlite3.OperationalError):
-            while True:
-                conn.execute("INSERT INTO history (at, session_id, event, reason)"
-                             " VALUES (0, 'filler', 'filler', ?)", ("x" * size,))
+class Fault:
+    """A fault of one of the two kinds, made on the store's file by ``make`` and mended
+    at the latest when ``held`` ends: a test that fails while the process may not grow a
+    file must give that back before pytest writes its report."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.problem = {"full at commit": "disk I/O error", "refused at a write": "refused"}[kind]
+        self.limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def make(self, store: SqliteStore) -> None:
+        path = Path(store.location)
+        if self.kind == "full at commit":
+            log_end = path.with_name(path.name + "-wal").stat().st_size
+            resource.setrlimit(resource.RLIMIT_FSIZE, (log_end, self.limits[1]))
+            return
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("CREATE TRIGGER IF NOT EXISTS refused BEFORE INSERT ON history"
+                          " BEGIN SELECT RAISE(ABORT, 'this row is refused'); END")
+
+    def mend(self, store: SqliteStore) -> None:
+        if self.kind == "full at commit":
+            resource.setrlimit(resource.RLIMIT_FSIZE, self.limits)
+            return
+        with contextlib.closing(sqlite3.connect(store.location, isolation_level=None)) as other:
+            other.execute("DROP TRIGGER IF EXISTS refused")
+
+    @contextlib.contextmanager
+    def held(self, store: SqliteStore) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self.mend(store)
 
 
-def free(store: SqliteStore) -> None:
-    store._db().execute("PRAGMA max_page_count = 1000000")
-
-
-def refuse_commits(store: SqliteStore) -> None:
-    """Make every COMMIT fail after the writes before it succeeded, as a full disk does
-    when the write-ahead log cannot grow."""
-    def authorize(action: int, first: str | None, *_: Any) -> int:
-        if action == sqlite3.SQLITE_TRANSACTION and first == "COMMIT":
-            return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
-
-    store._db().set_authorizer(authorize)
-
-
-def allow_commits(store: SqliteStore) -> None:
-    store._db().set_authorizer(None)
-
-
-FAULTS = {"full at a write": (fill, free, "full"),
-          "failing at commit": (refuse_commits, allow_commits, "not authorized")}
+@pytest.fixture(params=["full at commit", "refused at a write"])
+def fault(request: pytest.FixtureRequest) -> Iterator[Fault]:
+    """A fault of each kind, with SIGXFSZ ignored (a write past the file size limit
+    fails with EFBIG instead of ending the process)."""
+    made = Fault(request.param)
+    ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield made
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, made.limits)
+        signal.signal(signal.SIGXFSZ, ignored)
 
 
 class Counted:
@@ -428,10 +453,8 @@ class Counted:
                 metric or 0.0, len(rows))
 
 
-@pytest.mark.parametrize(("fault", "mend", "problem"), FAULTS.values(), ids=FAULTS.keys())
 async def test_a_full_disk_sends_logs_and_counts_no_restart_it_could_not_claim(
-    tmp_path: Path, fault: Callable[[SqliteStore], None], mend: Callable[[SqliteStore], None],
-    problem: str,
+    tmp_path: Path, fault: Fault,
 ) -> None:
     clock = FakeClock()
     store = open_store(tmp_path / "state.db", clock)
@@ -441,32 +464,31 @@ async def test_a_full_disk_sends_logs_and_counts_no_restart_it_could_not_claim(
     sup.observers.append(metrics.observe_event)
     counted = Counted(api, metrics, store)
     await sup.poll()
-    fault(store)
     api.statuses["b"] = "STOPPED"
-    with capture_logs() as events:
+    with fault.held(store), capture_logs() as events:
+        fault.make(store)
         for _ in range(5):
             clock.advance(30)
             result = await sup.poll()
-            assert result.state_error is not None and problem in result.state_error
+            assert result.state_error is not None and fault.problem in result.state_error
     assert counted(events) == (0, 0, 0.0, 0)
     assert names(events).count("state.unavailable") == 5  # once a poll
     assert "session.unhealthy" not in names(events)  # nothing said that was not written
-    mend(store)
-    with capture_logs() as events:
+    with capture_logs() as events:  # mended
         clock.advance(30)
         assert (await sup.poll()).ok
     assert counted(events) == (1, 1, 1.0, 1)
 
 
 async def test_a_full_disk_after_the_claims_still_sends_each_claimed_restart_once(
-    tmp_path: Path,
+    tmp_path: Path, fault: Fault,
 ) -> None:
     clock = FakeClock()
     store = open_store(tmp_path / "state.db", clock)
 
     class FillsTheDisk(FakeApi):
         async def restart(self, session_id: str) -> SessionInfo:
-            fill(store)  # the disk fills up while the first request is out
+            fault.make(store)  # the disk fills up while the first request is out
             return await super().restart(session_id)
 
     api = FillsTheDisk({"a": "STOPPED", "b": "STOPPED"})
@@ -474,17 +496,16 @@ async def test_a_full_disk_after_the_claims_still_sends_each_claimed_restart_onc
     metrics = Metrics()
     sup.observers.append(metrics.observe_event)
     counted = Counted(api, metrics, store)
-    with capture_logs() as events:
+    with fault.held(store), capture_logs() as events:
         result = await sup.poll()
-    assert result.state_error is not None and "full" in result.state_error
+    assert result.state_error is not None and fault.problem in result.state_error
     # Both claims were committed before any request: both requests go out, once each,
     # though what came of them could not be recorded.
     assert sorted(restarts(api)) == ["a", "b"]
     assert counted(events) == (2, 2, 2.0, 2)
     assert names(events).count("state.unavailable") == 1
     assert "restart.accepted" not in names(events)  # not recorded, so not said
-    free(store)
-    with capture_logs() as events:
+    with capture_logs() as events:  # mended
         for _ in range(3):
             clock.advance(1)
             await sup.poll()  # STARTING: in its verification window, not restarted again

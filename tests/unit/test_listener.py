@@ -19,7 +19,6 @@ from supervisor.ops.listener import (
     HttpListener,
     ListenError,
     Reply,
-    _oldest_idle,
     connection_limits,
 )
 from tests.waiting import until
@@ -263,37 +262,42 @@ async def test_one_address_at_its_cap_gives_up_its_own_oldest_idle_connection() 
         await server.close()
 
 
-async def test_a_request_waiting_in_the_kernel_is_passed_over(listener: HttpListener) -> None:
-    """The oldest idle connection whose request has arrived but not been read yet (as a
-    probe's, just after it is accepted) is not the one that makes room."""
-    probe = await connect(listener)
-    (taken,) = listener._open
-    taken.transport.pause_reading()  # the loop will not read it for now
-    probe[1].write(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n")
-    await probe[1].drain()
-    await until(taken.bytes_waiting)
-    idle = [await connect(listener) for _ in range(3)]
-    assert listener.connections == 4
-    await connect(listener)  # the pool is full: not the probe, the next oldest goes
-    assert await closed_by_server(idle[0][0])
-    taken.transport.resume_reading()
-    assert (await asyncio.wait_for(probe[0].read(), 5)).startswith(b"HTTP/1.1 200 ")
+ASKED = b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n"
 
 
-def test_the_victim_is_the_oldest_idle_without_bytes_waiting() -> None:
-    class Fake:
-        def __init__(self, waiting: bool) -> None:
-            self.waiting = waiting
-
-        def bytes_waiting(self) -> bool:
-            return self.waiting
-
-    a: Any = Fake(True)
-    b: Any = Fake(False)
-    c: Any = Fake(False)
-    assert _oldest_idle(dict.fromkeys([a, b, c])) is b
-    assert _oldest_idle(dict.fromkeys([a])) is a  # all waiting: the oldest anyway
-    assert _oldest_idle({}) is None
+@pytest.mark.parametrize(("second_asked", "evicted"), [(False, 1), (True, 0)],
+                         ids=["the-one-asking-is-passed-over", "all-asking-the-oldest-goes"])
+async def test_a_request_waiting_in_the_kernel_is_passed_over(
+    second_asked: bool, evicted: int,
+) -> None:
+    """Three connections that arrive together, the first with its request already sent
+    (as a probe's, accepted with its request): the loop takes all three before it reads
+    any, so when the third finds the pool full, the first is the oldest idle one with
+    bytes waiting. The next oldest makes room; if it too has asked, the oldest does."""
+    server = HttpListener("127.0.0.1", 0, {"/ok": lambda: Reply(200, b"fine\n")},
+                          max_connections=2, backlog=8)
+    await server.start()
+    sockets: list[socket.socket] = []
+    try:
+        for asked in (True, second_asked, False):  # the loop does not run meanwhile
+            sockets.append(socket.create_connection(server.address))
+            if asked:
+                sockets[-1].sendall(ASKED)
+        await until(lambda: server.dropped["evicted"] == 1)
+        streams: list[Stream] = []
+        while sockets:  # each closed with its stream, after the test
+            streams.append(await asyncio.open_connection(sock=sockets.pop(0)))
+            OPENED.append(streams[-1][1])
+        answered = 1 - evicted
+        assert await closed_by_server(streams[evicted][0])
+        assert (await asyncio.wait_for(streams[answered][0].read(), 5)).startswith(
+            b"HTTP/1.1 200 ")
+        assert not await closed_by_server(streams[2][0], timeout=0.05)
+        assert server.dropped["evicted"] == 1
+    finally:
+        for sock in sockets:
+            sock.close()
+        await server.close()
 
 
 async def test_the_shed_event_comes_at_most_once_an_interval_with_the_counts() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -18,12 +20,33 @@ from tests.fakes import FakeApi, MaxRandom
 from tests.waiting import until
 
 
-def test_release_is_harmless_with_or_without_malloc_trim(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    memory.release_freed_memory()  # glibc here: trims; elsewhere: nothing
-    monkeypatch.setattr(memory, "_malloc_trim", lambda: None)
-    memory.release_freed_memory()
+def test_release_trims_with_glibc() -> None:
+    memory.release_freed_memory()  # glibc here: trims (elsewhere: see the next test)
+
+
+# A process whose C library has no malloc_trim (musl, macOS), or cannot be loaded: made so
+# before the module first looks for it, in a process of its own.
+WITHOUT_MALLOC_TRIM = """
+import ctypes, sys
+
+class Library:
+    def __init__(self, *args, **kwargs):
+        if sys.argv[1] == "no-library":
+            raise OSError("cannot load the C library")
+
+ctypes.CDLL = Library
+from supervisor.runtime.memory import release_freed_memory
+release_freed_memory()
+release_freed_memory()
+print("released")
+"""
+
+
+@pytest.mark.parametrize("missing", ["no-malloc-trim", "no-library"])
+def test_release_does_nothing_without_malloc_trim(missing: str) -> None:
+    done = subprocess.run([sys.executable, "-c", WITHOUT_MALLOC_TRIM, missing],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "released\n", "")
 
 
 async def test_the_daemon_releases_memory_after_each_poll(

@@ -7,6 +7,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from structlog.testing import capture_logs
 from supervisor.domain.models import HistoryEntry, Phase, Record
 from supervisor.state.file import APPLICATION_ID, Held
 from supervisor.state.schema import SCHEMA_VERSION, decode, encode, migrate
-from supervisor.state.sqlite import PRUNE_EVERY, SqliteStore
+from supervisor.state.sqlite import PRUNE_EVERY, WAL_SIZE_LIMIT, SqliteStore
 from supervisor.state.store import MEMORY, StateError
 from tests.fakes import FakeClock
 
@@ -75,16 +79,78 @@ def test_memory_touches_no_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_wal_full_sync_and_a_busy_timeout(tmp_path: Path) -> None:
+def test_the_file_is_in_wal_mode(tmp_path: Path) -> None:
     store = open_file(tmp_path / "state.db")
     with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as observer:
         assert observer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # in the file
-    # The rest are settings of the store's own connection, which nothing else can see.
-    conn = store._db()
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
-    assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == 1024 * 1024
     assert store.schema_version == SCHEMA_VERSION
+
+
+# Whether a commit is synced before it returns cannot be told short of a power cut, and
+# the setting is the store's connection's own: read on every connection the store opens,
+# found through sqlite3's audit event, in a process of its own (an audit hook stays for
+# the life of the process).
+SYNCHRONOUS = """
+import sqlite3, sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(args[0])
+                 if event == "sqlite3.connect/handle" else None)
+from supervisor.state.sqlite import SqliteStore
+store = SqliteStore.open(sys.argv[1])
+found = []
+for conn in opened:
+    try:
+        found.append(conn.execute("PRAGMA synchronous").fetchone()[0])
+    except sqlite3.ProgrammingError:  # closed: the one that made the file
+        pass
+print(found)
+"""
+
+
+def test_every_connection_the_store_keeps_syncs_each_commit(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", SYNCHRONOUS, str(tmp_path / "state.db")],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.splitlines()[-1] == "[2]"  # one connection open, synchronous=FULL
+
+
+def test_a_writer_waits_for_the_lock_another_process_holds(tmp_path: Path) -> None:
+    """The default busy timeout: a write waits out another process's transaction (here
+    a connection of the test's own, holding the write lock for 0.3 s) instead of failing
+    at once with "database is locked". A short busy timeout gives up: see
+    test_a_transaction_sees_the_latest_records_and_holds_off_other_writers."""
+    path = tmp_path / "state.db"
+    store = open_file(path)
+    held = threading.Event()
+
+    def hold() -> None:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("DELETE FROM history")
+            held.set()
+            time.sleep(0.3)  # the other process's transaction, as long as it takes
+            other.execute("COMMIT")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        store.put(FULL)
+    finally:
+        holder.join()
+    assert open_file(path).get("s1") == FULL
+
+
+def test_the_write_ahead_log_is_cut_back_after_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeClock()
+    store = open_file(path, clock)
+    wal = path.with_name("state.db-wal")
+    store.add_history([HistoryEntry(clock.now(), "s1", "restart.failed", reason="x" * 1000)
+                       for _ in range(6000)])
+    assert wal.stat().st_size > 4 * WAL_SIZE_LIMIT  # one big commit (then a checkpoint)
+    store.put(FULL)  # the next write starts the log afresh, cut back to its limit
+    assert wal.stat().st_size <= WAL_SIZE_LIMIT == 1024 * 1024
+    assert open_file(path, clock).history_count() == 6000
 
 
 def test_the_directory_is_created(tmp_path: Path) -> None:
