@@ -21,12 +21,12 @@ import msgspec
 import structlog
 from pydantic import SecretStr
 
-from supervisor import logs
 from supervisor.api.client import Observer, WasendClient
 from supervisor.api.ratelimit import RateGate, key_fingerprint
 from supervisor.clock import Clock, SystemClock
 from supervisor.config.settings import Settings
 from supervisor.domain import events as ev
+from supervisor.domain.secrets import Secrets
 from supervisor.runtime.cycle import Supervisor
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import StateError, Store
@@ -60,8 +60,7 @@ class Runtime(msgspec.Struct):
         old_key = self.settings.api_key
         if key is not None and (old_key is None
                                 or key.get_secret_value() != old_key.get_secret_value()):
-            logs.register_secret(key.get_secret_value())
-            self.client.set_api_key(key)
+            self.client.set_api_key(key)  # among the process's secrets from now on
             self.gate.share(self.store, key_fingerprint(key.get_secret_value()))
             if supervisor.auth_blocked_until is not None:  # a new key: try it at the next poll
                 supervisor.auth_blocked_until = supervisor.clock.monotonic()
@@ -88,8 +87,7 @@ def read_key(settings: Settings) -> SecretStr:
     source = settings.api_key_source()
     if source is None:
         raise LookupError("no API key configured")
-    key = source.read()
-    logs.register_secret(key.get_secret_value())
+    key = source.read()  # the cycle hands it to the client: a secret from then on
     warn_key_exposure(settings)
     return key
 
@@ -125,13 +123,15 @@ def build(
     store: Store | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     observer: Observer | None = None,
+    secrets: Secrets | None = None,
 ) -> Runtime:
+    """The running parts for ``settings``. ``secrets`` are the process's, as handed to
+    the log configuration: the client adds its key to them."""
     clock = clock or SystemClock()
     policy = settings.policy()
     key = settings.api_key
     if key is None:
         raise LookupError("no API key configured")
-    logs.register_secret(key.get_secret_value())
     warn_key_exposure(settings)
     if store is None:
         store = open_store(settings, clock)
@@ -150,6 +150,7 @@ def build(
         clock=clock,
         transport=transport,
         observer=observer,
+        secrets=secrets,
     )
     supervisor = Supervisor(
         client,
