@@ -19,8 +19,10 @@ state. Every request:
 Two functions translate the outside world into ``supervisor.api.errors``:
 ``map_response`` (HTTP status codes) and ``map_transport_error`` (httpx exceptions and
 the call's own deadline; the message names the URL tried, without credentials).
-Bodies that cannot be read become ``UnexpectedResponse`` with a short, single-line,
-redacted ``excerpt``. No message, excerpt, log event or traceback local of this module
+Bodies that cannot be read become ``UnexpectedResponse`` with a short, single-line
+``excerpt``. Every message and excerpt is cleaned by the process's ``Secrets``
+(``supervisor.domain.secrets``), handed to the client, which adds its key (and every key
+set later) to them. No message, excerpt, log event or traceback local of this module
 holds the API key.
 
 What an answer means:
@@ -247,7 +249,8 @@ def map_transport_error(
 # converted into the same structs (``msgspec.convert``): the rules that follow
 # (``_fields``, ``_session_list``, ``_session``) see one form whichever read the body.
 # Every field is typed to take any JSON value, so neither way refuses a document: the
-# rules do, and say why.
+# rules do, and say why. Decoded JSON holds no reference cycles, so the structs are not
+# tracked by the cyclic garbage collector (``gc=False``): cheaper to make, nothing to walk.
 
 
 class _Unreadable(Exception):
@@ -259,33 +262,36 @@ _NotObject = list[Any] | _Scalar  # any JSON value but an object
 _T = TypeVar("_T")
 
 
-class _Details(msgspec.Struct):
+class _Details(msgspec.Struct, gc=False):
     """A session's fields, as a flat item has them, or a nested one under ``session``."""
 
-    uniqueSessionId: Any = msgspec.UNSET
-    status: Any = msgspec.UNSET
+    uniqueSessionId: Any = None
+    status: Any = None
     sessionName: Any = None
     name: Any = None
 
 
-class _Downstream(msgspec.Struct):
+class _Downstream(msgspec.Struct, gc=False):
     status: Any = None
 
 
-class _Item(_Details):
+class _Item(_Details, gc=False):
     """A session item: flat, or nested (``{"session": {...}, "downstream": {...}}``)."""
 
-    session: _Details | _NotObject | msgspec.UnsetType = msgspec.UNSET
+    session: _Details | _NotObject | msgspec.UnsetType = None  # UNSET: see _Answer
     downstream: _Downstream | _NotObject = None
 
 
-class _Answer(_Item):
-    """The answer about one session: a Session object, or one under ``data``."""
+class _Answer(_Item, gc=False):
+    """The answer about one session: a Session object, or one under ``data`` (when it
+    has neither ``status`` nor ``session``: UNSET tells a field absent from one null)."""
 
+    status: Any = msgspec.UNSET
+    session: _Details | _NotObject | msgspec.UnsetType = msgspec.UNSET
     data: _Item | _NotObject = None
 
 
-class _Listing(msgspec.Struct, Generic[_T]):
+class _Listing(msgspec.Struct, Generic[_T], gc=False):
     """A list answer as an object: the items are under ``sessions``, else ``data``."""
 
     sessions: list[_T] | dict[str, Any] | _Scalar = None
@@ -328,7 +334,7 @@ def _items(document: object) -> list[Any] | None:
 
 def _fields(item: _Item) -> tuple[object, object, str | None]:
     """(uniqueSessionId, status, name) of a nested or a flat session item; None for a
-    field it does not have, and for a name that is no non-empty string."""
+    name that is no non-empty string."""
     session = item.session
     if isinstance(session, _Details):
         downstream = item.downstream
@@ -342,12 +348,7 @@ def _fields(item: _Item) -> tuple[object, object, str | None]:
     name = source.sessionName
     if not isinstance(name, str) or not name:
         name = source.name
-    session_id = source.uniqueSessionId
-    return (
-        None if session_id is msgspec.UNSET else session_id,
-        None if status is msgspec.UNSET else status,
-        name if isinstance(name, str) and name else None,
-    )
+    return source.uniqueSessionId, status, name if isinstance(name, str) and name else None
 
 
 def _session_list(body: Body, secrets: Secrets) -> SessionList:
@@ -362,9 +363,9 @@ def _session_list(body: Body, secrets: Secrets) -> SessionList:
     sessions: list[SessionInfo] = []
     refused: list[tuple[int, str]] = []
     seen: set[str] = set()
-    for index, item in enumerate(items):
+    for item in items:  # an item's index: len(sessions) + len(refused)
         if not isinstance(item, _Item):
-            refused.append((index, "not an object"))
+            refused.append((len(sessions) + len(refused), "not an object"))
             continue
         session_id, status, name = _fields(item)
         if not isinstance(session_id, str) or not session_id:
@@ -377,7 +378,7 @@ def _session_list(body: Body, secrets: Secrets) -> SessionList:
             seen.add(session_id)
             sessions.append(SessionInfo(session_id, name, status))
             continue
-        refused.append((index, reason))
+        refused.append((len(sessions) + len(refused), reason))
     if not refused:
         return SessionList(tuple(sessions))
     # A problem shows the item as it came, every field of it: the structs kept only
