@@ -3,9 +3,14 @@ a text, a structured record and an excerpt, and what an instance shows of itself
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from pydantic import SecretStr
+
+from supervisor.config.settings import Settings
 from supervisor.domain.secrets import EXCERPT_LIMIT, REDACTED, Secrets
+from supervisor.runtime.wiring import build
 
 KEY = "sk-TEST-SECRET-KEY-123"
 
@@ -109,3 +114,19 @@ def test_excerpt_does_not_end_in_the_start_of_a_key_cut_by_the_window() -> None:
 
 def test_an_excerpt_is_as_short_as_asked() -> None:
     assert Secrets().excerpt("abcdefghij", limit=5) == "abcd…"
+
+
+# --- the process's instance ------------------------------------------------------------
+
+
+async def test_the_runtime_hands_the_process_secrets_to_its_client() -> None:
+    secrets = Secrets()
+    settings = Settings(api_key=SecretStr(KEY), base_url="http://127.0.0.1:9",
+                        state_path=Path(":memory:"))
+    runtime = build(settings, secrets=secrets)
+    try:
+        assert secrets.holds(KEY)
+        runtime.client.set_api_key(SecretStr("sk-RE-READ-KEY-789"))  # as a key re-read does
+        assert secrets.holds("sk-RE-READ-KEY-789")
+    finally:
+        await runtime.aclose()
