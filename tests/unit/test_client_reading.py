@@ -1,7 +1,8 @@
-"""The client's reading of a list answer, through ``list_sessions`` against a respx route:
-every document gives what the documented rules say (``model`` below, written over
-``json.loads`` as a reader of the README would), whether msgspec or the standard library
-reads the body; and a plain http:// client loads no certificate store."""
+"""The client's reading of the API's answers, through ``list_sessions`` and ``get_session``
+against respx routes: every document gives what the documented rules say (``model`` and
+``session_model`` below, written over ``json.loads`` as a reader of the README would),
+whether msgspec or the standard library reads the body; and a plain http:// client loads
+no certificate store."""
 
 from __future__ import annotations
 
@@ -30,14 +31,63 @@ SHAPES = 'expected {"sessions": [...]}, {"data": [...]} or a JSON array of sessi
 # --- the rules, as the README states them --------------------------------------------
 
 
+def document(body: bytes) -> Any:
+    """The JSON document, or why there is none (a ``Refused``)."""
+    if not body.strip():
+        return Refused("empty body")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return Refused("body is not JSON")
+
+
+class Refused(str):
+    """Why an answer cannot be read."""
+
+
+def extract(item: dict[str, Any]) -> tuple[Any, Any, str | None]:
+    """(uniqueSessionId, status, name) of a flat or a nested item."""
+    session = item.get("session")
+    source = session if isinstance(session, dict) else item
+    downstream = item.get("downstream")
+    status = None
+    if isinstance(session, dict) and isinstance(downstream, dict):
+        status = downstream.get("status")
+    if status is None:
+        status = source.get("status")
+    name = source.get("sessionName")
+    if not isinstance(name, str) or not name:
+        name = source.get("name")
+    return source.get("uniqueSessionId"), status, name if isinstance(name, str) and name else None
+
+
+def session_model(body: bytes, requested: str = "s1") -> SessionInfo | str:
+    """What an answer about one session means, or why it cannot be read."""
+    data = document(body)
+    if isinstance(data, Refused):
+        return data
+    if (isinstance(data, dict) and "status" not in data and "session" not in data
+            and isinstance(data.get("data"), dict)):
+        data = data["data"]
+    if not isinstance(data, dict):
+        return "expected a Session object"
+    sid, status, name = extract(data)
+    if not isinstance(status, str) or not status:
+        return "no string status in the session"
+    if sid is None or sid == "":
+        sid = requested
+    elif not isinstance(sid, str):
+        return "uniqueSessionId is not a string"
+    elif sid != requested:
+        return "the answer is about another session"
+    return SessionInfo(sid, name, status)
+
+
 def model(body: bytes) -> SessionList | str:
     """What a list answer means, or why it cannot be read."""
-    if not body.strip():
-        return "empty body"
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return "body is not JSON"
+    data = document(body)
+    if isinstance(data, Refused):
+        return data
     items = data
     if isinstance(data, dict):
         items = data.get("sessions")
@@ -51,18 +101,7 @@ def model(body: bytes) -> SessionList | str:
     for index, item in enumerate(items):
         reason = "not an object"
         if isinstance(item, dict):
-            session = item.get("session")
-            source = session if isinstance(session, dict) else item
-            downstream = item.get("downstream")
-            status = None
-            if isinstance(session, dict) and isinstance(downstream, dict):
-                status = downstream.get("status")
-            if status is None:
-                status = source.get("status")
-            sid = source.get("uniqueSessionId")
-            name = source.get("sessionName")
-            if not isinstance(name, str) or not name:
-                name = source.get("name")
+            sid, status, name = extract(item)
             if not isinstance(sid, str) or not sid:
                 reason = "no string uniqueSessionId"
             elif not isinstance(status, str) or not status:
@@ -71,8 +110,7 @@ def model(body: bytes) -> SessionList | str:
                 reason = "duplicate uniqueSessionId, the first one is kept"
             else:
                 seen.add(sid)
-                sessions.append(SessionInfo(sid, name if isinstance(name, str) and name
-                                            else None, status))
+                sessions.append(SessionInfo(sid, name, status))
                 continue
         shown = Secrets([KEY]).excerpt(json.dumps(item, ensure_ascii=False)[:4096], limit=100)
         problems.append(f"item {index}: {reason}: {shown}")
@@ -137,6 +175,26 @@ def test_every_readable_shape_is_read_as_the_rules_say() -> None:
             assert got.problems == ()
 
 
+def test_downstream_status_comes_first_in_a_nested_item_only(answers: respx.Route) -> None:
+    def session(sid: str, status: Any) -> dict[str, Any]:
+        return {"uniqueSessionId": sid, "status": status}
+
+    items = [
+        {"session": session("a", "STOPPED"), "downstream": {"status": "WORKING"}},
+        {"session": session("b", "STOPPED"), "downstream": {"status": None}},
+        {"session": session("c", "STOPPED"), "downstream": "WORKING"},
+        {"session": session("d", None), "downstream": {"status": 7}},
+        {**session("e", "FAILED"), "downstream": {"status": "WORKING"}},  # flat: not read
+    ]
+    body = json.dumps({"sessions": items}).encode()
+    (got,) = read(answers, body)
+    assert got == model(body)
+    assert isinstance(got, SessionList)
+    assert [(i.session_id, i.status) for i in got.sessions] == [
+        ("a", "WORKING"), ("b", "STOPPED"), ("c", "STOPPED"), ("e", "FAILED")]
+    assert [p.split(":")[0:2] for p in got.problems] == [["item 3", " no string status"]]
+
+
 def test_problems_duplicates_and_other_documents_are_described_as_the_rules_say(
     answers: respx.Route,
 ) -> None:
@@ -189,7 +247,7 @@ json_values = st.recursive(
                                                                 max_size=3),
     max_leaves=5,
 )
-ids = st.sampled_from(["a", "b", "", "sess-0001"]) | json_values
+ids = st.sampled_from(["a", "b", "", "sess-0001", "s1"]) | json_values
 statuses = st.sampled_from(["WORKING", "STOPPED", "", "scan_qr_code"]) | json_values
 names = st.sampled_from(["Shop", ""]) | json_values
 
@@ -209,7 +267,8 @@ def items(draw: st.DrawFn) -> Any:
         return draw(json_values)
     item: dict[str, Any] = {"session": draw(details() | json_values)}
     if draw(st.booleans()):
-        item["downstream"] = draw(details() | json_values)
+        item["downstream"] = draw(st.fixed_dictionaries({"status": statuses}) | details()
+                                  | json_values)
     return item
 
 
@@ -235,6 +294,66 @@ def test_any_document_is_read_as_the_rules_say(docs: list[Any]) -> None:
     bodies += [json.dumps(doc).replace(": 1", ": NaN").encode() for doc in docs[:2]]
     with respx.mock(base_url=BASE) as router:
         assert read(router.get("/sessions"), *bodies) == [model(body) for body in bodies]
+
+
+@st.composite
+def answers_about_one(draw: st.DrawFn) -> Any:
+    item = draw(items())
+    return draw(st.sampled_from([
+        item, {"data": item}, {"data": item, "status": None}, {"data": item, "session": None},
+        {"data": item, "status": "WORKING"}, [item],
+    ]))
+
+
+def got_session(route: respx.Route, *bodies: bytes) -> list[SessionInfo | str]:
+    """What ``get_session("s1")`` makes of each body, or the reason it gives."""
+
+    async def each() -> list[SessionInfo | str]:
+        got: list[SessionInfo | str] = []
+        async with WasendClient(BASE, SecretStr(KEY), timeout=5.0) as client:
+            for body in bodies:
+                route.mock(return_value=httpx.Response(200, content=body))
+                try:
+                    got.append(await client.get_session("s1"))
+                except UnexpectedResponse as exc:
+                    got.append(str(exc).replace("get: HTTP 200: ", "", 1))
+        return got
+
+    return asyncio.run(each())
+
+
+def test_an_answer_about_one_session_is_read_as_the_rules_say() -> None:
+    bodies = [json.dumps(doc).encode() for doc in (
+        {"uniqueSessionId": "s1", "status": "WORKING", "name": "Shop"},
+        {"status": "WORKING"},  # no id: the session asked about
+        {"uniqueSessionId": "", "status": "WORKING"},  # an empty one likewise
+        {"uniqueSessionId": None, "status": "WORKING"},
+        {"data": {"uniqueSessionId": "s1", "status": "STOPPED"}},
+        {"data": {"uniqueSessionId": "s1", "status": "STOPPED"}, "status": None},
+        {"data": {"uniqueSessionId": "s1", "status": "STOPPED"}, "session": None},
+        {"session": {"uniqueSessionId": "s1"}, "downstream": {"status": "FAILED"}},
+        {"uniqueSessionId": "s2", "status": "WORKING"},
+        {"uniqueSessionId": 1, "status": "WORKING"},
+        [{"uniqueSessionId": "s1", "status": "WORKING"}],
+    )] + [b'\xef\xbb\xbf{"data": {"status": "WORKING"}}', b"", b"nope"]
+    expected = [session_model(body) for body in bodies]
+    with respx.mock(base_url=BASE) as router:
+        assert got_session(router.get("/sessions/s1"), *bodies) == expected
+    assert expected[1:4] == [SessionInfo("s1", None, "WORKING")] * 3
+    assert expected[4:8] == [SessionInfo("s1", None, "STOPPED"),
+                             "no string status in the session",
+                             "no string status in the session",
+                             SessionInfo("s1", None, "FAILED")]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(answers_about_one(), min_size=1, max_size=10))
+def test_any_answer_about_one_session_is_read_as_the_rules_say(docs: list[Any]) -> None:
+    bodies = [json.dumps(doc).encode() for doc in docs]
+    bodies += [stdlib_only(body) for body in bodies[:3]]
+    with respx.mock(base_url=BASE) as router:
+        assert got_session(router.get("/sessions/s1"), *bodies) == [
+            session_model(body) for body in bodies]
 
 
 # --- start-up ------------------------------------------------------------------------
