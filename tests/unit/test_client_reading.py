@@ -127,18 +127,20 @@ def answers() -> Iterator[respx.Route]:
         yield router.get("/sessions", name="list")
 
 
-def read(route: respx.Route, *bodies: bytes) -> list[SessionList | str]:
-    """What ``list_sessions`` makes of each body, or the reason it gives for refusing it."""
+def read(route: respx.Route, *bodies: bytes, call: str = "list") -> list[Any]:
+    """What ``list_sessions`` (or ``get_session("s1")``, for ``call="get"``) makes of each
+    body, or the reason it gives for refusing it."""
 
-    async def each() -> list[SessionList | str]:
-        got: list[SessionList | str] = []
+    async def each() -> list[Any]:
+        got: list[Any] = []
         async with WasendClient(BASE, SecretStr(KEY), timeout=5.0) as client:
             for body in bodies:
                 route.mock(return_value=httpx.Response(200, content=body))
                 try:
-                    got.append(await client.list_sessions())
+                    got.append(await client.list_sessions() if call == "list"
+                               else await client.get_session("s1"))
                 except UnexpectedResponse as exc:
-                    got.append(str(exc).replace("list: HTTP 200: ", "", 1))
+                    got.append(str(exc).replace(f"{call}: HTTP 200: ", "", 1))
         return got
 
     return asyncio.run(each())
@@ -305,23 +307,6 @@ def answers_about_one(draw: st.DrawFn) -> Any:
     ]))
 
 
-def got_session(route: respx.Route, *bodies: bytes) -> list[SessionInfo | str]:
-    """What ``get_session("s1")`` makes of each body, or the reason it gives."""
-
-    async def each() -> list[SessionInfo | str]:
-        got: list[SessionInfo | str] = []
-        async with WasendClient(BASE, SecretStr(KEY), timeout=5.0) as client:
-            for body in bodies:
-                route.mock(return_value=httpx.Response(200, content=body))
-                try:
-                    got.append(await client.get_session("s1"))
-                except UnexpectedResponse as exc:
-                    got.append(str(exc).replace("get: HTTP 200: ", "", 1))
-        return got
-
-    return asyncio.run(each())
-
-
 def test_an_answer_about_one_session_is_read_as_the_rules_say() -> None:
     bodies = [json.dumps(doc).encode() for doc in (
         {"uniqueSessionId": "s1", "status": "WORKING", "name": "Shop"},
@@ -338,7 +323,7 @@ def test_an_answer_about_one_session_is_read_as_the_rules_say() -> None:
     )] + [b'\xef\xbb\xbf{"data": {"status": "WORKING"}}', b"", b"nope"]
     expected = [session_model(body) for body in bodies]
     with respx.mock(base_url=BASE) as router:
-        assert got_session(router.get("/sessions/s1"), *bodies) == expected
+        assert read(router.get("/sessions/s1"), *bodies, call="get") == expected
     assert expected[1:4] == [SessionInfo("s1", None, "WORKING")] * 3
     assert expected[4:8] == [SessionInfo("s1", None, "STOPPED"),
                              "no string status in the session",
@@ -352,7 +337,7 @@ def test_any_answer_about_one_session_is_read_as_the_rules_say(docs: list[Any]) 
     bodies = [json.dumps(doc).encode() for doc in docs]
     bodies += [stdlib_only(body) for body in bodies[:3]]
     with respx.mock(base_url=BASE) as router:
-        assert got_session(router.get("/sessions/s1"), *bodies) == [
+        assert read(router.get("/sessions/s1"), *bodies, call="get") == [
             session_model(body) for body in bodies]
 
 
