@@ -99,21 +99,21 @@ def model(body: bytes) -> SessionList | str:
     problems: list[str] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
-        reason = "not an object"
-        if isinstance(item, dict):
-            sid, status, name = extract(item)
-            if not isinstance(sid, str) or not sid:
-                reason = "no string uniqueSessionId"
-            elif not isinstance(status, str) or not status:
-                reason = "no string status"
-            elif sid in seen:
-                reason = "duplicate uniqueSessionId, the first one is kept"
-            else:
-                seen.add(sid)
-                sessions.append(SessionInfo(sid, name, status))
-                continue
+        sid, status, name = extract(item) if isinstance(item, dict) else (None, None, None)
+        failed = [why for wrong, why in (  # the first rule an item breaks is its problem
+            (not isinstance(item, dict), "not an object"),
+            (not isinstance(sid, str) or sid == "", "no string uniqueSessionId"),
+            (not isinstance(status, str) or status == "", "no string status"),
+            (isinstance(sid, str) and sid in seen,
+             "duplicate uniqueSessionId, the first one is kept"),
+        ) if wrong]
+        if not failed:
+            assert isinstance(sid, str) and isinstance(status, str)
+            seen.add(sid)
+            sessions.append(SessionInfo(sid, name, status))
+            continue
         shown = Secrets([KEY]).excerpt(json.dumps(item, ensure_ascii=False)[:4096], limit=100)
-        problems.append(f"item {index}: {reason}: {shown}")
+        problems.append(f"item {index}: {failed[0]}: {shown}")
     return SessionList(tuple(sessions), tuple(problems))
 
 
