@@ -31,6 +31,7 @@ from supervisor.domain import events as ev
 
 if TYPE_CHECKING:
     from supervisor.config.model import Settings
+    from supervisor.domain.secrets import Secrets
 
 EX_USAGE = 2  # argparse's
 EX_UNAVAILABLE = 69
@@ -283,9 +284,11 @@ def _run(args: argparse.Namespace) -> int:
     if isinstance(settings, int):
         return settings
     from supervisor import logs
+    from supervisor.domain.secrets import Secrets
 
-    logs.configure(settings.log_format, settings.log_level, sys.stdout)
-    return asyncio.run(_run_async(settings, lambda: _reload(args)))
+    secrets = Secrets()  # the process's: redacted from its log lines and the API's errors
+    logs.configure(settings.log_format, settings.log_level, sys.stdout, secrets=secrets)
+    return asyncio.run(_run_async(settings, lambda: _reload(args), secrets))
 
 
 def _reload(args: argparse.Namespace) -> Settings:
@@ -295,10 +298,10 @@ def _reload(args: argparse.Namespace) -> Settings:
     return load_settings(cli=_overrides(args), config_path=args.config, require_api_key=True)
 
 
-def _configure_logs(settings: Settings) -> None:
+def _configure_logs(settings: Settings, secrets: Secrets) -> None:
     from supervisor import logs
 
-    logs.configure(settings.log_format, settings.log_level, sys.stdout)
+    logs.configure(settings.log_format, settings.log_level, sys.stdout, secrets=secrets)
 
 
 def _state_problem(settings: Settings, exc: Exception) -> str:
@@ -312,7 +315,9 @@ def _state_error(settings: Settings, exc: Exception) -> int:
     return EX_CONFIG
 
 
-async def _run_async(settings: Settings, reload: Callable[[], Settings]) -> int:
+async def _run_async(
+    settings: Settings, reload: Callable[[], Settings], secrets: Secrets
+) -> int:
     import structlog
 
     from supervisor.service import ListenError, Service
@@ -320,7 +325,8 @@ async def _run_async(settings: Settings, reload: Callable[[], Settings]) -> int:
 
     try:
         service = Service.build(settings, env=os.environ, load=reload,
-                                configure_logs=_configure_logs)
+                                configure_logs=lambda new: _configure_logs(new, secrets),
+                                secrets=secrets)
     except StateError as exc:
         return _state_error(settings, exc)
     _started()
@@ -344,11 +350,13 @@ def _check(args: argparse.Namespace) -> int:
         more = f" (and {len(settings) - 1} more)" if len(settings) > 1 else ""
         return _check_unknown(f"configuration error: {settings[0]}{more}", as_json=args.json)
     from supervisor import logs
+    from supervisor.domain.secrets import Secrets
 
     # stdout carries the report; the events go to stderr.
     level = check_log_level(settings, quiet=args.quiet, tty=sys.stderr.isatty())
-    logs.configure(settings.log_format, level, sys.stderr)
-    return asyncio.run(_check_async(settings, args))
+    secrets = Secrets()  # the process's: redacted from its log lines and the API's errors
+    logs.configure(settings.log_format, level, sys.stderr, secrets=secrets)
+    return asyncio.run(_check_async(settings, args, secrets))
 
 
 def check_log_level(settings: Settings, *, quiet: bool, tty: bool) -> str:
@@ -369,7 +377,7 @@ def _check_unknown(problem: str, *, as_json: bool) -> int:
     return UNKNOWN
 
 
-async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
+async def _check_async(settings: Settings, args: argparse.Namespace, secrets: Secrets) -> int:
     from supervisor.runtime.check import run_check
     from supervisor.runtime.wiring import build
     from supervisor.state.store import StateError
@@ -377,7 +385,7 @@ async def _check_async(settings: Settings, args: argparse.Namespace) -> int:
     try:
         # No poll backoff (--wait polls every second); a longer Retry-After pause than
         # --wait is reported, not waited out.
-        runtime = build(settings, check=True, max_wait=args.wait)
+        runtime = build(settings, check=True, max_wait=args.wait, secrets=secrets)
     except StateError as exc:
         problem = _state_problem(settings, exc)
         print(f"{PROG}: {problem}", file=sys.stderr)

@@ -24,6 +24,7 @@ from structlog.typing import EventDict, WrappedLogger
 from supervisor import logs
 from supervisor.config.model import BackoffSettings, Settings
 from supervisor.domain import events as ev
+from supervisor.domain.secrets import Secrets
 from supervisor.runtime.daemon import Daemon
 from supervisor.runtime.wiring import build
 from supervisor.simulator import Simulator, SimulatorServer, parse_scenario
@@ -136,11 +137,13 @@ async def _script(sim: Simulator, started: float, out: TextIO) -> None:
             beat.does(sim)
 
 
-async def _main(duration: float | None, tally: Tally, out: TextIO) -> tuple[int, dict[str, Any]]:
+async def _main(
+    duration: float | None, tally: Tally, out: TextIO, secrets: Secrets
+) -> tuple[int, dict[str, Any]]:
     server = SimulatorServer(scenario=parse_scenario(SCENARIO, "demo scenario")).start()
     try:
         settings = demo_settings(server)
-        runtime = build(settings)
+        runtime = build(settings, secrets=secrets)
         daemon = Daemon(runtime.supervisor, poll_interval=settings.poll_interval,
                         shutdown_grace=settings.shutdown_grace)
         out.write(
@@ -168,8 +171,9 @@ def run_demo(duration: float | None = None, log_format: str = "console",
              out: TextIO | None = None) -> int:
     out = out or sys.stdout
     tally = Tally()
-    logs.configure(log_format, "info", out, extra=[tally])
-    status, stats = asyncio.run(_main(duration, tally, out))
+    secrets = Secrets()  # the process's: redacted from its log lines and the API's errors
+    logs.configure(log_format, "info", out, secrets=secrets, extra=[tally])
+    status, stats = asyncio.run(_main(duration, tally, out, secrets))
     out.write("\nSummary\n")
     for name, label in SUMMARISED.items():
         out.write(f"  {label:<28} {tally.counts.get(name, 0)}\n")

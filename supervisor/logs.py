@@ -8,9 +8,10 @@
   from the API, an error's text) are escaped (``supervisor.printable``), so that a value
   cannot end a line, forge another or move the cursor; colours only on a TTY, and never
   when ``NO_COLOR`` is set (https://no-color.org). JSON escapes them by itself.
-* Secrets: ``register_secret`` adds a value (the API key) that is replaced by
-  ``[REDACTED]`` wherever it would appear in an event; fields with secret-looking names
-  are dropped; tracebacks never show frame locals.
+* Secrets: the process's ``Secrets`` (``supervisor.domain.secrets``), handed to
+  ``configure``: each of its values (the API key) is replaced by ``[REDACTED]`` wherever
+  it would appear in an event, even when it became known after ``configure``; fields with
+  secret-looking names are dropped; tracebacks never show frame locals.
 
 ``configure`` is called once, by the CLI; nothing happens on import.
 """
@@ -27,6 +28,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, ExcInfo, Processor, WrappedLogger
 
+from supervisor.domain.secrets import Secrets
 from supervisor.printable import printable
 
 LEVELS = {
@@ -40,39 +42,17 @@ QUIET_LIBRARIES = ("httpx", "httpcore", "apscheduler", "uvicorn", "uvicorn.error
 # A poll that waits out a Retry-After makes APScheduler skip the next run and say so at
 # WARNING; that is by design (one poll at a time), so only its errors are shown.
 HUSHED_LIBRARIES = ("apscheduler.scheduler", "apscheduler.executors.default")
-SECRET_FIELDS = frozenset({"api_key", "authorization", "headers", "password", "token"})
-REDACTED = "[REDACTED]"
-
-_secrets: set[str] = set()
 
 
-def register_secret(value: str) -> None:
-    """Never print ``value``: it is replaced wherever it appears in an event."""
-    if len(value) >= 4:
-        _secrets.add(value)
+def redacting(secrets: Secrets) -> Processor:
+    """A structlog processor: the event's secret fields blanked, ``secrets``' values
+    replaced wherever they appear in it (``Secrets.redact_fields``)."""
 
+    def redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+        secrets.redact_fields(event_dict)
+        return event_dict
 
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        for secret in _secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_scrub(v) for v in value)
-    return value
-
-
-def redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """A structlog processor: drop secret fields, blank out registered secret values."""
-    for key in [k for k in event_dict if k.lower() in SECRET_FIELDS]:
-        event_dict[key] = REDACTED
-    if _secrets:
-        for key, value in event_dict.items():
-            event_dict[key] = _scrub(value)
-    return event_dict
+    return redact
 
 
 class _Escaped:
@@ -125,12 +105,15 @@ def configure(
     level: str = "info",
     stream: TextIO | None = None,
     *,
+    secrets: Secrets | None = None,
     extra: Sequence[Processor] = (),
 ) -> None:
     """Set up structlog and the stdlib root logger to write to ``stream`` (stdout).
 
-    ``extra`` processors run on the supervisor's own events, after redaction (the demo
-    counts events with one).
+    ``secrets`` are the process's secrets, redacted from every event (as they are when
+    the event is rendered: a value added later is redacted from then on); without them,
+    only the fields of secret-looking names are. ``extra`` processors run on the
+    supervisor's own events, after redaction (the demo counts events with one).
     """
     stream = stream or sys.stdout
     numeric = LEVELS[level.lower()]
@@ -139,7 +122,7 @@ def configure(
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         timestamper,
-        redact,
+        redacting(Secrets() if secrets is None else secrets),
     ]
     renderer = _renderer(fmt, stream)
     if isinstance(renderer, structlog.processors.JSONRenderer):

@@ -14,9 +14,8 @@ from supervisor import logs
 
 
 def reset_logging() -> None:
-    """Undo ``logs.configure``: structlog's defaults, no root handlers, no secrets."""
+    """Undo ``logs.configure``: structlog's defaults, no root handlers."""
     structlog.reset_defaults()
-    logs._secrets.clear()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

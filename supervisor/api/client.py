@@ -19,8 +19,10 @@ state. Every request:
 Two functions translate the outside world into ``supervisor.api.errors``:
 ``map_response`` (HTTP status codes) and ``map_transport_error`` (httpx exceptions and
 the call's own deadline; the message names the URL tried, without credentials).
-Bodies that cannot be read become ``UnexpectedResponse`` with a short, single-line,
-redacted ``excerpt``. No message, excerpt, log event or traceback local of this module
+Bodies that cannot be read become ``UnexpectedResponse`` with a short, single-line
+``excerpt``. Every message and excerpt is cleaned by the process's ``Secrets``
+(``supervisor.domain.secrets``), handed to the client, which adds its key (and every key
+set later) to them. No message, excerpt, log event or traceback local of this module
 holds the API key.
 
 What an answer means:
@@ -45,10 +47,10 @@ import math
 import re
 import ssl
 import zlib
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -71,6 +73,7 @@ from supervisor.clock import Clock, SystemClock
 from supervisor.domain import events as ev
 from supervisor.domain.api_key import key_problem
 from supervisor.domain.models import SessionInfo, SessionList
+from supervisor.domain.secrets import EXCERPT_LIMIT, EXCERPT_WINDOW, Secrets
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -85,7 +88,6 @@ __all__ = [
     "map_response",
     "map_transport_error",
     "parse_retry_after",
-    "redacted_excerpt",
     "safe_url",
 ]
 
@@ -94,26 +96,16 @@ log = structlog.get_logger("supervisor.client")
 Observer = Callable[[str, int | None, float], None]
 """Called after every request with (call, HTTP status or None, duration in seconds)."""
 
-EXCERPT_LIMIT: Final = 200
-"""The longest excerpt of a body that goes into an exception or a list problem."""
-
 MAX_RETRY_AFTER: Final = 10 * 365.25 * 86400.0
 """A ``Retry-After`` further away than this (ten years) is absurd and ignored."""
 
-_EXCERPT_WINDOW: Final = 4096  # bytes of a body looked at to build an excerpt
 _ERROR_BODY_LIMIT: Final = 8192  # bytes read of a non-2xx body: enough for an excerpt
 
 # What was read of a response: a bytearray filled as the chunks arrive, so that a large
 # list answer is held once (a list of chunks joined at the end holds it twice).
 Body = bytes | bytearray
 _PROBLEM_EXCERPT_LIMIT: Final = 100
-_REDACTED: Final = "[REDACTED]"
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"'<>,;]+")
-_SECRET_FIELD = re.compile(
-    r"(?i)\b((?:api[_-]?key|access[_-]?token|token|secret|password|authorization)"
-    r"[\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'<>,;&}]+"
-)
 
 
 # --- Retry-After ---------------------------------------------------------------------
@@ -150,43 +142,6 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return seconds
 
 
-# --- Excerpts and redaction ----------------------------------------------------------
-
-
-def redacted_excerpt(
-    body: Body | str, secrets: Iterable[str] = (), *, limit: int = EXCERPT_LIMIT
-) -> str:
-    """A short, single-line piece of ``body`` with secrets removed.
-
-    Looks only at the start of the body. Every string in ``secrets`` (the API key) is
-    replaced, as is anything that looks like ``Bearer ...``/``Basic ...`` or the value of
-    an ``api_key``/``token``/``secret``/``password``/``authorization`` field. The result
-    is at most ``limit`` characters and never ends in the first characters of a secret.
-    """
-    if isinstance(body, bytes | bytearray):
-        text = body[:_EXCERPT_WINDOW].decode("utf-8", errors="replace")
-    else:
-        text = body[:_EXCERPT_WINDOW]
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else " " for ch in text)
-    text = " ".join(text.split())
-    live = [s for s in secrets if s]
-    for secret in live:
-        text = text.replace(secret, _REDACTED)
-    text = _AUTH_SCHEME.sub(rf"\1 {_REDACTED}", text)
-    text = _SECRET_FIELD.sub(rf"\1{_REDACTED}", text)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    # Secrets were replaced before the cut above, so it cannot split one; but the window
-    # may have, and if the text ends there, drop the trailing prefix of a secret.
-    for secret in live:
-        for length in range(min(len(secret) - 1, len(text)), 2, -1):
-            if text.endswith(secret[:length]):
-                text = text[:-length] + "…"
-                break
-    return text
-
-
 # --- The one place that maps answers and failures to errors -------------------------
 
 
@@ -196,17 +151,18 @@ def map_response(
     *,
     now: float,
     body: Body = b"",
-    secrets: Iterable[str] = (),
+    secrets: Secrets | None = None,
 ) -> ApiError | None:
     """The error a response stands for, or None for any 2xx.
 
     ``body`` is what was read of the response (it may be a prefix); it only feeds the
-    redacted excerpt. ``now`` is wall-clock epoch seconds, for an HTTP-date Retry-After.
+    excerpt, cleaned of ``secrets``. ``now`` is wall-clock epoch seconds, for an
+    HTTP-date Retry-After.
     """
     status = response.status_code
     if 200 <= status < 300:
         return None
-    excerpt = redacted_excerpt(body, secrets)
+    excerpt = (Secrets() if secrets is None else secrets).excerpt(body)
     detail = f": {excerpt}" if excerpt else ""
     if status in (401, 403):
         return AuthFailed(
@@ -237,20 +193,20 @@ def map_response(
     )
 
 
-def safe_url(url: httpx.URL | str, secrets: Iterable[str] = ()) -> str:
+def safe_url(url: httpx.URL | str, secrets: Secrets | None = None) -> str:
     """``scheme://host:port/path`` of a URL, for messages: no user name or password, no
-    query or fragment (either could hold a credential), secrets redacted."""
+    query or fragment (either could hold a credential), cleaned of ``secrets``."""
     url = httpx.URL(url)
     path = url.raw_path.decode("ascii").partition("?")[0]
     text = f"{url.scheme}://{url.netloc.decode('ascii')}{path}"
-    return redacted_excerpt(text, secrets, limit=EXCERPT_LIMIT)
+    return (Secrets() if secrets is None else secrets).excerpt(text)
 
 
 def map_transport_error(
     call: str,
     exc: httpx.RequestError | TimeoutError,
     *,
-    secrets: Iterable[str] = (),
+    secrets: Secrets | None = None,
     url: httpx.URL | str | None = None,
     timeout: float | None = None,
 ) -> ApiError:
@@ -258,9 +214,11 @@ def map_transport_error(
     ``TimeoutError`` of the call's overall deadline (``timeout`` seconds).
 
     The message names the URL tried (``safe_url``: no credentials, no query), the httpx
-    exception and a redacted piece of its text; raise the result ``from None`` or outside
-    the ``except`` block, since ``exc`` holds the request.
+    exception and an excerpt of its text, cleaned of ``secrets``; raise the result
+    ``from None`` or outside the ``except`` block, since ``exc`` holds the request.
     """
+    if secrets is None:
+        secrets = Secrets()
     if url is None and isinstance(exc, httpx.RequestError):
         with contextlib.suppress(RuntimeError):  # an exception made without its request
             url = exc.request.url
@@ -269,7 +227,7 @@ def map_transport_error(
         within = "" if timeout is None else f" within request_timeout ({timeout:g}s)"
         return ApiTimeout(f"{call}: timed out{where}: no complete answer{within}", call=call)
     what = type(exc).__name__
-    said = redacted_excerpt(str(exc), secrets, limit=120)
+    said = secrets.excerpt(str(exc), limit=120)
     detail = f"{what}: {said}" if said else what
     if isinstance(exc, httpx.TimeoutException):
         return ApiTimeout(f"{call}: timed out{where} ({detail})", call=call)
@@ -281,134 +239,133 @@ def map_transport_error(
 
 
 # --- Reading the API's shapes --------------------------------------------------------
+#
+# One definition of what an answer looks like: the structs below, which name only the
+# fields read. msgspec decodes a body into them straight from the bytes: for the list of
+# a large account (about 7.6 MB for 10,000 sessions in the nested shape) that skips every
+# other field without building it, about 10 times less CPU than ``json.loads`` and no
+# transient tree of dicts (docs/benchmarks.md). JSON that only the standard library
+# reads (a byte order mark, UTF-16, a lone surrogate, NaN) is read by ``json.loads`` and
+# converted into the same structs (``msgspec.convert``): the rules that follow
+# (``_fields``, ``_session_list``, ``_session``) see one form whichever read the body.
+# Every field is typed to take any JSON value, so neither way refuses a document: the
+# rules do, and say why. Decoded JSON holds no reference cycles, so the structs are not
+# tracked by the cyclic garbage collector (``gc=False``): cheaper to make, nothing to walk.
 
 
 class _Unreadable(Exception):
     """A 2xx body that does not have the expected shape; the message says why."""
 
 
-def _fields(item: dict[str, object]) -> tuple[object, object, object]:
-    """(uniqueSessionId, status, name) of a nested or a flat session item."""
-    session = item.get("session")
-    if isinstance(session, dict):
-        downstream = item.get("downstream")
-        status = downstream.get("status") if isinstance(downstream, dict) else None
-        if status is None:
-            status = session.get("status")
-        source: dict[str, object] = session
-    else:
-        source = item
-        status = item.get("status")
-    name = source.get("sessionName")
-    if not isinstance(name, str) or not name:
-        name = source.get("name")
-    return source.get("uniqueSessionId"), status, name
+_Scalar = str | int | float | bool | None
+_NotObject = list[Any] | _Scalar  # any JSON value but an object
+_T = TypeVar("_T")
 
 
-def _item_excerpt(item: object, secrets: Iterable[str]) -> str:
-    try:
-        text = json.dumps(item, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):
-        text = type(item).__name__
-    return redacted_excerpt(text[:_EXCERPT_WINDOW], secrets, limit=_PROBLEM_EXCERPT_LIMIT)
+class _Details(msgspec.Struct, gc=False):
+    """A session's fields, as a flat item has them, or a nested one under ``session``."""
 
-
-# The list of a large account is the one big answer (about 7.6 MB for 10,000 sessions in
-# the nested shape), and only four fields of each item matter. Decoding it into these
-# structs skips every other field without building it: about 10 times less CPU than
-# ``json.loads`` plus ``_parse_session_list``, and no transient tree of dicts (tens of MB
-# for 10,000 sessions). See docs/benchmarks.md for the numbers.
-
-
-class _FastDetails(msgspec.Struct):
     uniqueSessionId: Any = None
     status: Any = None
     sessionName: Any = None
     name: Any = None
 
 
-class _FastDownstream(msgspec.Struct):
+class _Downstream(msgspec.Struct, gc=False):
     status: Any = None
 
 
-class _FastItem(_FastDetails):
-    session: _FastDetails | None = None
-    downstream: _FastDownstream | None = None
+class _Item(_Details, gc=False):
+    """A session item: flat, or nested (``{"session": {...}, "downstream": {...}}``)."""
+
+    session: _Details | _NotObject | msgspec.UnsetType = None  # UNSET: see _Answer
+    downstream: _Downstream | _NotObject = None
 
 
-class _FastListing(msgspec.Struct):
-    sessions: list[_FastItem] | None = None
-    data: list[_FastItem] | None = None
+class _Answer(_Item, gc=False):
+    """The answer about one session: a Session object, or one under ``data`` (when it
+    has neither ``status`` nor ``session``: UNSET tells a field absent from one null)."""
+
+    status: Any = msgspec.UNSET
+    session: _Details | _NotObject | msgspec.UnsetType = msgspec.UNSET
+    data: _Item | _NotObject = None
 
 
-_FAST_LIST = msgspec.json.Decoder(_FastListing | list[_FastItem])
+class _Listing(msgspec.Struct, Generic[_T], gc=False):
+    """A list answer as an object: the items are under ``sessions``, else ``data``."""
+
+    sessions: list[_T] | dict[str, Any] | _Scalar = None
+    data: list[_T] | dict[str, Any] | _Scalar = None
 
 
-def _fast_session_list(body: Body) -> SessionList | None:
-    """The common case of a list answer, read fast: the same ``SessionList`` as
-    ``_parse_session_list(json.loads(body))`` when every item is readable; None for
-    anything else (an item or a document of another shape, a problem, a duplicate id,
-    JSON that ``msgspec`` does not take), which is then read the generic way so that
-    every problem is described exactly as before.
+_Entry = _Item | _NotObject  # an item of a list: a session item, or a problem
+_LIST: Final = msgspec.json.Decoder(_Listing[_Entry] | list[_Entry] | _Scalar)
+_PLAIN_LIST: Final = _Listing[Any] | list[Any] | _Scalar  # the items as plain values
+_ANSWER: Final = msgspec.json.Decoder(_Answer | _NotObject)
+_NO_TREE: Final = object()  # msgspec read the body: there is no plain tree of it yet
 
-    The rules are ``_fields``'s, for structs instead of dicts.
-    """
+
+def _decode(body: Body, decoder: msgspec.json.Decoder[_T]) -> tuple[_T, object]:
+    """The body in the structs ``decoder`` makes, and its plain tree when the standard
+    library had to read it (else ``_NO_TREE``). Raises _Unreadable."""
+    if _blank(body):
+        raise _Unreadable("empty body")
     try:
-        data = _FAST_LIST.decode(body)
-    except msgspec.DecodeError:  # ValidationError included
-        return None
-    if isinstance(data, _FastListing):
-        items = data.sessions if data.sessions is not None else data.data
-        if items is None:
-            return None
-    else:
-        items = data
-    sessions: list[SessionInfo] = []
-    seen: set[str] = set()
-    for item in items:
-        source: _FastDetails = item if item.session is None else item.session
-        status = None
-        if item.session is not None and item.downstream is not None:
-            status = item.downstream.status
+        return decoder.decode(body), _NO_TREE
+    except (msgspec.DecodeError, RecursionError):  # ValidationError included
+        pass
+    readable = True
+    try:
+        tree: object = json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, too deep
+        readable, tree = False, None
+    if not readable:  # raised here, not in the except: JSONDecodeError holds the body
+        raise _Unreadable("body is not JSON")
+    return msgspec.convert(tree, decoder.type), tree
+
+
+def _items(document: object) -> list[Any] | None:
+    """The items of a list answer: ``{"sessions": [...]}``, else ``{"data": [...]}``,
+    or a bare ``[...]``; None for any other document."""
+    if isinstance(document, _Listing):
+        document = document.sessions if document.sessions is not None else document.data
+    return document if isinstance(document, list) else None
+
+
+def _fields(item: _Item) -> tuple[object, object, str | None]:
+    """(uniqueSessionId, status, name) of a nested or a flat session item; None for a
+    name that is no non-empty string."""
+    session = item.session
+    if isinstance(session, _Details):
+        downstream = item.downstream
+        status = downstream.status if isinstance(downstream, _Downstream) else None
         if status is None:
-            status = source.status
-        session_id = source.uniqueSessionId
-        if (
-            not isinstance(session_id, str)
-            or not session_id
-            or not isinstance(status, str)
-            or not status
-            or session_id in seen
-        ):
-            return None
-        name = source.sessionName
-        if not isinstance(name, str) or not name:
-            name = source.name
-        seen.add(session_id)
-        sessions.append(
-            SessionInfo(session_id, name if isinstance(name, str) and name else None, status)
-        )
-    return SessionList(tuple(sessions))
+            status = session.status
+        source: _Details = session
+    else:
+        source = item
+        status = item.status
+    name = source.sessionName
+    if not isinstance(name, str) or not name:
+        name = source.name
+    return source.uniqueSessionId, status, name if isinstance(name, str) and name else None
 
 
-def _parse_session_list(data: object, secrets: Iterable[str] = ()) -> SessionList:
-    items: object = None
-    if isinstance(data, list):
-        items = data
-    elif isinstance(data, dict):
-        items = data.get("sessions")
-        if items is None:
-            items = data.get("data")
-    if not isinstance(items, list):
+def _session_list(body: Body, secrets: Secrets) -> SessionList:
+    """Every session of a list answer, and a problem line for each item that cannot be
+    used (not an object, no string id or status, a duplicate id). Raises _Unreadable."""
+    document, tree = _decode(body, _LIST)
+    items = _items(document)
+    if items is None:
         raise _Unreadable(
             'expected {"sessions": [...]}, {"data": [...]} or a JSON array of sessions'
         )
     sessions: list[SessionInfo] = []
-    problems: list[str] = []
+    refused: list[tuple[int, str]] = []
     seen: set[str] = set()
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            problems.append(f"item {index}: not an object: {_item_excerpt(item, secrets)}")
+    for item in items:  # an item's index: len(sessions) + len(refused)
+        if not isinstance(item, _Item):
+            refused.append((len(sessions) + len(refused), "not an object"))
             continue
         session_id, status, name = _fields(item)
         if not isinstance(session_id, str) or not session_id:
@@ -419,25 +376,47 @@ def _parse_session_list(data: object, secrets: Iterable[str] = ()) -> SessionLis
             reason = "duplicate uniqueSessionId, the first one is kept"
         else:
             seen.add(session_id)
-            sessions.append(
-                SessionInfo(session_id, name if isinstance(name, str) and name else None, status)
-            )
+            sessions.append(SessionInfo(session_id, name, status))
             continue
-        problems.append(f"item {index}: {reason}: {_item_excerpt(item, secrets)}")
-    return SessionList(tuple(sessions), tuple(problems))
+        refused.append((len(sessions) + len(refused), reason))
+    if not refused:
+        return SessionList(tuple(sessions))
+    # A problem shows the item as it came, every field of it: the structs kept only
+    # the fields read, so the items are read again, as plain values.
+    if tree is _NO_TREE:
+        tree = msgspec.json.decode(body)
+    plain = _items(msgspec.convert(tree, _PLAIN_LIST))
+    assert plain is not None  # the same document, read the same way
+    problems = tuple(
+        f"item {index}: {reason}: {_item_excerpt(plain[index], secrets)}"
+        for index, reason in refused
+    )
+    return SessionList(tuple(sessions), problems)
 
 
-def _parse_session(data: object, requested_id: str) -> SessionInfo:
+def _item_excerpt(item: object, secrets: Secrets) -> str:
+    try:
+        text = json.dumps(item, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = type(item).__name__
+    return secrets.excerpt(text[:EXCERPT_WINDOW], limit=_PROBLEM_EXCERPT_LIMIT)
+
+
+def _session(body: Body, requested_id: str) -> SessionInfo:
+    """The session an answer is about, which must be ``requested_id`` when it says.
+    Raises _Unreadable."""
+    answer, _ = _decode(body, _ANSWER)
+    item: object = answer
     if (
-        isinstance(data, dict)
-        and "status" not in data
-        and "session" not in data
-        and isinstance(data.get("data"), dict)
+        isinstance(answer, _Answer)
+        and answer.status is msgspec.UNSET
+        and answer.session is msgspec.UNSET
+        and isinstance(answer.data, _Item)
     ):
-        data = data["data"]
-    if not isinstance(data, dict):
+        item = answer.data
+    if not isinstance(item, _Item):
         raise _Unreadable("expected a Session object")
-    session_id, status, name = _fields(data)
+    session_id, status, name = _fields(item)
     if not isinstance(status, str) or not status:
         raise _Unreadable("no string status in the session")
     if session_id is None or session_id == "":
@@ -446,7 +425,7 @@ def _parse_session(data: object, requested_id: str) -> SessionInfo:
         raise _Unreadable("uniqueSessionId is not a string")
     elif session_id != requested_id:
         raise _Unreadable("the answer is about another session")
-    return SessionInfo(session_id, name if isinstance(name, str) and name else None, status)
+    return SessionInfo(session_id, name, status)
 
 
 # --- The client ----------------------------------------------------------------------
@@ -539,10 +518,13 @@ class WasendClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_body_bytes: int = 32 * 1024 * 1024,
         observer: Observer | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         url = _target(base_url, timeout)
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
+        self._secrets = Secrets() if secrets is None else secrets  # the process's: its key
+        self._secrets.add(api_key.get_secret_value())  # and every key set after it too
         self._api_key = _check_key(api_key)
         self._gate = gate
         self._clock: Clock = clock or SystemClock()
@@ -579,6 +561,7 @@ class WasendClient:
         (``cycle.Supervisor``), the one thing that changes under a running client. A reload
         builds a new client instead (``wiring.rebuild``), so the base URL and the timeout
         are fixed for a client's life."""
+        self._secrets.add(api_key.get_secret_value())
         self._api_key = _check_key(api_key)
 
     async def aclose(self) -> None:
@@ -605,12 +588,8 @@ class WasendClient:
     async def list_sessions(self) -> SessionList:
         """``GET /sessions``: every session on the account, and items that could not be read."""
         status, body = await self._call("list", "GET", "/sessions")
-        fast = _fast_session_list(body)
-        if fast is not None:
-            return fast
-        data = self._json("list", status, body)
         try:
-            return _parse_session_list(data, self._secrets())
+            return _session_list(body, self._secrets)
         except _Unreadable as exc:
             reason = str(exc)
         raise self._unexpected("list", status, reason, body)  # unchained, outside the except
@@ -637,35 +616,19 @@ class WasendClient:
         status, body = await self._call(call, method, path)
         if empty_ok and _blank(body):
             return SessionInfo(session_id, None, "")
-        data = self._json(call, status, body)
         try:
-            return _parse_session(data, session_id)
+            return _session(body, session_id)
         except _Unreadable as exc:
             reason = str(exc)
         raise self._unexpected(call, status, reason, body)  # unchained, outside the except
-
-    def _secrets(self) -> tuple[str]:
-        return (self._api_key.get_secret_value(),)
 
     def _unexpected(self, call: str, status: int, reason: str, body: Body) -> UnexpectedResponse:
         return UnexpectedResponse(
             f"{call}: HTTP {status}: {reason}",
             call=call,
             http_status=status,
-            excerpt=redacted_excerpt(body, self._secrets()),
+            excerpt=self._secrets.excerpt(body),
         )
-
-    def _json(self, call: str, status: int, body: Body) -> object:
-        if _blank(body):
-            raise self._unexpected(call, status, "empty body", body)
-        readable = True
-        try:
-            data: object = json.loads(body)
-        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, too deep
-            readable, data = False, None
-        if not readable:  # raised here, not in the except: JSONDecodeError holds the body
-            raise self._unexpected(call, status, "body is not JSON", body)
-        return data
 
     async def _call(self, call: str, method: str, path: str) -> tuple[int, Body]:
         """Send one request through the gate; the status and body of a 2xx, or raise.
@@ -691,7 +654,7 @@ class WasendClient:
                 response = await self._http.send(request, stream=True)
                 limit = self._max_body_bytes if response.is_success else _ERROR_BODY_LIMIT
                 try:
-                    body, too_big = await _read_capped(response, limit)
+                    body, too_big = await _read_capped(response, limit, self._secrets)
                 finally:
                     await response.aclose()
         except (httpx.RequestError, TimeoutError) as exc:
@@ -706,13 +669,13 @@ class WasendClient:
         error: ApiError | None
         if failure is not None:
             error = map_transport_error(
-                call, failure, secrets=self._secrets(), url=request.url, timeout=timeout
+                call, failure, secrets=self._secrets, url=request.url, timeout=timeout
             )
             error.http_status = http_status
         else:
             assert response is not None
             error = map_response(
-                call, response, now=self._clock.now(), body=body, secrets=self._secrets()
+                call, response, now=self._clock.now(), body=body, secrets=self._secrets
             )
             if error is None and too_big:
                 error = self._unexpected(
@@ -829,7 +792,7 @@ class _Inflater:
             pending = self._zlib.unconsumed_tail
 
 
-def _inflater_for(response: httpx.Response) -> _Inflater | None:
+def _inflater_for(response: httpx.Response, secrets: Secrets) -> _Inflater | None:
     """How to decode the body: None for none; raises httpx.DecodingError for a content
     coding we did not ask for (more than one, or another than gzip and deflate)."""
     header = response.headers.get("content-encoding", "")
@@ -839,11 +802,13 @@ def _inflater_for(response: httpx.Response) -> _Inflater | None:
         return None
     if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
         return _Inflater(codings[0])
-    shown = redacted_excerpt(header, limit=40)
+    shown = secrets.excerpt(header, limit=40)
     raise httpx.DecodingError(f"content-encoding {shown!r} is not supported")
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> tuple[Body, bool]:
+async def _read_capped(
+    response: httpx.Response, limit: int, secrets: Secrets
+) -> tuple[Body, bool]:
     """At most ``limit`` bytes of the decoded body, and whether there was more.
 
     The cap holds on the decoded size as it is decoded. Raises httpx errors (a broken
@@ -853,7 +818,7 @@ async def _read_capped(response: httpx.Response, limit: int) -> tuple[Body, bool
         # has read and decoded it already, so there is nothing left to decode or to spare.
         inflater, chunk_source = None, _in_memory
     else:
-        inflater, chunk_source = _inflater_for(response), _raw_chunks
+        inflater, chunk_source = _inflater_for(response, secrets), _raw_chunks
     declared = response.headers.get("content-length", "")
     if (
         inflater is None
@@ -864,7 +829,7 @@ async def _read_capped(response: httpx.Response, limit: int) -> tuple[Body, bool
     ):
         async with contextlib.aclosing(chunk_source(response)) as chunks:
             async for chunk in chunks:  # only the first chunk, for the excerpt
-                return chunk[:_EXCERPT_WINDOW], True
+                return chunk[:EXCERPT_WINDOW], True
         return b"", True
     body = bytearray()
     async with contextlib.aclosing(chunk_source(response)) as chunks:

@@ -95,7 +95,7 @@ def load_settings(
         settings = Settings(_build_sources=(tuple(sources), {}))  # type: ignore[call-arg]
     except ValidationError as exc:
         problems.lines.extend(
-            validation_problems(exc, _origins(givens), problems.known_keys)
+            validation_problems(exc, _origins(givens), problems.known)
         )
     if problems.lines or settings is None:
         raise ConfigError(problems.lines)

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr, ValidationError
 
 from supervisor.config.origin import Origin, origin_of
+from supervisor.domain.secrets import Secrets
 
 __all__ = ["MASK", "ConfigError", "Problems", "validation_problems"]
 
 MASK = "********"
 _EXCERPT_MAX = 24  # characters of a rejected input shown in a problem line
-_MIN_SECRET_LEN = 4  # shorter strings are not matched when redacting known key values
 
 
 class ConfigError(Exception):
@@ -37,11 +37,11 @@ class Problems:
     """The problem lines of one load, and every key value seen (kept secret even in a
     traceback's locals), so that no line shows one."""
 
-    __slots__ = ("key_reported", "known_keys", "lines")
+    __slots__ = ("key_reported", "known", "lines")
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.known_keys: list[SecretStr] = []
+        self.known = Secrets()  # the key values seen; Secrets keeps them out of its repr
         self.key_reported = False  # a problem about the key is already in ``lines``
 
     def add(self, line: str) -> None:
@@ -55,17 +55,11 @@ class Problems:
         """Note a value that is, or may be, a key: no problem line will show it."""
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        if isinstance(value, str) and len(value.strip()) >= _MIN_SECRET_LEN:
-            self.known_keys.append(SecretStr(value.strip()))
+        if isinstance(value, str):
+            self.known.add(value.strip())
 
 
 # --- excerpts of rejected values ---------------------------------------------------------
-
-
-def _shows_a_known_key(text: str, known_keys: Sequence[SecretStr]) -> bool:
-    """Whether a text about to be shown holds one of the key values seen: the one place
-    an excerpt is checked against the secrets the load knows."""
-    return any(key.get_secret_value() in text for key in known_keys)
 
 
 # A bare run of 16 or more letters, digits, "_" and "-", with letters and digits both:
@@ -74,13 +68,13 @@ def _shows_a_known_key(text: str, known_keys: Sequence[SecretStr]) -> bool:
 _TOKEN_LIKE = re.compile(r"(?=[^0-9]*[0-9])(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9_-]{16,}")
 
 
-def _excerpt(value: Any, known_keys: Sequence[SecretStr]) -> str:
+def _excerpt(value: Any, known: Secrets) -> str:
     """A rejected value as a problem line shows it: at most ``_EXCERPT_MAX`` characters,
     and never a secret: a known key, or anything that looks like one, is not shown."""
     if isinstance(value, SecretStr):
         return MASK
     text = value if isinstance(value, str) else repr(value)
-    if _shows_a_known_key(text, known_keys):
+    if known.holds(text):
         return MASK
     if isinstance(value, str) and _TOKEN_LIKE.fullmatch(text.strip()):
         return f"a value of {len(text)} characters, not shown"
@@ -93,7 +87,7 @@ def _excerpt(value: Any, known_keys: Sequence[SecretStr]) -> str:
     return text
 
 
-def _url_excerpt(value: str, known_keys: Sequence[SecretStr]) -> str:
+def _url_excerpt(value: str, known: Secrets) -> str:
     """A rejected ``base_url`` as a problem line shows it: its scheme and host (and port)
     only, when it has them, and otherwise not at all: a path, a query or a user name
     can hold anything, and a value that is no URL may be a key given in the wrong place
@@ -104,7 +98,7 @@ def _url_excerpt(value: str, known_keys: Sequence[SecretStr]) -> str:
     if "://" not in text or not parts.scheme or not where or not where.isprintable():
         return f"a value that is not a URL ({len(text)} characters)"
     shown = f"{parts.scheme}://{where}"
-    if _shows_a_known_key(shown, known_keys):
+    if known.holds(shown):
         return MASK
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
@@ -149,7 +143,7 @@ def _message(error: Mapping[str, Any]) -> str:
 
 
 def validation_problems(
-    exc: ValidationError, origins: Mapping[str, Origin], known_keys: Sequence[SecretStr]
+    exc: ValidationError, origins: Mapping[str, Origin], known: Secrets
 ) -> list[str]:
     """One line per validation error: the key, what is wrong, the value (an excerpt) and
     where it came from."""
@@ -172,9 +166,9 @@ def validation_problems(
         detail: list[str] = []
         given = ctx["value"] if "value" in ctx else error.get("input")
         if key == "base_url" and isinstance(given, str):
-            detail.append(f"got {_url_excerpt(given, known_keys)}")
+            detail.append(f"got {_url_excerpt(given, known)}")
         elif key != "api_key" and not isinstance(given, Mapping) and error["type"] != "missing":
-            detail.append(f"got {_excerpt(given, known_keys)}")
+            detail.append(f"got {_excerpt(given, known)}")
         where = origin.long()
         if "other" in ctx:
             other = str(ctx["other"])

@@ -24,13 +24,13 @@ import msgspec
 import structlog
 from pydantic import SecretStr
 
-from supervisor import logs
 from supervisor.api.client import Observer, WasendClient
 from supervisor.api.ratelimit import GateState, RateGate, key_fingerprint
 from supervisor.clock import Clock, SystemClock
 from supervisor.config.model import Settings
 from supervisor.domain import events as ev
 from supervisor.domain.models import Event
+from supervisor.domain.secrets import Secrets
 from supervisor.runtime.cycle import Continuity, Supervisor
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import StateError, Store
@@ -52,6 +52,7 @@ class Runtime(msgspec.Struct):
     rng: random.Random
     transport: httpx.AsyncBaseTransport | None = None
     observer: Observer | None = None
+    secrets: Secrets | None = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -101,6 +102,7 @@ def rebuild(old: Runtime, settings: Settings) -> Runtime:
         observers=old.supervisor.observers,
         check=old.supervisor.poll_interval is None,
         max_wait=old.gate.max_wait,
+        secrets=old.secrets,
     )
 
 
@@ -117,8 +119,7 @@ def read_key(settings: Settings) -> SecretStr:
     source = settings.api_key_source()
     if source is None:
         raise LookupError("no API key configured")
-    key = source.read()
-    logs.register_secret(key.get_secret_value())
+    key = source.read()  # the cycle hands it to the client: a secret from then on
     warn_key_exposure(settings)
     return key
 
@@ -159,18 +160,19 @@ def build(
     observers: Iterable[Callable[[Event], None]] = (),
     check: bool = False,
     max_wait: float | None = None,
+    secrets: Secrets | None = None,
 ) -> Runtime:
     """The running parts for ``settings``: for the first start, and (handed what must
     survive, see ``rebuild``) for a reload. ``check``: one pass, not a daemon (no poll
     backoff: ``--wait`` polls every second; its heartbeat says check); ``max_wait``: a
-    longer Retry-After pause is refused, not waited out (``check --wait``)."""
+    longer Retry-After pause is refused, not waited out (``check --wait``). ``secrets``:
+    the process's, as handed to the log configuration: the client adds its key to them."""
     clock = clock or SystemClock()
     rng = rng or random.Random()
     policy = settings.policy()
     key = settings.api_key
     if key is None:
         raise LookupError("no API key configured")
-    logs.register_secret(key.get_secret_value())
     warn_key_exposure(settings)
     if store is None:
         store = open_store(settings, clock)
@@ -191,6 +193,7 @@ def build(
         clock=clock,
         transport=transport,
         observer=observer,
+        secrets=secrets,
     )
     supervisor = Supervisor(
         client,
@@ -208,7 +211,8 @@ def build(
         observers=observers,
     )
     gate.on_pause = lambda until: _waiting(supervisor, until)
-    return Runtime(settings, client, gate, store, supervisor, clock, rng, transport, observer)
+    return Runtime(settings, client, gate, store, supervisor, clock, rng, transport, observer,
+                   secrets)
 
 
 async def _waiting(supervisor: Supervisor, until: float) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -94,23 +95,26 @@ def check_error(exc: ApiError, status: int) -> None:
     assert 200 <= (exc.http_status or 200) < 300 or status == exc.http_status
 
 
-async def one_call(call: str, status: int, body: bytes, retry_after: str | None) -> object:
-    def answer(request: httpx.Request) -> httpx.Response:
-        headers = {"Content-Type": "application/json"}
-        if retry_after is not None:
-            headers["Retry-After"] = retry_after
-        return httpx.Response(status, headers=headers, content=body)
+ENDPOINTS = {"list": ("GET", "/sessions"), "get": ("GET", "/sessions/s1"),
+             "restart": ("POST", "/sessions/s1/restart"), "stop": ("POST", "/sessions/s1/stop")}
 
-    client = WasendClient("https://api.wasend.test", SecretStr(API_KEY), timeout=1.0,
-                          clock=FakeClock(), transport=httpx.MockTransport(answer),
-                          max_body_bytes=4096)
-    try:
-        if call == "list":
-            return await client.list_sessions()
-        method = {"get": client.get_session, "restart": client.restart, "stop": client.stop}
-        return await method[call]("s1")
-    finally:
-        await client.aclose()
+
+async def one_call(call: str, status: int, body: bytes, retry_after: str | None) -> object:
+    headers = {"Content-Type": "application/json"}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    with respx.mock(base_url="https://api.wasend.test") as api:
+        api.request(*ENDPOINTS[call], name=call).mock(
+            return_value=httpx.Response(status, headers=headers, content=body))
+        client = WasendClient("https://api.wasend.test", SecretStr(API_KEY), timeout=1.0,
+                              clock=FakeClock(), max_body_bytes=4096)
+        try:
+            if call == "list":
+                return await client.list_sessions()
+            method = {"get": client.get_session, "restart": client.restart, "stop": client.stop}
+            return await method[call]("s1")
+        finally:
+            await client.aclose()
 
 
 @given(call=calls, status=http_statuses, body=raw_bodies, retry_after=retry_afters)

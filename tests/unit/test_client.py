@@ -1,6 +1,7 @@
-"""``WasendClient``'s parts that need no answer: the mapping functions, redaction,
-``safe_url`` and what the constructor refuses. Everything that goes through a request
-is in ``test_client_respx.py``, against respx routes."""
+"""``WasendClient``'s parts that need no answer: the mapping functions, ``safe_url``,
+what the constructor refuses and the secrets it is handed. Everything that goes through
+a request is in ``test_client_respx.py``, against respx routes; the excerpt rules are
+in ``test_secrets.py``."""
 
 from __future__ import annotations
 
@@ -11,15 +12,9 @@ import pytest
 from pydantic import SecretStr
 
 import supervisor
-from supervisor.api.client import (
-    EXCERPT_LIMIT,
-    WasendClient,
-    map_response,
-    map_transport_error,
-    redacted_excerpt,
-    safe_url,
-)
+from supervisor.api.client import WasendClient, map_response, map_transport_error, safe_url
 from supervisor.api.errors import ApiTimeout, ApiUnreachable
+from supervisor.domain.secrets import Secrets
 
 KEY = "sk-TEST-SECRET-KEY-123"
 BASE = "https://api.wasend.test"
@@ -55,56 +50,15 @@ def test_the_calls_own_deadline_is_a_timeout_naming_the_url_and_the_setting() ->
 
 def test_safe_url_drops_user_query_and_fragment_and_redacts_secrets() -> None:
     url = f"https://u:p@api.wasend.test:8443/x/{KEY}/sessions?token=abc#frag"
-    assert safe_url(url, [KEY]) == "https://api.wasend.test:8443/x/[REDACTED]/sessions"
+    assert safe_url(url, Secrets([KEY])) == "https://api.wasend.test:8443/x/[REDACTED]/sessions"
 
 
-# --- redaction -----------------------------------------------------------------------
-
-
-def test_excerpt_of_a_bytearray_is_the_excerpt_of_the_same_bytes() -> None:
-    raw = f'{{"error": "nope", "token": "{KEY}"}}'.encode()
-    assert redacted_excerpt(bytearray(raw), [KEY]) == redacted_excerpt(raw, [KEY])
-    assert "nope" in redacted_excerpt(bytearray(raw), [KEY])
-
-
-def test_excerpt_is_single_line_short_and_redacted() -> None:
-    text = f"line one\r\n\tline two\x00\x1b[31m Authorization: Bearer abc.def {KEY} " + "z" * 500
-    excerpt = redacted_excerpt(text.encode(), [KEY])
-    assert len(excerpt) <= EXCERPT_LIMIT
-    assert excerpt.isprintable()
-    assert excerpt.startswith("line one line two")
-    assert "abc.def" not in excerpt
-    assert KEY not in excerpt
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        '{"api_key": "hunter2hunter2"}',
-        "apiKey=hunter2hunter2&x=1",
-        "password: hunter2hunter2",
-        "Basic aHVudGVyMmh1bnRlcjI=",
-    ],
-)
-def test_excerpt_redacts_things_that_look_like_credentials(text: str) -> None:
-    excerpt = redacted_excerpt(text)
-    assert "hunter2hunter2" not in excerpt
-    assert "aHVudGVy" not in excerpt
-    assert "[REDACTED]" in excerpt
-
-
-def test_a_key_straddling_the_length_limit_is_redacted_before_the_cut() -> None:
-    text = "x" * (EXCERPT_LIMIT - 8) + " " + KEY
-    excerpt = redacted_excerpt(text, [KEY])
-    assert excerpt.endswith(" [REDAC…")
-    assert "sk-TEST" not in excerpt
-    assert len(excerpt) == EXCERPT_LIMIT
-
-
-def test_excerpt_does_not_end_in_the_start_of_a_key_cut_by_the_window() -> None:
-    body = b" " * 4090 + KEY.encode()  # the excerpt window ends inside the key
-    excerpt = redacted_excerpt(body, [KEY])
-    assert "sk-TE" not in excerpt
+def test_map_response_cleans_the_excerpt_of_the_secrets_it_is_given() -> None:
+    body = f"key {KEY} refused".encode()
+    error = map_response("get", httpx.Response(500), now=WALL, body=body,
+                         secrets=Secrets([KEY]))
+    assert error is not None
+    assert str(error) == "get: HTTP 500: server error: key [REDACTED] refused"
 
 
 # --- construction ----------------------------------------------------------------------
@@ -132,3 +86,12 @@ def test_a_timeout_that_is_not_positive_and_finite_is_refused(timeout: float) ->
 def test_repr_shows_the_base_url_and_not_the_key() -> None:
     client = WasendClient(BASE, SecretStr(KEY), timeout=1.0)
     assert repr(client) == f"<WasendClient {BASE}>"
+
+
+def test_the_client_adds_its_key_and_every_key_set_later_to_the_secrets_it_is_handed() -> None:
+    secrets = Secrets()
+    client = WasendClient(BASE, SecretStr(KEY), timeout=1.0, secrets=secrets)
+    assert secrets.holds(f"x{KEY}x")
+    client.set_api_key(SecretStr("sk-NEXT-KEY-456"))
+    assert secrets.holds("sk-NEXT-KEY-456") and secrets.holds(KEY)  # the old one stays one
+    assert KEY not in repr(secrets) and "sk-NEXT" not in repr(secrets)

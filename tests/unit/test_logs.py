@@ -11,6 +11,7 @@ import pytest
 import structlog
 
 from supervisor import logs
+from supervisor.domain.secrets import Secrets
 from tests.conftest import reset_logging
 
 SECRET = "sk-LOGS-TEST-KEY-0042"
@@ -46,10 +47,11 @@ def test_level_filters_events() -> None:
     assert [e["event"] for e in lines(out)] == ["poll.failed"]
 
 
-def test_registered_secret_is_redacted_everywhere() -> None:
+def test_a_known_secret_is_redacted_everywhere() -> None:
     out = io.StringIO()
-    logs.configure("json", "info", out)
-    logs.register_secret(SECRET)
+    secrets = Secrets()
+    logs.configure("json", "info", out, secrets=secrets)
+    secrets.add(SECRET)  # known after the configuration: redacted from then on
     structlog.get_logger("t").warning(
         "poll.failed", detail=f"echo {SECRET}", nested={"k": [SECRET]}, api_key=SECRET)
     text = out.getvalue()
@@ -57,6 +59,30 @@ def test_registered_secret_is_redacted_everywhere() -> None:
     (event,) = lines(out)
     assert event["detail"] == "echo [REDACTED]"
     assert event["api_key"] == "[REDACTED]"
+
+
+def test_the_secrets_are_those_handed_to_this_configuration_only() -> None:
+    # No registry at module level: the process hands its instance to each configuration
+    # (a reload configures again with the same one), and one made elsewhere is not seen.
+    first = Secrets([SECRET])
+    logs.configure("json", "info", io.StringIO(), secrets=first)
+    out = io.StringIO()
+    secrets = Secrets()
+    logs.configure("json", "info", out, secrets=secrets)
+    structlog.get_logger("t").warning("poll.failed", detail=SECRET)
+    secrets.add("sk-OTHER-LOGS-KEY-7")
+    structlog.get_logger("t").warning("poll.failed", detail="sk-OTHER-LOGS-KEY-7",
+                                      password="hunter2")
+    assert [(e["detail"], e.get("password")) for e in lines(out)] == [
+        (SECRET, None), ("[REDACTED]", "[REDACTED]")]
+
+
+def test_a_library_message_is_redacted_too() -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", out, secrets=Secrets([SECRET]))
+    logging.getLogger("httpx").warning("odd answer to %s", SECRET)
+    (event,) = lines(out)
+    assert event["event"] == "odd answer to [REDACTED]"
 
 
 def test_tracebacks_do_not_show_frame_locals() -> None:

@@ -33,5 +33,6 @@ def test_the_clock_doubles_and_the_waits_are_written_once() -> None:
         if path not in HOMES and (found := copies(path))
     }
     assert elsewhere == {}
-    assert copies(TESTS / "fakes.py") == ["class FakeClock", "class ManualClock", "class ShiftableClock"]
+    assert copies(TESTS / "fakes.py") == [
+        "class FakeClock", "class ManualClock", "class ShiftableClock"]
     assert copies(TESTS / "waiting.py") == ["def until", "def wait_for"]
