@@ -171,6 +171,10 @@ def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> St
         record = _running_again(record, status, now, LastOutcome.RECOVERED)
         return Step(record, None, (_event(ev.SESSION_RECOVERED, record, status=status, by=by),))
     if record.phase is not Phase.HEALTHY:  # starting by itself, or an unknown status, ended
+        if record.gave_up:  # given up on, and back by another way: supervised as usual again
+            by = "elsewhere" if record.phase is Phase.STARTING else "itself"
+            record = _running_again(record, status, now, LastOutcome.RECOVERED)
+            return Step(record, None, (_event(ev.SESSION_RECOVERED, record, status=status, by=by),))
         record = replace(record, phase=Phase.HEALTHY, last_status=status, since=now)
         return Step(record)
     # Already healthy: reset the backoff once it has been stable long enough.

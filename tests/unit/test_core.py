@@ -177,6 +177,27 @@ def test_given_up_session_resumes_when_it_comes_back() -> None:
     assert d.record is not None and d.record.phase is Phase.HEALTHY and not d.record.gave_up
 
 
+@pytest.mark.parametrize("between", ["STARTING", "REBOOTING"], ids=["starting", "unknown"])
+def test_given_up_session_that_comes_back_by_another_way_resumes_too(between: str) -> None:
+    d = Driver()
+    d.record = Record("s1", "Shop", Phase.GAVE_UP, "FAILED", attempt=3, gave_up=True,
+                      failures=(T0, T0, T0), next_attempt_at=T0 + 600)
+    d.poll(between, T0 + 5)  # started by someone else, or a status no class names
+    back = d.poll("WORKING", T0 + 10)
+    assert names(back) == ["session.recovered"]
+    assert d.record is not None and d.record.phase is Phase.HEALTHY
+    assert not d.record.gave_up and d.record.next_attempt_at is None
+    # Supervised as usual again: a new failure is decided afresh, and a give-up says so.
+    d.events.clear()
+    for t in range(20, 2000, 10):
+        step = d.poll("FAILED", T0 + t)
+        if step.action is not None:
+            d.outcome(step, ok("STARTING"), T0 + t)
+        if d.phase() is Phase.GAVE_UP:
+            break
+    assert d.events.count("session.gave_up") == 1
+
+
 def test_failures_outside_the_window_do_not_count_toward_giving_up() -> None:
     d = Driver()
     old = T0 - 2000  # outside restart_window = 1000
