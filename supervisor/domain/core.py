@@ -389,8 +389,8 @@ def _failed(
         requested_at=None,
         verify_deadline=None,
     )
-    if record.gave_up or len(failures) >= policy.max_restarts:
-        failed = _event(
+    def failed(next_attempt_in: float) -> Event:
+        return _event(
             ev.RESTART_FAILED,
             record,
             "warning",
@@ -400,25 +400,16 @@ def _failed(
             reason=reason,
             http_status=http_status,
             duration_ms=_ms(took) if took is not None else None,
-            next_attempt_in=policy.gave_up_retry_interval,
+            next_attempt_in=next_attempt_in,
         )
-        step = _give_up(record, now, policy, (failed,), reason=reason, status=status)
+
+    if record.gave_up or len(failures) >= policy.max_restarts:
+        given_up = (failed(policy.gave_up_retry_interval),)
+        step = _give_up(record, now, policy, given_up, reason=reason, status=status)
         return replace(step, failed=True)
     wait = policy.backoff.delay(record.attempt - 1, rng)
     record = replace(record, phase=Phase.UNHEALTHY, since=now, next_attempt_at=now + wait)
-    failed = _event(
-        ev.RESTART_FAILED,
-        record,
-        "warning",
-        status=status,
-        attempt=record.attempt,
-        outcome="failed",
-        reason=reason,
-        http_status=http_status,
-        duration_ms=_ms(took) if took is not None else None,
-        next_attempt_in=round(wait, 3),
-    )
-    return Step(record, None, (failed,), failed=True)
+    return Step(record, None, (failed(round(wait, 3)),), failed=True)
 
 
 def _give_up(
