@@ -1069,13 +1069,22 @@ class SqliteStore:
         return applied
 
     def outage(self, reached: bool | None, now: float, failure: str = "") -> Outage | None:
+        # Read first: a poll that changes nothing (the usual one) writes nothing.
+        found = self._outage_row()
+        if reached is None or (found is None) == bool(reached):
+            return found
         with self._small_write():
             if reached:
                 self._run("DELETE FROM alert_watch WHERE name = 'api'")
-                return None
-            if reached is not None:
+            else:
                 self._run("INSERT INTO alert_watch (name, since, failure) VALUES ('api', ?, ?)"
                           " ON CONFLICT (name) DO NOTHING", (now, failure))
+        return self._outage_row()
+
+    def _outage_row(self) -> Outage | None:
+        if self.schema_version < 4:
+            return None
+        with self._lock:
             found = self._run(
                 "SELECT since, failure FROM alert_watch WHERE name = 'api'").fetchone()
         return None if found is None else Outage(float(found[0]), str(found[1]))
