@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
+from typing import Final
 
 import msgspec
 
@@ -128,7 +129,7 @@ class Facts(msgspec.Struct, frozen=True):
     supervises (empty: every session on the account); ``key_refused``: the key was
     refused and has not worked since; ``failing_since``: since when (epoch seconds)
     polls have failed to reach the API (None: the last poll that could tell reached it);
-    ``failure``: the last such failure's kind, for people.
+    ``failure``: the first such failure's kind, for people.
     """
 
     listed: bool = False
@@ -148,15 +149,41 @@ class Facts(msgspec.Struct, frozen=True):
         key_refused: bool = False,
         failing_since: float | None = None,
         failure: str = "",
+        open_episodes: Iterable[Episode] | None = None,
     ) -> Facts:
-        """The facts of a poll from the records after it (those of sessions it does
-        not supervise are left out here)."""
-        wanted = set(configured)
+        """The facts of a poll from the records after it (of the sessions it supervises).
+        Given the ``open_episodes``, only the records that can matter are kept (see
+        ``relevant``)."""
+        wanted = frozenset(configured)
+        subjects = None if open_episodes is None else _subjects(open_episodes)
         sessions = tuple(
             SessionFacts.of(record) for record in records
-            if not wanted or record.session_id in wanted
+            if (not wanted or record.session_id in wanted)
+            and (subjects is None or _matters(record.session_id, record.phase,
+                                              record.gave_up, subjects))
         )
         return cls(listed, sessions, tuple(configured), key_refused, failing_since, failure)
+
+    def relevant(self, open_episodes: Iterable[Episode]) -> Facts:
+        """These facts without the sessions that cannot matter to ``reconcile`` against
+        ``open_episodes``: it reads the same from what is left (a poll of thousands of
+        healthy sessions hands it a few). Kept: the sessions that may open an episode
+        (needing a person, given up, gone) and the open episodes' subjects."""
+        subjects = _subjects(open_episodes)
+        return msgspec.structs.replace(self, sessions=tuple(
+            s for s in self.sessions if _matters(s.session_id, s.phase, s.gave_up, subjects)))
+
+
+def _subjects(open_episodes: Iterable[Episode]) -> frozenset[str]:
+    return frozenset(episode.subject for episode in open_episodes)
+
+
+def _matters(session_id: str, phase: Phase, gave_up: bool, subjects: frozenset[str]) -> bool:
+    return phase in _MAY_OPEN or gave_up or session_id in subjects
+
+
+# The phases in which a session may open an episode (``gave_up`` is read from its flag).
+_MAY_OPEN: Final = frozenset({Phase.NEEDS_PERSON, Phase.GONE, Phase.GAVE_UP})
 
 
 def reconcile(

@@ -78,6 +78,7 @@ class Alerting:
 
         def work() -> list[Transition]:
             outage = self.store.outage(word, now, failure)
+            known = self.store.open_episodes()
             facts = Facts.of(
                 self.store.records() if result.ok else (),
                 listed=result.ok,
@@ -85,9 +86,9 @@ class Alerting:
                 key_refused=key_refused,
                 failing_since=None if outage is None else outage.since,
                 failure="" if outage is None else outage.failure,
+                open_episodes=known,
             )
-            made = reconcile(self.store.open_episodes(), facts, now,
-                             unreachable_after=self.unreachable_after)
+            made = reconcile(known, facts, now, unreachable_after=self.unreachable_after)
             if not made:
                 return []
             return self.store.apply_transitions(made, self.channels, now)

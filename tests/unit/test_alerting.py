@@ -4,6 +4,8 @@ the transitions, the outbox rows and the events."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -284,3 +286,24 @@ async def test_the_daemon_awaits_its_after_poll_hooks_after_each_poll() -> None:
     assert calls == [0, 1]  # after each poll, before it is counted (and the listeners)
     crashed = [e for e in events if e["event"] == "poll.crashed"]
     assert len(crashed) == 2 and crashed[0]["during"] == "after_poll"
+
+
+async def test_a_poll_that_changes_nothing_writes_nothing_more(tmp_path: Path) -> None:
+    """With alerts on, a steady poll (one episode open, nothing new) commits what it
+    did before (its heartbeat) and no more."""
+    clock = FakeClock()
+    path = tmp_path / "state.db"
+    store = sqlite(path, clock)
+    api = FakeApi({"a": "WORKING", "q": "SCAN_QR_CODE"})
+    sup, alerts = supervisor(api, store, clock), alerting(store, clock)
+    await poll(sup, alerts)
+    with contextlib.closing(sqlite3.connect(path)) as observer:
+        def commits() -> int:
+            return int(observer.execute("PRAGMA data_version").fetchone()[0])
+
+        before = commits()
+        clock.advance(30)
+        result = await sup.poll()
+        after_poll = commits()
+        await alerts.after_poll(sup, result)
+        assert commits() == after_poll != before

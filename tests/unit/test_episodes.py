@@ -45,7 +45,11 @@ class Book:
         self.log: list[Transition] = []
 
     def poll(self, facts: Facts, now: float, after: float = AFTER) -> list[tuple[str, str, str]]:
-        made = reconcile(list(self.open.values()), facts, now, unreachable_after=after)
+        known = list(self.open.values())
+        made = reconcile(known, facts, now, unreachable_after=after)
+        # What the store's caller hands it (only the sessions that can matter) reads the same.
+        slim = facts.relevant(known)
+        assert reconcile(known, slim, now, unreachable_after=after) == made
         for t in made:
             if t.change is Change.OPENED:
                 assert t.episode.key not in self.open
@@ -311,3 +315,15 @@ def test_names_and_statuses_absent_are_empty_strings() -> None:
     assert (made.episode.session_name, made.episode.status) == ("", "")
 
 
+
+
+def test_facts_of_the_open_episodes_keep_only_the_sessions_that_can_matter() -> None:
+    records = [rec("h", Phase.HEALTHY), rec("q", Phase.NEEDS_PERSON), rec("g", Phase.GONE),
+               rec("u", Phase.UNHEALTHY, gave_up=True), rec("was", Phase.HEALTHY),
+               rec("x", Phase.UNHEALTHY)]
+    known = [Episode(Kind.NEEDS_PERSON, "was", T0)]
+    slim = Facts.of(records, listed=True, open_episodes=known)
+    assert [s.session_id for s in slim.sessions] == ["q", "g", "u", "was"]
+    assert slim == Facts.of(records, listed=True).relevant(known)
+    scoped = Facts.of(records, listed=True, configured=["q", "h"], open_episodes=known)
+    assert [s.session_id for s in scoped.sessions] == ["q"]
