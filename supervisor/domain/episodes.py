@@ -217,7 +217,7 @@ def reconcile(
 
 
 def _wanted(facts: Facts, now: float, unreachable_after: float) -> dict[tuple[Kind, str], Episode]:
-    """The episodes the facts say are open now (those judged; see ``_judged``)."""
+    """The episodes the facts say are open now (session ones only from a listing)."""
     found: dict[tuple[Kind, str], Episode] = {}
 
     def want(episode: Episode) -> None:
