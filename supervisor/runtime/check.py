@@ -21,6 +21,7 @@ then the table. Text from the API is shown with its control characters escaped.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 import msgspec
@@ -175,8 +176,22 @@ def _names(rows: list[Row]) -> str:
     return ", ".join(names)
 
 
-async def run_check(supervisor: Supervisor, *, dry_run: bool = False, wait: float = 0.0) -> Report:
+AfterPoll = Callable[[Supervisor, PollResult], Awaitable[object]]
+
+
+async def run_check(
+    supervisor: Supervisor,
+    *,
+    dry_run: bool = False,
+    wait: float = 0.0,
+    after_poll: AfterPoll | None = None,
+) -> Report:
+    """One pass; ``after_poll`` (the alert episodes' ``Alerting.after_poll``) is awaited
+    after each poll of it, except in a dry run, which writes nothing."""
+    hook = None if dry_run else after_poll
     result = await supervisor.poll(dry_run=dry_run)
+    if hook is not None:
+        await hook(supervisor, result)
     if not result.ok and result.state_error is not None:
         return Report(UNKNOWN, error=f"state file unusable: {result.state_error}")
     if not result.ok:
@@ -188,6 +203,8 @@ async def run_check(supervisor: Supervisor, *, dry_run: bool = False, wait: floa
         while _recovering(supervisor, touched) and supervisor.clock.monotonic() < deadline:
             await supervisor.clock.sleep(min(WAIT_STEP, deadline - supervisor.clock.monotonic()))
             again = await supervisor.poll()
+            if hook is not None:
+                await hook(supervisor, again)
             if again.ok:
                 touched |= again.touched
                 failed |= again.failed

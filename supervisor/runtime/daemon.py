@@ -13,7 +13,9 @@ the next poll back and awaits ``on_reload`` (see ``supervisor.runtime.reload``),
 hands the daemon the rebuilt supervisor and schedule through ``switch``.
 
 Small hooks let the shell around it add what ``run`` needs in production without the
-daemon knowing of systemd or HTTP: ``listeners`` (after each poll), ``background``
+daemon knowing of systemd or HTTP: ``listeners`` (after each poll), ``after_poll``
+(coroutines awaited after each poll, before the next, such as the alert episodes'
+``runtime.alerting.Alerting.after_poll``), ``background``
 (coroutines that run while the daemon runs, such as the systemd watchdog), ``on_stopping``
 (when a stop begins) and ``closers`` (awaited, in order, after the scheduler has stopped).
 
@@ -147,6 +149,7 @@ class Daemon:
         self.supervisor = supervisor
         self.schedule = Schedule(poll_interval, shutdown_grace, poll_jitter)
         self.listeners: list[Callable[[PollResult], None]] = []
+        self.after_poll: list[Callable[[Supervisor, PollResult], Awaitable[object]]] = []
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.on_stopping: list[Callable[[], None]] = []
         self.closers: list[Callable[[], Awaitable[None]]] = []
@@ -234,6 +237,11 @@ class Daemon:
                 if task.done():
                     self._inflight = None
                 release_freed_memory()  # the list answer, parsed and dropped
+            for hook in self.after_poll:  # before a reload may swap the supervisor
+                try:
+                    await hook(self.supervisor, result)
+                except Exception:  # a bug: the poll is done, the daemon goes on
+                    log.exception(ev.POLL_CRASHED, during="after_poll")
         self.polls += 1
         for listener in self.listeners:
             listener(result)

@@ -27,7 +27,7 @@ import msgspec
 from supervisor.domain.models import Phase, Record
 from supervisor.state.store import StateError
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 
 # --------------------------------------------------------------------- migrations
@@ -69,10 +69,36 @@ def _v3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    # The open alert episodes: at most one per kind and subject (a resolved one is
+    # deleted); ``kind`` a domain.episodes.Kind value, ``subject`` a session id or "".
+    conn.execute(
+        "CREATE TABLE episodes (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+        " subject TEXT NOT NULL, opened_at REAL NOT NULL, session_name TEXT NOT NULL"
+        " DEFAULT '', status TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '')"
+    )
+    conn.execute("CREATE UNIQUE INDEX episodes_open ON episodes (kind, subject)")
+    # Transitions waiting to be delivered, one row per channel; ``transition`` is a
+    # domain.episodes.Transition as msgspec JSON. Ids are never reused.
+    conn.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL,"
+        " transition TEXT NOT NULL, created_at REAL NOT NULL, attempts INTEGER NOT NULL"
+        " DEFAULT 0, next_try_at REAL NOT NULL DEFAULT 0)"
+    )
+    conn.execute("CREATE INDEX outbox_due ON outbox (channel, next_try_at)")
+    # What the episodes' rules watch before one opens: since when polls have failed to
+    # reach the API (``name`` = 'api'), and the last failure's kind.
+    conn.execute(
+        "CREATE TABLE alert_watch (name TEXT PRIMARY KEY, since REAL NOT NULL,"
+        " failure TEXT NOT NULL DEFAULT '')"
+    )
+
+
 MIGRATIONS: Final[tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...]] = (
     (1, "records and restart history", _v1),
     (2, "writer of each record; reason, status and next attempt in the history", _v2),
     (3, "the rate gate shared by processes, and their heartbeats", _v3),
+    (4, "open alert episodes, the alert outbox, and the outage watch", _v4),
 )
 
 

@@ -31,6 +31,7 @@ from typing import Final, Protocol, TypeVar
 
 import msgspec
 
+from supervisor.domain.episodes import Change, Episode, Kind, Pending, Transition
 from supervisor.domain.models import HistoryEntry, Record
 
 MEMORY: Final = ":memory:"  # the state location that keeps the state in memory (no file)
@@ -115,6 +116,76 @@ class Store(Protocol):
         seconds) and will not beat before then: its heartbeat says so."""
         ...
 
+    # Alerts: the open episodes, the outbox of transitions to deliver (the protocol
+    # ``supervisor.alerts.outbox.Outbox``: ``run`` and the methods below ``enqueue``),
+    # and since when polls have failed to reach the API.
+
+    def open_episodes(self) -> list[Episode]:
+        """The open alert episodes (of every process on the state), oldest first."""
+        ...
+
+    def open_counts(self) -> dict[Kind, int]:
+        """How many episodes are open, per kind (every kind, 0 included)."""
+        ...
+
+    def apply_transitions(
+        self, transitions: Sequence[Transition], channels: Sequence[str], now: float
+    ) -> list[Transition]:
+        """In one transaction: each opening whose kind and subject has no open episode
+        opens it, each resolution of the episode open now (the same ``opened_at``)
+        deletes it; what was applied is enqueued for every channel and returned. What
+        another process (or an earlier ``check``) applied already is not news: left out."""
+        ...
+
+    def outage(self, reached: bool | None, now: float, failure: str = "") -> Outage | None:
+        """This poll's word on the API: ``True`` it listed (the outage, if any, is over),
+        ``False`` it could not reach it (an outage starts now unless one is on, seen by
+        this or another process; ``failure`` its kind), ``None`` it cannot tell. The
+        outage on afterwards (None: none)."""
+        ...
+
+    def enqueue(
+        self, channels: Sequence[str], transitions: Sequence[Transition], now: float
+    ) -> None:
+        """One outbox row per channel and transition, due at once."""
+        ...
+
+    def due(self, channel: str, now: float, limit: int) -> list[Pending]:
+        """The channel's rows due by ``now`` (``next_try_at <= now``), oldest first."""
+        ...
+
+    def delivered(self, ids: Sequence[int]) -> None:
+        """These rows were delivered: gone from the outbox."""
+        ...
+
+    def retry(self, ids: Sequence[int], next_try_at: float) -> None:
+        """These rows failed once more: ``attempts`` + 1, due again at ``next_try_at``."""
+        ...
+
+    def expire(self, created_before: float) -> int:
+        """Drop the rows made before ``created_before``; how many were dropped."""
+        ...
+
+    def trim(self, keep: int) -> int:
+        """Drop the oldest rows beyond the newest ``keep``; how many were dropped."""
+        ...
+
+    def pending_count(self) -> int:
+        """Rows in the outbox, every channel's."""
+        ...
+
+
+class Outage(msgspec.Struct, frozen=True):
+    """Polls have failed to reach the API since ``since`` (epoch seconds); ``failure``
+    is the kind of the first failure (``unreachable``, ``timeout``...)."""
+
+    since: float
+    failure: str = ""
+
+
+def zero_counts() -> dict[Kind, int]:
+    return dict.fromkeys(Kind, 0)
+
 
 class MemoryStore:
     """Records in a dict, the history in a bounded deque; one process only."""
@@ -125,6 +196,10 @@ class MemoryStore:
         self._gate: dict[str, GateRow] = {}
         self._beats: dict[str, Heartbeat] = {}
         self._writer = f"{socket.gethostname()}:{os.getpid()}:memory"
+        self._episodes: dict[tuple[Kind, str], Episode] = {}
+        self._outbox: dict[int, Pending] = {}
+        self._outbox_ids = 0
+        self._outage: Outage | None = None
 
     def get(self, session_id: str) -> Record | None:
         return self._records.get(session_id)
@@ -195,6 +270,81 @@ class MemoryStore:
         known = self._beats.get(row_id)
         if known is not None:
             self._beats[row_id] = msgspec.structs.replace(known, waiting_until=until)
+
+    def open_episodes(self) -> list[Episode]:
+        return sorted(self._episodes.values(), key=lambda e: e.opened_at)
+
+    def open_counts(self) -> dict[Kind, int]:
+        counts = zero_counts()
+        for kind, _ in self._episodes:
+            counts[kind] += 1
+        return counts
+
+    def apply_transitions(
+        self, transitions: Sequence[Transition], channels: Sequence[str], now: float
+    ) -> list[Transition]:
+        applied: list[Transition] = []
+        for transition in transitions:
+            episode = transition.episode
+            known = self._episodes.get(episode.key)
+            if transition.change is Change.OPENED and known is None:
+                self._episodes[episode.key] = episode
+            elif (
+                transition.change is Change.RESOLVED
+                and known is not None
+                and known.opened_at == episode.opened_at
+            ):
+                del self._episodes[episode.key]
+            else:
+                continue
+            applied.append(transition)
+        self.enqueue(channels, applied, now)
+        return applied
+
+    def outage(self, reached: bool | None, now: float, failure: str = "") -> Outage | None:
+        if reached:
+            self._outage = None
+        elif reached is not None and self._outage is None:
+            self._outage = Outage(now, failure)
+        return self._outage
+
+    def enqueue(
+        self, channels: Sequence[str], transitions: Sequence[Transition], now: float
+    ) -> None:
+        for transition in transitions:
+            for channel in channels:
+                self._outbox_ids += 1
+                self._outbox[self._outbox_ids] = Pending(self._outbox_ids, channel,
+                                                         transition, now)
+
+    def due(self, channel: str, now: float, limit: int) -> list[Pending]:
+        found = [p for p in self._outbox.values()
+                 if p.channel == channel and p.next_try_at <= now]
+        return found[: max(0, limit)]
+
+    def delivered(self, ids: Sequence[int]) -> None:
+        for row_id in ids:
+            self._outbox.pop(row_id, None)
+
+    def retry(self, ids: Sequence[int], next_try_at: float) -> None:
+        for row_id in ids:
+            row = self._outbox.get(row_id)
+            if row is not None:
+                self._outbox[row_id] = msgspec.structs.replace(
+                    row, attempts=row.attempts + 1, next_try_at=next_try_at)
+
+    def expire(self, created_before: float) -> int:
+        old = [i for i, p in self._outbox.items() if p.created_at < created_before]
+        self.delivered(old)
+        return len(old)
+
+    def trim(self, keep: int) -> int:
+        extra = sorted(self._outbox)[: max(0, len(self._outbox) - max(0, keep))]
+        self.delivered(extra)
+        return len(extra)
+
+    def pending_count(self) -> int:
+        return len(self._outbox)
 
     def __len__(self) -> int:
         return len(self._records)

@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"domain", "state.store"},
     "runtime": {"domain", "api", "state", "config", *LEAVES},
     "ops": {"domain", "api", "state", "config", "runtime", *LEAVES},
+    "alerts": {"domain", "state", *LEAVES},
     "simulator": set(),
 }
 # What the domain may import from outside the standard library.

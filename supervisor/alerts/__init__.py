@@ -1,0 +1,1 @@
+"""Alerts: episodes to messages, grouping, the queue, channels."""
