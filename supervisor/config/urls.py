@@ -47,7 +47,7 @@ TAG = re.compile(r"[a-z0-9_-]{1,64}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
 _TAGS = re.compile(r"[A-Za-z0-9_,-]*")
 _PIECE = re.compile(r"[^/?&=:@#;]+")
-_TOKEN_PIECE = re.compile(r"(?=[^0-9]*[0-9])(?=.*[A-Za-z]).{8,}")
+_TOKEN_PIECE = re.compile(r"(?=[^0-9]*[0-9])(?=.*[A-Za-z])[^.]{8,}")
 
 
 class AlertUrl(NamedTuple):
@@ -103,23 +103,17 @@ def duplicates(urls: Sequence[AlertUrl]) -> list[tuple[AlertUrl, AlertUrl]]:
 
 def secret_pieces(url: str) -> tuple[str, ...]:
     """What of a URL must never be printed: the URL itself, the password in it, and every
-    piece of its path, query and user name that looks like a token (8 characters or more,
-    with letters and digits both): a log line may quote one alone. The host is not one."""
+    piece of it that looks like a token (8 characters or more, letters and digits both,
+    no dot): a log line may quote one alone. Apprise URLs keep tokens where a host would
+    be (``slack://TOKEN_A/TOKEN_B``, ``tgram://BOT_ID:TOKEN/CHAT``); a host name has dots."""
     pieces = [url]
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
     userinfo, _, _ = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    for found in (password, unquote(password)):
-        if found:
-            pieces.append(found)
-    rest = f"{user}/{parts.path}?{parts.query}#{parts.fragment}"
-    for piece in _PIECE.findall(rest):
-        if piece.lower() != host and _TOKEN_PIECE.fullmatch(piece):
-            pieces.append(piece)
-            if unquote(piece) != piece:
-                pieces.append(unquote(piece))
-    return tuple(dict.fromkeys(pieces))
+    password = userinfo.partition(":")[2]
+    for piece in (password, *_PIECE.findall(url.partition("://")[2])):
+        if piece is password or _TOKEN_PIECE.fullmatch(piece):
+            pieces.extend((piece, unquote(piece)))
+    return tuple(p for p in dict.fromkeys(pieces) if p)
 
 
 class UrlsFile(msgspec.Struct, frozen=True):

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Final
 
+# alert.*
+ALERT_URLS_FILE_PERMISSIONS: Final = "alert.urls_file_permissions"
+
 # api.*
 API_AUTH_FAILED: Final = "api.auth_failed"
 API_AUTH_RESTORED: Final = "api.auth_restored"
