@@ -7,6 +7,11 @@ side, and ``Settings.settings_customise_sources`` keeps to keyword arguments for
 built in code. A ``Settings`` subclass made per load would do as well, but defining one
 rebuilds the model's schema (about 20 ms here, on every ``check``).
 
+``alerts.urls_file`` is read here too, from the highest-priority source that names it,
+before validation (as the key file is by its source); its URLs are handed to the settings
+after, and what only the list and the file together show (a URL twice, a route to a tag
+no URL carries) is checked then.
+
 Every problem, whether found while reading a source or while validating, becomes one line
 naming the key and its source, and all of them are raised together as ``ConfigError``.
 """
