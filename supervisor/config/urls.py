@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from supervisor.config.files import read_regular_file, readable_by_others
 from supervisor.config.origin import Origin
+from supervisor.config.problems import TOKEN_LIKE
 
 __all__ = [
     "TAG",
@@ -72,7 +73,8 @@ def parse_entry(text: str, where: str) -> AlertUrl:
     tags_text, eq, scheme = head.rpartition("=") if "=" in head else ("", "", head)
     if not sep or not _SCHEME.fullmatch(scheme):
         raise ValueError("not an Apprise URL (scheme://...)")
-    shown = f"a {scheme.lower()}:// URL"
+    # A scheme that looks like a token is a token pasted in the wrong place: not shown.
+    shown = "an Apprise URL" if TOKEN_LIKE.fullmatch(scheme) else f"a {scheme.lower()}:// URL"
     if eq and not _TAGS.fullmatch(tags_text):
         raise ValueError(
             f"{shown} whose tags are not letters, digits, _ and -, separated by commas"
@@ -81,7 +83,7 @@ def parse_entry(text: str, where: str) -> AlertUrl:
     if eq and (not tags or not all(TAG.fullmatch(t) for t in tags)):
         raise ValueError(f"{shown} with an empty or overlong tag before its =")
     if not rest:
-        raise ValueError(f"{shown} that names nothing after {scheme.lower()}://")
+        raise ValueError(f"{shown} that names nothing after its scheme://")
     if not rest.isprintable() or any(ch.isspace() for ch in rest):
         raise ValueError(f"{shown} with a space or a control character in it")
     return AlertUrl(SecretStr(f"{scheme}://{rest}"), tags, scheme.lower(), where)

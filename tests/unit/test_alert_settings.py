@@ -197,7 +197,7 @@ def test_a_bad_line_of_the_urls_file_is_named_by_number_never_shown(tmp_path: Pa
     assert found == [
         f"alerts.urls_file: {path} line 2 is not an Apprise URL (scheme://...) "
         f"(from environment variable {FILE_ENV})",
-        f"alerts.urls_file: {path} line 3 is a tgram:// URL that names nothing after tgram:// "
+        f"alerts.urls_file: {path} line 3 is a tgram:// URL that names nothing after its scheme:// "
         f"(from environment variable {FILE_ENV})",
     ]
     assert_no_secret("\n".join(found))
@@ -252,7 +252,8 @@ def test_the_example_message_of_the_brief() -> None:
         (f"slack//{TOKEN}", "not an Apprise URL (scheme://...)"),
         (f"://{TOKEN}", "not an Apprise URL (scheme://...)"),
         (f"sl@ck://{TOKEN}", "not an Apprise URL (scheme://...)"),
-        ("slack://", "a slack:// URL that names nothing after slack://"),
+        ("slack://", "a slack:// URL that names nothing after its scheme://"),
+        (f"{TOKEN}://x y", "an Apprise URL with a space or a control character in it"),
         (f"on call=slack://{TOKEN}", "a slack:// URL whose tags are not letters, digits, _ and -,"
                                      " separated by commas"),
         (f"=slack://{TOKEN}", "a slack:// URL with an empty or overlong tag before its ="),
