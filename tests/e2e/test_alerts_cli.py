@@ -4,11 +4,15 @@ the simulator over real HTTP)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -69,3 +73,50 @@ def test_config_prints_no_url_and_alerts_test_says_none_configured(
     none = cli("alerts", "test")
     assert none.returncode == 3
     assert none.stderr.startswith("wasend-supervisor: no alerts configured")
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    bodies: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        type(self).bodies.append(self.rfile.read(length))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def _free_closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_alerts_test_sends_to_a_real_receiver_and_names_the_one_that_is_down(
+        tmp_path: Path) -> None:
+    """Needs helper "delivery"'s channels (and Apprise): runs once they are merged."""
+    pytest.importorskip("supervisor.alerts.channels")
+    _Receiver.bodies = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        up = f"json://user:{TOKEN}@127.0.0.1:{server.server_address[1]}/hook"
+        down = f"json://user:{TOKEN}x@127.0.0.1:{_free_closed_port()}/hook"
+        done = cli("alerts", "test", env={"WASEND_SUPERVISOR_ALERTS__URLS": f"{up}\n{down}",
+                                          "WASEND_SUPERVISOR_REQUEST_TIMEOUT": "5"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "apprise-1 (json:// (alerts.urls item 1)): delivered"
+    assert lines[1].startswith("apprise-2 (json:// (alerts.urls item 2)): failed: ")
+    assert len(lines) == 2
+    assert TOKEN not in done.stdout + done.stderr
+    [body] = _Receiver.bodies
+    assert b"test" in body
