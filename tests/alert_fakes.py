@@ -27,7 +27,9 @@ class Message(msgspec.Struct, frozen=True):
 
 
 class DeliveryFailed(Exception):
-    pass
+    def __init__(self, channel: str, reason: str) -> None:
+        super().__init__(f"{channel}: {reason}")
+        self.channel, self.reason = channel, reason
 
 
 class AppriseChannel:
@@ -35,7 +37,7 @@ class AppriseChannel:
         self.id, self.url, self.tags = id, url, tuple(tags)
 
     async def send(self, message: Message) -> None:
-        raise DeliveryFailed(f"{self.id}: the stand-in channel sends nothing")
+        raise DeliveryFailed(self.id, "the stand-in channel sends nothing")
 
 
 class AlertmanagerChannel:
@@ -43,7 +45,7 @@ class AlertmanagerChannel:
         self.id, self.base_url, self.http = id, base_url, http
 
     async def send(self, message: Message) -> None:
-        raise DeliveryFailed(f"{self.id}: the stand-in channel sends nothing")
+        raise DeliveryFailed(self.id, "the stand-in channel sends nothing")
 
     async def refresh(self, open: Sequence[Episode], now: float) -> None:
         return None

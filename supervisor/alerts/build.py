@@ -4,9 +4,9 @@ One ``AppriseChannel`` per Apprise URL, in the order of ``AlertSettings.channel_
 (``alerts.urls``, then ``alerts.urls_file``'s lines), named ``apprise-1``, ``apprise-2``...;
 and one ``AlertmanagerChannel``, named ``alertmanager``, when ``alerts.alertmanager_url`` is
 set. A channel's id is stable while the configuration is, and never holds a secret: the
-outbox keeps rows by it. ``recipients`` says which channels a kind of alert goes to
-(``alerts.routes``): a routed kind to the URLs carrying one of its tags, any other kind to
-every URL; Alertmanager gets every kind (its own routing does the rest).
+outbox keeps rows by it. Each Apprise channel carries its URL's tags; ``routes`` hands the
+sender ``alerts.routes`` by kind (a routed kind goes only to the URLs carrying one of its
+tags, any other kind to every URL; Alertmanager gets every kind).
 
 Apprise is imported by the channels, on their first send, never here.
 """
@@ -38,7 +38,7 @@ __all__ = [
     "channels",
     "describe",
     "probe_message",
-    "recipients",
+    "routes",
     "send_test",
     "warn_urls_file_exposure",
 ]
@@ -59,17 +59,10 @@ def channel_ids(alerts: AlertSettings) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def recipients(alerts: AlertSettings, kind: Kind) -> tuple[str, ...]:
-    """The ids of the channels alerts of ``kind`` go to (``alerts.routes``)."""
-    tags = alerts.route(kind)
-    ids = [
-        f"{APPRISE_PREFIX}{n}"
-        for n, entry in enumerate(alerts.channel_urls(), 1)
-        if tags is None or set(tags) & set(entry.tags)
-    ]
-    if alerts.alertmanager_url is not None:
-        ids.append(ALERTMANAGER_ID)
-    return tuple(ids)
+def routes(alerts: AlertSettings) -> dict[Kind, tuple[str, ...]]:
+    """``alerts.routes`` by kind, as the sender takes them: a kind routed to tags goes only
+    to the Apprise channels carrying one of them (``channels.routed``)."""
+    return {Kind(kind): tags for kind, tags in alerts.routes}
 
 
 def describe(alerts: AlertSettings) -> dict[str, str]:
@@ -143,7 +136,7 @@ async def send_test(
 ) -> list[tuple[str, str | None]]:
     """Send ``message`` to every channel at once, each bounded by ``timeout`` seconds:
     (id, None) for each delivered, (id, why not) for each other, in the order given.
-    Why not is safe to print: a ``DeliveryFailed``'s text, a timeout, or an exception's
+    Why not is safe to print: a ``DeliveryFailed``'s reason, a timeout, or an exception's
     type (never its text, which might quote a URL)."""
     from supervisor.alerts.channels import DeliveryFailed  # noqa: PLC0415  (as above)
 
@@ -151,8 +144,8 @@ async def send_test(
         try:
             async with asyncio.timeout(timeout):
                 await channel.send(message)
-        except DeliveryFailed as exc:
-            return str(exc) or "not delivered"
+        except DeliveryFailed as exc:  # its reason: the line names the channel already
+            return str(getattr(exc, "reason", "") or exc) or "not delivered"
         except TimeoutError:
             return f"no answer within {timeout:g} s"
         except Exception as exc:  # reported, not raised: one line per channel

@@ -52,8 +52,6 @@ def test_check_without_alerts_imports_neither_apprise_nor_the_alerts(
     loaded = [m for m in modules if m == "apprise" or m.startswith("apprise.")
               or m == "supervisor.alerts" or m.startswith("supervisor.alerts.")]
     assert loaded == []
-    # nor the episodes' kinds, which only routed alerts need at load
-    assert "supervisor.domain.episodes" not in modules
 
 
 def test_config_prints_no_url_and_alerts_test_says_none_configured(

@@ -51,7 +51,7 @@ class Recording:
 
         self.sent.append(message)
         if self.outcome == "fail":
-            raise DeliveryFailed(f"{self.id}: HTTP 500 from the service")
+            raise DeliveryFailed(self.id, "HTTP 500 from the service")
         if self.outcome == "hang":
             await asyncio.Event().wait()
         if self.outcome == "break":
@@ -73,18 +73,16 @@ def test_no_channels_without_alerts() -> None:
     alerts = Settings().alerts
     assert build.channels(alerts) == []
     assert build.channel_ids(alerts) == ()
-    assert build.recipients(alerts, Kind.GONE) == ()
 
 
-def test_a_routed_kind_goes_to_its_tags_others_everywhere_alertmanager_always(
-        tmp_path: Path) -> None:
+def test_the_routes_by_kind_and_each_channel_with_its_urls_tags(tmp_path: Path) -> None:
     alerts = alerts_with(tmp_path, WASEND_SUPERVISOR_ALERTS__URLS=f"oncall={SLACK} {HOOK}",
-                         WASEND_SUPERVISOR_ALERTS__ALERTMANAGER_URL="http://127.0.0.1:9093",
                          WASEND_SUPERVISOR_ALERTS__ROUTES="needs_person=oncall gone=ops,oncall")
-    assert build.recipients(alerts, Kind.NEEDS_PERSON) == ("apprise-1", "alertmanager")
-    assert build.recipients(alerts, Kind.GONE) == ("apprise-1", "apprise-3", "alertmanager")
-    assert build.recipients(alerts, Kind.GAVE_UP) == (
-        "apprise-1", "apprise-2", "apprise-3", "alertmanager")
+    assert build.routes(alerts) == {Kind.NEEDS_PERSON: ("oncall",), Kind.GONE: ("ops", "oncall")}
+    assert all(isinstance(kind, Kind) for kind in build.routes(alerts))
+    made = build.channels(alerts)
+    assert [set(c.tags) for c in made] == [{"oncall"}, set(), {"ops"}]
+    assert build.routes(Settings().alerts) == {}
 
 
 def test_each_channel_is_described_without_a_secret(tmp_path: Path) -> None:
@@ -130,7 +128,7 @@ def test_send_test_reports_each_channel_in_order_bounded_by_the_timeout() -> Non
     results = asyncio.run(build.send_test(channels, message, timeout=0.05))
     assert results == [
         ("apprise-1", None),
-        ("apprise-2", "apprise-2: HTTP 500 from the service"),
+        ("apprise-2", "HTTP 500 from the service"),
         ("apprise-3", "no answer within 0.05 s"),
         ("alertmanager", "not delivered (RuntimeError)"),  # never the exception's text
     ]

@@ -115,7 +115,7 @@ def test_alerts_test_exits_1_when_a_channel_did_not_take_it_and_shows_no_secret(
     async def leaky(message: object) -> None:
         from supervisor.alerts.channels import DeliveryFailed
 
-        raise DeliveryFailed(f"refused by {HOOK}")  # a channel that forgot the rule
+        raise DeliveryFailed("apprise-2", f"refused by {HOOK}")  # one that forgot the rule
 
     made[1].send = leaky  # type: ignore[method-assign]
     assert cli.main(["alerts", "test"]) == 1
