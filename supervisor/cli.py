@@ -318,7 +318,9 @@ def _run(args: argparse.Namespace) -> int:
     from supervisor import logs
     from supervisor.domain.secrets import Secrets
 
-    secrets = Secrets()  # the process's: redacted from its log lines and the API's errors
+    # The process's: redacted from its log lines and the API's errors (the key, added by
+    # the client, and the alert URLs).
+    secrets = Secrets(settings.alerts.secret_values())
     logs.configure(settings.log_format, settings.log_level, sys.stdout, secrets=secrets)
     return asyncio.run(_run_async(settings, lambda: _reload(args), secrets))
 
@@ -386,7 +388,9 @@ def _check(args: argparse.Namespace) -> int:
 
     # stdout carries the report; the events go to stderr.
     level = check_log_level(settings, quiet=args.quiet, tty=sys.stderr.isatty())
-    secrets = Secrets()  # the process's: redacted from its log lines and the API's errors
+    # The process's: redacted from its log lines and the API's errors (the key, added by
+    # the client, and the alert URLs).
+    secrets = Secrets(settings.alerts.secret_values())
     logs.configure(settings.log_format, level, sys.stderr, secrets=secrets)
     return asyncio.run(_check_async(settings, args, secrets))
 

@@ -202,3 +202,25 @@ def test_alerts_list_without_a_state_file_yet(capsys: pytest.CaptureFixture[str]
     assert cli.main(["alerts", "list", "--state-path", str(path)]) == 0
     assert capsys.readouterr().err == (
         f"wasend-supervisor: no state file at {path} yet (run or check creates it)\n")
+
+
+@pytest.mark.parametrize("mode", ["run", "check"])
+def test_run_and_check_hand_the_alert_urls_to_the_process_secrets(
+        mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisor import logs
+
+    monkeypatch.setenv("WASEND_API_KEY", "sk-cli-test-key")
+    monkeypatch.setenv(URLS_ENV, SLACK)
+    seen: list[Any] = []
+
+    def configure(*args: Any, secrets: Any = None, **kwargs: Any) -> None:
+        seen.append(secrets)
+
+    async def instead(*args: Any) -> int:
+        return 0
+
+    monkeypatch.setattr(logs, "configure", configure)
+    monkeypatch.setattr(cli, "_run_async" if mode == "run" else "_check_async", instead)
+    assert cli.main([mode]) == 0
+    [secrets] = seen
+    assert secrets.redact(f"x {SLACK} y {TOKEN}") == "x [REDACTED] y [REDACTED]"
