@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from pydantic_settings import PydanticBaseSettingsSource
 
 from supervisor.config.files import read_failure
-from supervisor.config.key import API_KEY_ENV, API_KEY_FILE_NAME
+from supervisor.config.key import API_KEY_ENV, API_KEY_FILE_NAME, CREDENTIALS_ENV
 from supervisor.config.model import Settings
 from supervisor.config.origin import Given, Origin
 from supervisor.config.problems import ConfigError, Problems, validation_problems
@@ -95,7 +95,7 @@ def load_settings(
             f"or provide a file named {API_KEY_FILE_NAME} in {where} (default)"
         )
     urls_file = _read_urls_file([command_line.given, environment.given,
-                                 *([] if config is None else [config.given])], problems)
+                                 *([] if config is None else [config.given])], env, problems)
     state_default = StateDefaultSource(Settings, env, problems)
     sources: list[PydanticBaseSettingsSource] = [command_line, environment, key]
     givens: list[Given] = [command_line.given, environment.given, key.given]
@@ -125,10 +125,13 @@ def load_settings(
     return settings
 
 
-def _read_urls_file(givens: Sequence[Given], problems: Problems) -> UrlsFile | None:
+def _read_urls_file(givens: Sequence[Given], env: Mapping[str, str],
+                    problems: Problems) -> UrlsFile | None:
     """``alerts.urls_file``, from the highest-priority source that names it, read now:
     its URLs, or None (and a problem line for the file or for each bad line, naming the
-    line but never showing it)."""
+    line but never showing it). Who else may read it is not asked of a systemd credential
+    (a file in ``$CREDENTIALS_DIRECTORY``): systemd keeps those where only the service can
+    open them, as for the key."""
     given = next((g for g in givens if "alerts.urls_file" in g.values), None)
     if given is None:
         return None
@@ -150,6 +153,9 @@ def _read_urls_file(givens: Sequence[Given], problems: Problems) -> UrlsFile | N
             problems.add(f"alerts.urls_file: {path} line {number} is {exc} ({origin.long()})")
     if not lines:
         problems.add(f"alerts.urls_file: {path} holds no URL ({origin.long()})")
+    credentials = env.get(CREDENTIALS_ENV)
+    if credentials and path.parent == Path(credentials):
+        exposure = None
     return UrlsFile(path, origin, tuple(urls), exposure)
 
 

@@ -299,11 +299,12 @@ class StatusSettings(BaseModel):
 # --- alerts --------------------------------------------------------------------------------
 
 
-def _entries(value: Any) -> tuple[str, ...]:
+def _entries(value: Any) -> Any:
     """Text as a list of entries: a JSON list, else separated by whitespace (spaces or
-    newlines; an Apprise URL holds none, and may hold commas)."""
+    newlines; an Apprise URL holds none, and may hold commas). Anything else as given:
+    the caller checks that it is a list of strings."""
     if not isinstance(value, str):
-        return value  # type: ignore[no-any-return]  # a list: its items are checked
+        return value
     text = value.strip()
     if text.startswith("["):
         try:
@@ -312,7 +313,7 @@ def _entries(value: Any) -> tuple[str, ...]:
             raise PydanticCustomError(
                 "list_text", "must be a JSON list or URLs separated by spaces or newlines"
             ) from None
-        return found  # type: ignore[no-any-return]
+        return found
     return tuple(text.split())
 
 

@@ -164,6 +164,14 @@ def test_a_urls_file_others_can_read_is_noted(tmp_path: Path) -> None:
     assert read is not None and read.exposure == (0o644, "other users")
 
 
+def test_a_systemd_credential_is_not_asked_who_else_may_read_it(tmp_path: Path) -> None:
+    path = urls_file(tmp_path, SLACK + "\n", mode=0o644, name="wasend_alert_urls")
+    s = load({FILE_ENV: str(path), "CREDENTIALS_DIRECTORY": str(tmp_path)})
+    read = s.alerts.urls_file_read()
+    assert read is not None and read.exposure is None
+    assert urls_of(s) == [SLACK]
+
+
 def test_a_missing_urls_file_is_one_line_naming_it_and_its_source(tmp_path: Path) -> None:
     path = tmp_path / "nope"
     assert problems({FILE_ENV: str(path)}) == [
