@@ -5,6 +5,7 @@ Exit statuses (also in the README, and in ``--help``: the epilogs below):
     1-3 ``check`` only, as a monitoring plugin (see ``supervisor.runtime.check``); for ``check``,
         a usage error and an invalid configuration are 3 (UNKNOWN) too
     2   bad command-line usage (argparse), except for ``check``
+    1, 3 ``alerts test``: a channel did not take the test message (1); no alerts configured (3)
     69  a needed optional part is not installed (the simulator extra)
     71  ``run``: the health and metrics listener could not bind its address
     78  invalid configuration (one line per problem on stderr; EX_CONFIG), including a
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from supervisor.domain.secrets import Secrets
 
 EX_USAGE = 2  # argparse's
+EX_NO_ALERTS = 3  # alerts test: nothing to test
 EX_UNAVAILABLE = 69
 EX_OSERR = 71
 EX_CONFIG = 78
@@ -44,7 +46,9 @@ CHECK_QUIET_LOG_LEVEL = "warning"
 EXITS = """exit statuses:
   0    success (run: stopped cleanly; check: every session healthy)
   1-3  check: WARNING, CRITICAL, UNKNOWN (see check --help)
+  1    alerts test: a channel did not take the test message
   2    a command-line usage error (check: 3)
+  3    alerts test: no alerts configured
   69   simulate, demo: the 'simulator' extra is not installed
   71   run: the http_listen address could not be bound
   78   invalid configuration, or a state file that cannot be used (check: 3)
@@ -69,6 +73,18 @@ RUN_EXITS = """exit statuses:
   78   invalid configuration, or a state file that cannot be used (EX_CONFIG: systemd's
        RestartPreventExitStatus)
   130  a second Ctrl-C forced an immediate exit"""
+
+ALERTS_TEST_EXITS = """exit statuses:
+  0   every channel took the test message
+  1   at least one did not (one line per channel says which, and why)
+  2   a command-line usage error
+  3   no alerts configured (no alerts.urls, alerts.urls_file or alerts.alertmanager_url)
+  78  invalid configuration: one line per problem on stderr (EX_CONFIG)"""
+
+ALERTS_LIST_EXITS = """exit statuses:
+  0   listed (none open is a list too); or no state file yet
+  2   a command-line usage error
+  78  invalid configuration, or a state file that cannot be used"""
 
 CONFIG_EXITS = """exit statuses:
   0   the configuration is valid (printed)
@@ -206,6 +222,8 @@ def build_parser() -> _Parser:
     check.add_argument("--quiet", action="store_true",
                        help="print nothing when every session is OK, and only the sessions "
                             "that are not otherwise (for cron)")
+    check.add_argument("--no-alerts", dest="no_alerts", action="store_true",
+                       help="send no alerts, even when alerts are configured")
 
     config = sub.add_parser("config", help="validate and print the effective configuration",
                             epilog=CONFIG_EXITS, formatter_class=_SettingsHelp)
@@ -234,6 +252,20 @@ def build_parser() -> _Parser:
     history.add_argument("--limit", type=int, default=200, metavar="N",
                          help="the last N rows (default 200; 0: all)")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    alerts = sub.add_parser("alerts", help="the alert channels: send a test message, list "
+                                           "the open episodes")
+    commands = alerts.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
+    alerts_test = commands.add_parser(
+        "test", help="send a test message to every configured channel and say how each went",
+        epilog=ALERTS_TEST_EXITS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    alerts_test.add_argument("--config", type=Path, metavar="PATH",
+                             help="TOML configuration file (env: WASEND_SUPERVISOR_CONFIG)")
+    alerts_list = commands.add_parser(
+        "list", help="the open alert episodes, from the state file (no API call, no key)",
+        epilog=ALERTS_LIST_EXITS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _state_flags(alerts_list)
+    alerts_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     # The simulator's own command line parses the rest (supervisor.simulator.cli, imported
     # only when this mode runs): no prefix character here, so that every flag is passed on.
@@ -286,7 +318,9 @@ def _run(args: argparse.Namespace) -> int:
     from supervisor import logs
     from supervisor.domain.secrets import Secrets
 
-    secrets = Secrets()  # the process's: redacted from its log lines and the API's errors
+    # The process's: redacted from its log lines and the API's errors (the key, added by
+    # the client, and the alert URLs).
+    secrets = Secrets(settings.alerts.secret_values())
     logs.configure(settings.log_format, settings.log_level, sys.stdout, secrets=secrets)
     return asyncio.run(_run_async(settings, lambda: _reload(args), secrets))
 
@@ -354,7 +388,9 @@ def _check(args: argparse.Namespace) -> int:
 
     # stdout carries the report; the events go to stderr.
     level = check_log_level(settings, quiet=args.quiet, tty=sys.stderr.isatty())
-    secrets = Secrets()  # the process's: redacted from its log lines and the API's errors
+    # The process's: redacted from its log lines and the API's errors (the key, added by
+    # the client, and the alert URLs).
+    secrets = Secrets(settings.alerts.secret_values())
     logs.configure(settings.log_format, level, sys.stderr, secrets=secrets)
     return asyncio.run(_check_async(settings, args, secrets))
 
@@ -542,6 +578,72 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alerts(args: argparse.Namespace) -> int:
+    return _alerts_test(args) if args.alerts_command == "test" else _alerts_list(args)
+
+
+def _alerts_test(args: argparse.Namespace) -> int:
+    """Send a test message to every channel: one line per channel on stdout, 0 only if
+    every one took it."""
+    settings = load(args, require_api_key=False)
+    if isinstance(settings, int):
+        return settings
+    if not settings.alerts.enabled:
+        print(f"{PROG}: no alerts configured (set alerts.urls, alerts.urls_file or "
+              "alerts.alertmanager_url)", file=sys.stderr)
+        return EX_NO_ALERTS
+    from supervisor import logs
+    from supervisor.domain.secrets import Secrets
+
+    secrets = Secrets(settings.alerts.secret_values())  # never in a log line or a result
+    logs.configure(settings.log_format, settings.log_level, sys.stderr, secrets=secrets)
+    _started()
+    return asyncio.run(_alerts_test_async(settings, secrets))
+
+
+async def _alerts_test_async(settings: Settings, secrets: Secrets) -> int:
+    import socket
+    import time
+
+    import httpx
+
+    from supervisor.alerts import build
+
+    alerts = settings.alerts
+    http = (None if alerts.alertmanager_url is None
+            else httpx.AsyncClient(trust_env=False, timeout=settings.request_timeout))
+    try:
+        channels = build.channels(alerts, http=http)
+        message = build.probe_message(socket.gethostname(), time.time())
+        results = await build.send_test(channels, message, timeout=settings.request_timeout)
+    finally:
+        if http is not None:
+            await http.aclose()
+    names = build.describe(alerts)
+    for channel_id, problem in results:
+        outcome = "delivered" if problem is None else f"failed: {secrets.redact(problem)}"
+        print(f"{channel_id} ({names.get(channel_id, '?')}): {outcome}")
+    return 0 if all(problem is None for _, problem in results) else 1
+
+
+def _alerts_list(args: argparse.Namespace) -> int:
+    """The open alert episodes in the state file (as ``history``: read-only, no key)."""
+    opened = _open_state(args)
+    if isinstance(opened, int):
+        return opened
+    _settings, store = opened
+    import time
+
+    from supervisor.alerts.listing import render_episodes
+
+    try:
+        episodes = store.open_episodes()
+    finally:
+        store.close()
+    print(render_episodes(episodes, time.time(), as_json=args.json, location=store.location))
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     try:
         from supervisor.simulator.cli import main as simulator_main
@@ -567,6 +669,7 @@ MODES = {
     "status": _status,
     "retry": _retry,
     "history": _history,
+    "alerts": _alerts,
     "simulate": _simulate,
     "demo": _demo,
 }

@@ -1,4 +1,5 @@
-"""Reading a key or configuration file: a regular file of bounded size, never blocking."""
+"""Reading a key, alert URL or configuration file: a regular file of bounded size, never
+blocking; and who else may read one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["read_failure", "read_regular_file"]
+__all__ = ["read_failure", "read_regular_file", "readable_by_others"]
 
 _FILE_TYPES = (
     (stat.S_ISFIFO, "a FIFO"),
@@ -63,3 +64,20 @@ def read_failure(exc: OSError | UnicodeDecodeError) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return "not UTF-8 text"  # str(exc) would quote a byte of the file
     return exc.strerror or type(exc).__name__
+
+
+def readable_by_others(info: os.stat_result) -> str | None:
+    """Who else may read a secret file (a key, the alert URLs) with this status: ``other
+    users``, ``group NAME`` (a group the supervisor is not in), or None. A group the
+    supervisor's own process is in (its primary group, or a supplementary one such as a
+    Kubernetes ``fsGroup``) is trusted: that is how a key is shared with a service account."""
+    if info.st_mode & stat.S_IROTH:
+        return "other users"
+    if info.st_mode & stat.S_IRGRP and info.st_gid not in {os.getgid(), *os.getgroups()}:
+        import grp  # noqa: PLC0415  (only this rare message needs it)
+
+        try:
+            return f"group {grp.getgrgid(info.st_gid).gr_name}"
+        except KeyError:
+            return f"group {info.st_gid}"
+    return None

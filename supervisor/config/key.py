@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import SecretStr
 
-from supervisor.config.files import read_failure, read_regular_file
+from supervisor.config.files import read_failure, read_regular_file, readable_by_others
 from supervisor.config.origin import Origin
 from supervisor.config.problems import ConfigError
 from supervisor.domain.api_key import key_problem
@@ -45,23 +45,6 @@ def _read_key(path: Path) -> tuple[SecretStr, os.stat_result]:
     OSError or UnicodeDecodeError, never blocks (``read_regular_file``)."""
     data, info = read_regular_file(path, KEY_FILE_MAX_BYTES, "a key file")
     return SecretStr(data.decode("utf-8").strip()), info
-
-
-def _exposure(info: os.stat_result) -> str | None:
-    """Who else may read a key file with this status: ``other users``, ``group NAME``
-    (a group the supervisor is not in), or None. A group the supervisor's own process is
-    in (its primary group, or a supplementary one such as a Kubernetes ``fsGroup``) is
-    trusted: that is how a key is shared with a service account."""
-    if info.st_mode & stat.S_IROTH:
-        return "other users"
-    if info.st_mode & stat.S_IRGRP and info.st_gid not in {os.getgid(), *os.getgroups()}:
-        import grp  # noqa: PLC0415  (only this rare message needs it)
-
-        try:
-            return f"group {grp.getgrgid(info.st_gid).gr_name}"
-        except KeyError:
-            return f"group {info.st_gid}"
-    return None
 
 
 class ApiKeySource:
@@ -112,7 +95,7 @@ class ApiKeySource:
         read it. A systemd credential is not checked: systemd keeps it in a directory
         only the service can open, whatever the file's own mode (0400 or 0440)."""
         key, info = _read_key(Path(self._location))
-        who = None if self._kind == "credential" else _exposure(info)
+        who = None if self._kind == "credential" else readable_by_others(info)
         self._exposure = None if who is None else (stat.S_IMODE(info.st_mode), who)
         return key
 

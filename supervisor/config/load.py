@@ -7,6 +7,11 @@ side, and ``Settings.settings_customise_sources`` keeps to keyword arguments for
 built in code. A ``Settings`` subclass made per load would do as well, but defining one
 rebuilds the model's schema (about 20 ms here, on every ``check``).
 
+``alerts.urls_file`` is read here too, from the highest-priority source that names it,
+before validation (as the key file is by its source); its URLs are handed to the settings
+after, and what only the list and the file together show (a URL twice, a route to a tag
+no URL carries) is checked then.
+
 Every problem, whether found while reading a source or while validating, becomes one line
 naming the key and its source, and all of them are raised together as ``ConfigError``.
 """
@@ -21,7 +26,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import PydanticBaseSettingsSource
 
-from supervisor.config.key import API_KEY_ENV, API_KEY_FILE_NAME
+from supervisor.config.files import read_failure
+from supervisor.config.key import API_KEY_ENV, API_KEY_FILE_NAME, CREDENTIALS_ENV
 from supervisor.config.model import Settings
 from supervisor.config.origin import Given, Origin
 from supervisor.config.problems import ConfigError, Problems, validation_problems
@@ -33,6 +39,14 @@ from supervisor.config.sources import (
     StateDefaultSource,
     config_file_of,
     secret_dirs,
+)
+from supervisor.config.urls import (
+    AlertUrl,
+    UrlsFile,
+    duplicates,
+    parse_entry,
+    read_urls_file,
+    tags_of,
 )
 
 __all__ = ["load_settings"]
@@ -80,6 +94,8 @@ def load_settings(
             f"api_key: no API key found; set {API_KEY_ENV}, set api_key_file, "
             f"or provide a file named {API_KEY_FILE_NAME} in {where} (default)"
         )
+    urls_file = _read_urls_file([command_line.given, environment.given,
+                                 *([] if config is None else [config.given])], env, problems)
     state_default = StateDefaultSource(Settings, env, problems)
     sources: list[PydanticBaseSettingsSource] = [command_line, environment, key]
     givens: list[Given] = [command_line.given, environment.given, key.given]
@@ -102,7 +118,65 @@ def load_settings(
     settings._origins = _origins(givens)
     settings._api_key_source = key.source
     settings._config_file = config_file
+    settings.alerts._file = urls_file
+    problems.lines.extend(_alert_problems(settings))
+    if problems.lines:
+        raise ConfigError(problems.lines)
     return settings
+
+
+def _read_urls_file(givens: Sequence[Given], env: Mapping[str, str],
+                    problems: Problems) -> UrlsFile | None:
+    """``alerts.urls_file``, from the highest-priority source that names it, read now:
+    its URLs, or None (and a problem line for the file or for each bad line, naming the
+    line but never showing it). Who else may read it is not asked of a systemd credential
+    (a file in ``$CREDENTIALS_DIRECTORY``): systemd keeps those where only the service can
+    open them, as for the key."""
+    given = next((g for g in givens if "alerts.urls_file" in g.values), None)
+    if given is None:
+        return None
+    path, origin = given.values["alerts.urls_file"], given.origins["alerts.urls_file"]
+    if not isinstance(path, Path):
+        return None  # pydantic reports the value
+    try:
+        lines, exposure = read_urls_file(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add(f"alerts.urls_file: cannot read {path}: {read_failure(exc)} "
+                     f"({origin.long()})")
+        return None
+    urls: list[AlertUrl] = []
+    for number, text in lines:
+        problems.remember(text)
+        try:
+            urls.append(parse_entry(text, f"{path} line {number}"))
+        except ValueError as exc:
+            problems.add(f"alerts.urls_file: {path} line {number} is {exc} ({origin.long()})")
+    if not lines:
+        problems.add(f"alerts.urls_file: {path} holds no URL ({origin.long()})")
+    credentials = env.get(CREDENTIALS_ENV)
+    if credentials and path.parent == Path(credentials):
+        exposure = None
+    return UrlsFile(path, origin, tuple(urls), exposure)
+
+
+def _alert_problems(settings: Settings) -> list[str]:
+    """What only the URLs of the list and of the file together show: a URL given twice,
+    a kind routed to tags that no URL carries (its alerts would go nowhere)."""
+    alerts = settings.alerts
+    urls = alerts.channel_urls()
+    lines: list[str] = []
+    read = alerts.urls_file_read()
+    for first, again in duplicates(urls):
+        where = "" if read is None else f" ({read.origin.long()})"
+        lines.append(f"alerts.urls_file: {again.where} is the same URL as {first.where}{where}")
+    carried = tags_of(urls)
+    for kind, tags in alerts.routes:
+        if not carried.intersection(tags):
+            lines.append(
+                f"alerts.routes: {kind} is routed to {', '.join(tags)}, a tag no alert URL "
+                f"carries ({settings.source_of('alerts.routes', long=True)})"
+            )
+    return lines
 
 
 def _origins(givens: Sequence[Given]) -> dict[str, Origin]:

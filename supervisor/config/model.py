@@ -13,9 +13,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -32,6 +33,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from supervisor.config.key import ApiKeySource
 from supervisor.config.origin import DEFAULT, Origin
+from supervisor.config.urls import TAG, AlertUrl, UrlsFile, duplicates, parse_entry, secret_pieces
 from supervisor.domain.api_key import key_problem
 from supervisor.domain.models import StatusClass
 from supervisor.domain.policy import (
@@ -49,6 +51,7 @@ from supervisor.state.store import DEFAULT_HISTORY_MAX_AGE, DEFAULT_HISTORY_MAX_
 __all__ = [
     "DEFAULT_BASE_URL",
     "TABLES",
+    "AlertSettings",
     "BackoffSettings",
     "Settings",
     "StatusSettings",
@@ -129,13 +132,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _normalise_base_url(value: str) -> str:
+def _http_url(value: str, *, insecure: bool = False, userinfo: bool = False,
+              query: bool = False) -> str:
+    """An http(s) URL, scheme lower-cased, or PydanticCustomError saying what is wrong.
+    ``insecure``: plain http:// for any host (else for a loopback host only); ``userinfo``:
+    a user name and password may be in it; ``query``: a query and a fragment may be too
+    (else neither, and a trailing ``/`` is dropped)."""
     text = value.strip()
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise PydanticCustomError("url_scheme", "must be an https:// (or loopback http://) URL")
-    if "@" in parts.netloc:
+        raise PydanticCustomError(
+            "url_scheme",
+            "must be an http:// or https:// URL" if insecure
+            else "must be an https:// (or loopback http://) URL",
+        )
+    if "@" in parts.netloc and not userinfo:
         raise PydanticCustomError("url_userinfo", "must not contain a user name or password")
     host = parts.hostname
     if not host:
@@ -144,15 +156,21 @@ def _normalise_base_url(value: str) -> str:
         _ = parts.port
     except ValueError:
         raise PydanticCustomError("url_port", "has an invalid port") from None
-    if parts.query or parts.fragment:
+    if (parts.query or parts.fragment) and not query:
         raise PydanticCustomError("url_query", "must not have a query or fragment")
-    if scheme == "http" and not _is_loopback(host):
+    if scheme == "http" and not insecure and not _is_loopback(host):
         raise PydanticCustomError(
             "url_insecure",
             "plain http:// is only allowed for a loopback host "
             "(127.0.0.0/8, ::1, localhost); use https://",
         )
+    if query:
+        return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _normalise_base_url(value: str) -> str:
+    return _http_url(value)
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -278,6 +296,221 @@ class StatusSettings(BaseModel):
         return self
 
 
+# --- alerts --------------------------------------------------------------------------------
+
+
+def _entries(value: Any) -> Any:
+    """Text as a list of entries: a JSON list, else separated by whitespace (spaces or
+    newlines; an Apprise URL holds none, and may hold commas). Anything else as given:
+    the caller checks that it is a list of strings."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            found = json.loads(text)
+        except json.JSONDecodeError:
+            raise PydanticCustomError(
+                "list_text", "must be a JSON list or URLs separated by spaces or newlines"
+            ) from None
+        return found
+    return tuple(text.split())
+
+
+def _alert_urls(value: Any) -> tuple[SecretStr, ...]:
+    items = _entries(value)
+    if not isinstance(items, list | tuple):
+        raise PydanticCustomError("list_type", "must be a list of Apprise URLs")
+    found: list[AlertUrl] = []
+    texts: list[str] = []
+    for index, item in enumerate(items, 1):
+        text = item.get_secret_value() if isinstance(item, SecretStr) else item
+        if not isinstance(text, str):
+            raise PydanticCustomError(
+                "item_type", "item {index} must be a string", {"index": index}
+            )
+        texts.append(text.strip())  # as given, tags and all
+        try:
+            found.append(parse_entry(text, f"alerts.urls item {index}"))
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "alert_url", "item {index} is {reason}", {"index": index, "reason": str(exc)}
+            ) from None
+    for first, again in duplicates(found):
+        raise PydanticCustomError(
+            "alert_url_twice",
+            "{again} is the same URL as {first}",
+            {"first": first.where.removeprefix("alerts.urls "),
+             "again": again.where.removeprefix("alerts.urls ")},
+        )
+    return tuple(SecretStr(text) for text in texts)
+
+
+def _kind_names() -> tuple[str, ...]:
+    # Imported here: only settings that route alerts need it, and a check without does not.
+    from supervisor.domain.episodes import Kind  # noqa: PLC0415
+
+    return tuple(kind.value for kind in Kind)
+
+
+def _route_text(text: str) -> Any:
+    """``routes`` from the environment: a JSON object, or ``kind=tag,tag`` pairs separated
+    by spaces or newlines."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise PydanticCustomError(
+                "routes_text", "must be a JSON object or kind=tag,tag pairs separated by spaces"
+            ) from None
+    routes: dict[str, str] = {}
+    for pair in text.split():
+        kind, sep, tags = pair.partition("=")
+        if not sep:
+            raise PydanticCustomError(
+                "routes_text", "must be a JSON object or kind=tag,tag pairs separated by spaces"
+            )
+        routes[kind] = tags
+    return routes
+
+
+def _routes(value: Any) -> Any:
+    """``routes`` as (kind, tags) pairs in the kinds' order; a kind given tags goes only to
+    the URLs carrying one of them."""
+    if isinstance(value, str):
+        value = _route_text(value)
+    if isinstance(value, tuple):
+        value = dict(value)
+    if not isinstance(value, Mapping):
+        raise PydanticCustomError("routes_type", "must be a table of kind = [tags]")
+    if not value:
+        return ()
+    kinds = _kind_names()
+    routes: dict[str, tuple[str, ...]] = {}
+    for kind, tags in value.items():
+        if kind not in kinds:
+            # Imported here: only this message needs it.
+            import difflib  # noqa: PLC0415
+
+            named = str(kind) if re.fullmatch(r"[a-z_]{1,32}", str(kind)) else "a kind"
+            close = difflib.get_close_matches(str(kind), kinds, n=1, cutoff=0.75)
+            guess = f", did you mean {close[0]}?" if close else f" (kinds: {', '.join(kinds)})"
+            raise PydanticCustomError("route_kind", "{named} is no kind of alert{guess}",
+                                      {"named": named, "guess": guess})
+        items = tags.split(",") if isinstance(tags, str) else tags
+        if not isinstance(items, list | tuple) or not all(isinstance(t, str) for t in items):
+            raise PydanticCustomError(
+                "route_tags", "{kind} must be given a list of tags", {"kind": kind})
+        names = tuple(dict.fromkeys(t.strip().lower() for t in items))
+        if not names or not all(TAG.fullmatch(t) for t in names):
+            raise PydanticCustomError(
+                "route_tags",
+                "{kind}'s tags must be letters, digits, _ and -, and at least one",
+                {"kind": kind},
+            )
+        routes[kind] = names
+    return tuple((kind, routes[kind]) for kind in kinds if kind in routes)
+
+
+def _alertmanager_url(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        return value  # pydantic reports the type
+    return SecretStr(_http_url(value, insecure=True, userinfo=True))
+
+
+def _status_page_url(value: Any) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        return value.strip() if isinstance(value, str) else value
+    return _http_url(value, insecure=True, query=True)
+
+
+class AlertSettings(BaseModel):
+    """Where alerts go (Apprise URLs, Alertmanager) and how they are grouped and queued.
+
+    The URLs hold tokens: they are ``SecretStr`` s, never printed, and every one of them
+    (with its password and token-like pieces) is in ``secret_values()`` for the process's
+    ``Secrets``. ``alerts.urls_file``'s URLs are read by ``load_settings`` (settings built
+    in code read no file), and ``channel_urls()`` holds both."""
+
+    model_config = _MODEL_CONFIG
+
+    urls: Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_alert_urls)] = Field(
+        default=(), description="Apprise URLs, each optionally behind its tags (TAGS=URL)"
+    )
+    urls_file: Path | None = Field(
+        default=None, description="a file of Apprise URLs, one per line (# comments)"
+    )
+    routes: Annotated[
+        tuple[tuple[str, tuple[str, ...]], ...], NoDecode, BeforeValidator(_routes)
+    ] = Field(default=(), description="kind = [tags]: that kind goes only to URLs so tagged")
+    alertmanager_url: Annotated[SecretStr | None, BeforeValidator(_alertmanager_url)] = Field(
+        default=None, description="Prometheus Alertmanager's base URL (its v2 API); none: off"
+    )
+    unreachable_after: _PositiveSeconds = Field(
+        default=120.0, description="seconds of failing polls before api_unreachable opens"
+    )
+    group_window: _NonNegativeSeconds = Field(
+        default=10.0, description="seconds in which episodes of one kind make one message"
+    )
+    max_age: _PositiveSeconds = Field(
+        default=3600.0, description="seconds after which an undelivered message is dropped"
+    )
+    queue_max: Annotated[int, _Number, Field(ge=1)] = Field(
+        default=10000, description="undelivered messages kept at most (the oldest go first)"
+    )
+    status_page_url: Annotated[str, BeforeValidator(_status_page_url)] = Field(
+        default="", description="a page named in needs_person alerts instead of the dashboard"
+    )
+
+    _file: UrlsFile | None = PrivateAttr(default=None)  # set by load_settings
+
+    @field_validator("urls_file", mode="before")
+    @classmethod
+    def _check_urls_file(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("path_empty", "must not be empty")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any channel is configured (an Apprise URL or Alertmanager)."""
+        return bool(self.urls) or self._file is not None or self.alertmanager_url is not None
+
+    def channel_urls(self) -> tuple[AlertUrl, ...]:
+        """Every Apprise URL: ``urls`` in order, then the ``urls_file``'s."""
+        listed = tuple(
+            parse_entry(url.get_secret_value(), f"alerts.urls item {index}")
+            for index, url in enumerate(self.urls, 1)
+        )
+        return listed + (() if self._file is None else self._file.urls)
+
+    def urls_file_read(self) -> UrlsFile | None:
+        """``urls_file`` as ``load_settings`` read it (its URLs and who else could read
+        it), or None."""
+        return self._file
+
+    def route(self, kind: str) -> tuple[str, ...] | None:
+        """The tags a kind is routed to, or None: it goes to every URL."""
+        return dict(self.routes).get(kind)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """What the process must never print: every Apprise URL (and its password and
+        token-like pieces), and the Alertmanager URL when it holds a user name."""
+        values: list[str] = []
+        for entry in self.channel_urls():
+            values.extend(secret_pieces(entry.url.get_secret_value()))
+        if self.alertmanager_url is not None:
+            url = self.alertmanager_url.get_secret_value()
+            if "@" in urlsplit(url).netloc:
+                values.extend(secret_pieces(url))
+        return tuple(dict.fromkeys(values))
+
+
 _LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 _LogFormat = Literal["json", "console", "auto"]
 
@@ -365,6 +598,7 @@ class Settings(BaseSettings):
         default=DEFAULT_HISTORY_MAX_ROWS, description="restart history rows kept at most"
     )
     statuses: StatusSettings = Field(default=StatusSettings())
+    alerts: AlertSettings = Field(default=AlertSettings())
     log_format: Annotated[_LogFormat, BeforeValidator(_lower)] = Field(
         default="auto", description="json, console, or auto (console on a TTY)"
     )
@@ -495,7 +729,11 @@ class Settings(BaseSettings):
         )
 
 
-TABLES: dict[str, type[BaseModel]] = {"backoff": BackoffSettings, "statuses": StatusSettings}
+TABLES: dict[str, type[BaseModel]] = {
+    "backoff": BackoffSettings,
+    "statuses": StatusSettings,
+    "alerts": AlertSettings,
+}
 """The tables of keys (``[backoff]`` in TOML, ``backoff.initial`` dotted)."""
 
 

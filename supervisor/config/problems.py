@@ -19,7 +19,7 @@ from pydantic import SecretStr, ValidationError
 from supervisor.config.origin import Origin, origin_of
 from supervisor.domain.secrets import Secrets
 
-__all__ = ["MASK", "ConfigError", "Problems", "validation_problems"]
+__all__ = ["MASK", "TOKEN_LIKE", "ConfigError", "Problems", "validation_problems"]
 
 MASK = "********"
 _EXCERPT_MAX = 24  # characters of a rejected input shown in a problem line
@@ -65,7 +65,7 @@ class Problems:
 # A bare run of 16 or more letters, digits, "_" and "-", with letters and digits both:
 # what an API key or a token looks like. Such a value is never echoed, even where it was
 # not given as a key (``config --base-url "$KEY"``, a key pasted into the wrong flag).
-_TOKEN_LIKE = re.compile(r"(?=[^0-9]*[0-9])(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9_-]{16,}")
+TOKEN_LIKE = re.compile(r"(?=[^0-9]*[0-9])(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9_-]{16,}")
 
 
 def _excerpt(value: Any, known: Secrets) -> str:
@@ -76,7 +76,7 @@ def _excerpt(value: Any, known: Secrets) -> str:
     text = value if isinstance(value, str) else repr(value)
     if known.holds(text):
         return MASK
-    if isinstance(value, str) and _TOKEN_LIKE.fullmatch(text.strip()):
+    if isinstance(value, str) and TOKEN_LIKE.fullmatch(text.strip()):
         return f"a value of {len(text)} characters, not shown"
     if isinstance(value, str) and (
         not text or not text.isprintable() or any(ch in text for ch in " ,;()'\"")
@@ -88,10 +88,11 @@ def _excerpt(value: Any, known: Secrets) -> str:
 
 
 def _url_excerpt(value: str, known: Secrets) -> str:
-    """A rejected ``base_url`` as a problem line shows it: its scheme and host (and port)
-    only, when it has them, and otherwise not at all: a path, a query or a user name
-    can hold anything, and a value that is no URL may be a key given in the wrong place
-    (with no key configured, there is none to compare it to)."""
+    """A rejected URL (``base_url``, ``alerts.alertmanager_url``...) as a problem line
+    shows it: its scheme and host (and port) only, when it has them, and otherwise not at
+    all: a path, a query or a user name can hold anything, and a value that is no URL may
+    be a key given in the wrong place (with no key configured, there is none to compare
+    it to)."""
     text = value.strip()
     parts = urlsplit(text)
     where = parts.netloc.rpartition("@")[2]  # never a user name or password
@@ -104,6 +105,12 @@ def _url_excerpt(value: str, known: Secrets) -> str:
 
 
 # --- pydantic's errors as problem lines ---------------------------------------------------
+
+# Keys whose rejected value is a URL: shown as its scheme and host only.
+_URL_KEYS = frozenset({"base_url", "alerts.alertmanager_url", "alerts.status_page_url"})
+# Keys whose rejected value is never shown: the key, the alert URLs (their line says which
+# item, and of what scheme).
+_UNSHOWN = frozenset({"api_key", "alerts.urls"})
 
 _MESSAGES: dict[str, str] = {
     "greater_than": "must be greater than {gt}",
@@ -165,9 +172,10 @@ def validation_problems(
         origin = origin_of(origins, key)
         detail: list[str] = []
         given = ctx["value"] if "value" in ctx else error.get("input")
-        if key == "base_url" and isinstance(given, str):
+        if key in _URL_KEYS and isinstance(given, str):
             detail.append(f"got {_url_excerpt(given, known)}")
-        elif key != "api_key" and not isinstance(given, Mapping) and error["type"] != "missing":
+        elif (key not in _UNSHOWN and not isinstance(given, Mapping)
+              and error["type"] != "missing"):
             detail.append(f"got {_excerpt(given, known)}")
         where = origin.long()
         if "other" in ctx:

@@ -12,6 +12,7 @@ ALERT_FAILED: Final = "alert.failed"
 ALERT_OPENED: Final = "alert.opened"
 ALERT_RESOLVED: Final = "alert.resolved"
 ALERT_SENT: Final = "alert.sent"
+ALERT_URLS_FILE_PERMISSIONS: Final = "alert.urls_file_permissions"
 
 # api.*
 API_AUTH_FAILED: Final = "api.auth_failed"

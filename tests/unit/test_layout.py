@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"domain", "state.store"},
     "runtime": {"domain", "api", "state", "config", *LEAVES},
     "ops": {"domain", "api", "state", "config", "runtime", *LEAVES},
-    "alerts": {"domain", "state", *LEAVES},
+    # The alerts: the settings' [alerts] table is what the channels are built from.
+    "alerts": {"domain", "state", "config", *LEAVES},
     "simulator": set(),
 }
 # What the domain may import from outside the standard library.

@@ -370,15 +370,19 @@ def test_relative_api_key_file_is_relative_to_the_config_file(tmp_path: Path) ->
     assert s.api_key == SecretStr(KEY)
 
 
+UNSET_IN_EXAMPLE = ("state_path", "alerts.urls_file", "alerts.alertmanager_url")
+
+
 def _uncommented_example() -> str:
     """The example config with every commented default line (``#key = value``) enabled."""
     text = (ROOT / "config" / "wasend-supervisor.example.toml").read_text()
     lines = []
     for line in text.splitlines():
-        # api_key_file names a file that must exist; state_path's default depends on
-        # the environment (STATE_DIRECTORY, XDG_STATE_HOME, HOME).
+        # api_key_file and urls_file name files that must exist; state_path's default
+        # depends on the environment (STATE_DIRECTORY, XDG_STATE_HOME, HOME); the
+        # Alertmanager's example is an example, not the default (none).
         enable = re.match(r"#[a-z_]+ = ", line) and not line.startswith(
-            ("#api_key_file", "#state_path"))
+            ("#api_key_file", "#state_path", "#urls_file", "#alertmanager_url"))
         lines.append(line[1:] if enable else line)
     return "\n".join(lines) + "\n"
 
@@ -402,7 +406,7 @@ def test_example_config_lists_every_key_with_its_default(tmp_path: Path) -> None
     defaults = load()
     assert s.model_dump() == defaults.model_dump()
     assert all(s.source_of(k) == str(path) for k in setting_keys()
-               if "api_key" not in k and k != "state_path")
+               if "api_key" not in k and k not in UNSET_IN_EXAMPLE)
 
 
 def test_configuration_reference_documents_every_key() -> None:
