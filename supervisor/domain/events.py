@@ -6,6 +6,13 @@ from __future__ import annotations
 
 from typing import Final
 
+# alert.*
+ALERT_DROPPED: Final = "alert.dropped"
+ALERT_FAILED: Final = "alert.failed"
+ALERT_OPENED: Final = "alert.opened"
+ALERT_RESOLVED: Final = "alert.resolved"
+ALERT_SENT: Final = "alert.sent"
+
 # api.*
 API_AUTH_FAILED: Final = "api.auth_failed"
 API_AUTH_RESTORED: Final = "api.auth_restored"
