@@ -207,7 +207,10 @@ def render(
     ``secrets``: values never to show, replaced wherever they would appear."""
     if not transitions:
         raise ValueError("a message needs at least one transition")
-    group = tuple(sorted(transitions, key=lambda t: (t.at, t.episode.subject)))
+    ordered = tuple(sorted(transitions, key=lambda t: (t.at, t.episode.subject)))
+    # The words are made from copies with the secrets taken out before anything is cut
+    # short (a cut could leave part of one); the message keeps the transitions as given.
+    group = ordered if secrets is None else tuple(_redacted(t, secrets) for t in ordered)
     count = len(group)
     _, many = (_OPENED_TITLE if change is Change.OPENED else _RESOLVED_TITLE)[kind]
     title = headline(group[0]) if count == 1 else many.format(count=count)
@@ -260,4 +263,12 @@ def render(
         title = title[: TITLE_LIMIT - 1] + "…"
     if len(body) > BODY_LIMIT:  # redaction may lengthen it
         body = body[: BODY_LIMIT - 1] + "…"
-    return Message(kind=kind, change=change, transitions=group, title=title, body=body)
+    return Message(kind=kind, change=change, transitions=ordered, title=title, body=body)
+
+
+def _redacted(transition: Transition, secrets: Secrets) -> Transition:
+    episode = transition.episode
+    return msgspec.structs.replace(transition, episode=msgspec.structs.replace(
+        episode, subject=secrets.redact(episode.subject),
+        session_name=secrets.redact(episode.session_name),
+        status=secrets.redact(episode.status), detail=secrets.redact(episode.detail)))
