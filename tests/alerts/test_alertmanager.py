@@ -13,7 +13,8 @@ from supervisor.alerts.sender import Sender
 from supervisor.alerts.text import render
 from supervisor.clock import SystemClock
 from supervisor.domain.episodes import Change, Episode, Kind, Transition
-from tests.alerts.conftest import Alertmanager, free_port
+from tests.alerts.conftest import Alertmanager
+from tests.alerts.receivers import free_port
 from tests.fakes import MemoryOutbox
 from tests.waiting import until
 

@@ -19,7 +19,8 @@ from supervisor.alerts.text import Message, render
 from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Kind, Transition
 from supervisor.domain.policy import Backoff
-from tests.alerts.conftest import HttpReceiver, SmtpServer, free_port
+from tests.alerts.conftest import SmtpServer
+from tests.alerts.receivers import HttpReceiver, free_port
 from tests.fakes import FakeClock, MaxRandom, MemoryOutbox
 from tests.waiting import until
 
