@@ -18,7 +18,8 @@ One round (``Sender.run_once(now)``):
    ``Backoff`` (exponential, full jitter, ``rng`` injected), counting the rows' attempts,
    after the store has recorded them (``Outbox.retry``), so a restart keeps the backoff.
 
-``run(stop)`` repeats rounds until ``stop`` is set: after each, it waits until the next
+``run(stop)`` repeats rounds until ``stop`` is set (a round the store fails is logged,
+``alert.failed`` with ``stage`` = ``outbox``, and the next one tries again): after each, it waits until the next
 group or retry is due, at most ``idle`` seconds (rows another process enqueued are found
 then), or until ``wake()`` is called. Given ``open_episodes``, it also has the channels
 that want it (Alertmanager's) post the open episodes again every ``refresh_every``.
@@ -257,10 +258,15 @@ class Sender:
         while not stop.is_set():
             self._wake.clear()
             now = self.clock.now()
-            report = await self.run_once(now)
-            if self._refreshed_at is None or now - self._refreshed_at >= self.refresh_every:
-                self._refreshed_at = now
-                await self.refresh(now)
+            try:
+                report = await self.run_once(now)
+                if self._refreshed_at is None or now - self._refreshed_at >= self.refresh_every:
+                    self._refreshed_at = now
+                    await self.refresh(now)
+            except Exception as error:  # the store unavailable: the next round tries again
+                log.warning(ev.ALERT_FAILED, stage="outbox",
+                            error=f"{type(error).__name__}: {error}")
+                report = SendReport()
             wait = self.idle if report.next_at is None else min(
                 self.idle, max(0.0, report.next_at - self.clock.now()))
             await self._pause(wait, stop)

@@ -282,3 +282,28 @@ async def test_the_background_loop_refreshes_open_episodes_on_channels_that_want
     await until(lambda: len(channel.refreshed) == 2)
     stop.set()
     await asyncio.wait_for(task, 5.0)
+
+
+async def test_the_background_loop_outlives_a_store_that_fails_a_round() -> None:
+    class Flaky(MemoryOutbox):
+        failures = 1
+
+        def due(self, channel: str, now: float, limit: int) -> list[Pending]:
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk I/O error")
+            return super().due(channel, now, limit)
+
+    clock, outbox, channel = ManualClock(), Flaky(), RecordingChannel("c")
+    outbox.enqueue(["c"], [opened("a", clock.now() - WINDOW)], clock.now())
+    send = Sender(outbox, [channel], clock, group_window=WINDOW, host="h", idle=1.0)
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(send.run(stop))
+        await until(lambda: clock.sleeping == 1)
+        clock.advance(1.0)
+        await until(lambda: channel.messages)
+        stop.set()
+        await asyncio.wait_for(task, 5.0)
+    assert {"event": ev.ALERT_FAILED, "log_level": "warning", "stage": "outbox",
+            "error": "OSError: disk I/O error"} in logs
