@@ -20,6 +20,7 @@ system clock.
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import tempfile
 import time
@@ -30,15 +31,17 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+import structlog
 from pydantic import SecretStr
 
-from bench.common import BenchError
+from bench.common import RESULTS, BenchError
 from bench.report import Figure, Result, Target
 from supervisor.alerts.channels import AppriseChannel
 from supervisor.alerts.outbox import Outbox
 from supervisor.alerts.sender import Sender
 from supervisor.clock import SystemClock
 from supervisor.domain.episodes import Change, Episode, Kind, Transition
+from supervisor.logs import configure
 from supervisor.state.sqlite import SqliteStore
 from tests.alerts.receivers import Hanging, HttpReceiver
 from tests.fakes import MemoryOutbox
@@ -63,6 +66,19 @@ QUICK = Size(runs=1, latencies=5, windowed=1, cycles=15)
 
 
 def run(size: Size = FULL) -> Result:
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / "alerts.log").open("w", encoding="utf-8") as stream:
+        configure("json", "info", stream)  # the sender's events, as the daemon logs them
+        try:
+            return _run(size)
+        finally:  # logging as it was: unconfigured
+            structlog.reset_defaults()
+            for handler in list(logging.getLogger().handlers):
+                logging.getLogger().removeHandler(handler)
+
+
+def _run(size: Size) -> Result:
     result = Result("alerts", "alerts: episode to message, a storm, a hanging channel",
                     settings=asdict(size))
     latency: list[float] = []

@@ -89,7 +89,9 @@ def _silence_apprise_logs() -> None:
 
 
 class AppriseChannel:
-    """One Apprise URL, as a channel. ``tags`` are the URL's Apprise tags (``routed``)."""
+    """One Apprise URL, as a channel. ``tags`` are the URL's Apprise tags (``routed``).
+    A message longer than the service takes is cut to its limit, unless the URL says
+    otherwise (``?overflow=split``: several messages, every session named)."""
 
     def __init__(self, id: str, url: SecretStr, tags: Collection[str] = ()) -> None:
         self.id = id
@@ -106,9 +108,15 @@ class AppriseChannel:
             import apprise  # noqa: PLC0415 (only a process with alerts loads it)
 
             notifier = apprise.Apprise()
-            if not notifier.add(self._url.get_secret_value()):
+            url = self._url.get_secret_value()
+            if not notifier.add(url, tag=sorted(self.tags) or None):
                 raise DeliveryFailed(self.id, "Apprise does not accept this URL "
                                      "(an unknown scheme, or a part missing)")
+            if "overflow=" not in url.lower():
+                # A storm's list is longer than a chat message may be (Telegram: 4,096
+                # characters): cut it there rather than have the service refuse it all.
+                for service in notifier:
+                    service.overflow_mode = apprise.OverflowMode.TRUNCATE
             self._apprise = notifier
         return self._apprise
 

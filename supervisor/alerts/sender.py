@@ -19,10 +19,11 @@ One round (``Sender.run_once(now)``):
    after the store has recorded them (``Outbox.retry``), so a restart keeps the backoff.
 
 ``run(stop)`` repeats rounds until ``stop`` is set (a round the store fails is logged,
-``alert.failed`` with ``stage`` = ``outbox``, and the next one tries again): after each, it waits until the next
-group or retry is due, at most ``idle`` seconds (rows another process enqueued are found
-then), or until ``wake()`` is called. Given ``open_episodes``, it also has the channels
-that want it (Alertmanager's) post the open episodes again every ``refresh_every``.
+``alert.failed`` with ``stage`` = ``outbox``, and the next one tries again): after each,
+it waits until the next group or retry is due, at most ``idle`` seconds (rows another
+process enqueued are found then), or until ``wake()`` is called. Given ``open_episodes``,
+it also has the channels that want it (Alertmanager's) post the open episodes again every
+``refresh_every``.
 
 Times: ``now`` and every row's times are wall-clock epoch seconds (the store's), read from
 the injected clock; nothing here reads another.

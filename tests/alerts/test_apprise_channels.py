@@ -145,3 +145,32 @@ async def test_a_receiver_that_is_down_is_retried_and_gets_the_message_once_it_i
     assert [e["attempt"] for e in events if e["event"].startswith("alert.")] == [1, 2, 3]
     assert TOKEN not in log_buffer.getvalue()
     assert outbox.pending_count() == 0
+
+
+async def test_a_tagged_url_gets_the_messages_routed_to_it(receiver: HttpReceiver) -> None:
+    channel = AppriseChannel("apprise-1", SecretStr(f"json://{receiver.url}/"), tags=["ops"])
+    await channel.send(message())
+    assert len(receiver.requests) == 1
+
+
+async def test_a_storm_longer_than_an_ntfy_message_is_cut_to_its_limit_not_refused(
+        receiver: HttpReceiver) -> None:
+    storm = [needs_person(f"sess-{i:04d}", f"Shop {i}") for i in range(1000)]
+    sent = message(*storm)
+    assert len(sent.body) > 7800  # ntfy's limit, as Apprise knows it
+    await AppriseChannel("apprise-2", SecretStr(f"ntfy://{receiver.url}/alerts")).send(sent)
+    (request,) = receiver.requests
+    text = request.json()["message"]
+    assert len(text) <= 7800 and text.startswith("Sessions: 1000")
+
+
+async def test_overflow_split_in_the_url_sends_every_name_in_several_messages(
+        receiver: HttpReceiver) -> None:
+    storm = [needs_person(f"sess-{i:04d}", f"Shop {i}") for i in range(1500)]
+    sent = message(*storm)
+    assert len(sent.body) > 32768  # json://'s limit, as Apprise knows it
+    await AppriseChannel("apprise-2", SecretStr(
+        f"json://{receiver.url}/alerts?overflow=split")).send(sent)
+    texts = "".join(r.json()["message"] for r in receiver.requests)
+    assert len(receiver.requests) > 1
+    assert all(f"(sess-{i:04d})" in texts for i in range(1500))
