@@ -158,6 +158,7 @@ class Sender:
         self.refresh_every = refresh_every
         self._wake = asyncio.Event()
         self._refreshed_at: float | None = None
+        self._waiting: dict[str, float] = {}  # channel id: until when it waits out a retry
 
     def wake(self) -> None:
         """Look at the outbox now (rows were just enqueued)."""
@@ -183,11 +184,15 @@ class Sender:
     async def _channel(self, channel: Channel, now: float) -> tuple[int, int, float | None]:
         """One channel's round: (messages sent, failed, when it is next due)."""
         outbox = self.outbox
+        waiting = self._waiting.get(channel.id, 0.0)
+        if waiting > now:  # known to wait out a retry: no need to read its rows again
+            return 0, 0, waiting
         rows = await outbox.run(lambda: outbox.due(channel.id, now + HORIZON, BATCH))
         if not rows:
             return 0, 0, None
         waiting = max(row.next_try_at for row in rows)
-        if waiting > now:
+        if waiting > now:  # as the store says (another process, or before a restart)
+            self._waiting[channel.id] = waiting
             return 0, 0, waiting
         skipped = {r.id for r in rows if not routed(channel, r.transition.episode.kind,
                                                     self.routes)}
@@ -201,6 +206,7 @@ class Sender:
                 return sent, 0, ready
             retry_at = await self._send(channel, group)
             if retry_at is not None:
+                self._waiting[channel.id] = retry_at
                 return sent, 1, retry_at
             sent += 1
         return sent, 0, None

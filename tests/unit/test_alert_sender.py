@@ -307,3 +307,28 @@ async def test_the_background_loop_outlives_a_store_that_fails_a_round() -> None
         await asyncio.wait_for(task, 5.0)
     assert {"event": ev.ALERT_FAILED, "log_level": "warning", "stage": "outbox",
             "error": "OSError: disk I/O error"} in logs
+
+
+async def test_a_channel_waiting_out_a_retry_is_not_read_again_until_then() -> None:
+    class Counting(MemoryOutbox):
+        reads = 0
+
+        def due(self, channel: str, now: float, limit: int) -> list[Pending]:
+            self.reads += 1
+            return super().due(channel, now, limit)
+
+    clock, outbox, channel = FakeClock(), Counting(), RecordingChannel("c")
+    channel.failures = 1
+    now = clock.now()
+    outbox.enqueue(["c"], [opened("a", now)], now)
+    send = sender(outbox, channel, clock=clock)
+    clock.advance(WINDOW)
+    await send.run_once(clock.now())
+    assert outbox.reads == 1
+    for _ in range(4):
+        clock.advance(1.0)
+        await send.run_once(clock.now())
+    assert outbox.reads == 1 and channel.messages == []
+    clock.advance(1.0)
+    await send.run_once(clock.now())
+    assert outbox.reads == 2 and subjects(channel) == [["a"]]
