@@ -145,7 +145,8 @@ def _episode(index: int, at: float) -> Transition:
 
 def _sender(box: Outbox, url: str, *, window: float, send_timeout: float = 10.0) -> Sender:
     channel = AppriseChannel("apprise-1", SecretStr(url))
-    return Sender(box, [channel], SystemClock(), group_window=window,
+    return Sender(box, [channel], SystemClock(), group_window=window, max_age=3600.0,
+                  queue_max=10_000,
                   send_timeout=send_timeout, host="bench", idle=1.0)
 
 

@@ -32,8 +32,11 @@ from supervisor.domain.episodes import Change, Episode, Kind, Transition
 if TYPE_CHECKING:
     from apprise import Apprise
 
-__all__ = ["ALERTNAMES", "APPRISE_LOGGERS", "SEVERITIES", "AlertmanagerChannel",
+__all__ = ["ALERTNAMES", "APPRISE_LOGGERS", "REFRESH_EVERY", "SEVERITIES", "AlertmanagerChannel",
            "AppriseChannel", "Channel", "DeliveryFailed", "routed"]
+
+REFRESH_EVERY: Final = 60.0
+"""How often a firing alert is posted to Alertmanager again (``Sender``'s refresh)."""
 
 APPRISE_LOGGERS: Final = ("apprise", "urllib3", "requests", "requests_oauthlib", "oauthlib")
 """Loggers that never reach the process's log: they name hosts and paths (tokens)."""
@@ -150,15 +153,13 @@ class AlertmanagerChannel:
     seconds or so), or Alertmanager resolves it by itself. ``clock`` (wall time) sets
     ``endsAt`` from the time of sending."""
 
-    REFRESH_EVERY: Final = 60.0
-
     def __init__(
         self,
         id: str,
         base_url: str,
         *,
         http: httpx.AsyncClient | None = None,
-        ends_ahead: float = 300.0,
+        ends_ahead: float = 5 * REFRESH_EVERY,
         timeout: float = 10.0,
         host: str = "",
         clock: Clock | None = None,

@@ -41,7 +41,7 @@ from typing import Final, Protocol, runtime_checkable
 import msgspec
 import structlog
 
-from supervisor.alerts.channels import Channel, DeliveryFailed, routed
+from supervisor.alerts.channels import REFRESH_EVERY, Channel, DeliveryFailed, routed
 from supervisor.alerts.outbox import Outbox, Pending
 from supervisor.alerts.text import render
 from supervisor.clock import Clock
@@ -50,12 +50,16 @@ from supervisor.domain.episodes import Change, Episode, Kind
 from supervisor.domain.policy import Backoff
 from supervisor.domain.secrets import Secrets
 
-__all__ = ["BATCH", "HORIZON", "Group", "Refreshing", "SendReport", "Sender", "groups"]
+__all__ = ["BATCH", "HORIZON", "SEND_TIMEOUT", "Group", "Refreshing", "SendReport", "Sender",
+           "groups"]
 
 log = structlog.get_logger("supervisor.alerts")
 
 BATCH: Final = 5_000
 """Rows of one channel read in one round: a storm of this many is one message."""
+
+SEND_TIMEOUT: Final = 30.0
+"""The longest one send may take before it counts as failed (a hanging channel)."""
 
 HORIZON: Final = 10 * 365 * 86_400.0
 """How far ahead ``due`` is asked to look to see all of a channel's rows, waiting or not."""
@@ -118,7 +122,9 @@ def groups(rows: Sequence[Pending], window: float) -> list[Group]:
 
 
 class Sender:
-    """The outbox's background sender (see the module's docstring)."""
+    """The outbox's background sender (see the module's docstring). ``group_window``,
+    ``max_age`` and ``queue_max`` are the settings' (``alerts.*``), which hold their
+    defaults; ``host`` is this machine's name unless given."""
 
     def __init__(
         self,
@@ -126,10 +132,10 @@ class Sender:
         channels: Sequence[Channel],
         clock: Clock,
         *,
-        group_window: float = 10.0,
-        max_age: float = 3600.0,
-        queue_max: int = 10_000,
-        send_timeout: float = 30.0,
+        group_window: float,
+        max_age: float,
+        queue_max: int,
+        send_timeout: float = SEND_TIMEOUT,
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
         host: str | None = None,
@@ -138,7 +144,7 @@ class Sender:
         routes: Mapping[Kind, Collection[str]] | None = None,
         idle: float = 1.0,
         open_episodes: Callable[[], Sequence[Episode]] | None = None,
-        refresh_every: float = 60.0,
+        refresh_every: float = REFRESH_EVERY,
     ) -> None:
         self.outbox = outbox
         self.channels = tuple(channels)

@@ -69,7 +69,8 @@ async def test_a_group_is_one_post_of_one_alert_per_session(alertmanager: Alertm
     outbox = MemoryOutbox()
     channel = AlertmanagerChannel("alertmanager", alertmanager.url, clock=clock)
     outbox.enqueue(["alertmanager"], storm, clock.now())
-    report = await Sender(outbox, [channel], clock, group_window=0.0, host="h").run_once(
+    report = await Sender(outbox, [channel], clock, group_window=0.0, max_age=3600.0,
+                          queue_max=1000, host="h").run_once(
         clock.now())
     assert report.sent == 1
     alerts = alertmanager.alerts()

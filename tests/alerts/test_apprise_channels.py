@@ -120,7 +120,8 @@ async def test_a_receiver_that_is_down_is_retried_and_gets_the_message_once_it_i
     clock, outbox = FakeClock(AT), MemoryOutbox()
     later = HttpReceiver()  # its port, with nothing listening yet
     channel = AppriseChannel("apprise-1", SecretStr(f"json://{later.url}/hook/{TOKEN}"))
-    send = Sender(outbox, [channel], clock, group_window=10.0, send_timeout=10.0,
+    send = Sender(outbox, [channel], clock, group_window=10.0, max_age=3600.0,
+                  queue_max=100, send_timeout=10.0,
                   rng=MaxRandom(), backoff=Backoff(initial=5.0, max=60.0), host="h")
     outbox.enqueue(["apprise-1"], [needs_person()], AT)
     clock.advance(10.0)

@@ -235,7 +235,8 @@ async def test_rows_routed_elsewhere_are_done_with_unsent() -> None:
     clock, outbox, channel = FakeClock(), MemoryOutbox(), Tagged()
     now = clock.now()
     outbox.enqueue(["apprise-2"], [opened("a", now), opened("g", now, Kind.GONE)], now)
-    send = Sender(outbox, [channel], clock, group_window=WINDOW, host="h",
+    send = Sender(outbox, [channel], clock, group_window=WINDOW, max_age=3600.0,
+                  queue_max=100, host="h",
                   routes={Kind.NEEDS_PERSON: ["ops"]})
     await send.run_once(now + WINDOW)
     assert len(channel.got) == 1 and outbox.pending_count() == 0
@@ -243,7 +244,8 @@ async def test_rows_routed_elsewhere_are_done_with_unsent() -> None:
 
 async def test_the_background_loop_sends_what_is_enqueued_and_stops_when_told() -> None:
     clock, outbox, channel = ManualClock(), MemoryOutbox(), RecordingChannel("c")
-    send = Sender(outbox, [channel], clock, group_window=WINDOW, host="h", idle=1.0)
+    send = Sender(outbox, [channel], clock, group_window=WINDOW, max_age=3600.0,
+                  queue_max=100, host="h", idle=1.0)
     stop = asyncio.Event()
     task = asyncio.create_task(send.run(stop))
     await until(lambda: clock.sleeping == 1)
@@ -270,7 +272,8 @@ async def test_the_background_loop_refreshes_open_episodes_on_channels_that_want
 
     clock, outbox, channel = ManualClock(), MemoryOutbox(), Refreshed()
     episode = opened("a", clock.now()).episode
-    send = Sender(outbox, [channel], clock, host="h", idle=1.0, refresh_every=60.0,
+    send = Sender(outbox, [channel], clock, group_window=WINDOW, max_age=3600.0,
+                  queue_max=100, host="h", idle=1.0, refresh_every=60.0,
                   open_episodes=lambda: [episode])
     stop = asyncio.Event()
     task = asyncio.create_task(send.run(stop))
@@ -296,7 +299,8 @@ async def test_the_background_loop_outlives_a_store_that_fails_a_round() -> None
 
     clock, outbox, channel = ManualClock(), Flaky(), RecordingChannel("c")
     outbox.enqueue(["c"], [opened("a", clock.now() - WINDOW)], clock.now())
-    send = Sender(outbox, [channel], clock, group_window=WINDOW, host="h", idle=1.0)
+    send = Sender(outbox, [channel], clock, group_window=WINDOW, max_age=3600.0,
+                  queue_max=100, host="h", idle=1.0)
     stop = asyncio.Event()
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(send.run(stop))
