@@ -25,6 +25,10 @@ process enqueued are found then), or until ``wake()`` is called. Given ``open_ep
 it also has the channels that want it (Alertmanager's) post the open episodes again every
 ``refresh_every``.
 
+``observers`` (the metrics) are handed a ``Delivery`` for each message sent or failed and
+each drop; one that raises is logged (``alert.failed``, ``stage`` = ``observer``) and the
+sender goes on.
+
 Times: ``now`` and every row's times are wall-clock epoch seconds (the store's), read from
 the injected clock; nothing here reads another.
 """
@@ -35,7 +39,7 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Final, Protocol, runtime_checkable
 
 import msgspec
@@ -50,8 +54,8 @@ from supervisor.domain.episodes import Change, Episode, Kind
 from supervisor.domain.policy import Backoff
 from supervisor.domain.secrets import Secrets
 
-__all__ = ["BATCH", "HORIZON", "SEND_TIMEOUT", "Group", "Refreshing", "SendReport", "Sender",
-           "groups"]
+__all__ = ["BATCH", "HORIZON", "SEND_TIMEOUT", "Delivery", "Group", "Refreshing", "SendReport",
+           "Sender", "groups"]
 
 log = structlog.get_logger("supervisor.alerts")
 
@@ -79,6 +83,19 @@ class Group(msgspec.Struct, frozen=True):
     change: Change
     rows: tuple[Pending, ...]
     first_at: float  # the earliest transition's time: the window counts from it
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """What became of some rows, for the metrics: ``outcome`` is ``sent`` or ``failed``
+    (a message on ``channel`` of ``kind`` and ``change``, with ``count`` transitions), or
+    ``dropped`` (``count`` rows, by ``reason``; the store says not which channel or kind)."""
+
+    outcome: str
+    count: int
+    channel: str = ""
+    kind: Kind | None = None
+    change: Change | None = None
+    reason: str = ""
 
 
 class SendReport(msgspec.Struct):
@@ -145,6 +162,7 @@ class Sender:
         idle: float = 1.0,
         open_episodes: Callable[[], Sequence[Episode]] | None = None,
         refresh_every: float = REFRESH_EVERY,
+        observers: Iterable[Callable[[Delivery], None]] = (),
     ) -> None:
         self.outbox = outbox
         self.channels = tuple(channels)
@@ -162,9 +180,17 @@ class Sender:
         self.idle = idle
         self.open_episodes = open_episodes
         self.refresh_every = refresh_every
+        self.observers: list[Callable[[Delivery], None]] = list(observers)
         self._wake = asyncio.Event()
         self._refreshed_at: float | None = None
         self._waiting: dict[str, float] = {}  # channel id: until when it waits out a retry
+
+    def _observe(self, delivery: Delivery) -> None:
+        for observe in self.observers:
+            try:
+                observe(delivery)
+            except Exception as exc:  # a metrics hook must not stop the sender
+                log.warning(ev.ALERT_FAILED, stage="observer", error=type(exc).__name__)
 
     def wake(self) -> None:
         """Look at the outbox now (rows were just enqueued)."""
@@ -180,6 +206,7 @@ class Sender:
             if count:
                 log.warning(ev.ALERT_DROPPED, reason=reason, count=count,
                             pending=await outbox.run(outbox.pending_count))
+                self._observe(Delivery("dropped", count, reason=reason))
         rounds = await asyncio.gather(*(self._channel(c, now) for c in self.channels))
         for sent, failed, next_at in rounds:
             report.sent += sent
@@ -240,11 +267,13 @@ class Sender:
             await self.outbox.run(lambda: self.outbox.delivered(ids))
             log.info(ev.ALERT_SENT, **fields,
                      duration_ms=round((self.clock.monotonic() - started) * 1000))
+            self._observe(Delivery("sent", len(ids), channel.id, group.kind, group.change))
             return None
         delay = self.backoff.delay(attempt, self.rng)
         retry_at = self.clock.now() + delay
         await self.outbox.run(lambda: self.outbox.retry(ids, retry_at))
         log.warning(ev.ALERT_FAILED, **fields, error=error, retry_in=round(delay, 3))
+        self._observe(Delivery("failed", len(ids), channel.id, group.kind, group.change))
         return retry_at
 
     async def refresh(self, now: float) -> None:

@@ -336,3 +336,29 @@ async def test_a_channel_waiting_out_a_retry_is_not_read_again_until_then() -> N
     clock.advance(1.0)
     await send.run_once(clock.now())
     assert outbox.reads == 2 and subjects(channel) == [["a"]]
+
+
+async def test_observers_see_every_message_sent_or_failed_and_every_drop() -> None:
+    from supervisor.alerts.sender import Delivery
+
+    seen: list[Delivery] = []
+
+    def broken(delivery: Delivery) -> None:
+        raise KeyError("metrics")
+
+    clock, outbox = FakeClock(), MemoryOutbox()
+    good, bad = RecordingChannel("good"), RecordingChannel("bad")
+    bad.failures = 1
+    now = clock.now()
+    outbox.enqueue(["good", "bad"], [opened("a", now), opened("b", now)], now)
+    outbox.enqueue(["good"], [opened("old", now - 7200)], now - 7200)
+    send = sender(outbox, good, bad, clock=clock)
+    send.observers += [seen.append, broken]
+    with structlog.testing.capture_logs() as logs:
+        await send.run_once(now + WINDOW)
+    assert sorted(seen, key=lambda d: (d.outcome, d.channel)) == [
+        Delivery("dropped", 1, reason="max_age"),
+        Delivery("failed", 2, "bad", Kind.NEEDS_PERSON, Change.OPENED),
+        Delivery("sent", 2, "good", Kind.NEEDS_PERSON, Change.OPENED)]
+    assert {"event": ev.ALERT_FAILED, "log_level": "warning", "stage": "observer",
+            "error": "KeyError"} in logs
