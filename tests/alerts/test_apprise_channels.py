@@ -4,6 +4,7 @@ the log, even at debug."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import io
@@ -11,6 +12,7 @@ import json
 import logging
 
 import pytest
+import structlog
 from pydantic import SecretStr
 
 from supervisor.alerts.channels import APPRISE_LOGGERS, AppriseChannel, DeliveryFailed
@@ -20,7 +22,7 @@ from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Kind, Transition
 from supervisor.domain.policy import Backoff
 from tests.alerts.conftest import SmtpServer
-from tests.alerts.receivers import HttpReceiver, free_port
+from tests.alerts.receivers import Hanging, HttpReceiver, free_port
 from tests.fakes import FakeClock, MaxRandom, MemoryOutbox
 from tests.waiting import until
 
@@ -175,3 +177,43 @@ async def test_overflow_split_in_the_url_sends_every_name_in_several_messages(
     texts = "".join(r.json()["message"] for r in receiver.requests)
     assert len(receiver.requests) > 1
     assert all(f"(sess-{i:04d})" in texts for i in range(1500))
+
+
+async def test_a_channel_that_never_answers_is_cut_off_and_holds_no_other(
+        receiver: HttpReceiver) -> None:
+    hanging = Hanging()
+    try:
+        stuck = AppriseChannel("apprise-1", SecretStr(f"json://{hanging.url}/hook"))
+        fine = AppriseChannel("apprise-2", SecretStr(f"json://{receiver.url}/hook"))
+        clock, outbox = FakeClock(AT), MemoryOutbox()
+        send = Sender(outbox, [stuck, fine], clock, group_window=0.0, max_age=3600.0,
+                      queue_max=100, send_timeout=0.3, rng=MaxRandom(), host="h")
+        outbox.enqueue(["apprise-1", "apprise-2"], [needs_person()], AT)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with structlog.testing.capture_logs() as logs:
+            report = await asyncio.wait_for(send.run_once(AT), 10.0)
+        assert loop.time() - started < 2.0
+        assert report.sent == 1 and report.failed == 1 and len(receiver.requests) == 1
+        (failed,) = [e for e in logs if e["event"] == ev.ALERT_FAILED]
+        assert failed["channel"] == "apprise-1"
+        assert failed["error"] == "apprise-1: no answer within 0.3 s"
+    finally:
+        hanging.close()
+
+
+async def test_a_storm_of_500_is_one_email_naming_every_session(smtp: SmtpServer) -> None:
+    url = f"mailto://127.0.0.1:{smtp.port}?from=supervisor@example.com&to=ops@example.com"
+    clock, outbox = FakeClock(AT), MemoryOutbox()
+    send = Sender(outbox, [AppriseChannel("apprise-1", SecretStr(url))], clock,
+                  group_window=10.0, max_age=3600.0, queue_max=10_000, host="shop-box")
+    outbox.enqueue(["apprise-1"], [needs_person(f"sess-{i:04d}", f"Shop {i}")
+                                   for i in range(500)], AT)
+    assert (await send.run_once(AT + 9.0)).sent == 0  # the window has not passed
+    assert (await send.run_once(AT + 10.0)).sent == 1
+    (envelope,) = smtp.mailbox.envelopes
+    assert isinstance(envelope.content, bytes)
+    mail = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert mail["Subject"] == "500 WhatsApp sessions need a person"
+    text = mail.get_content()
+    assert all(f"'Shop {i}' (sess-{i:04d})" in text for i in range(500))
