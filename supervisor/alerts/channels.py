@@ -61,7 +61,7 @@ class DeliveryFailed(Exception):
     """A channel could not deliver a message. Its text names the channel by id and says
     why in words of ours: never a URL, a token or a library's own message."""
 
-    def __init__(self, channel: str, reason: str) -> None:
+    def __init__(self, channel: str, reason: str = "not delivered") -> None:
         super().__init__(f"{channel}: {reason}")
         self.channel = channel
         self.reason = reason
