@@ -39,8 +39,8 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Final, Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
+from typing import Any, Final, Protocol, runtime_checkable
 
 import msgspec
 import structlog
@@ -207,8 +207,12 @@ class Sender:
                 log.warning(ev.ALERT_DROPPED, reason=reason, count=count,
                             pending=await outbox.run(outbox.pending_count))
                 self._observe(Delivery("dropped", count, reason=reason))
-        rounds = await asyncio.gather(*(self._channel(c, now) for c in self.channels))
-        for sent, failed, next_at in rounds:
+        rounds = await asyncio.gather(*(self._channel(c, now) for c in self.channels),
+                                      return_exceptions=True)  # each channel's round ends
+        for outcome in rounds:
+            if isinstance(outcome, BaseException):
+                raise outcome  # the store failed a channel's round (``run`` logs it)
+            sent, failed, next_at = outcome
             report.sent += sent
             report.failed += failed
             report.due(next_at)
@@ -254,16 +258,8 @@ class Sender:
         started = self.clock.monotonic()
         fields = {"channel": channel.id, "kind": group.kind.value,
                   "change": group.change.value, "sessions": len(ids), "attempt": attempt + 1}
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await channel.send(message)
-        except DeliveryFailed as failure:
-            error = str(failure)
-        except TimeoutError:
-            error = f"{channel.id}: no answer within {self.send_timeout:g} s"
-        except Exception as crash:  # a bug in a channel: its text is not ours to show
-            error = f"{channel.id}: the channel raised {type(crash).__name__}"
-        else:
+        error = await self._attempt(channel.id, channel.send(message))
+        if error is None:
             await self.outbox.run(lambda: self.outbox.delivered(ids))
             log.info(ev.ALERT_SENT, **fields,
                      duration_ms=round((self.clock.monotonic() - started) * 1000))
@@ -284,16 +280,24 @@ class Sender:
             return
         episodes = await self.outbox.run(lambda: list(source()))
         for channel in refreshing:
-            try:
-                async with asyncio.timeout(self.send_timeout):
-                    await channel.refresh(episodes, now)
-            except DeliveryFailed as failure:
+            error = await self._attempt(channel.id, channel.refresh(episodes, now))
+            if error is not None:
                 log.warning(ev.ALERT_FAILED, channel=channel.id, refresh=True,
-                            sessions=len(episodes), error=str(failure))
-            except TimeoutError:
-                log.warning(ev.ALERT_FAILED, channel=channel.id, refresh=True,
-                            sessions=len(episodes),
-                            error=f"{channel.id}: no answer within {self.send_timeout:g} s")
+                            sessions=len(episodes), error=error)
+
+    async def _attempt(self, channel: str, sending: Coroutine[Any, Any, None]) -> str | None:
+        """Await one send within ``send_timeout``: None once done, else why not (words
+        that are safe to log: a channel's own exception text is not shown)."""
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await sending
+        except DeliveryFailed as failure:
+            return str(failure)
+        except TimeoutError:
+            return f"{channel}: no answer within {self.send_timeout:g} s"
+        except Exception as crash:  # a bug in a channel
+            return f"{channel}: the channel raised {type(crash).__name__}"
+        return None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop`` is set (the daemon's background task)."""

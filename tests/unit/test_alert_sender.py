@@ -362,3 +362,35 @@ async def test_observers_see_every_message_sent_or_failed_and_every_drop() -> No
         Delivery("sent", 2, "good", Kind.NEEDS_PERSON, Change.OPENED)]
     assert {"event": ev.ALERT_FAILED, "log_level": "warning", "stage": "observer",
             "error": "KeyError"} in logs
+
+
+async def test_a_store_failing_one_channel_s_round_lets_the_others_finish() -> None:
+    class FailsFor(MemoryOutbox):
+        def due(self, channel: str, now: float, limit: int) -> list[Pending]:
+            if channel == "a":
+                raise OSError("disk I/O error")
+            return super().due(channel, now, limit)
+
+    clock, outbox = FakeClock(), FailsFor()
+    a, b = RecordingChannel("a"), RecordingChannel("b")
+    now = clock.now()
+    outbox.enqueue(["a", "b"], [opened("x", now)], now)
+    with pytest.raises(OSError, match="disk I/O error"):
+        await sender(outbox, a, b, clock=clock).run_once(now + WINDOW)
+    assert subjects(b) == [["x"]] and a.messages == []
+
+
+async def test_a_refresh_that_raises_is_logged_without_its_text() -> None:
+    class Broken(RecordingChannel):
+        async def refresh(self, open: list[Episode], now: float) -> None:
+            raise RuntimeError("http://ops:pw@127.0.0.1:9093 refused")
+
+    clock, outbox, channel = FakeClock(), MemoryOutbox(), Broken("alertmanager")
+    episode = opened("a", clock.now()).episode
+    send = Sender(outbox, [channel], clock, group_window=WINDOW, max_age=3600.0,
+                  queue_max=100, host="h", open_episodes=lambda: [episode])
+    with structlog.testing.capture_logs() as logs:
+        await send.refresh(clock.now())
+    assert logs == [{"event": ev.ALERT_FAILED, "log_level": "warning",
+                     "channel": "alertmanager", "refresh": True, "sessions": 1,
+                     "error": "alertmanager: the channel raised RuntimeError"}]
