@@ -12,6 +12,7 @@ import structlog
 from supervisor.alerts.channels import AlertmanagerChannel, AppriseChannel, routed
 from supervisor.alerts.outbox import Outbox, Pending
 from supervisor.alerts.sender import Sender, groups
+from supervisor.alerts.text import Message
 from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Kind, Transition
 from supervisor.domain.policy import Backoff
@@ -371,8 +372,13 @@ async def test_a_store_failing_one_channel_s_round_lets_the_others_finish() -> N
                 raise OSError("disk I/O error")
             return super().due(channel, now, limit)
 
+    class Slow(RecordingChannel):
+        async def send(self, message: Message) -> None:
+            await asyncio.sleep(0.01)
+            await super().send(message)
+
     clock, outbox = FakeClock(), FailsFor()
-    a, b = RecordingChannel("a"), RecordingChannel("b")
+    a, b = RecordingChannel("a"), Slow("b")
     now = clock.now()
     outbox.enqueue(["a", "b"], [opened("x", now)], now)
     with pytest.raises(OSError, match="disk I/O error"):
