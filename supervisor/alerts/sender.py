@@ -55,7 +55,7 @@ from supervisor.domain.policy import Backoff
 from supervisor.domain.secrets import Secrets
 
 __all__ = ["BATCH", "HORIZON", "SEND_TIMEOUT", "Delivery", "Group", "Refreshing", "SendReport",
-           "Sender", "groups"]
+           "Sender", "attempt", "groups"]
 
 log = structlog.get_logger("supervisor.alerts")
 
@@ -136,6 +136,23 @@ def groups(rows: Sequence[Pending], window: float) -> list[Group]:
         holding[episode] = index
     return [Group(kind=g[0].transition.episode.kind, change=g[0].transition.change,
                   rows=tuple(g), first_at=at) for g, at in zip(built, first, strict=True)]
+
+
+async def attempt(channel: str, sending: Coroutine[Any, Any, None],
+                  within: float = SEND_TIMEOUT) -> str | None:
+    """Await one send (or refresh) of ``channel`` within ``within`` seconds: None once
+    done, else why not, in words safe to log (a channel's own exception text is never
+    shown). ``alerts test`` reports each channel's result with it, as the sender logs it."""
+    try:
+        async with asyncio.timeout(within):
+            await sending
+    except DeliveryFailed as failure:
+        return str(failure)
+    except TimeoutError:
+        return f"{channel}: no answer within {within:g} s"
+    except Exception as crash:  # a bug in a channel
+        return f"{channel}: the channel raised {type(crash).__name__}"
+    return None
 
 
 class Sender:
@@ -286,18 +303,7 @@ class Sender:
                             sessions=len(episodes), error=error)
 
     async def _attempt(self, channel: str, sending: Coroutine[Any, Any, None]) -> str | None:
-        """Await one send within ``send_timeout``: None once done, else why not (words
-        that are safe to log: a channel's own exception text is not shown)."""
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await sending
-        except DeliveryFailed as failure:
-            return str(failure)
-        except TimeoutError:
-            return f"{channel}: no answer within {self.send_timeout:g} s"
-        except Exception as crash:  # a bug in a channel
-            return f"{channel}: the channel raised {type(crash).__name__}"
-        return None
+        return await attempt(channel, sending, self.send_timeout)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop`` is set (the daemon's background task)."""

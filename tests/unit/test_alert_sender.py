@@ -9,7 +9,7 @@ import json
 import pytest
 import structlog
 
-from supervisor.alerts.channels import AlertmanagerChannel, AppriseChannel, routed
+from supervisor.alerts.channels import AlertmanagerChannel, AppriseChannel, DeliveryFailed, routed
 from supervisor.alerts.outbox import Outbox, Pending
 from supervisor.alerts.sender import Sender, groups
 from supervisor.alerts.text import Message
@@ -400,3 +400,25 @@ async def test_a_refresh_that_raises_is_logged_without_its_text() -> None:
     assert logs == [{"event": ev.ALERT_FAILED, "log_level": "warning",
                      "channel": "alertmanager", "refresh": True, "sessions": 1,
                      "error": "alertmanager: the channel raised RuntimeError"}]
+
+
+async def test_one_attempt_says_in_safe_words_what_became_of_a_send() -> None:
+    from supervisor.alerts.sender import attempt
+
+    async def fine() -> None:
+        pass
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    async def crashes() -> None:
+        raise ValueError("token=abc123")
+
+    async def refused() -> None:
+        raise DeliveryFailed("apprise-1", "not delivered (Apprise: failure)")
+
+    assert await attempt("apprise-1", fine()) is None
+    assert await attempt("apprise-1", hangs(), 0.01) == "apprise-1: no answer within 0.01 s"
+    assert await attempt("apprise-1", crashes()) == "apprise-1: the channel raised ValueError"
+    assert await attempt("apprise-1", refused()) == (
+        "apprise-1: not delivered (Apprise: failure)")
