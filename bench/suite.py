@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench import check_time, idle, latency, retry_after, scale, storm
+from bench import alerts, check_time, idle, latency, retry_after, scale, storm
 from bench.report import Result
 
 
@@ -40,6 +40,8 @@ BENCHMARKS: dict[str, Benchmark] = {
                   scale.run, scale.FULL, scale.QUICK),
         Benchmark("check_time", "check's wall time from a cold start, 100 sessions",
                   check_time.run, check_time.FULL, check_time.QUICK),
+        Benchmark("alerts", "episode opened to message received; a storm of 1,000; a "
+                  "hanging channel beside the poll", alerts.run, alerts.FULL, alerts.QUICK),
     )
 }
 

@@ -1,6 +1,7 @@
 """Test doubles shared by the tests, the one home of each: the clocks (virtual time, time
 that passes only when a test moves it, and the system clock shifted on demand), the
-daemon's scheduler on such a clock, a random without jitter, an in-memory API."""
+daemon's scheduler on such a clock, a random without jitter, an in-memory API, an
+in-memory alert outbox and a recording alert channel."""
 
 from __future__ import annotations
 
@@ -8,16 +9,23 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
+import msgspec
 from pydantic import SecretStr
 
+from supervisor.alerts.channels import DeliveryFailed
+from supervisor.alerts.outbox import Pending
+from supervisor.alerts.text import Message
 from supervisor.api.errors import ApiError, SessionGone
+from supervisor.domain.episodes import Transition
 from supervisor.domain.models import SessionInfo, SessionList
 
 if TYPE_CHECKING:
     from supervisor.runtime.daemon import Schedule
+
+_T = TypeVar("_T")
 
 
 class FakeClock:
@@ -246,3 +254,78 @@ class FakeApi:
 
     def set_api_key(self, api_key: SecretStr) -> None:
         self.keys.append(api_key.get_secret_value())
+
+
+class MemoryOutbox:
+    """The alert outbox (``supervisor.alerts.outbox.Outbox``) in memory, as the store keeps
+    it: one row per channel and transition, ids in the order enqueued. ``rows`` holds the
+    rows waiting; ``sent`` the ids marked delivered."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Pending] = {}
+        self.sent: list[int] = []
+        self._next = 1
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        return work()
+
+    def enqueue(self, channels: Sequence[str], transitions: Sequence[Transition],
+                now: float) -> None:
+        for transition in transitions:
+            for channel in channels:
+                self.rows[self._next] = Pending(self._next, channel, transition, now)
+                self._next += 1
+
+    def due(self, channel: str, now: float, limit: int) -> list[Pending]:
+        return [row for row in self.rows.values()
+                if row.channel == channel and row.next_try_at <= now][:limit]
+
+    def delivered(self, ids: Sequence[int]) -> None:
+        for row_id in ids:
+            if self.rows.pop(row_id, None) is not None:
+                self.sent.append(row_id)
+
+    def retry(self, ids: Sequence[int], next_try_at: float) -> None:
+        for row_id in ids:
+            row = self.rows[row_id]
+            self.rows[row_id] = msgspec.structs.replace(
+                row, attempts=row.attempts + 1, next_try_at=next_try_at)
+
+    def expire(self, created_before: float) -> int:
+        old = [i for i, row in self.rows.items() if row.created_at < created_before]
+        for row_id in old:
+            del self.rows[row_id]
+        return len(old)
+
+    def trim(self, keep: int) -> int:
+        extra = sorted(self.rows)[: max(0, len(self.rows) - keep)]
+        for row_id in extra:
+            del self.rows[row_id]
+        return len(extra)
+
+    def pending_count(self) -> int:
+        return len(self.rows)
+
+
+class RecordingChannel:
+    """An alert channel that keeps what it is sent; ``failures`` makes the next sends raise
+    ``DeliveryFailed``; ``hang`` makes them wait until released."""
+
+    def __init__(self, id: str = "test") -> None:
+        self.id = id
+        self.messages: list[Message] = []
+        self.failures = 0
+        self.hang = False
+        self._release = asyncio.Event()
+
+    def release(self) -> None:
+        self.hang = False
+        self._release.set()
+
+    async def send(self, message: Message) -> None:
+        if self.hang:
+            await self._release.wait()
+        if self.failures:
+            self.failures -= 1
+            raise DeliveryFailed(self.id, "refused by the test")
+        self.messages.append(message)

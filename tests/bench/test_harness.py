@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from bench import check_time, idle, install, latency, retry_after
+from bench import alerts, check_time, idle, install, latency, retry_after
 from bench.__main__ import main as bench_main
 from bench.common import API_KEY, start_simulator
 from bench.install import DEVELOPMENT
@@ -46,6 +46,19 @@ def test_restart_latency_one_restart_request_per_outage() -> None:
     assert list(result.figure("restarts_per_outage").ours) == [1, 1, 1]
     assert list(result.figure("outages_not_restarted").ours) == [0]
     assert all(d > 0 for d in result.figure("restart_latency.median").ours)
+
+
+def test_alerts_a_storm_is_few_messages_naming_every_session() -> None:
+    size = alerts.Size(runs=1, latencies=2, windowed=1, group_window=0.5, storm=60,
+                       storm_polls=2, poll_every=0.2, cycles=3, requests_per_cycle=3,
+                       hang_timeout=0.5)
+    result = alerts.run(size)
+    assert_well_formed(result, {"alerts.latency", "alerts.latency_beyond_window",
+                                "alerts.storm_messages", "alerts.storm_named",
+                                "alerts.hanging_channel_ratio"})
+    assert list(result.figure("alerts.storm_named").ours) == [1.0]
+    assert 1 <= result.figure("alerts.storm_messages").ours[0] <= 2
+    assert all(d >= 0 for d in result.figure("alerts.latency").ours)
 
 
 def test_retry_after_no_request_while_it_is_in_force() -> None:

@@ -82,6 +82,30 @@ def test_the_domain_imports_no_io_library() -> None:
     assert wrong == []
 
 
+def module_level_imports(path: Path) -> set[str]:
+    """The modules a file imports at its top level (outside functions and classes)."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_alerts_import_apprise_only_inside_functions() -> None:
+    """A process without alerts never loads Apprise: no alerts module imports it on load."""
+    wrong = sorted(
+        f"{path.name} imports {module}"
+        for path in (PACKAGE / "alerts").rglob("*.py")
+        for module in module_level_imports(path)
+        if module.split(".")[0] == "apprise"
+    )
+    assert wrong == []
+    assert any(module.split(".")[0] == "apprise"
+               for module in imports(PACKAGE / "alerts" / "channels.py"))
+
+
 def test_every_module_lives_in_a_room_or_is_a_known_leaf_or_entry_point() -> None:
     top = {path.stem for path in PACKAGE.glob("*.py")}
     assert top == {"__init__", "__main__", "cli", "service", "demo", "clock", "logs",
