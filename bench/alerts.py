@@ -44,7 +44,6 @@ from supervisor.domain.episodes import Change, Episode, Kind, Transition
 from supervisor.logs import configure
 from supervisor.state.sqlite import SqliteStore
 from tests.alerts.receivers import Hanging, HttpReceiver
-from tests.fakes import MemoryOutbox
 
 
 @dataclass(frozen=True)
@@ -125,16 +124,13 @@ def _run(size: Size) -> Result:
 
 @contextmanager
 def outbox() -> Iterator[tuple[Outbox, str]]:
-    """The state store's SQLite outbox where this build has one, else an in-memory one."""
-    if hasattr(SqliteStore, "enqueue"):
-        with tempfile.TemporaryDirectory(prefix="bench-alerts-") as folder:
-            store = SqliteStore.open(Path(folder) / "state.db")
-            try:
-                yield store, "SQLite"  # type: ignore[misc]
-            finally:
-                store.close()
-    else:
-        yield MemoryOutbox(), "in memory (this build's store has no outbox yet)"
+    """The state store's SQLite outbox, in a file of its own."""
+    with tempfile.TemporaryDirectory(prefix="bench-alerts-") as folder:
+        store = SqliteStore.open(Path(folder) / "state.db")
+        try:
+            yield store, "SQLite"
+        finally:
+            store.close()
 
 
 def _episode(index: int, at: float) -> Transition:

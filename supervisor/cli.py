@@ -426,10 +426,21 @@ async def _check_async(settings: Settings, args: argparse.Namespace, secrets: Se
         problem = _state_problem(settings, exc)
         print(f"{PROG}: {problem}", file=sys.stderr)
         return _check_unknown(problem, as_json=args.json)
+    alerts = None
+    if settings.alerts.enabled and not args.no_alerts and not args.dry_run:
+        # Imported here: a check without alerts loads none of it (nor Apprise).
+        from supervisor.alert_wiring import Alerts
+
+        alerts = Alerts.build(settings, runtime.store, runtime.clock, secrets, check=True)
     _started()
     try:
-        report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait)
+        report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait,
+                                 after_poll=None if alerts is None else alerts.after_poll)
+        if alerts is not None:  # what this pass queued, sent now (a daemon on the file sends)
+            await alerts.send_queued(runtime.clock.now())
     finally:
+        if alerts is not None:
+            await alerts.aclose()
         await runtime.aclose()
     report.write(sys.stdout, as_json=args.json, quiet=args.quiet)
     return report.exit_status

@@ -2,8 +2,10 @@
 
 Puts together, around one ``Daemon``: the systemd notifications (``sdnotify``), the
 health and metrics listener (``listener``, ``health``, ``metrics``) and the reload on
-SIGHUP (``reload``). Each is hooked to the daemon through its hooks and to the supervisor
-through its event observers; none of them is part of the poll cycle.
+SIGHUP (``reload``), and the alerts when they are configured (``alert_wiring``: the
+episodes after each poll, their delivery in the background). Each is hooked to the
+daemon through its hooks and to the supervisor through its event observers; none of them
+is part of the poll cycle.
 
 A reload is a rebuild: the runtime is built again from the new settings
 (``wiring.rebuild``, handed the store, the gate's state and the supervisor's continuity
@@ -22,9 +24,10 @@ import asyncio
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor.config.model import Settings, listen_address
+from supervisor.domain.secrets import Secrets
 from supervisor.ops.census import Census
 from supervisor.ops.health import Health, Verdict
 from supervisor.ops.listener import HttpListener, ListenError, Reply
@@ -34,6 +37,9 @@ from supervisor.runtime.cycle import PollResult
 from supervisor.runtime.daemon import Daemon, PollScheduler, Schedule
 from supervisor.runtime.reload import Reloader
 from supervisor.runtime.wiring import Runtime, build, rebuild
+
+if TYPE_CHECKING:
+    from supervisor.alert_wiring import Alerts
 
 __all__ = ["ListenError", "Service"]
 
@@ -49,6 +55,7 @@ class Service:
         configure_logs: Callable[[Settings], None] | None = None,
         pid: int | None = None,
         scheduler: PollScheduler | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         settings = runtime.settings
         supervisor = runtime.supervisor
@@ -90,6 +97,13 @@ class Service:
         self.daemon.on_stopping.append(self.systemd.stopping)
         if self.systemd.watchdog_interval is not None:
             self.daemon.background.append(self.systemd.watchdog)
+        self.alerts = alerts
+        if alerts is not None:  # episodes after each poll; their delivery in the background
+            stop_sending = asyncio.Event()
+            self.daemon.after_poll.append(alerts.after_poll)
+            self.daemon.background.append(lambda: alerts.sender.run(stop_sending))
+            self.daemon.on_stopping.append(stop_sending.set)
+            self.daemon.closers.append(alerts.aclose)
 
     @classmethod
     def build(
@@ -106,8 +120,15 @@ class Service:
         metrics = Metrics(per_session=settings.metrics_per_session)
         runtime = build(settings, observer=metrics.observe_request, **build_args)
         metrics.watch_gate(runtime.gate)
+        alerts = None
+        if settings.alerts.enabled:
+            # Imported here: a daemon without alerts loads none of it (nor Apprise).
+            from supervisor.alert_wiring import Alerts  # noqa: PLC0415
+
+            alerts = Alerts.build(settings, runtime.store, runtime.clock,
+                                  runtime.secrets or Secrets(), metrics=metrics)
         return cls(runtime, metrics, env=env, load=load, configure_logs=configure_logs,
-                   scheduler=scheduler)
+                   scheduler=scheduler, alerts=alerts)
 
     async def open(self) -> None:
         """Bind the listener, if there is one. Raises ListenError (one line)."""

@@ -14,6 +14,7 @@ Apprise is imported by the channels, on their first send, never here.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -24,22 +25,31 @@ from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Kind, Transition
 
 if TYPE_CHECKING:
+    import random
+    from collections.abc import Callable, Iterable
+
     import httpx
 
     from supervisor.alerts.channels import Channel
+    from supervisor.alerts.outbox import Outbox
+    from supervisor.alerts.sender import Delivery, Sender
     from supervisor.alerts.text import Message
+    from supervisor.clock import Clock
     from supervisor.config.model import AlertSettings
+    from supervisor.domain.secrets import Secrets
 
 __all__ = [
     "ALERTMANAGER_ID",
     "APPRISE_PREFIX",
     "TEST_SUBJECT",
+    "aclose",
     "channel_ids",
     "channels",
     "describe",
     "probe_message",
     "routes",
     "send_test",
+    "sender",
     "warn_urls_file_exposure",
 ]
 
@@ -90,7 +100,9 @@ def warn_urls_file_exposure(alerts: AlertSettings) -> None:
                 readable_by=who, hint=f"chmod 600 {read.path}")
 
 
-def channels(alerts: AlertSettings, *, http: httpx.AsyncClient | None = None) -> list[Channel]:
+def channels(
+    alerts: AlertSettings, *, http: httpx.AsyncClient | None = None, clock: Clock | None = None
+) -> list[Channel]:
     """The channels ``alerts`` configures, in ``channel_ids`` order (``http``: the client
     Alertmanager is posted with, else its own). Warns about a URLs file others can read."""
     # Imported here: the channels' module is what imports Apprise (on a first send).
@@ -103,8 +115,51 @@ def channels(alerts: AlertSettings, *, http: httpx.AsyncClient | None = None) ->
     ]
     if alerts.alertmanager_url is not None:
         made.append(AlertmanagerChannel(
-            ALERTMANAGER_ID, alerts.alertmanager_url.get_secret_value(), http=http))
+            ALERTMANAGER_ID, alerts.alertmanager_url.get_secret_value(), http=http,
+            host=socket.gethostname(), clock=clock))
     return made
+
+
+def sender(
+    alerts: AlertSettings,
+    outbox: Outbox,
+    clock: Clock,
+    *,
+    secrets: Secrets,
+    rng: random.Random | None = None,
+    group_window: float | None = None,
+    send_timeout: float | None = None,
+    open_episodes: Callable[[], Sequence[Episode]] | None = None,
+    observers: Iterable[Callable[[Delivery], None]] = (),
+) -> Sender:
+    """The sender of what the outbox holds, to the channels ``alerts`` configures, as
+    ``run`` and ``check`` use it (``group_window``: ``alerts.group_window`` unless given;
+    ``check`` sends what its one pass queued at once)."""
+    from supervisor.alerts.sender import SEND_TIMEOUT, Sender  # noqa: PLC0415  (as above)
+
+    return Sender(
+        outbox,
+        channels(alerts, clock=clock),
+        clock,
+        group_window=alerts.group_window if group_window is None else group_window,
+        max_age=alerts.max_age,
+        queue_max=alerts.queue_max,
+        send_timeout=SEND_TIMEOUT if send_timeout is None else send_timeout,
+        rng=rng,
+        status_page_url=alerts.status_page_url,
+        secrets=secrets,
+        routes=routes(alerts),
+        open_episodes=open_episodes,
+        observers=observers,
+    )
+
+
+async def aclose(made: Sequence[Channel]) -> None:
+    """Close what the channels opened (Alertmanager's HTTP client)."""
+    for channel in made:
+        close = getattr(channel, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def probe_message(host: str, now: float) -> Message:

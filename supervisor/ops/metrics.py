@@ -16,7 +16,7 @@ Per-session series exist only with ``metrics_per_session = true``. Every name st
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -83,6 +83,17 @@ class Metrics:
             self.polls.labels(outcome)
         for outcome in ("ok", "failed"):
             self.reloads.labels(outcome)
+        self.alerts = Counter(
+            PREFIX + "alerts",
+            "Alert episodes opened and resolved, and messages sent and failed, by kind and "
+            "outcome (only with alerts configured).", ["kind", "outcome"], registry=r)
+        self.alerts_dropped = Counter(
+            PREFIX + "alerts_dropped",
+            "Queued alerts dropped unsent, by reason (max_age, queue_full).", ["reason"],
+            registry=r)
+        self.alert_episodes_open = Gauge(
+            PREFIX + "alert_episodes_open", "Alert episodes open now, by kind.", ["kind"],
+            registry=r)
         self._gate: RateGate | None = None
         self._listener: HttpListener | None = None
         self._census: Census | None = None
@@ -128,6 +139,18 @@ class Metrics:
             self.last_success.set(last_success)
         self._census = census
         self._consecutive_failures = consecutive_failures
+
+    def alerted(self, kind: str, outcome: str, count: int = 1) -> None:
+        """An alert episode ``opened``/``resolved``, or a message ``sent``/``failed``."""
+        self.alerts.labels(kind, outcome).inc(count)
+
+    def alerts_were_dropped(self, reason: str, count: int) -> None:
+        self.alerts_dropped.labels(reason).inc(count)
+
+    def episodes_open(self, counts: Mapping[str, int]) -> None:
+        """The open episodes by kind (every kind, zeros included), after a poll."""
+        for kind, count in counts.items():
+            self.alert_episodes_open.labels(kind).set(count)
 
     def reloaded(self, ok: bool) -> None:
         self.reloads.labels("ok" if ok else "failed").inc()
