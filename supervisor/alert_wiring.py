@@ -24,6 +24,7 @@ Imported only when alerts are configured: a ``check`` without alerts loads none 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 
 from supervisor.alerts import build as channels
 from supervisor.alerts.sender import Delivery, Sender
@@ -61,7 +62,11 @@ class Alerts:
         metrics: Metrics | None = None,
         check: bool = False,
     ) -> Alerts:
+        """Raises ImportError when Apprise URLs are configured and Apprise is not
+        installed (the ``alerts`` extra), before any poll."""
         alerts = settings.alerts
+        if alerts.channel_urls() and importlib.util.find_spec("apprise") is None:
+            raise ImportError("alerts.urls needs Apprise, which is not installed")
         alerting = Alerting(store, channels.channel_ids(alerts),
                             unreachable_after=alerts.unreachable_after, clock=clock)
         sender = channels.sender(

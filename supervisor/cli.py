@@ -363,6 +363,8 @@ async def _run_async(
                                 secrets=secrets)
     except StateError as exc:
         return _state_error(settings, exc)
+    except ImportError as exc:  # alerts configured without the alerts extra
+        return _missing_extra("alerts", exc, "alerts")
     _started()
     try:
         try:
@@ -431,7 +433,14 @@ async def _check_async(settings: Settings, args: argparse.Namespace, secrets: Se
         # Imported here: a check without alerts loads none of it (nor Apprise).
         from supervisor.alert_wiring import Alerts
 
-        alerts = Alerts.build(settings, runtime.store, runtime.clock, secrets, check=True)
+        try:
+            alerts = Alerts.build(settings, runtime.store, runtime.clock, secrets, check=True)
+        except ImportError as exc:  # alerts configured without the alerts extra
+            await runtime.aclose()
+            problem = ("alerts need the 'alerts' extra "
+                       f"(pip install 'wasend-supervisor[alerts]'): {exc}")
+            print(f"{PROG}: {problem}", file=sys.stderr)
+            return _check_unknown(problem, as_json=args.json)
     _started()
     try:
         report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait,
@@ -456,9 +465,9 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _missing_extra(what: str, exc: ImportError) -> int:
-    print(f"{PROG}: {what} needs the 'simulator' extra "
-          f"(pip install 'wasend-supervisor[simulator]'): {exc}", file=sys.stderr)
+def _missing_extra(what: str, exc: ImportError, extra: str = "simulator") -> int:
+    print(f"{PROG}: {what} needs the '{extra}' extra "
+          f"(pip install 'wasend-supervisor[{extra}]'): {exc}", file=sys.stderr)
     return EX_UNAVAILABLE
 
 
