@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
+import httpx
+import respx
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
@@ -15,18 +16,12 @@ from supervisor.config.load import load_settings
 from supervisor.config.model import AlertSettings, Settings
 from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Kind
-from tests import alert_fakes
 
 KEY = "sk_test_Zq8vN3pL7wR2xK9mT4yB6cD1"
 TOKEN = "xoxb7Qm2Lr9Tt4Kp1Zs8Wd3"
 SLACK = f"slack://{TOKEN}/C0123"
 HOOK = f"json://hooks.example.com/a?token={TOKEN}"
 MAIL = "mailtos://ops:Pa55-w0rd-long@mail.example.com"
-
-
-@pytest.fixture(autouse=True)
-def _channels_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    alert_fakes.install(monkeypatch)
 
 
 def alerts_with(tmp_path: Path, *, file_mode: int = 0o600, **env: str) -> AlertSettings:
@@ -138,10 +133,14 @@ def test_send_test_reports_each_channel_in_order_bounded_by_the_timeout() -> Non
     assert all(c.sent == [message] for c in channels)
 
 
-def test_the_alertmanager_channel_gets_its_url_and_the_client(tmp_path: Path) -> None:
+def test_the_alertmanager_channel_posts_to_its_url_through_the_client_given() -> None:
     alerts = AlertSettings(alertmanager_url=SecretStr("http://127.0.0.1:9093/"))
-    client = object()
-    [channel] = build.channels(alerts, http=client)  # type: ignore[arg-type]
-    assert channel.id == "alertmanager"
-    if isinstance(channel, alert_fakes.AlertmanagerChannel):  # the stand-in keeps them
-        assert channel.base_url == "http://127.0.0.1:9093" and channel.http is client
+
+    async def go() -> tuple[str, int]:
+        async with httpx.AsyncClient() as client, respx.mock(assert_all_called=True) as mock:
+            route = mock.post("http://127.0.0.1:9093/api/v2/alerts").respond(200)
+            [channel] = build.channels(alerts, http=client)
+            await channel.send(build.probe_message("h", 1.0))
+            return channel.id, route.call_count
+
+    assert asyncio.run(go()) == ("alertmanager", 1)

@@ -13,7 +13,6 @@ from supervisor import cli
 from supervisor.alerts import build
 from supervisor.config.model import AlertSettings
 from supervisor.domain.episodes import Episode, Kind
-from tests import alert_fakes
 from tests.conftest import reset_logging
 from tests.unit.test_alerts_build import Recording
 
@@ -29,7 +28,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, no_state_env: None) -> Iterator[
                  "WASEND_SUPERVISOR_ALERTS__ALERTMANAGER_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WASEND_SUPERVISOR_LOG_LEVEL", "warning")
-    alert_fakes.install(monkeypatch)
     yield
     reset_logging()  # alerts test configures the logs
 
