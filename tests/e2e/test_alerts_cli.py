@@ -97,7 +97,6 @@ def _free_closed_port() -> int:
 def test_alerts_test_sends_to_a_real_receiver_and_names_the_one_that_is_down(
         tmp_path: Path) -> None:
     """Needs helper "delivery"'s channels (and Apprise): runs once they are merged."""
-    pytest.importorskip("supervisor.alerts.channels")
     _Receiver.bodies = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
