@@ -11,9 +11,10 @@
 ``run`` awaits ``after_poll`` after each poll and runs ``sender.run`` in the background
 (woken when a poll queued something), so delivery never holds the poll loop. ``check``
 awaits ``after_poll`` after its polls, then ``send_queued``: one round that sends what
-is due at once, without a grouping window (its one pass queued everything together),
-unless a daemon is running on the same state file, which sends it instead (two senders
-on one outbox would deliver twice).
+is due at once, without a grouping window (its one pass queued everything together), and
+the open episodes posted again to Alertmanager (which resolves by itself an alert that
+is not), unless a daemon is running on the same state file, which does both instead (two
+senders on one outbox would deliver twice).
 
 The metrics (``ops.metrics.Metrics``), when given, count episodes and deliveries and show
 the open episodes by kind.
@@ -90,8 +91,10 @@ class Alerts:
         return applied
 
     async def send_queued(self, now: float) -> bool:
-        """``check``: one round of sending, unless a daemon on the file sends instead.
-        Whether this process sent (False: a daemon was running, or the file unusable)."""
+        """``check``: one round of sending, then the open episodes posted again to the
+        channels that want it (Alertmanager resolves an alert nobody posts again), unless
+        a daemon on the file does both instead. Whether this process sent (False: a
+        daemon was running, or the file unusable)."""
         try:
             beats = await self.store.run(self.store.heartbeats)
         except StateError:
@@ -100,6 +103,7 @@ class Alerts:
             return False
         try:
             await self.sender.run_once(now)
+            await self.sender.refresh(now)
         except StateError:
             return False
         return True

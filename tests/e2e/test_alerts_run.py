@@ -302,3 +302,4 @@ def test_alerts_list_metrics_and_config_show_the_open_episode_and_never_the_toke
                    as_json.stdout + as_json.stderr, config.stdout + config.stderr):
         assert TOKEN not in output
     assert receiver.requests[0].path == f"/hooks/{TOKEN}"  # it was in the URL used
+
