@@ -108,6 +108,12 @@ class Alerts:
             return False
         return True
 
+    def reloaded(self, settings: Settings) -> None:
+        """A reload (SIGHUP) loaded ``settings``: the alerts in force stay as they are
+        (their settings take effect at the next start), but a URLs file others can read
+        is warned about, as at start and as the key file is."""
+        channels.warn_urls_file_exposure(settings.alerts)
+
     async def aclose(self) -> None:
         await channels.aclose(self.sender.channels)
 

@@ -303,3 +303,33 @@ def test_alerts_list_metrics_and_config_show_the_open_episode_and_never_the_toke
         assert TOKEN not in output
     assert receiver.requests[0].path == f"/hooks/{TOKEN}"  # it was in the URL used
 
+
+
+def test_a_urls_file_others_can_read_is_warned_about_on_reload_too(
+    simulator: SimFactory, receiver: HttpReceiver, tmp_path: Path,
+) -> None:
+    server = simulator({"session_count": 1})
+    urls, log = tmp_path / "alert-urls", tmp_path / "run.log"
+    urls.write_text(f"# the receiver\n{hook(receiver)}\n")
+    urls.chmod(0o600)
+    run = start_run(server, tmp_path / "state.db", log, ALERTS__URLS_FILE=str(urls))
+    try:
+        more_polls(log, 2)
+        assert not logged(log, "alert.urls_file_permissions")  # mode 0600 at start
+        urls.chmod(0o644)
+        run.send_signal(signal.SIGHUP)
+        wait_for(lambda: logged(log, "config.reloaded"))
+        more_polls(log, 2)
+        urls.chmod(0o600)
+        urls.write_text(f"{hook(receiver)}\njson://127.0.0.1:9/other\n")  # a URL more
+        run.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(named(events(log), "config.reloaded")) == 2)
+    finally:
+        assert stop(run) == 0
+    found = events(log)
+    mode_only, more_urls = named(found, "config.reloaded")
+    assert mode_only["restart_required"] == []  # the same URLs: only who may read them
+    assert more_urls["restart_required"] == ["alerts"]
+    (warned,) = named(found, "alert.urls_file_permissions")
+    assert (warned["path"], warned["mode"]) == (str(urls), "0644")
+    assert TOKEN not in log.read_text()
