@@ -11,9 +11,11 @@ URL's token is in none of it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import statistics
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import pytest
 from supervisor.simulator import SimulatorServer
 from supervisor.state.sqlite import SqliteStore
 from tests.alerts.receivers import HttpReceiver, free_port
-from tests.e2e.conftest import SimFactory, cli
+from tests.e2e.conftest import ROOT, SimFactory, cli
 from tests.faults.conftest import start_run
 from tests.waiting import wait_for
 
@@ -333,3 +335,41 @@ def test_a_urls_file_others_can_read_is_warned_about_on_reload_too(
     (warned,) = named(found, "alert.urls_file_permissions")
     assert (warned["path"], warned["mode"]) == (str(urls), "0644")
     assert TOKEN not in log.read_text()
+
+
+# The command line as it runs where the 'alerts' extra is not installed.
+_WITHOUT_APPRISE = """\
+import sys
+sys.modules["apprise"] = None  # import apprise: ImportError, as when it is not installed
+from supervisor.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def without_apprise(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
+                "HOME": os.environ.get("HOME", "/tmp"), **env}
+    return subprocess.run([sys.executable, "-c", _WITHOUT_APPRISE, *args], capture_output=True,
+                          text=True, env=full_env, cwd=ROOT, timeout=30, check=False)
+
+
+def test_apprise_urls_without_the_alerts_extra_are_one_line_at_start(
+    simulator: SimFactory, receiver: HttpReceiver, tmp_path: Path,
+) -> None:
+    server = simulator({"sessions": [{"id": "q", "status": QR}], "session_count": 0})
+    env = cli_env(server, tmp_path / "state.db", **alerting(receiver))
+    line = ("wasend-supervisor: alerts.urls: Apprise URLs need the 'alerts' extra (pip install "
+            "'wasend-supervisor[alerts]'), and Apprise is not installed (from environment "
+            "variable WASEND_SUPERVISOR_ALERTS__URLS)\n")
+    run = without_apprise("run", env=env)
+    assert (run.returncode, run.stderr, run.stdout) == (69, line, "")
+    test = without_apprise("alerts", "test", env=env)
+    assert (test.returncode, test.stderr, test.stdout) == (69, line, "")
+    check = without_apprise("check", env=env)
+    assert (check.returncode, check.stderr) == (3, line)
+    assert check.stdout == "UNKNOWN: " + line.removeprefix("wasend-supervisor: ")
+    skipped = without_apprise("check", "--no-alerts", env=env)
+    assert skipped.returncode == 2, skipped.stdout + skipped.stderr  # CRITICAL, as without
+    assert receiver.requests == []
+    for done in (run, test, check):
+        assert TOKEN not in done.stdout + done.stderr
