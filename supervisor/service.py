@@ -119,7 +119,8 @@ class Service:
         **build_args: Any,
     ) -> Service:
         """Metrics, then the runtime with the client reporting to them, then the service."""
-        metrics = Metrics(per_session=settings.metrics_per_session)
+        metrics = Metrics(per_session=settings.metrics_per_session,
+                          alerts=settings.alerts.enabled)
         runtime = build(settings, observer=metrics.observe_request, **build_args)
         metrics.watch_gate(runtime.gate)
         alerts = None

@@ -373,3 +373,22 @@ def test_apprise_urls_without_the_alerts_extra_are_one_line_at_start(
     assert receiver.requests == []
     for done in (run, test, check):
         assert TOKEN not in done.stdout + done.stderr
+
+
+def test_without_alerts_metrics_show_none_of_them(
+    simulator: SimFactory, tmp_path: Path,
+) -> None:
+    server = simulator({"sessions": [{"id": "q", "status": QR}], "session_count": 0})
+    state, log = tmp_path / "state.db", tmp_path / "run.log"
+    port = free_port()
+    run = start_run(server, state, log, HTTP_LISTEN=f"127.0.0.1:{port}")
+    try:
+        more_polls(log, 2)
+        with httpx.Client(trust_env=False, timeout=5.0) as http:
+            metrics = http.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        assert stop(run) == 0
+    assert "wasend_supervisor_sessions_needing_person 1.0" in metrics
+    assert "alert" not in metrics
+    assert not [e for e in events(log) if e["event"].startswith("alert.")]
+    assert queued(state) == (0, 0)
