@@ -241,17 +241,20 @@ def test_check_ten_times_over_one_episode_sends_once_and_beside_a_daemon_sends_n
     second = HttpReceiver().start()
     daemon = start_run(server, other, log, **alerting(second), POLL_INTERVAL="60")
     try:
-        wait_for(lambda: polls(log) >= 1)
+        wait_for(lambda: second.requests)  # its first poll's episode (q), sent by it
         server.simulator.set_status("a", QR)
         done = cli("check", env=cli_env(server, other, **alerting(second)))
         assert done.returncode == 2, done.stdout + done.stderr
-        assert named(parse(done.stderr), "alert.opened")
+        assert [e["session_id"] for e in named(parse(done.stderr), "alert.opened")] == ["a"]
         assert not named(parse(done.stderr), "alert.sent")
-        wait_for(lambda: logged(log, "alert.sent"))  # the daemon's sender found the rows
+        wait_for(lambda: len(second.requests) >= 2)  # the daemon's sender found the row
+        assert polls(log) == 1  # no poll of the daemon's saw a's news: the check's did
     finally:
         assert stop(daemon) == 0
         second.stop()
-    assert len(second.requests) == 1
+    assert notices(second) == ["failure", "failure"]
+    assert "(id a)" in posts(second)[1]["message"]
+    assert [e["change"] for e in named(events(log), "alert.sent")] == ["opened", "opened"]
     assert notices(receiver) == ["failure"]
 
 
