@@ -11,9 +11,10 @@
 ``run`` awaits ``after_poll`` after each poll and runs ``sender.run`` in the background
 (woken when a poll queued something), so delivery never holds the poll loop. ``check``
 awaits ``after_poll`` after its polls, then ``send_queued``: one round that sends what
-is due at once, without a grouping window (its one pass queued everything together),
-unless a daemon is running on the same state file, which sends it instead (two senders
-on one outbox would deliver twice).
+is due at once, without a grouping window (its one pass queued everything together), and
+the open episodes posted again to Alertmanager (which resolves by itself an alert that
+is not), unless a daemon is running on the same state file, which does both instead (two
+senders on one outbox would deliver twice).
 
 The metrics (``ops.metrics.Metrics``), when given, count episodes and deliveries and show
 the open episodes by kind.
@@ -24,7 +25,6 @@ Imported only when alerts are configured: a ``check`` without alerts loads none 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 
 from supervisor.alerts import build as channels
 from supervisor.alerts.sender import Delivery, Sender
@@ -62,11 +62,7 @@ class Alerts:
         metrics: Metrics | None = None,
         check: bool = False,
     ) -> Alerts:
-        """Raises ImportError when Apprise URLs are configured and Apprise is not
-        installed (the ``alerts`` extra), before any poll."""
         alerts = settings.alerts
-        if alerts.channel_urls() and importlib.util.find_spec("apprise") is None:
-            raise ImportError("alerts.urls needs Apprise, which is not installed")
         alerting = Alerting(store, channels.channel_ids(alerts),
                             unreachable_after=alerts.unreachable_after, clock=clock)
         sender = channels.sender(
@@ -95,8 +91,10 @@ class Alerts:
         return applied
 
     async def send_queued(self, now: float) -> bool:
-        """``check``: one round of sending, unless a daemon on the file sends instead.
-        Whether this process sent (False: a daemon was running, or the file unusable)."""
+        """``check``: one round of sending, then the open episodes posted again to the
+        channels that want it (Alertmanager resolves an alert nobody posts again), unless
+        a daemon on the file does both instead. Whether this process sent (False: a
+        daemon was running, or the file unusable)."""
         try:
             beats = await self.store.run(self.store.heartbeats)
         except StateError:
@@ -105,9 +103,16 @@ class Alerts:
             return False
         try:
             await self.sender.run_once(now)
+            await self.sender.refresh(now)
         except StateError:
             return False
         return True
+
+    def reloaded(self, settings: Settings) -> None:
+        """A reload (SIGHUP) loaded ``settings``: the alerts in force stay as they are
+        (their settings take effect at the next start), but a URLs file others can read
+        is warned about, as at start and as the key file is."""
+        channels.warn_urls_file_exposure(settings.alerts)
 
     async def aclose(self) -> None:
         await channels.aclose(self.sender.channels)

@@ -6,7 +6,8 @@ Exit statuses (also in the README, and in ``--help``: the epilogs below):
         a usage error and an invalid configuration are 3 (UNKNOWN) too
     2   bad command-line usage (argparse), except for ``check``
     1, 3 ``alerts test``: a channel did not take the test message (1); no alerts configured (3)
-    69  a needed optional part is not installed (the simulator extra)
+    69  a needed optional part is not installed (the simulator extra; for ``run`` and
+        ``alerts test``, the alerts extra when Apprise URLs are configured)
     71  ``run``: the health and metrics listener could not bind its address
     78  invalid configuration (one line per problem on stderr; EX_CONFIG), including a
         state file that cannot be used; not for ``check``
@@ -49,7 +50,8 @@ EXITS = """exit statuses:
   1    alerts test: a channel did not take the test message
   2    a command-line usage error (check: 3)
   3    alerts test: no alerts configured
-  69   simulate, demo: the 'simulator' extra is not installed
+  69   simulate, demo: the 'simulator' extra is not installed; run, alerts test:
+       Apprise URLs are configured and the 'alerts' extra is not installed
   71   run: the http_listen address could not be bound
   78   invalid configuration, or a state file that cannot be used (check: 3)
   130  run: a second Ctrl-C forced an immediate exit"""
@@ -59,8 +61,9 @@ CHECK_EXITS = """exit statuses (a monitoring plugin's; the first line of the rep
   1  WARNING: something was restarted, is recovering or waiting for its next attempt,
      has an unknown status, or (--dry-run) would be restarted
   2  CRITICAL: a restart failed, or a session was given up on, is gone or needs a person
-  3  UNKNOWN: the API could not be asked, the state file could not be used, or the
-     command line or the configuration is invalid
+  3  UNKNOWN: the API could not be asked, the state file could not be used, the
+     command line or the configuration is invalid, or Apprise URLs are configured and
+     the 'alerts' extra is not installed (unless --no-alerts)
 
 The report goes to stdout, the log events to stderr. On a terminal and with --quiet,
 only warnings and worse are logged unless a log level is set (flag, environment or
@@ -69,6 +72,7 @@ config file)."""
 RUN_EXITS = """exit statuses:
   0    stopped cleanly (SIGTERM, SIGINT)
   2    a command-line usage error
+  69   Apprise URLs are configured and the 'alerts' extra is not installed
   71   the http_listen address could not be bound (systemd may retry)
   78   invalid configuration, or a state file that cannot be used (EX_CONFIG: systemd's
        RestartPreventExitStatus)
@@ -79,6 +83,7 @@ ALERTS_TEST_EXITS = """exit statuses:
   1   at least one did not (one line per channel says which, and why)
   2   a command-line usage error
   3   no alerts configured (no alerts.urls, alerts.urls_file or alerts.alertmanager_url)
+  69  Apprise URLs are configured and the 'alerts' extra is not installed
   78  invalid configuration: one line per problem on stderr (EX_CONFIG)"""
 
 ALERTS_LIST_EXITS = """exit statuses:
@@ -315,6 +320,10 @@ def _run(args: argparse.Namespace) -> int:
     settings = load(args, require_api_key=True)
     if isinstance(settings, int):
         return settings
+    missing = apprise_missing(settings)
+    if missing is not None:
+        print(f"{PROG}: {missing}", file=sys.stderr)
+        return EX_UNAVAILABLE
     from supervisor import logs
     from supervisor.domain.secrets import Secrets
 
@@ -363,8 +372,6 @@ async def _run_async(
                                 secrets=secrets)
     except StateError as exc:
         return _state_error(settings, exc)
-    except ImportError as exc:  # alerts configured without the alerts extra
-        return _missing_extra("alerts", exc, "alerts")
     _started()
     try:
         try:
@@ -385,6 +392,10 @@ def _check(args: argparse.Namespace) -> int:
         _config_problems(settings)
         more = f" (and {len(settings) - 1} more)" if len(settings) > 1 else ""
         return _check_unknown(f"configuration error: {settings[0]}{more}", as_json=args.json)
+    missing = apprise_missing(settings) if _check_alerts(settings, args) else None
+    if missing is not None:
+        print(f"{PROG}: {missing}", file=sys.stderr)
+        return _check_unknown(missing, as_json=args.json)
     from supervisor import logs
     from supervisor.domain.secrets import Secrets
 
@@ -395,6 +406,12 @@ def _check(args: argparse.Namespace) -> int:
     secrets = Secrets(settings.alerts.secret_values())
     logs.configure(settings.log_format, level, sys.stderr, secrets=secrets)
     return asyncio.run(_check_async(settings, args, secrets))
+
+
+def _check_alerts(settings: Settings, args: argparse.Namespace) -> bool:
+    """Whether this ``check`` alerts: alerts configured, and neither --no-alerts nor
+    --dry-run."""
+    return settings.alerts.enabled and not args.no_alerts and not args.dry_run
 
 
 def check_log_level(settings: Settings, *, quiet: bool, tty: bool) -> str:
@@ -429,18 +446,11 @@ async def _check_async(settings: Settings, args: argparse.Namespace, secrets: Se
         print(f"{PROG}: {problem}", file=sys.stderr)
         return _check_unknown(problem, as_json=args.json)
     alerts = None
-    if settings.alerts.enabled and not args.no_alerts and not args.dry_run:
+    if _check_alerts(settings, args):
         # Imported here: a check without alerts loads none of it (nor Apprise).
         from supervisor.alert_wiring import Alerts
 
-        try:
-            alerts = Alerts.build(settings, runtime.store, runtime.clock, secrets, check=True)
-        except ImportError as exc:  # alerts configured without the alerts extra
-            await runtime.aclose()
-            problem = ("alerts need the 'alerts' extra "
-                       f"(pip install 'wasend-supervisor[alerts]'): {exc}")
-            print(f"{PROG}: {problem}", file=sys.stderr)
-            return _check_unknown(problem, as_json=args.json)
+        alerts = Alerts.build(settings, runtime.store, runtime.clock, secrets, check=True)
     _started()
     try:
         report = await run_check(runtime.supervisor, dry_run=args.dry_run, wait=args.wait,
@@ -465,10 +475,27 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _missing_extra(what: str, exc: ImportError, extra: str = "simulator") -> int:
-    print(f"{PROG}: {what} needs the '{extra}' extra "
-          f"(pip install 'wasend-supervisor[{extra}]'): {exc}", file=sys.stderr)
+def _missing_extra(what: str, exc: ImportError) -> int:
+    print(f"{PROG}: {what} needs the 'simulator' extra "
+          f"(pip install 'wasend-supervisor[simulator]'): {exc}", file=sys.stderr)
     return EX_UNAVAILABLE
+
+
+def apprise_missing(settings: Settings) -> str | None:
+    """The problem, in one line naming the setting and its source, when Apprise URLs are
+    configured and Apprise (the 'alerts' extra) is not installed; else None. Looked up
+    without importing it."""
+    alerts = settings.alerts
+    if not alerts.channel_urls():
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("apprise") is not None:
+        return None
+    key = "alerts.urls" if alerts.urls else "alerts.urls_file"
+    return (f"{key}: Apprise URLs need the 'alerts' extra (pip install "
+            f"'wasend-supervisor[alerts]'), and Apprise is not installed "
+            f"({settings.source_of(key, long=True)})")
 
 
 def _open_state(args: argparse.Namespace, *, unknown: int | None = None,
@@ -612,6 +639,10 @@ def _alerts_test(args: argparse.Namespace) -> int:
         print(f"{PROG}: no alerts configured (set alerts.urls, alerts.urls_file or "
               "alerts.alertmanager_url)", file=sys.stderr)
         return EX_NO_ALERTS
+    missing = apprise_missing(settings)
+    if missing is not None:
+        print(f"{PROG}: {missing}", file=sys.stderr)
+        return EX_UNAVAILABLE
     from supervisor import logs
     from supervisor.domain.secrets import Secrets
 

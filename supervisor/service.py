@@ -89,6 +89,8 @@ class Service:
             metrics.watch_listener(self.listener)
         self.reloader: Reloader | None = None
         if load is not None:
+            if alerts is not None:  # told of the settings as loaded, before any is kept
+                load = _telling(load, alerts.reloaded)
             self.reloader = Reloader(load, settings, self._apply, reported=metrics.reloaded)
             self.daemon.on_reload = self.reloader.reload
 
@@ -117,7 +119,8 @@ class Service:
         **build_args: Any,
     ) -> Service:
         """Metrics, then the runtime with the client reporting to them, then the service."""
-        metrics = Metrics(per_session=settings.metrics_per_session)
+        metrics = Metrics(per_session=settings.metrics_per_session,
+                          alerts=settings.alerts.enabled)
         runtime = build(settings, observer=metrics.observe_request, **build_args)
         metrics.watch_gate(runtime.gate)
         alerts = None
@@ -194,6 +197,19 @@ class Service:
         task = asyncio.ensure_future(close())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+
+def _telling(load: Callable[[], Settings], told: Callable[[Settings], None],
+             ) -> Callable[[], Settings]:
+    """``load``, handing ``told`` each valid result as loaded (a reload keeps the settings
+    that need a restart, so ``apply`` sees the old ones)."""
+
+    def loaded() -> Settings:
+        settings = load()
+        told(settings)
+        return settings
+
+    return loaded
 
 
 def _json(verdict: Verdict) -> Reply:

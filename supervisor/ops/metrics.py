@@ -46,7 +46,9 @@ POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 30
 
 
 class Metrics:
-    def __init__(self, *, per_session: bool = False) -> None:
+    def __init__(self, *, per_session: bool = False, alerts: bool = False) -> None:
+        """``alerts``: alerts are configured; without, ``/metrics`` shows none of their
+        series (nor their HELP lines)."""
         self.per_session = per_session
         self.registry = CollectorRegistry()
         r = self.registry
@@ -83,17 +85,18 @@ class Metrics:
             self.polls.labels(outcome)
         for outcome in ("ok", "failed"):
             self.reloads.labels(outcome)
+        alerting = r if alerts else None  # an unregistered metric is never rendered
         self.alerts = Counter(
             PREFIX + "alerts",
             "Alert episodes opened and resolved, and messages sent and failed, by kind and "
-            "outcome (only with alerts configured).", ["kind", "outcome"], registry=r)
+            "outcome.", ["kind", "outcome"], registry=alerting)
         self.alerts_dropped = Counter(
             PREFIX + "alerts_dropped",
             "Queued alerts dropped unsent, by reason (max_age, queue_full).", ["reason"],
-            registry=r)
+            registry=alerting)
         self.alert_episodes_open = Gauge(
             PREFIX + "alert_episodes_open", "Alert episodes open now, by kind.", ["kind"],
-            registry=r)
+            registry=alerting)
         self._gate: RateGate | None = None
         self._listener: HttpListener | None = None
         self._census: Census | None = None

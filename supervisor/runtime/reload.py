@@ -37,6 +37,8 @@ def _value(settings: Settings, key: str) -> Any:
         value = getattr(value, part)
     if key == "api_key" and value is not None:
         return value.get_secret_value()
+    if key == "alerts":  # what the channels are made of, not who could read the URLs file
+        return value.model_dump(), [(u.url, u.tags) for u in value.channel_urls()]
     return value
 
 
