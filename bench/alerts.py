@@ -73,12 +73,12 @@ class Size:
     cycle_sessions: int = 2000  # each of the two side-by-side daemons
     cycle_needing: int = 50  # of them needing a person from the start
     cycle_interval: float = 0.5
-    cycles: int = 60  # poll cycles measured per daemon and run
+    cycles: int = 80  # poll cycles measured per daemon and run
     warmup: int = 3  # first cycles left out
 
 
 FULL = Size()
-QUICK = Size(runs=1, latencies=4, windowed=1, cycles=30)
+QUICK = Size(runs=1, latencies=5, windowed=1, cycles=60)
 
 
 class Arrivals(list[Request]):
