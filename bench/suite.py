@@ -40,8 +40,9 @@ BENCHMARKS: dict[str, Benchmark] = {
                   scale.run, scale.FULL, scale.QUICK),
         Benchmark("check_time", "check's wall time from a cold start, 100 sessions",
                   check_time.run, check_time.FULL, check_time.QUICK),
-        Benchmark("alerts", "episode opened to message received; a storm of 1,000; a "
-                  "hanging channel beside the poll", alerts.run, alerts.FULL, alerts.QUICK),
+        Benchmark("alerts", "through the daemon: episode opened to message received; a "
+                  "storm of 1,000; the poll cycle beside a hanging channel", alerts.run,
+                  alerts.FULL, alerts.QUICK),
     )
 }
 

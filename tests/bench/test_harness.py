@@ -16,11 +16,12 @@ import pytest
 
 from bench import alerts, check_time, idle, install, latency, retry_after
 from bench.__main__ import main as bench_main
-from bench.common import API_KEY, start_simulator
+from bench.common import API_KEY, RESULTS, start_simulator
 from bench.install import DEVELOPMENT
 from bench.procs import ROOT, base_env, cpu_seconds, memory_bytes
 from bench.report import Figure, Result, Target, table
 from bench.suite import BENCHMARKS, Benchmark, run_one
+from supervisor.domain import events as ev
 
 pytestmark = pytest.mark.e2e
 
@@ -48,17 +49,32 @@ def test_restart_latency_one_restart_request_per_outage() -> None:
     assert all(d > 0 for d in result.figure("restart_latency.median").ours)
 
 
-def test_alerts_a_storm_is_few_messages_naming_every_session() -> None:
-    size = alerts.Size(runs=1, latencies=2, windowed=1, group_window=0.5, storm=60,
-                       storm_polls=2, poll_every=0.2, cycles=3, requests_per_cycle=3,
-                       hang_timeout=0.5)
+def test_alerts_through_the_daemon_a_storm_is_few_messages_naming_every_session() -> None:
+    size = alerts.Size(runs=1, poll_interval=0.3, sessions=4, latencies=2, windowed=1,
+                       group_window=1.0, storm=60, storm_polls=2, cycle_sessions=50,
+                       cycle_needing=3, cycle_interval=0.2, cycles=5, warmup=1)
     result = alerts.run(size)
-    assert_well_formed(result, {"alerts.latency", "alerts.latency_beyond_window",
-                                "alerts.storm_messages", "alerts.storm_named",
-                                "alerts.hanging_channel_ratio"})
-    assert list(result.figure("alerts.storm_named").ours) == [1.0]
-    assert 1 <= result.figure("alerts.storm_messages").ours[0] <= 2
+    assert_well_formed(result, {"alerts.latency", "alerts.latency_from_status",
+                                "alerts.latency_beyond_window", "alerts.storm_messages",
+                                "alerts.storm_named", "alerts.storm_messages_split",
+                                "alerts.storm_named_split", "alerts.poll_cycle_ratio",
+                                "alerts.poll_cycle_hanging", "alerts.poll_cycle_no_alerts",
+                                "alerts.hanging_sends"})
+    for suffix in ("", "_split"):  # 60 sessions: one message on either channel
+        assert list(result.figure(f"alerts.storm_named{suffix}").ours) == [1.0]
+        assert list(result.figure(f"alerts.storm_messages{suffix}").ours) == [1.0]
+    assert len(result.figure("alerts.latency").ours) == 2
     assert all(d >= 0 for d in result.figure("alerts.latency").ours)
+    # The status is set before the poll that opens the episode sees it.
+    assert all(s >= o for s, o in zip(result.figure("alerts.latency_from_status").ours,
+                                      result.figure("alerts.latency").ours, strict=True))
+    assert len(result.figure("alerts.poll_cycle_hanging").ours) == 5
+    assert len(result.figure("alerts.poll_cycle_no_alerts").ours) == 5
+    # The daemons' own logs, where the figures came from.
+    logs = RESULTS / "logs"
+    assert alerts.events(logs / "alerts-0-storm.log", ev.ALERT_OPENED)
+    assert not alerts.events(logs / "alerts-0-cycles-plain.log", ev.ALERT_OPENED)
+    assert alerts.events(logs / "alerts-0-cycles-hanging.log", ev.ALERT_OPENED)
 
 
 def test_retry_after_no_request_while_it_is_in_force() -> None:
