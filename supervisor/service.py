@@ -21,6 +21,7 @@ closes, ``daemon.stopped``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -100,12 +101,13 @@ class Service:
         if self.systemd.watchdog_interval is not None:
             self.daemon.background.append(self.systemd.watchdog)
         self.alerts = alerts
+        self._stop_sending = asyncio.Event()
+        self._sending: asyncio.Task[None] | None = None
         if alerts is not None:  # episodes after each poll; their delivery in the background
-            stop_sending = asyncio.Event()
             self.daemon.after_poll.append(alerts.after_poll)
-            self.daemon.background.append(lambda: alerts.sender.run(stop_sending))
-            self.daemon.on_stopping.append(stop_sending.set)
-            self.daemon.closers.append(alerts.aclose)
+            self.daemon.background.append(self._send_alerts)
+            self.daemon.on_stopping.append(self._stop_sending.set)
+            self.daemon.closers.append(self._finish_alerts)
 
     @classmethod
     def build(
@@ -183,6 +185,28 @@ class Service:
             (old.log_format, old.log_level) != (new.log_format, new.log_level)
         ):
             self.configure_logs(new)
+
+    async def _send_alerts(self) -> None:
+        """The sender's loop, shielded from the daemon's cancelling its background work at
+        stop: a message being sent then is finished (and recorded as delivered) by
+        ``_finish_alerts``, so that a restart does not send it again."""
+        assert self.alerts is not None
+        self._sending = asyncio.ensure_future(self.alerts.sender.run(self._stop_sending))
+        await asyncio.shield(self._sending)
+
+    async def _finish_alerts(self) -> None:
+        """At stop: the round in flight finishes within ``shutdown_grace`` (then it is
+        cancelled; its rows stay queued for the next start), then the channels close."""
+        assert self.alerts is not None
+        self._stop_sending.set()
+        sending = self._sending
+        if sending is not None and not sending.done():
+            done, _ = await asyncio.wait({sending}, timeout=self.daemon.shutdown_grace)
+            if not done:
+                sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sending
+        await self.alerts.aclose()
 
     def _retire(self, previous: Runtime) -> None:
         """Close the replaced client once no poll uses it: at once, unless a poll that

@@ -38,6 +38,9 @@ class HttpReceiver:
         self.port = port or free_port()
         self.requests: list[Request] = []
         self.status = 200
+        # Set: each request is recorded, then waits for it before being answered (a send
+        # held in flight); None: answered at once.
+        self.hold: threading.Event | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -53,6 +56,8 @@ class HttpReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 receiver.requests.append(Request(self.command, self.path, dict(self.headers),
                                                  self.rfile.read(length)))
+                if receiver.hold is not None:
+                    receiver.hold.wait(30)
                 self.send_response(receiver.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", "2")

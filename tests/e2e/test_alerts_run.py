@@ -16,6 +16,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,30 @@ def test_one_qr_session_gives_one_opened_and_one_resolved_message_across_a_sigki
             ] == [("alert.opened", "shop-q"), ("alert.resolved", "shop-q")]
     assert [e["change"] for e in named(logs, "alert.sent")] == ["opened", "resolved"]
     assert queued(state) == (0, 0)
+
+
+def test_a_message_in_flight_at_sigterm_is_finished_and_not_sent_again_after_a_restart(
+    simulator: SimFactory, receiver: HttpReceiver, tmp_path: Path,
+) -> None:
+    server = simulator({"sessions": [{"id": "shop-q", "status": QR}], "session_count": 0})
+    state, first_log, second_log = tmp_path / "state.db", tmp_path / "1.log", tmp_path / "2.log"
+    receiver.hold = threading.Event()  # the receiver takes the message, answers later
+    first = start_run(server, state, first_log, SHUTDOWN_GRACE="10", **alerting(receiver))
+    try:
+        wait_for(lambda: receiver.requests)  # the send is in flight
+        first.send_signal(signal.SIGTERM)
+        wait_for(lambda: logged(first_log, "daemon.stopping"))
+    finally:
+        receiver.hold.set()  # the answer comes while the daemon stops
+    assert first.wait(timeout=15) == 0
+    assert [e["change"] for e in named(events(first_log), "alert.sent")] == ["opened"]
+    assert queued(state) == (1, 0)  # the episode open, its message delivered
+    second = start_run(server, state, second_log, **alerting(receiver))
+    try:
+        more_polls(second_log, 5)
+    finally:
+        assert stop(second) == 0
+    assert notices(receiver) == ["failure"]  # once: the restart did not send it again
 
 
 def test_500_sessions_needing_a_person_at_once_are_one_message_naming_each(
