@@ -24,8 +24,6 @@ Imported only when alerts are configured: a ``check`` without alerts loads none 
 
 from __future__ import annotations
 
-import contextlib
-
 from supervisor.alerts import build as channels
 from supervisor.alerts.sender import Delivery, Sender
 from supervisor.clock import Clock
@@ -85,9 +83,8 @@ class Alerts:
         if self.metrics is not None:
             for transition in applied:
                 self.metrics.alerted(transition.episode.kind.value, transition.change.value)
-            with contextlib.suppress(StateError):  # the gauge keeps its last value
-                counts = await self.store.run(self.store.open_counts)
-                self.metrics.episodes_open({k.value: n for k, n in counts.items()})
+            counts = self.alerting.open_counts
+            self.metrics.episodes_open({kind.value: n for kind, n in counts.items()})
         return applied
 
     async def send_queued(self, now: float) -> bool:

@@ -29,6 +29,7 @@ from supervisor.domain.episodes import (
     UNREACHABLE_FAILURES,
     Change,
     Facts,
+    Kind,
     Transition,
     reconcile,
 )
@@ -64,6 +65,9 @@ class Alerting:
         self.channels = tuple(channels)
         self.unreachable_after = unreachable_after
         self.clock = clock
+        # The episodes open after the last poll, by kind (for the metrics' gauge): those
+        # the store held, changed by the transitions applied; no read of its own.
+        self.open_counts: dict[Kind, int] = dict.fromkeys(Kind, 0)
 
     async def after_poll(self, supervisor: Supervisor, result: PollResult) -> list[Transition]:
         """Reconcile the episodes with what ``result`` (a poll of ``supervisor``) left;
@@ -89,9 +93,14 @@ class Alerting:
                 open_episodes=known,
             )
             made = reconcile(known, facts, now, unreachable_after=self.unreachable_after)
-            if not made:
-                return []
-            return self.store.apply_transitions(made, self.channels, now)
+            applied = self.store.apply_transitions(made, self.channels, now) if made else []
+            counts = dict.fromkeys(Kind, 0)
+            for episode in known:
+                counts[episode.kind] += 1
+            for transition in applied:
+                counts[transition.episode.kind] += 1 if transition.change is Change.OPENED else -1
+            self.open_counts = counts
+            return applied
 
         try:
             applied = await self.store.run(work)
