@@ -280,6 +280,13 @@ class MemoryOutbox:
         return [row for row in self.rows.values()
                 if row.channel == channel and row.next_try_at <= now][:limit]
 
+    def claim(self, ids: Sequence[int], now: float, until: float) -> bool:
+        if any(i not in self.rows or self.rows[i].next_try_at > now for i in ids):
+            return False
+        for row_id in ids:
+            self.rows[row_id] = msgspec.structs.replace(self.rows[row_id], next_try_at=until)
+        return True
+
     def delivered(self, ids: Sequence[int]) -> None:
         for row_id in ids:
             if self.rows.pop(row_id, None) is not None:

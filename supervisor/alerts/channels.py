@@ -25,15 +25,19 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import httpx
 from pydantic import SecretStr
 
-from supervisor.alerts.text import Message, advice, headline
+from supervisor.alerts.text import MAX_PARTS, TITLE_LIMIT, Message, advice, headline
 from supervisor.clock import Clock, SystemClock
 from supervisor.domain.episodes import Change, Episode, Kind, Transition
 
 if TYPE_CHECKING:
     from apprise import Apprise
 
-__all__ = ["ALERTNAMES", "APPRISE_LOGGERS", "REFRESH_EVERY", "SEVERITIES", "AlertmanagerChannel",
-           "AppriseChannel", "Channel", "DeliveryFailed", "routed"]
+__all__ = ["ALERTNAMES", "APPRISE_LOGGERS", "MIN_BODY", "REFRESH_EVERY", "SEVERITIES",
+           "AlertmanagerChannel", "AppriseChannel", "Channel", "DeliveryFailed", "body_limit",
+           "parts_for", "routed"]
+
+MIN_BODY: Final = 1_000
+"""The least body a service is taken to hold, whatever its plugin says."""
 
 REFRESH_EVERY: Final = 60.0
 """How often a firing alert is posted to Alertmanager again (``Sender``'s refresh)."""
@@ -83,6 +87,27 @@ def routed(channel: Channel, kind: Kind, routes: Mapping[Kind, Collection[str]])
     return bool(channel.tags & set(route))
 
 
+def body_limit(channel: Channel) -> int | None:
+    """The longest body ``channel`` takes in one message, or None when it has no limit of
+    ours to keep (Alertmanager reads no body; an Apprise URL that chose its own
+    ``overflow=`` handling gets the message whole)."""
+    return channel.body_limit() if isinstance(channel, AppriseChannel) else None
+
+
+def parts_for(channel: Channel, within: float) -> int:
+    """How many messages one group may be cut into on ``channel``: up to ``MAX_PARTS``, as
+    long as the service's own spacing between messages (Apprise waits 5.5 s between two
+    ntfy posts, 1.2 s between Slack's) takes at most half of ``within`` (a send's timeout),
+    so that the parts are never what makes a send time out. 1 for a channel that does not
+    cut (``body_limit`` None)."""
+    if not isinstance(channel, AppriseChannel) or channel.body_limit() is None:
+        return 1
+    spacing = channel.spacing()
+    if spacing <= 0:
+        return MAX_PARTS
+    return max(1, min(MAX_PARTS, 1 + int(within / 2 // spacing)))
+
+
 def _silence_apprise_logs() -> None:
     for name in APPRISE_LOGGERS:
         logger = logging.getLogger(name)
@@ -93,17 +118,32 @@ def _silence_apprise_logs() -> None:
 
 class AppriseChannel:
     """One Apprise URL, as a channel. ``tags`` are the URL's Apprise tags (``routed``).
-    A message longer than the service takes is cut to its limit, unless the URL says
-    otherwise (``?overflow=split``: several messages, every session named)."""
+    ``body_limit()`` is what its service takes in one message (the plugin's
+    ``body_maxlen``, less the title where the service puts the title in the body), so that
+    the sender cuts a storm's list into parts that each arrive whole (``render_parts``).
+    A URL that says ``overflow=`` itself (``split``, ``truncate``, ``upstream``) gets the
+    message whole and Apprise does as it says; otherwise Apprise truncates, as a last
+    guard that never has anything to cut."""
 
     def __init__(self, id: str, url: SecretStr, tags: Collection[str] = ()) -> None:
         self.id = id
         self.tags: frozenset[str] = frozenset(tags)
         self._url = url
         self._apprise: Apprise | None = None
+        self._limit: int | None = None
 
     def __repr__(self) -> str:
         return f"AppriseChannel({self.id!r})"
+
+    def body_limit(self) -> int | None:
+        """The longest body its service takes (see the class); loads Apprise."""
+        self._load()
+        return self._limit
+
+    def spacing(self) -> float:
+        """The seconds Apprise waits between two messages to its service (its throttle)."""
+        return max(float(getattr(service, "request_rate_per_sec", 0) or 0)
+                   for service in self._load())
 
     def _load(self) -> Apprise:
         if self._apprise is None:
@@ -117,9 +157,13 @@ class AppriseChannel:
                                      "(an unknown scheme, or a part missing)")
             if "overflow=" not in url.lower():
                 # A storm's list is longer than a chat message may be (Telegram: 4,096
-                # characters): cut it there rather than have the service refuse it all.
+                # characters): the sender cuts it to this, in parts; Apprise truncating is
+                # only the last guard, should a service count otherwise.
                 for service in notifier:
                     service.overflow_mode = apprise.OverflowMode.TRUNCATE
+                self._limit = max(MIN_BODY, min(
+                    service.body_maxlen - (0 if service.title_maxlen > 0 else TITLE_LIMIT + 2)
+                    for service in notifier))
             self._apprise = notifier
         return self._apprise
 

@@ -13,7 +13,10 @@ One round (``Sender.run_once(now)``):
    person is one message, not 500). A row starts a new group instead when a later group
    holds a row of the same episode, so an episode's messages stay in order. A group is sent
    once its window has passed, groups in order; the first not ready ends the round.
-4. Each send is bounded by ``send_timeout``: a hanging channel never holds the others (nor
+4. Before a group is sent its rows are claimed (``Outbox.claim``: their ``next_try_at``
+   moved ``CLAIM_FOR`` send timeouts ahead, all or none), so that of two senders on one
+   store only one sends it; the other logs ``alert.claimed_elsewhere`` and waits.
+5. Each send is bounded by ``send_timeout``: a hanging channel never holds the others (nor
    the poll loop, which only enqueues). A failed send is retried with the policy's
    ``Backoff`` (exponential, full jitter, ``rng`` injected), counting the rows' attempts,
    after the store has recorded them (``Outbox.retry``), so a restart keeps the backoff.
@@ -45,17 +48,24 @@ from typing import Any, Final, Protocol, runtime_checkable
 import msgspec
 import structlog
 
-from supervisor.alerts.channels import REFRESH_EVERY, Channel, DeliveryFailed, routed
+from supervisor.alerts.channels import (
+    REFRESH_EVERY,
+    Channel,
+    DeliveryFailed,
+    body_limit,
+    parts_for,
+    routed,
+)
 from supervisor.alerts.outbox import Outbox, Pending
-from supervisor.alerts.text import render
+from supervisor.alerts.text import BODY_LIMIT, render_parts
 from supervisor.clock import Clock
 from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Kind
 from supervisor.domain.policy import Backoff
 from supervisor.domain.secrets import Secrets
 
-__all__ = ["BATCH", "HORIZON", "SEND_TIMEOUT", "Delivery", "Group", "Refreshing", "SendReport",
-           "Sender", "attempt", "groups"]
+__all__ = ["BATCH", "CLAIM_FOR", "HORIZON", "SEND_TIMEOUT", "Delivery", "Group", "Refreshing",
+           "SendReport", "Sender", "attempt", "groups"]
 
 log = structlog.get_logger("supervisor.alerts")
 
@@ -64,6 +74,10 @@ BATCH: Final = 5_000
 
 SEND_TIMEOUT: Final = 30.0
 """The longest one send may take before it counts as failed (a hanging channel)."""
+
+CLAIM_FOR: Final = 2.0
+"""A claim on a group's rows lasts this many send timeouts: the send, then its bookkeeping
+(a sender that dies holding one delays the rows by that, never loses them)."""
 
 HORIZON: Final = 10 * 365 * 86_400.0
 """How far ahead ``due`` is asked to look to see all of a channel's rows, waiting or not."""
@@ -258,6 +272,10 @@ class Sender:
             ready = group.first_at + self.group_window
             if ready > now:
                 return sent, 0, ready
+            lease = await self._claim(channel, group, now)
+            if lease is not None:  # another sender is sending it: this one waits
+                self._waiting[channel.id] = lease
+                return sent, 0, lease
             retry_at = await self._send(channel, group)
             if retry_at is not None:
                 self._waiting[channel.id] = retry_at
@@ -265,20 +283,29 @@ class Sender:
             sent += 1
         return sent, 0, None
 
+    async def _claim(self, channel: Channel, group: Group, now: float) -> float | None:
+        """Take the group's rows for this send (``Outbox.claim``): None once taken, else
+        until when another sender's claim lasts at most (as long as this one's would)."""
+        ids = [row.id for row in group.rows]
+        lease = now + CLAIM_FOR * self.send_timeout
+        if await self.outbox.run(lambda: self.outbox.claim(ids, now, lease)):
+            return None
+        log.info(ev.ALERT_CLAIMED_ELSEWHERE, channel=channel.id, kind=group.kind.value,
+                 change=group.change.value, sessions=len(ids))
+        return lease
+
     async def _send(self, channel: Channel, group: Group) -> float | None:
         """Send one group; None once delivered, else when to try again."""
-        message = render(group.kind, group.change, [r.transition for r in group.rows],
-                         host=self.host, status_page_url=self.status_page_url,
-                         secrets=self.secrets)
         ids = [row.id for row in group.rows]
         attempt = max(row.attempts for row in group.rows)
         started = self.clock.monotonic()
         fields = {"channel": channel.id, "kind": group.kind.value,
                   "change": group.change.value, "sessions": len(ids), "attempt": attempt + 1}
-        error = await self._attempt(channel.id, channel.send(message))
+        parts: list[int] = []
+        error = await self._attempt(channel.id, self._deliver(channel, group, parts))
         if error is None:
             await self.outbox.run(lambda: self.outbox.delivered(ids))
-            log.info(ev.ALERT_SENT, **fields,
+            log.info(ev.ALERT_SENT, **fields, parts=len(parts),
                      duration_ms=round((self.clock.monotonic() - started) * 1000))
             self._observe(Delivery("sent", len(ids), channel.id, group.kind, group.change))
             return None
@@ -288,6 +315,19 @@ class Sender:
         log.warning(ev.ALERT_FAILED, **fields, error=error, retry_in=round(delay, 3))
         self._observe(Delivery("failed", len(ids), channel.id, group.kind, group.change))
         return retry_at
+
+    async def _deliver(self, channel: Channel, group: Group, parts: list[int]) -> None:
+        """The group as one message, or in parts cut to what the channel takes, in order
+        (a failure of any part fails the group, which is sent again whole)."""
+        limit = body_limit(channel)
+        messages = render_parts(
+            group.kind, group.change, [r.transition for r in group.rows], host=self.host,
+            status_page_url=self.status_page_url, secrets=self.secrets,
+            limit=BODY_LIMIT if limit is None else limit,
+            max_parts=parts_for(channel, self.send_timeout))
+        for message in messages:
+            await channel.send(message)
+            parts.append(len(message.transitions))
 
     async def refresh(self, now: float) -> None:
         """Have the channels that want it post the open episodes again."""

@@ -5,6 +5,8 @@ A message says which sessions (name and id), their status and since when, what t
 supervisor did, what the person should do, and the host it came from. A group lists every
 session: one per line while it is small, compactly (``name (id)``, comma-separated) when it
 is large, and never more than ``BODY_LIMIT`` characters (the rest counted: "and N more").
+``render_parts`` cuts a group to what one channel takes (its service's limit) in at most
+``MAX_PARTS`` messages, each naming the next sessions.
 
 What a message never holds: a secret (every value of the ``Secrets`` handed in is
 replaced) and a QR payload (anything shaped like WhatsApp's pairing string is replaced by
@@ -27,8 +29,8 @@ from supervisor.domain.episodes import Change, Kind, Transition
 from supervisor.domain.secrets import Secrets
 from supervisor.printable import printable
 
-__all__ = ["BODY_LIMIT", "LIST_LINES", "QR_MASK", "TITLE_LIMIT", "Message", "advice",
-           "headline", "render"]
+__all__ = ["BODY_LIMIT", "LIST_LINES", "MAX_PARTS", "QR_MASK", "TITLE_LIMIT", "Message",
+           "advice", "headline", "render", "render_parts"]
 
 BODY_LIMIT: Final = 60_000
 """The longest body: enough to name a storm of 1,000 sessions, small enough for any
@@ -36,6 +38,9 @@ channel (Apprise splits or truncates further where a service needs it)."""
 
 TITLE_LIMIT: Final = 200
 """The longest title (an e-mail subject, a chat message's first line)."""
+
+MAX_PARTS: Final = 3
+"""The most messages one group is cut into for a channel that takes less than it needs."""
 
 LIST_LINES: Final = 20
 """Up to this many sessions, one line each; beyond, the compact list."""
@@ -179,8 +184,20 @@ def _line(transition: Transition) -> str:
     return ", ".join(parts) if episode.subject else " ".join(parts)
 
 
+def _fitting(items: Sequence[str], sep: str, room: int) -> int:
+    """How many of ``items``, from the first, fit in ``room`` characters joined by ``sep``."""
+    used = 0
+    for index, item in enumerate(items):
+        used += len(item) + (len(sep) if index else 0)
+        if used > room:
+            return index
+    return len(items)
+
+
 def _bounded_list(items: Sequence[str], sep: str, room: int) -> str:
     """``items`` joined by ``sep`` within ``room`` characters; what does not fit counted."""
+    if _fitting(items, sep, room) == len(items):
+        return sep.join(items)
     out: list[str] = []
     used = 0
     for index, item in enumerate(items):
@@ -194,17 +211,19 @@ def _bounded_list(items: Sequence[str], sep: str, room: int) -> str:
     return sep.join(out)
 
 
-def render(
-    kind: Kind,
-    change: Change,
-    transitions: Sequence[Transition],
-    *,
-    host: str,
-    status_page_url: str = "",
-    secrets: Secrets | None = None,
-) -> Message:
-    """The message for one group (transitions of ``kind`` and ``change``, at least one).
-    ``secrets``: values never to show, replaced wherever they would appear."""
+class _Draft(msgspec.Struct, frozen=True):
+    """A group's words before they are cut to a channel's size: the title, the head (what
+    every part repeats) and the list of sessions, joined by ``sep``."""
+
+    ordered: tuple[Transition, ...]  # as given, in order
+    title: str
+    head: str
+    items: tuple[str, ...]
+    sep: str
+
+
+def _draft(kind: Kind, change: Change, transitions: Sequence[Transition], host: str,
+           status_page_url: str, secrets: Secrets | None) -> _Draft:
     if not transitions:
         raise ValueError("a message needs at least one transition")
     ordered = tuple(sorted(transitions, key=lambda t: (t.at, t.episode.subject)))
@@ -247,23 +266,89 @@ def render(
         lines.append(f"What the supervisor did: {_DID[kind]}")
     lines.append(f"What to do: {advice(kind, change, status_page_url)}")
     lines.append(f"Host: {clean(host)}")
-    head = "\n".join(lines)
-
-    body = head
+    items: tuple[str, ...] = ()
+    sep = "\n"
     if count > 1 and kind not in _KEY_WIDE:
-        room = BODY_LIMIT - len(head) - 2
         if count <= LIST_LINES:
-            listed = _bounded_list([_line(t) for t in group], "\n", room)
+            items = tuple(_line(t) for t in group)
         else:
-            listed = _bounded_list([_who(t) for t in group], ", ", room)
-        body = f"{head}\n\n{listed}"
+            items, sep = tuple(_who(t) for t in group), ", "
+    return _Draft(ordered, title, "\n".join(lines), items, sep)
+
+
+def _finish(kind: Kind, change: Change, transitions: tuple[Transition, ...],
+            title: str, body: str, limit: int, secrets: Secrets | None) -> Message:
     if secrets is not None:
         title, body = secrets.redact(title), secrets.redact(body)
     if len(title) > TITLE_LIMIT:
         title = title[: TITLE_LIMIT - 1] + "…"
-    if len(body) > BODY_LIMIT:  # redaction may lengthen it
-        body = body[: BODY_LIMIT - 1] + "…"
-    return Message(kind=kind, change=change, transitions=ordered, title=title, body=body)
+    if len(body) > limit:  # redaction may lengthen it
+        body = body[: limit - 1] + "…"
+    return Message(kind=kind, change=change, transitions=transitions, title=title, body=body)
+
+
+def render(
+    kind: Kind,
+    change: Change,
+    transitions: Sequence[Transition],
+    *,
+    host: str,
+    status_page_url: str = "",
+    secrets: Secrets | None = None,
+    limit: int = BODY_LIMIT,
+) -> Message:
+    """The message for one group (transitions of ``kind`` and ``change``, at least one),
+    its body at most ``limit`` characters (the sessions that do not fit counted).
+    ``secrets``: values never to show, replaced wherever they would appear."""
+    return _whole(_draft(kind, change, transitions, host, status_page_url, secrets),
+                  kind, change, limit, secrets)
+
+
+def _whole(draft: _Draft, kind: Kind, change: Change, limit: int,
+           secrets: Secrets | None) -> Message:
+    body = draft.head
+    if draft.items:
+        body += "\n\n" + _bounded_list(draft.items, draft.sep, limit - len(draft.head) - 2)
+    return _finish(kind, change, draft.ordered, draft.title, body, limit, secrets)
+
+
+def render_parts(
+    kind: Kind,
+    change: Change,
+    transitions: Sequence[Transition],
+    *,
+    host: str,
+    limit: int,
+    status_page_url: str = "",
+    secrets: Secrets | None = None,
+    max_parts: int = MAX_PARTS,
+) -> tuple[Message, ...]:
+    """The group's message cut to a channel that takes at most ``limit`` characters a
+    body: one message when it fits, else up to ``max_parts``, each repeating the head and
+    naming the next sessions, its title ending "(part 2 of 3)". Only what does not fit in
+    the last part is counted ("… and N more"), so a storm of 1,000 is named in full on a
+    webhook (32,768 characters a body) and in three chat messages on Telegram (4,096),
+    never in dozens that the service would throttle."""
+    draft = _draft(kind, change, transitions, host, status_page_url, secrets)
+    room = limit - len(draft.head) - 2
+    if _fitting(draft.items, draft.sep, room) == len(draft.items):
+        return (_whole(draft, kind, change, limit, secrets),)
+    chunks: list[tuple[int, int]] = []
+    first = 0
+    while first < len(draft.items) and len(chunks) < max_parts - 1:
+        taken = max(1, _fitting(draft.items[first:], draft.sep, room))
+        chunks.append((first, first + taken))
+        first += taken
+    if first < len(draft.items):
+        chunks.append((first, len(draft.items)))  # the last: named as far as it goes
+    parts = []
+    for number, (begin, end) in enumerate(chunks, start=1):
+        listed = _bounded_list(draft.items[begin:end], draft.sep, room)
+        suffix = f" (part {number} of {len(chunks)})"
+        title = draft.title[: TITLE_LIMIT - len(suffix)] + suffix
+        parts.append(_finish(kind, change, draft.ordered[begin:end], title,
+                             f"{draft.head}\n\n{listed}", limit, secrets))
+    return tuple(parts)
 
 
 def _redacted(transition: Transition, secrets: Secrets) -> Transition:

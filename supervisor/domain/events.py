@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Final
 
 # alert.*
+ALERT_CLAIMED_ELSEWHERE: Final = "alert.claimed_elsewhere"
 ALERT_DROPPED: Final = "alert.dropped"
 ALERT_FAILED: Final = "alert.failed"
 ALERT_OPENED: Final = "alert.opened"

@@ -1122,6 +1122,29 @@ class SqliteStore:
                                  next_try_at))
         return found
 
+    def claim(self, ids: Sequence[int], now: float, until: float) -> bool:
+        # One write transaction (BEGIN IMMEDIATE): no other process's claim comes between
+        # the look and the mark. All or nothing: a group is sent whole or not at all.
+        if not ids:
+            return True
+        with self._small_write():
+            try:
+                db = self._db()
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS claiming (id INTEGER PRIMARY KEY)")
+                db.execute("DELETE FROM claiming")
+                db.executemany("INSERT OR IGNORE INTO claiming (id) VALUES (?)",
+                               [(i,) for i in ids])
+                free = db.execute(
+                    "SELECT count(*) FROM outbox WHERE id IN (SELECT id FROM claiming)"
+                    " AND next_try_at <= ?", (now,)).fetchone()[0]
+                if free != len(set(ids)):
+                    return False
+                db.execute("UPDATE outbox SET next_try_at = ? WHERE id IN"
+                           " (SELECT id FROM claiming)", (until,))
+                return True
+            except sqlite3.Error as exc:
+                self._fail(exc)
+
     def delivered(self, ids: Sequence[int]) -> None:
         self._outbox_write("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 

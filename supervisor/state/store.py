@@ -154,6 +154,12 @@ class Store(Protocol):
         """The channel's rows due by ``now`` (``next_try_at <= now``), oldest first."""
         ...
 
+    def claim(self, ids: Sequence[int], now: float, until: float) -> bool:
+        """Take these rows for one send: if every one is still due at ``now``, move their
+        ``next_try_at`` to ``until`` (in one write: no other process's claim between) and
+        say True; else change none and say False (another sender has one)."""
+        ...
+
     def delivered(self, ids: Sequence[int]) -> None:
         """These rows were delivered: gone from the outbox."""
         ...
@@ -321,6 +327,15 @@ class MemoryStore:
         found = [p for p in self._outbox.values()
                  if p.channel == channel and p.next_try_at <= now]
         return found[: max(0, limit)]
+
+    def claim(self, ids: Sequence[int], now: float, until: float) -> bool:
+        rows = [self._outbox.get(row_id) for row_id in ids]
+        if any(row is None or row.next_try_at > now for row in rows):
+            return False
+        for row in rows:
+            if row is not None:
+                self._outbox[row.id] = msgspec.structs.replace(row, next_try_at=until)
+        return True
 
     def delivered(self, ids: Sequence[int]) -> None:
         for row_id in ids:

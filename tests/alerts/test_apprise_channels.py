@@ -15,9 +15,15 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from supervisor.alerts.channels import APPRISE_LOGGERS, AppriseChannel, DeliveryFailed
+from supervisor.alerts.channels import (
+    APPRISE_LOGGERS,
+    AppriseChannel,
+    DeliveryFailed,
+    body_limit,
+    parts_for,
+)
 from supervisor.alerts.sender import Sender
-from supervisor.alerts.text import Message, render
+from supervisor.alerts.text import MAX_PARTS, TITLE_LIMIT, Message, render
 from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Kind, Transition
 from supervisor.domain.policy import Backoff
@@ -217,3 +223,48 @@ async def test_a_storm_of_500_is_one_email_naming_every_session(smtp: SmtpServer
     assert mail["Subject"] == "500 WhatsApp sessions need a person"
     text = mail.get_content()
     assert all(f"'Shop {i}' (sess-{i:04d})" in text for i in range(500))
+
+
+def test_a_channels_limit_is_its_services_less_a_title_put_in_the_body() -> None:
+    assert body_limit(AppriseChannel("a", SecretStr("json://127.0.0.1:1/hook"))) == 32_768
+    telegram = AppriseChannel("t", SecretStr(
+        "tgram://123456789:abcdefghijklmnopqrstuvwxyzABCDEFGHI/12345"))
+    assert body_limit(telegram) == 4_096 - TITLE_LIMIT - 2  # Telegram has no title field
+    chosen = AppriseChannel("s", SecretStr("json://127.0.0.1:1/hook?overflow=split"))
+    assert body_limit(chosen) is None  # the URL chose Apprise's own handling
+
+
+def test_a_storm_is_cut_into_no_more_parts_than_the_services_spacing_lets_a_send_finish() -> None:
+    webhook = AppriseChannel("a", SecretStr("json://127.0.0.1:1/hook"))
+    ntfy = AppriseChannel("n", SecretStr("ntfy://127.0.0.1:1/alerts"))  # 5.5 s apart
+    assert webhook.spacing() == 0 and ntfy.spacing() == 5.5
+    assert parts_for(webhook, 30.0) == MAX_PARTS
+    assert parts_for(ntfy, 30.0) == 3  # 2 waits of 5.5 s within half of 30 s
+    assert parts_for(ntfy, 20.0) == 2
+    assert parts_for(ntfy, 5.0) == 1
+    chosen = AppriseChannel("s", SecretStr("json://127.0.0.1:1/hook?overflow=split"))
+    assert parts_for(chosen, 30.0) == 1
+
+
+async def test_a_storm_longer_than_a_webhook_takes_is_sent_in_parts_each_whole_all_named(
+        receiver: HttpReceiver, log_buffer: io.StringIO) -> None:
+    clock, outbox = FakeClock(AT), MemoryOutbox()
+    channel = AppriseChannel("apprise-1", SecretStr(f"json://{receiver.url}/hook"))
+    send = Sender(outbox, [channel], clock, group_window=10.0, max_age=3600.0,
+                  queue_max=10_000, host="shop-box")
+    outbox.enqueue(["apprise-1"], [needs_person(f"sess-{i:04d}", f"Shop {i}")
+                                   for i in range(1500)], AT)
+    assert (await send.run_once(AT + 10.0)).sent == 1
+    posts = [r.json() for r in receiver.requests]
+    assert 1 < len(posts) <= MAX_PARTS
+    assert all(len(p["message"]) <= 32_768 for p in posts)  # none cut by Apprise
+    assert [p["title"] for p in posts] == [
+        f"1500 WhatsApp sessions need a person (part {n} of {len(posts)})"
+        for n in range(1, len(posts) + 1)]
+    joined = "\n".join(p["message"] for p in posts)
+    assert all(f"'Shop {i}' (sess-{i:04d})" in joined for i in range(1500))
+    assert "more" not in joined
+    (sent,) = [json.loads(line) for line in log_buffer.getvalue().splitlines()
+               if json.loads(line)["event"] == ev.ALERT_SENT]
+    assert sent["sessions"] == 1500 and sent["parts"] == len(posts)
+    assert outbox.pending_count() == 0

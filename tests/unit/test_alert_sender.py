@@ -422,3 +422,31 @@ async def test_one_attempt_says_in_safe_words_what_became_of_a_send() -> None:
     assert await attempt("apprise-1", crashes()) == "apprise-1: the channel raised ValueError"
     assert await attempt("apprise-1", refused()) == (
         "apprise-1: not delivered (Apprise: failure)")
+
+
+async def test_two_senders_on_one_state_file_send_a_group_once(tmp_path) -> None:
+    from supervisor.state.sqlite import SqliteStore
+
+    clock = FakeClock()
+    with structlog.testing.capture_logs():
+        stores = [SqliteStore.open(tmp_path / "state.db", clock=clock) for _ in range(2)]
+    try:
+        now = clock.now()
+        stores[0].enqueue(["c"], [opened("a", now), opened("b", now)], now)
+        channels = [RecordingChannel("c"), RecordingChannel("c")]
+        senders = [Sender(store, [channel], clock, group_window=WINDOW, max_age=3600.0,
+                          queue_max=100, host="h", send_timeout=10.0)
+                   for store, channel in zip(stores, channels, strict=True)]
+        clock.advance(WINDOW)
+        with structlog.testing.capture_logs() as logs:
+            reports = await asyncio.gather(*(s.run_once(clock.now()) for s in senders))
+        assert sorted(r.sent for r in reports) == [0, 1]
+        assert sum(len(c.messages) for c in channels) == 1
+        assert [r.failed for r in reports] == [0, 0]
+        waiting = next(r for r in reports if r.sent == 0)
+        assert waiting.next_at is None or waiting.next_at <= clock.now() + 2 * 10.0
+        assert stores[1].pending_count() == 0
+        assert [e["event"] for e in logs].count(ev.ALERT_SENT) == 1
+    finally:
+        for store in stores:
+            store.close()

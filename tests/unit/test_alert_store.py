@@ -183,6 +183,48 @@ def test_the_outbox_rows_through_their_life(store: Store) -> None:
     store.retry([], T0)
 
 
+def test_a_claim_takes_every_row_still_due_or_none(store: Store) -> None:
+    store.enqueue(["apprise-1"], [OPEN_QR, SHUT_QR], T0)
+    ids = [row.id for row in store.due("apprise-1", T0, 10)]
+    assert store.claim(ids, T0, T0 + 60) is True
+    assert store.due("apprise-1", T0 + 59, 10) == []  # taken: waiting for that sender
+    assert store.claim(ids, T0 + 1, T0 + 61) is False
+    assert store.claim(ids[:1], T0 + 1, T0 + 61) is False
+    assert store.claim(ids, T0 + 60, T0 + 120) is True  # the claim ran out: taken again
+    store.delivered(ids)
+    assert store.claim(ids, T0 + 200, T0 + 260) is False  # gone: nothing to take
+    assert store.claim([], T0, T0 + 60) is True
+
+
+def test_of_two_processes_claiming_the_same_rows_exactly_one_gets_them(tmp_path: Path) -> None:
+    first, second = open_file(tmp_path / "state.db"), open_file(tmp_path / "state.db")
+    try:
+        first.enqueue(["apprise-1"], [OPEN_QR], T0)
+        first.enqueue(["apprise-1"], [SHUT_QR], T0)
+        ids = [row.id for row in second.due("apprise-1", T0, 10)]
+        won: dict[str, bool] = {}
+        gate = threading.Barrier(2)
+
+        def take(name: str, store: SqliteStore, subset: list[int]) -> None:
+            gate.wait()
+            won[name] = store.claim(subset, T0, T0 + 60)
+
+        threads = [threading.Thread(target=take, args=("first", first, ids)),
+                   threading.Thread(target=take, args=("second", second, ids[1:]))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert sorted(won.values()) == [False, True]
+        # the loser changed nothing: only the winner's rows carry its lease
+        rows = {row.id: row.next_try_at for row in first.due("apprise-1", T0 + 3600, 10)}
+        taken = ids if won["first"] else ids[1:]
+        assert rows == {i: (T0 + 60 if i in taken else 0.0) for i in ids}
+    finally:
+        first.close()
+        second.close()
+
+
 def test_outbox_ids_are_never_reused(tmp_path: Path) -> None:
     store = open_file(tmp_path / "state.db")
     _filled(store, 1)

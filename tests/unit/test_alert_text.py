@@ -6,7 +6,15 @@ import re
 
 import pytest
 
-from supervisor.alerts.text import BODY_LIMIT, LIST_LINES, QR_MASK, TITLE_LIMIT, render
+from supervisor.alerts.text import (
+    BODY_LIMIT,
+    LIST_LINES,
+    MAX_PARTS,
+    QR_MASK,
+    TITLE_LIMIT,
+    render,
+    render_parts,
+)
 from supervisor.domain.episodes import Change, Episode, Kind, Transition
 from supervisor.domain.secrets import Secrets
 
@@ -137,3 +145,55 @@ def test_text_from_the_api_cannot_forge_a_line_and_is_bounded() -> None:
 def test_a_message_needs_a_transition() -> None:
     with pytest.raises(ValueError, match="at least one"):
         render(Kind.GONE, Change.OPENED, [], host="h")
+
+
+def _storm(size: int) -> list[Transition]:
+    return [opened(i) for i in range(size)]
+
+
+def test_a_group_that_fits_the_channel_is_one_message_the_same_as_render() -> None:
+    group = _storm(300)
+    (only,) = render_parts(Kind.NEEDS_PERSON, Change.OPENED, group, host="h", limit=32_768)
+    assert only == render(Kind.NEEDS_PERSON, Change.OPENED, group, host="h", limit=32_768)
+    assert "more" not in only.body
+
+
+def test_a_storm_longer_than_the_channel_takes_is_cut_into_parts_naming_every_session() -> None:
+    group = _storm(1500)
+    assert len(render(Kind.NEEDS_PERSON, Change.OPENED, group, host="h").body) > 32_768
+    parts = render_parts(Kind.NEEDS_PERSON, Change.OPENED, group, host="h", limit=32_768)
+    assert 1 < len(parts) <= MAX_PARTS
+    assert all(len(p.body) <= 32_768 for p in parts)
+    text = "\n".join(p.body for p in parts)
+    assert all(f"'Shop {i}' (sess-{i:04d})" in text for i in range(1500))
+    assert "more" not in text
+    assert [p.title for p in parts] == [
+        f"1500 WhatsApp sessions need a person (part {n} of {len(parts)})"
+        for n in range(1, len(parts) + 1)]
+    # every part says what it is about and what to do, and they share out the transitions
+    assert all(p.body.startswith("Sessions: 1500") and "What to do:" in p.body for p in parts)
+    assert sum(len(p.transitions) for p in parts) == 1500
+    assert tuple(t for p in parts for t in p.transitions) == tuple(
+        sorted(group, key=lambda t: (t.at, t.episode.subject)))
+
+
+def test_a_storm_too_long_for_three_chat_messages_counts_only_what_the_last_cannot_hold() -> None:
+    group = _storm(1000)
+    parts = render_parts(Kind.NEEDS_PERSON, Change.OPENED, group, host="h", limit=3_894)
+    assert len(parts) == MAX_PARTS
+    assert all(len(p.body) <= 3_894 for p in parts)
+    text = "\n".join(p.body for p in parts)
+    named = sum(f"(sess-{i:04d})" in text for i in range(1000))
+    (more,) = re.findall(r"… and (\d+) more", text)
+    assert named + int(more) == 1000
+    assert parts[-1].body.endswith(f"… and {more} more")
+    assert "more" not in parts[0].body and "more" not in parts[1].body
+
+
+def test_a_part_title_keeps_its_number_when_the_title_is_cut() -> None:
+    group = [opened(i, kind=Kind.GONE) for i in range(400)]
+    parts = render_parts(Kind.GONE, Change.OPENED, group, host="x" * 500, limit=4_000,
+                         max_parts=2)
+    assert [p.title.endswith(f"(part {n} of 2)") for n, p in enumerate(parts, 1)] == [
+        True, True]
+    assert all(len(p.title) <= TITLE_LIMIT for p in parts)
