@@ -194,6 +194,25 @@ def test_an_episode_open_when_held_stays_open_until_the_session_is_healthy() -> 
     assert (resolved.change, resolved.episode) == (Change.RESOLVED, open_qr)
 
 
+async def test_after_a_poll_a_held_session_opens_no_alert_episode() -> None:
+    from supervisor.runtime.alerting import Alerting
+
+    clock = FakeClock(start=T0)
+    api = FakeApi({"qr": "SCAN_QR_CODE", "free": "SCAN_QR_CODE"})
+    sup = supervisor(api, clock=clock)
+    sup.store.hold(Hold("qr", "alice", T0))
+    alerts = Alerting(sup.store, ("apprise-1",), unreachable_after=120, clock=clock)
+    with capture_logs():
+        made = await alerts.after_poll(sup, await sup.poll())
+    assert [(t.change, t.episode.key) for t in made] == [
+        (Change.OPENED, (Kind.NEEDS_PERSON, "free"))]
+    sup.store.release("qr")
+    with capture_logs():
+        made = await alerts.after_poll(sup, await sup.poll())
+    assert [(t.change, t.episode.key) for t in made] == [
+        (Change.OPENED, (Kind.NEEDS_PERSON, "qr"))]
+
+
 # --------------------------------------------------------------------- the stores
 
 
