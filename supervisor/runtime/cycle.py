@@ -308,8 +308,10 @@ class Supervisor:
             contextlib.nullcontext() if dry_run else self.store.transaction()
         ):
             now = self.clock.now()
+            # The poll before this one, if it saw the sessions (none failed in between).
+            previous = self.last_success if self.consecutive_failures == 0 else None
             for info in seen:
-                self._decide(info, observed_at, now, dry_run, result, pending)
+                self._decide(info, observed_at, now, dry_run, result, pending, previous)
             if not dry_run:  # the heartbeat: one small row, in the same commit
                 self.store.beat(self._heartbeat(listed=True, ok=True, at=observed_at))
         return pending
@@ -322,6 +324,7 @@ class Supervisor:
         dry_run: bool,
         result: PollResult,
         pending: list[tuple[Record, Action]],
+        previous_poll: float | None = None,
     ) -> None:
         """Decide on one observed session and record it. A restart it asks for is claimed
         (recorded as in flight) and queued only if no other process changed the record
@@ -330,7 +333,8 @@ class Supervisor:
             old = self.store.get(info.session_id)
             if old is not None and self._left_to_others(old, observed_at, now):
                 return
-            step = core.decide(info, old, now, self.policy, self.rng)
+            step = core.decide(info, old, now, self.policy, self.rng,
+                               previous_poll=previous_poll)
             if dry_run:
                 result.decided[info.session_id] = step.record
             if step.action is not None and dry_run:
