@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench import alerts, check_time, idle, latency, retry_after, scale, storm
+from bench import alerts, check_time, idle, latency, retry_after, scale, storm, zombies
 from bench.report import Result
 
 
@@ -43,6 +43,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("alerts", "through the daemon: episode opened to message received; a "
                   "storm of 1,000; the poll cycle beside a hanging channel", alerts.run,
                   alerts.FULL, alerts.QUICK),
+        Benchmark("zombies", "sessions WORKING by status whose engine is not connected: "
+                  "time to their restart, requests while they are watched", zombies.run,
+                  zombies.FULL, zombies.QUICK),
     )
 }
 

@@ -51,6 +51,7 @@ ALERTNAMES: Final = {
     Kind.AUTH_FAILED: "WasendApiKeyRefused",
     Kind.API_UNREACHABLE: "WasendApiUnreachable",
     Kind.GONE: "WasendSessionGone",
+    Kind.ZOMBIE: "WasendSessionZombie",
 }
 SEVERITIES: Final = {
     Kind.NEEDS_PERSON: "critical",
@@ -58,6 +59,7 @@ SEVERITIES: Final = {
     Kind.AUTH_FAILED: "critical",
     Kind.API_UNREACHABLE: "critical",
     Kind.GONE: "warning",
+    Kind.ZOMBIE: "warning",
 }
 
 

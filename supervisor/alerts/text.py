@@ -75,6 +75,9 @@ _OPENED_TITLE: Final = {
                    "Gave up restarting {count} WhatsApp sessions"),
     Kind.GONE: ("WhatsApp session {name} is gone from the WASend account",
                 "{count} WhatsApp sessions are gone from the WASend account"),
+    Kind.ZOMBIE: ("WhatsApp session {name} says {status} but its engine is not connected",
+                  "{count} WhatsApp sessions say they work but their engine is not "
+                  "connected"),
     Kind.AUTH_FAILED: ("The WASend API key was refused", "The WASend API key was refused"),
     Kind.API_UNREACHABLE: ("The WASend API is unreachable", "The WASend API is unreachable"),
 }
@@ -85,6 +88,8 @@ _RESOLVED_TITLE: Final = {
                    "Resolved: {count} WhatsApp sessions are supervised again"),
     Kind.GONE: ("Resolved: WhatsApp session {name} is back",
                 "Resolved: {count} WhatsApp sessions are back"),
+    Kind.ZOMBIE: ("Resolved: WhatsApp session {name} is connected again",
+                  "Resolved: {count} WhatsApp sessions are connected again"),
     Kind.AUTH_FAILED: ("Resolved: the WASend API key works again",
                        "Resolved: the WASend API key works again"),
     Kind.API_UNREACHABLE: ("Resolved: the WASend API is reachable again",
@@ -98,6 +103,9 @@ _DID: Final = {
                   "it still tries again now and then.",
     Kind.GONE: "The WASend API no longer knows this session; the supervisor does nothing "
                "with it until it is back.",
+    Kind.ZOMBIE: "Its status said it worked while its engine had lost the connection, so "
+                 "no message could flow: the supervisor stops and restarts it, with the "
+                 "usual backoff.",
     Kind.AUTH_FAILED: "The supervisor stopped calling the API; it re-reads the key and "
                       "tries it again now and then.",
     Kind.API_UNREACHABLE: "Polls of the WASend API keep failing; the supervisor keeps "
@@ -108,6 +116,9 @@ _TODO: Final = {
                   "`wasend-supervisor retry ID` has the supervisor restart it at once.",
     Kind.GONE: "If the session was deleted or renamed on purpose, remove it from the "
                "supervisor's sessions; otherwise create it again in the WASend dashboard.",
+    Kind.ZOMBIE: "Usually nothing: the restart reconnects it, and a resolved message "
+                 "follows. If it keeps coming back, look at the session in the WASend "
+                 "dashboard (its phone may be offline, or logged out).",
     Kind.AUTH_FAILED: "Check the API key in the WASend dashboard and put the valid one "
                       "where the supervisor reads it (a reload or a key-file change is "
                       "picked up).",

@@ -262,6 +262,16 @@ _NotObject = list[Any] | _Scalar  # any JSON value but an object
 _T = TypeVar("_T")
 
 
+class _Gows(msgspec.Struct, gc=False):
+    connected: Any = None
+
+
+class _Engine(msgspec.Struct, gc=False):
+    """The engine's own view of a session (``{"gows": {"found", "connected"}, "grpc"}``)."""
+
+    gows: _Gows | _NotObject = None
+
+
 class _Details(msgspec.Struct, gc=False):
     """A session's fields, as a flat item has them, or a nested one under ``session``."""
 
@@ -269,10 +279,12 @@ class _Details(msgspec.Struct, gc=False):
     status: Any = None
     sessionName: Any = None
     name: Any = None
+    engine: _Engine | _NotObject = None
 
 
 class _Downstream(msgspec.Struct, gc=False):
     status: Any = None
+    engine: _Engine | _NotObject = None
 
 
 class _Item(_Details, gc=False):
@@ -332,23 +344,37 @@ def _items(document: object) -> list[Any] | None:
     return document if isinstance(document, list) else None
 
 
-def _fields(item: _Item) -> tuple[object, object, str | None]:
-    """(uniqueSessionId, status, name) of a nested or a flat session item; None for a
-    name that is no non-empty string."""
+def _connected(engine: object) -> bool | None:
+    """The engine's own view of the session, ``engine.gows.connected``; None when the
+    answer does not say (no engine, another engine's shape, not a boolean)."""
+    gows = engine.gows if isinstance(engine, _Engine) else None
+    connected = gows.connected if isinstance(gows, _Gows) else None
+    return connected if isinstance(connected, bool) else None
+
+
+def _fields(item: _Item) -> tuple[object, object, str | None, bool | None]:
+    """(uniqueSessionId, status, name, engine connected) of a nested or a flat session
+    item; None for a name that is no non-empty string, and for an engine not reported."""
     session = item.session
+    engine: object = None
     if isinstance(session, _Details):
         downstream = item.downstream
         status = downstream.status if isinstance(downstream, _Downstream) else None
         if status is None:
             status = session.status
+        if isinstance(downstream, _Downstream):
+            engine = downstream.engine
         source: _Details = session
     else:
         source = item
         status = item.status
+    if engine is None:
+        engine = source.engine
     name = source.sessionName
     if not isinstance(name, str) or not name:
         name = source.name
-    return source.uniqueSessionId, status, name if isinstance(name, str) and name else None
+    return (source.uniqueSessionId, status, name if isinstance(name, str) and name else None,
+            _connected(engine))
 
 
 def _session_list(body: Body, secrets: Secrets) -> SessionList:
@@ -367,7 +393,7 @@ def _session_list(body: Body, secrets: Secrets) -> SessionList:
         if not isinstance(item, _Item):
             refused.append((len(sessions) + len(refused), "not an object"))
             continue
-        session_id, status, name = _fields(item)
+        session_id, status, name, connected = _fields(item)
         if not isinstance(session_id, str) or not session_id:
             reason = "no string uniqueSessionId"
         elif not isinstance(status, str) or not status:
@@ -376,7 +402,7 @@ def _session_list(body: Body, secrets: Secrets) -> SessionList:
             reason = "duplicate uniqueSessionId, the first one is kept"
         else:
             seen.add(session_id)
-            sessions.append(SessionInfo(session_id, name, status))
+            sessions.append(SessionInfo(session_id, name, status, connected))
             continue
         refused.append((len(sessions) + len(refused), reason))
     if not refused:
@@ -416,7 +442,7 @@ def _session(body: Body, requested_id: str) -> SessionInfo:
         item = answer.data
     if not isinstance(item, _Item):
         raise _Unreadable("expected a Session object")
-    session_id, status, name = _fields(item)
+    session_id, status, name, connected = _fields(item)
     if not isinstance(status, str) or not status:
         raise _Unreadable("no string status in the session")
     if session_id is None or session_id == "":
@@ -425,7 +451,7 @@ def _session(body: Body, requested_id: str) -> SessionInfo:
         raise _Unreadable("uniqueSessionId is not a string")
     elif session_id != requested_id:
         raise _Unreadable("the answer is about another session")
-    return SessionInfo(session_id, name, status)
+    return SessionInfo(session_id, name, status, connected)
 
 
 # --- The client ----------------------------------------------------------------------

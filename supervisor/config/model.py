@@ -560,6 +560,11 @@ class Settings(BaseSettings):
         default=_POLICY.gave_up_retry_interval,
         description="seconds between tries of a given-up session",
     )
+    zombie_after: _NonNegativeSeconds = Field(
+        default=_POLICY.zombie_after,
+        description="seconds a healthy status may disagree with a disconnected engine "
+        "before the session counts as failed (0: never)",
+    )
     auth_retry_interval: _PositiveSeconds = Field(
         default=300.0, description="seconds between key re-reads and retries after a 401"
     )
@@ -726,6 +731,7 @@ class Settings(BaseSettings):
             stable_after=self.stable_after,
             starting_timeout=self.starting_timeout,
             gave_up_retry_interval=self.gave_up_retry_interval,
+            zombie_after=self.zombie_after,
         )
 
 

@@ -57,6 +57,8 @@ from supervisor.domain.policy import Policy
 
 # Phases from which a healthy sighting is a recovery (VERIFYING is a success of ours).
 _BROKEN = frozenset({Phase.UNHEALTHY, Phase.GAVE_UP, Phase.NEEDS_PERSON})
+# Why a session whose status says healthy is failed: its engine is not connected.
+ZOMBIE_REASON = "engine_disconnected"
 
 
 def _fields(record: Record, **extra: Any) -> dict[str, Any]:
@@ -89,8 +91,11 @@ def decide(
     rng: random.Random,
     *,
     held: bool = False,
+    previous_poll: float | None = None,
 ) -> Step:
-    """A poll saw ``seen``: what now? ``held``: the session is on hold (see the module)."""
+    """A poll saw ``seen``: what now? ``held``: the session is on hold (see the module).
+    ``previous_poll``: when the poll before this one saw the sessions, if it did (the last
+    time this session could have been seen connected)."""
     status = seen.status
     if held:
         return _seen_held(seen, record, now, policy, rng)
@@ -101,11 +106,14 @@ def decide(
         and record.last_status == status
         and record.attempt == 0
         and record.name == seen.name
+        and seen.engine_connected is not False
+        and record.disconnected_since is None
     ):
         return Step(record)
 
     klass = policy.classes.classify(status)
     events: list[Event] = []
+    fresh = record is None or record.phase is Phase.GONE  # not seen before this poll
     if record is None or record.phase is Phase.GONE:
         previous = record
         record = Record(seen.session_id, name=seen.name, phase=Phase.HEALTHY, since=now)
@@ -122,7 +130,15 @@ def decide(
     if record.phase is Phase.NEEDS_PERSON and klass is not StatusClass.NEEDS_PERSON:
         events.append(_event(ev.SESSION_NEEDS_PERSON_CLEARED, record, status=status))
 
-    if klass is StatusClass.HEALTHY:
+    disconnected = (klass is StatusClass.HEALTHY and seen.engine_connected is False
+                    and policy.zombie_after > 0)
+    if not disconnected and record.disconnected_since is not None:
+        record = replace(record, disconnected_since=None)  # status and engine agree again
+
+    if disconnected:
+        step = _seen_disconnected(record, status, now, policy, rng,
+                                  None if fresh else previous_poll)
+    elif klass is StatusClass.HEALTHY:
         step = _seen_healthy(record, status, now, policy)
     elif klass is StatusClass.TRANSITIONAL:
         step = _seen_transitional(record, status, now, policy, rng)
@@ -156,6 +172,7 @@ def _running_again(record: Record, status: str, now: float, outcome: LastOutcome
         next_attempt_at=None,
         stop_first=False,
         gave_up=False,
+        zombie=False,
     )
 
 
@@ -193,9 +210,11 @@ def _seen_healthy(record: Record, status: str, now: float, policy: Policy) -> St
             return Step(record, None, (_event(ev.SESSION_RECOVERED, record, status=status, by=by),))
         record = replace(record, phase=Phase.HEALTHY, last_status=status, since=now)
         return Step(record)
-    # Already healthy: reset the backoff once it has been stable long enough.
+    # Already healthy: reset the backoff once it has been stable long enough (a session
+    # whose engine is not connected is not stable, whatever its status says).
     since = record.since if record.since is not None else now
-    if (record.attempt or record.failures) and now - since >= policy.stable_after:
+    if ((record.attempt or record.failures) and now - since >= policy.stable_after
+            and record.disconnected_since is None):
         record = replace(record, attempt=0, failures=(), last_status=status)
         return Step(
             record,
@@ -256,8 +275,42 @@ def _seen_transitional(
     return _after((unhealthy,), step)
 
 
+def _seen_disconnected(
+    record: Record, status: str, now: float, policy: Policy, rng: random.Random,
+    previous_poll: float | None,
+) -> Step:
+    """Healthy by its status while its engine says it is not connected. A restart of ours
+    in flight waits for the engine as for a session still starting. Otherwise the status
+    is believed until the engine has been disconnected for ``zombie_after``, counted from
+    halfway between the poll before (which saw it connected) and the first poll that saw
+    it so: the likeliest time it happened (from this poll, when the one before did not see
+    the sessions). With ``zombie_after`` a multiple of the poll interval, the session is
+    failed after ``zombie_after`` and before ``zombie_after`` + one interval, poll timing
+    jitter of up to half an interval included. Then the
+    session is a zombie, failed like a restartable one (``session.zombie``, reason
+    ``engine_disconnected``): restarted with a stop first, with the usual backoff,
+    verification and give-up."""
+    if record.phase is Phase.VERIFYING:
+        return _seen_transitional(record, status, now, policy, rng)
+    since = record.disconnected_since
+    if since is None:
+        since = now if previous_poll is None or previous_poll > now else (
+            (previous_poll + now) / 2)
+        record = replace(record, disconnected_since=since)
+    if now - since < policy.zombie_after:
+        return _seen_healthy(record, status, now, policy)
+    events: tuple[Event, ...] = ()
+    if record.phase not in (Phase.UNHEALTHY, Phase.GAVE_UP):  # it becomes one now
+        events = (_event(ev.SESSION_ZOMBIE, record, "warning", status=status,
+                         reason=ZOMBIE_REASON, disconnected_for=round(now - since, 3)),)
+    record = replace(record, stop_first=True, zombie=True)
+    return _after(events, _seen_restartable(record, status, now, policy, rng,
+                                            reason=ZOMBIE_REASON))
+
+
 def _seen_restartable(
-    record: Record, status: str, now: float, policy: Policy, rng: random.Random
+    record: Record, status: str, now: float, policy: Policy, rng: random.Random,
+    reason: str | None = None,
 ) -> Step:
     if record.phase is Phase.VERIFYING:
         if record.requested_at is not None and now - record.requested_at < 0:
@@ -290,10 +343,12 @@ def _seen_restartable(
                 status=status,
                 relapsed=True,
                 next_attempt_in=round(wait, 3),
+                reason=reason,
             )
         )
     else:
-        events.append(_event(ev.SESSION_UNHEALTHY, record, "warning", status=status))
+        events.append(_event(ev.SESSION_UNHEALTHY, record, "warning", status=status,
+                             reason=reason))
     return _after(events, _due_or_wait(record, now))
 
 

@@ -17,6 +17,9 @@ the session id, ``""`` for the key-wide kinds):
   by the supervisor or by ``retry ID``, is not a recovery), or gone.
 - ``gone`` opens when a configured session is one the API does not know (its phase is
   ``gone``); resolves when it is known again, or no longer configured.
+- ``zombie`` opens when a session is failed as a zombie (its status said healthy while its
+  engine was not connected for ``zombie_after``); resolves when it is healthy again (seen
+  connected), or gone.
 - ``auth_failed`` opens when the key is refused (a 401); resolves when a poll listed the
   sessions with a key that was not refused.
 - ``api_unreachable`` opens when polls have failed for ``unreachable_after`` seconds or
@@ -64,6 +67,7 @@ class Kind(StrEnum):
     AUTH_FAILED = "auth_failed"
     API_UNREACHABLE = "api_unreachable"
     GONE = "gone"
+    ZOMBIE = "zombie"
 
 
 class Change(StrEnum):
@@ -119,11 +123,12 @@ class SessionFacts(msgspec.Struct, frozen=True):
     name: str = ""
     failures: int = 0  # failed restart attempts inside the window
     held: bool = False  # a person paused its supervision: it opens no episode
+    zombie: bool = False
 
     @classmethod
     def of(cls, record: Record, *, held: bool = False) -> SessionFacts:
         return cls(record.session_id, record.phase, record.gave_up, record.last_status or "",
-                   record.name or "", len(record.failures), held)
+                   record.name or "", len(record.failures), held, record.zombie)
 
 
 class Facts(msgspec.Struct, frozen=True):
@@ -167,7 +172,7 @@ class Facts(msgspec.Struct, frozen=True):
             SessionFacts.of(record, held=record.session_id in held) for record in records
             if (not wanted or record.session_id in wanted)
             and (subjects is None or _matters(record.session_id, record.phase,
-                                              record.gave_up, subjects))
+                                              record.gave_up or record.zombie, subjects))
         )
         return cls(listed, sessions, tuple(configured), key_refused, failing_since, failure)
 
@@ -178,15 +183,17 @@ class Facts(msgspec.Struct, frozen=True):
         (needing a person, given up, gone) and the open episodes' subjects."""
         subjects = _subjects(open_episodes)
         return msgspec.structs.replace(self, sessions=tuple(
-            s for s in self.sessions if _matters(s.session_id, s.phase, s.gave_up, subjects)))
+            s for s in self.sessions
+            if _matters(s.session_id, s.phase, s.gave_up or s.zombie, subjects)))
 
 
 def _subjects(open_episodes: Iterable[Episode]) -> frozenset[str]:
     return frozenset(episode.subject for episode in open_episodes)
 
 
-def _matters(session_id: str, phase: Phase, gave_up: bool, subjects: frozenset[str]) -> bool:
-    return phase in _MAY_OPEN or gave_up or session_id in subjects
+def _matters(session_id: str, phase: Phase, flagged: bool, subjects: frozenset[str]) -> bool:
+    """``flagged``: given up on, or failed as a zombie (either opens an episode)."""
+    return phase in _MAY_OPEN or flagged or session_id in subjects
 
 
 # The phases in which a session may open an episode (``gave_up`` is read from its flag).
@@ -260,6 +267,10 @@ def _wanted(facts: Facts, now: float, unreachable_after: float) -> dict[tuple[Ki
             tried = f" after {session.failures} failed restarts" if session.failures else ""
             want(Episode(Kind.GAVE_UP, session.session_id, now, name, status,
                          f"given up on{tried}; tried again every gave_up_retry_interval"))
+        if session.zombie:
+            want(Episode(Kind.ZOMBIE, session.session_id, now, name, status,
+                         f"status {status or '?'} while its engine was not connected for"
+                         " zombie_after; it is stopped and restarted"))
     return found
 
 

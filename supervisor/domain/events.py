@@ -84,6 +84,7 @@ SESSION_STARTING: Final = "session.starting"
 SESSION_TOO_MANY_STEPS: Final = "session.too_many_steps"
 SESSION_UNHEALTHY: Final = "session.unhealthy"
 SESSION_UNKNOWN_STATUS: Final = "session.unknown_status"
+SESSION_ZOMBIE: Final = "session.zombie"
 
 # state.*
 STATE_CLAIM_LOST: Final = "state.claim_lost"

@@ -28,6 +28,7 @@ HISTORY_EVENTS = frozenset(
         ev.SESSION_NEEDS_PERSON,
         ev.SESSION_GONE,
         ev.SESSION_RETRY_REQUESTED,
+        ev.SESSION_ZOMBIE,
     }
 )
 
@@ -41,6 +42,7 @@ _OUTCOMES = {
     ev.SESSION_NEEDS_PERSON: "needs_person",
     ev.SESSION_GONE: "gone",
     ev.SESSION_RETRY_REQUESTED: "retry_requested",
+    ev.SESSION_ZOMBIE: "zombie",
 }
 
 

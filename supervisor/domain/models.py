@@ -24,11 +24,13 @@ class StatusClass(StrEnum):
 
 
 class SessionInfo(msgspec.Struct, frozen=True):
-    """One session as the API reported it."""
+    """One session as the API reported it. ``engine_connected``: the engine's own view
+    (``engine.gows.connected``), None when the answer did not carry it."""
 
     session_id: str
     name: str | None
     status: str
+    engine_connected: bool | None = None
 
 
 class SessionList(msgspec.Struct, frozen=True):
@@ -103,6 +105,10 @@ class Record(msgspec.Struct, frozen=True):
     warned_statuses: frozenset[str] = frozenset()
     last_outcome: str | None = None  # a LastOutcome (or another version's word), for people
     starting_elsewhere: bool = False
+    # Since when its status says healthy while its engine says not connected (a zombie
+    # once that lasts ``zombie_after``); None while the two agree.
+    disconnected_since: float | None = None
+    zombie: bool = False  # failed as a zombie; until it is seen healthy (and connected)
 
     def __post_init__(self) -> None:
         if self.phase is Phase.GAVE_UP and not self.gave_up:

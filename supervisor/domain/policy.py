@@ -123,6 +123,7 @@ class Policy(msgspec.Struct, frozen=True):
     stable_after: float = 300.0
     starting_timeout: float = 120.0
     gave_up_retry_interval: float = 3600.0
+    zombie_after: float = 120.0  # healthy by its status, engine not connected: failed; 0 off
 
 
 # While the list call keeps failing, polls are skipped: the n-th failure in a row waits

@@ -345,8 +345,10 @@ class Supervisor:
         ):
             now = self.clock.now()
             result.held = self.store.holds()
+            # The poll before this one, if it saw the sessions (none failed in between).
+            previous = self.last_success if self.consecutive_failures == 0 else None
             for info in seen:
-                self._decide(info, observed_at, now, dry_run, result, pending)
+                self._decide(info, observed_at, now, dry_run, result, pending, previous)
             if not dry_run:  # the heartbeat: one small row, in the same commit
                 self.store.beat(self._heartbeat(listed=True, ok=True, at=observed_at))
         return pending
@@ -359,6 +361,7 @@ class Supervisor:
         dry_run: bool,
         result: PollResult,
         pending: list[tuple[Record, Action]],
+        previous_poll: float | None = None,
     ) -> None:
         """Decide on one observed session and record it. A restart it asks for is claimed
         (recorded as in flight) and queued only if no other process changed the record
@@ -368,7 +371,8 @@ class Supervisor:
             if old is not None and self._left_to_others(old, observed_at, now):
                 return
             step = core.decide(info, old, now, self.policy, self.rng,
-                               held=info.session_id in result.held)
+                               held=info.session_id in result.held,
+                               previous_poll=previous_poll)
             if dry_run:
                 result.decided[info.session_id] = step.record
             if step.action is not None and dry_run:

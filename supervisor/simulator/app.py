@@ -307,14 +307,20 @@ def _admin_routes(sim: Simulator) -> list[Route]:
     async def patch_state(request: Request) -> Response:
         sid = request.path_params["session_id"]
         body = await _json_body(request)
-        unknown = set(body) - {"status", "outcome"}
+        unknown = set(body) - {"status", "outcome", "zombie"}
         if unknown:
-            raise ScenarioError(f"{sorted(unknown)[0]}: unknown key (use status, outcome)")
+            raise ScenarioError(f"{sorted(unknown)[0]}: unknown key (use status, outcome, "
+                                "zombie)")
+        zombie = body.get("zombie", False)
+        if not isinstance(zombie, bool):
+            raise ScenarioError("zombie: must be true or false")
         sim.status(sid)  # 404 before any change
         if "outcome" in body:
             sim.set_outcome(sid, body["outcome"])
         if "status" in body:
             _set_status(sim, sid, body["status"])
+        if "zombie" in body:  # after the status, which would end it
+            sim.set_zombie(sid, zombie)
         return JSONResponse(sim.session(sid))
 
     async def set_status(request: Request) -> Response:

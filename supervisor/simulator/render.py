@@ -39,10 +39,13 @@ def status_json(status: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def engine_json(status: str) -> str:
-    """The ``engine`` object, which follows the status."""
+def engine_json(status: str, zombie: bool = False) -> str:
+    """The ``engine`` object, which follows the status, unless the session is a zombie
+    (its engine lost its connection while the status still says ``WORKING``)."""
     upper = status.upper()
-    if upper in statuses.HEALTHY:
+    if zombie:
+        grpc, found, connected = ("TRANSIENT_FAILURE", "CLOSED"), True, False
+    elif upper in statuses.HEALTHY:
         grpc, found, connected = ("READY", "READY"), True, True
     elif upper in (statuses.STARTING, statuses.SCAN_QR_CODE):
         grpc, found, connected = ("READY", "CONNECTING"), True, False
@@ -96,7 +99,7 @@ def flat(s: SessionState) -> str:
     """A full Session object (what get, start, stop and restart answer)."""
     return (
         f'{s.prefix}{s.updated_json},"name":{s.name_json},"status":{status_json(s.status)},'
-        f'"config":{s.config_json},"engine":{engine_json(s.status)}}}'
+        f'"config":{s.config_json},"engine":{engine_json(s.status, s.zombie)}}}'
     )
 
 
@@ -105,7 +108,7 @@ def nested(s: SessionState) -> str:
     return (
         f'{{"session":{s.prefix}{s.updated_json}}},"downstream":{{"name":{s.name_json},'
         f'"status":{status_json(s.status)},"config":{s.config_json},'
-        f'"engine":{engine_json(s.status)}}}}}'
+        f'"engine":{engine_json(s.status, s.zombie)}}}}}'
     )
 
 

@@ -61,6 +61,7 @@ class SessionSpec:
     enable_message_logging: bool = False
     enable_webhook: bool = False
     webhook_url: str | None = None
+    zombie: bool = False  # its engine not connected while its status says WORKING
 
 
 @dataclass(frozen=True)
@@ -349,6 +350,7 @@ SESSION_KEYS: Final = (
     "enable_message_logging",
     "enable_webhook",
     "webhook_url",
+    "zombie",
 )
 SCENARIO_KEYS: Final = ("session_count", "initial_status", "sessions", *FAULT_KEYS)
 
@@ -438,6 +440,7 @@ def _session_spec(t: _Table, default_status: str) -> SessionSpec:
         enable_message_logging=t.boolean("enable_message_logging", False),
         enable_webhook=t.boolean("enable_webhook", False),
         webhook_url=t.optional_string("webhook_url"),
+        zombie=t.boolean("zombie", False),
     )
 
 

@@ -227,6 +227,13 @@ class Simulator:
             now, offset = self._times()
             self._table.set_status(self._table.get(session_id), status, now, offset)
 
+    def set_zombie(self, session_id: str, zombie: bool) -> None:
+        """Have the engine report the session not connected (``zombie``) while its status
+        stays as it is, or connected again; any change of status ends it."""
+        with self._lock:
+            now, offset = self._times()
+            self._table.set_zombie(self._table.get(session_id), zombie, now, offset)
+
     def set_outcome(self, session_id: str, outcome: str | Sequence[str] | None) -> None:
         """What the session's next starts lead to (a sequence; its last value repeats)."""
         spec: dict[str, Any] = {"id": session_id}

@@ -54,6 +54,8 @@ class SessionState:
     enable_webhook: bool = False
     webhook_url: str = ""
     outcome: tuple[str, ...] | None = None
+    zombie: bool = False  # the engine says not connected, whatever the status; any
+    # change of status (a stop, a start, a restart, the admin API) ends it
     starts: int = 0
     restarts: int = 0
     stops: int = 0
@@ -135,6 +137,7 @@ class SessionTable:
             enable_webhook=spec.enable_webhook,
             webhook_url=spec.webhook_url or f"https://hooks.simulator.invalid/wasend/{spec.id}",
             outcome=spec.outcome,
+            zombie=spec.zombie,
         )
         s.prepare()
         self.sessions[spec.id] = s
@@ -176,6 +179,7 @@ class SessionTable:
 
     def _enter(self, s: SessionState, status: str, t: float, offset: float) -> None:
         s.status = status
+        s.zombie = False
         s.updated_json = f'"{render.iso(t + offset)}"'
         s.pending_at = INF
         self._draw_failure(s, t)
@@ -237,6 +241,12 @@ class SessionTable:
         """Put ``s`` in ``status`` at once (no pending transition follows)."""
         self.advance(s, now, offset)
         self._enter(s, status, now, offset)
+
+    def set_zombie(self, s: SessionState, zombie: bool, now: float, offset: float) -> None:
+        """Have the engine report ``s`` not connected (or connected again), its status kept;
+        a change of status ends it."""
+        self.advance(s, now, offset)
+        s.zombie = zombie
 
     def set_outcome(self, s: SessionState, outcome: tuple[str, ...] | None) -> None:
         """Give ``s`` its own outcome sequence (None: the global one), from its next start."""
@@ -308,6 +318,7 @@ class SessionTable:
         return {
             "id": s.uid,
             "status": s.status,
+            "zombie": s.zombie,
             "pending": pending,
             "next_scheduled_failure": scheduled,
             "next_random_failure_in": due(s.fail_at),

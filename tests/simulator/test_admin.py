@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from supervisor.simulator import Simulator, SimulatorServer, admin_requires_key, create_app
+from supervisor.simulator.scenario import parse_scenario
 from tests.fakes import ShiftableClock
 
 from .conftest import API_KEY
@@ -48,6 +49,39 @@ def test_patch_session_status_and_outcome(
     assert (
         anon.patch("/_simulator/sessions/sess-0003", json={"outcome": ["NOPE"]}).status_code == 400
     )
+
+
+def test_a_zombie_says_working_while_its_engine_says_not_connected_until_it_is_stopped(
+    anon: httpx.Client, client: httpx.Client, live_clock: ShiftableClock
+) -> None:
+    raw = anon.patch("/_simulator/sessions/sess-0001", json={"zombie": True})
+    assert raw.status_code == 200 and raw.json()["zombie"] is True
+    one = client.get("/sessions/sess-0001").json()
+    assert one["status"] == "WORKING" and one["engine"]["gows"]["connected"] is False
+    (listed,) = [i for i in client.get("/sessions").json()["sessions"]
+                 if i["session"]["uniqueSessionId"] == "sess-0001"]
+    assert listed["downstream"]["status"] == "WORKING"
+    assert listed["downstream"]["engine"]["gows"]["connected"] is False
+    # a restart of a running session conflicts, and leaves it a zombie
+    assert client.post("/sessions/sess-0001/restart").status_code == 409
+    assert client.get("/sessions/sess-0001").json()["engine"]["gows"]["connected"] is False
+    # a stop and a start end it
+    client.post("/sessions/sess-0001/stop")
+    client.post("/sessions/sess-0001/restart")
+    live_clock.advance(0.5)
+    back = client.get("/sessions/sess-0001").json()
+    assert back["status"] == "WORKING" and back["engine"]["gows"]["connected"] is True
+    assert anon.get("/_simulator/sessions/sess-0001").json()["zombie"] is False
+    bad = anon.patch("/_simulator/sessions/sess-0001", json={"zombie": "yes"})
+    assert bad.status_code == 400 and "zombie" in bad.json()["error"]
+
+
+def test_a_scenario_makes_a_zombie(make_sim: Callable[..., Simulator]) -> None:
+    scenario = parse_scenario({"sessions": [{"id": "z", "zombie": True}]})
+    sim = make_sim(sessions=0, scenario=scenario)
+    assert sim.session("z")["zombie"] is True
+    made = sim.session_object("z")
+    assert made["status"] == "WORKING" and made["engine"]["gows"]["connected"] is False
 
 
 def test_read_raw_session_state(anon: httpx.Client, client: httpx.Client) -> None:

@@ -45,20 +45,26 @@ class Refused(str):
     """Why an answer cannot be read."""
 
 
-def extract(item: dict[str, Any]) -> tuple[Any, Any, str | None]:
-    """(uniqueSessionId, status, name) of a flat or a nested item."""
+def extract(item: dict[str, Any]) -> tuple[Any, Any, str | None, bool | None]:
+    """(uniqueSessionId, status, name, engine connected) of a flat or a nested item."""
     session = item.get("session")
     source = session if isinstance(session, dict) else item
     downstream = item.get("downstream")
-    status = None
+    status = engine = None
     if isinstance(session, dict) and isinstance(downstream, dict):
         status = downstream.get("status")
+        engine = downstream.get("engine")
     if status is None:
         status = source.get("status")
+    if engine is None:
+        engine = source.get("engine")
+    gows = engine.get("gows") if isinstance(engine, dict) else None
+    connected = gows.get("connected") if isinstance(gows, dict) else None
     name = source.get("sessionName")
     if not isinstance(name, str) or not name:
         name = source.get("name")
-    return source.get("uniqueSessionId"), status, name if isinstance(name, str) and name else None
+    return (source.get("uniqueSessionId"), status, name if isinstance(name, str) and name
+            else None, connected if isinstance(connected, bool) else None)
 
 
 def session_model(body: bytes, requested: str = "s1") -> SessionInfo | str:
@@ -71,7 +77,7 @@ def session_model(body: bytes, requested: str = "s1") -> SessionInfo | str:
         data = data["data"]
     if not isinstance(data, dict):
         return "expected a Session object"
-    sid, status, name = extract(data)
+    sid, status, name, connected = extract(data)
     if not isinstance(status, str) or not status:
         return "no string status in the session"
     if sid is None or sid == "":
@@ -80,7 +86,7 @@ def session_model(body: bytes, requested: str = "s1") -> SessionInfo | str:
         return "uniqueSessionId is not a string"
     elif sid != requested:
         return "the answer is about another session"
-    return SessionInfo(sid, name, status)
+    return SessionInfo(sid, name, status, connected)
 
 
 def model(body: bytes) -> SessionList | str:
@@ -99,7 +105,8 @@ def model(body: bytes) -> SessionList | str:
     problems: list[str] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
-        sid, status, name = extract(item) if isinstance(item, dict) else (None, None, None)
+        sid, status, name, connected = (extract(item) if isinstance(item, dict)
+                                        else (None, None, None, None))
         failed = [why for wrong, why in (  # the first rule an item breaks is its problem
             (not isinstance(item, dict), "not an object"),
             (not isinstance(sid, str) or sid == "", "no string uniqueSessionId"),
@@ -110,7 +117,7 @@ def model(body: bytes) -> SessionList | str:
         if not failed:
             assert isinstance(sid, str) and isinstance(status, str)
             seen.add(sid)
-            sessions.append(SessionInfo(sid, name, status))
+            sessions.append(SessionInfo(sid, name, status, connected))
             continue
         shown = Secrets([KEY]).excerpt(json.dumps(item, ensure_ascii=False)[:4096], limit=100)
         problems.append(f"item {index}: {failed[0]}: {shown}")
@@ -175,6 +182,34 @@ def test_every_readable_shape_is_read_as_the_rules_say() -> None:
             assert isinstance(got, SessionList)
             assert got.sessions[0] == SessionInfo("a", "Shop", "WORKING")
             assert got.problems == ()
+
+
+def test_the_engines_own_view_is_read_where_each_shape_carries_it() -> None:
+    def engine(connected: object) -> dict[str, Any]:
+        return {"grpc": {"client": "READY", "stream": "CLOSED"},
+                "gows": {"found": True, "connected": connected}}
+
+    zombie = nested("a", "WORKING")
+    zombie["downstream"]["engine"] = engine(False)
+    alive = flat("b", "WORKING") | {"engine": engine(True)}
+    # the session's own engine, when the downstream has none
+    inner = nested("c", "WORKING")
+    del inner["downstream"]["engine"]
+    inner["session"]["engine"] = engine(False)
+    odd = flat("d", "WORKING") | {"engine": engine("no")}
+    other = flat("e", "WORKING") | {"engine": {"noweb": {"connected": False}}}
+    bare = flat("f", "WORKING") | {"engine": "gows"}
+    doc = {"sessions": [zombie, alive, inner, odd, other, bare, nested("g", "WORKING")]}
+    body = json.dumps(doc).encode()
+    with respx.mock(base_url=BASE) as router:
+        (got,) = read(router.get("/sessions"), body)
+    assert [s.engine_connected for s in got.sessions] == [False, True, False, None, None,
+                                                           None, None]
+    assert got == model(body)
+    one = json.dumps(flat("s1", "WORKING") | {"engine": engine(False)}).encode()
+    with respx.mock(base_url=BASE) as router:
+        (single,) = read(router.get("/sessions/s1"), one, call="get")
+    assert single == SessionInfo("s1", None, "WORKING", False) == session_model(one)
 
 
 def test_downstream_status_comes_first_in_a_nested_item_only(answers: respx.Route) -> None:

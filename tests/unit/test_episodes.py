@@ -327,3 +327,25 @@ def test_facts_of_the_open_episodes_keep_only_the_sessions_that_can_matter() -> 
     assert slim == Facts.of(records, listed=True).relevant(known)
     scoped = Facts.of(records, listed=True, configured=["q", "h"], open_episodes=known)
     assert [s.session_id for s in scoped.sessions] == ["q"]
+
+
+# ----------------------------------------------------------------------- zombie
+
+
+def test_a_zombie_opens_once_while_it_is_restarted_and_resolves_when_healthy() -> None:
+    book = Book()
+    zombie = Record("z", name="Shop", phase=Phase.UNHEALTHY, last_status="WORKING",
+                    zombie=True, disconnected_since=T0)
+    assert book.poll(listed(zombie), T0 + 120) == [("opened", "zombie", "z")]
+    assert "not connected" in book.open[(Kind.ZOMBIE, "z")].detail
+    verifying = msgspec.structs.replace(zombie, phase=Phase.VERIFYING, last_status="STOPPED")
+    assert book.poll(listed(verifying), T0 + 121) == []  # stopped, restarting: still open
+    assert book.poll(listed(rec("z", Phase.HEALTHY, "WORKING")), T0 + 130) == [
+        ("resolved", "zombie", "z")]
+
+
+def test_a_zombie_gone_resolves() -> None:
+    book = Book()
+    zombie = Record("z", phase=Phase.UNHEALTHY, last_status="WORKING", zombie=True)
+    book.poll(listed(zombie), T0)
+    assert book.poll(listed(rec("z", Phase.GONE)), T0 + 30) == [("resolved", "zombie", "z")]
