@@ -25,6 +25,9 @@ ALLOWED: dict[str, set[str]] = {
     "ops": {"domain", "api", "state", "config", "runtime", *LEAVES},
     # The alerts: the settings' [alerts] table is what the channels are built from.
     "alerts": {"domain", "state", "config", *LEAVES},
+    # The status page: the sessions as status shows them (state.report), the operator's
+    # actions (runtime.operator), the API's errors.
+    "web": {"domain", "api", "state", "config", "runtime.operator", *LEAVES},
     "simulator": set(),
 }
 # What the domain may import from outside the standard library.
