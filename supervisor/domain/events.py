@@ -40,10 +40,13 @@ DAEMON_STOPPING: Final = "daemon.stopping"
 DAEMON_TASK_CRASHED: Final = "daemon.task_crashed"
 
 # http.*
+HTTP_AUTH_FILE_PERMISSIONS: Final = "http.auth_file_permissions"
 HTTP_CLOSED: Final = "http.closed"
 HTTP_CONNECTIONS_SHED: Final = "http.connections_shed"
 HTTP_LISTEN_FAILED: Final = "http.listen_failed"
 HTTP_LISTENING: Final = "http.listening"
+HTTP_LOGIN: Final = "http.login"
+HTTP_LOGIN_FAILED: Final = "http.login_failed"
 HTTP_REQUEST: Final = "http.request"
 HTTP_ROUTE_FAILED: Final = "http.route_failed"
 
