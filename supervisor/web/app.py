@@ -33,7 +33,7 @@ offline), ``nosniff`` and ``no-referrer``; every answer but the static files is
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -55,7 +55,14 @@ from supervisor.domain import events as ev
 from supervisor.domain.models import Phase
 from supervisor.runtime.operator import Refused
 from supervisor.state.report import iso, span
-from supervisor.web.auth import Credentials, LoginLimiter, Sessions
+from supervisor.web.auth import (
+    REASON_BAD_CREDENTIALS,
+    REASON_LOCKED_OUT,
+    Credentials,
+    LoginLimiter,
+    Sessions,
+    csrf_ok,
+)
 from supervisor.web.board import CLASSES, GROUP_OF, GROUPS, MAX_PER_PAGE, PER_PAGE, Board
 from supervisor.web.qr import QrFeed
 
@@ -73,6 +80,7 @@ SECURITY_HEADERS = (
 SCAN_HINT = "WhatsApp > Settings > Linked devices > Link a device"
 QR_REFRESH = 15  # seconds between the page's fetches of the QR image
 REFRESH = 2.0  # seconds between an open page's fetches of its data
+LOGIN_WAIT = 3.0  # a failed login's slowing, at most: the listener answers within 5 s
 DASH = "\u2013"  # shown for no value
 
 
@@ -108,21 +116,33 @@ def create_app(
     clock: Clock,
     *,
     refresh: float = REFRESH,
+    login_wait: float = LOGIN_WAIT,
 ) -> ASGIApp:
     """The page's ASGI application; an open page fetches its data every ``refresh``
-    seconds."""
+    seconds. A login after failed ones from its peer waits ``limiter.delay``, at most
+    ``login_wait`` seconds (within the listener's deadline for an answer); a refused
+    Bearer token counts as a failed login of its peer."""
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(
         scan_hint=SCAN_HINT, qr_refresh=QR_REFRESH, groups=GROUPS, classes=CLASSES,
         refresh=refresh, phase_groups={phase.value: group for phase, group in GROUP_OF.items()})
     templates.env.filters.update(age=_age, later=_later)
 
-    def who(request: Request) -> Who | None:
+    async def who(request: Request) -> Who | None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            name = credentials().bearer(token.strip())
-            return None if name is None else Who(name)
+            peer = _peer(request)
+            if limiter.blocked(peer) is not None:
+                log.warning(ev.HTTP_LOGIN_FAILED, peer=peer, reason=REASON_LOCKED_OUT)
+                return None
+            # A hashed token costs a scrypt: off the event loop.
+            name = await asyncio.to_thread(credentials().bearer, token.strip())
+            if name is None:
+                limiter.failed(peer)
+                log.warning(ev.HTTP_LOGIN_FAILED, peer=peer, reason=REASON_BAD_CREDENTIALS)
+                return None
+            return Who(name)
         sid = request.cookies.get(COOKIE)
         if sid:
             login = sessions.lookup(sid)
@@ -142,14 +162,13 @@ def create_app(
 
     def authed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            person = who(request)
+            person = await who(request)
             if person is None:
                 return refuse(request)
-            if request.method == "POST" and person.csrf is not None:
+            if request.method == "POST" and person.sid is not None:
                 form = await request.form()
-                given = form.get("csrf")
-                if not isinstance(given, str) or not hmac.compare_digest(
-                        given.encode(), person.csrf.encode()):
+                login = sessions.lookup(person.sid)
+                if not csrf_ok(login, _text(form.get("csrf"))):
                     return Response("missing or wrong CSRF token\n", 403,
                                     media_type="text/plain")
             return await handler(request, person)
@@ -248,29 +267,32 @@ def create_app(
                                             "problem": ""})
 
     async def login(request: Request) -> Response:
-        peer = request.client.host if request.client else ""
+        peer = _peer(request)
         form = await request.form()
         target = _next(_text(form.get("next")))
         blocked = limiter.blocked(peer)
         if blocked is not None:
-            log.warning(ev.HTTP_LOGIN_FAILED, peer=peer, reason="locked_out")
+            log.warning(ev.HTTP_LOGIN_FAILED, peer=peer, reason=REASON_LOCKED_OUT)
             return page(request, "login.html", {
                 "next": target, "problem": f"Too many failed logins: try again in "
                                            f"{span(blocked)}."}, 429)
-        wait = limiter.delay(peer)
+        wait = min(limiter.delay(peer), login_wait)
         if wait > 0:
             await clock.sleep(wait)
         name, token = _text(form.get("name")).strip(), _text(form.get("token")).strip()
-        if not name or not token or not credentials().check(name, token):
+        known = credentials()
+        # A hashed token costs a scrypt: off the event loop.
+        if not name or not token or not await asyncio.to_thread(known.check, name, token):
             limiter.failed(peer)
-            log.warning(ev.HTTP_LOGIN_FAILED, peer=peer, reason="bad_credentials")
+            log.warning(ev.HTTP_LOGIN_FAILED, peer=peer, reason=REASON_BAD_CREDENTIALS)
             return page(request, "login.html", {
                 "next": target, "problem": "That name and token do not match."}, 401)
         limiter.succeeded(peer)
-        sid, _csrf = sessions.open(name)
+        sid, _csrf = sessions.open(name, known.stamp(name))
         log.info(ev.HTTP_LOGIN, name=name, peer=peer)
         response = RedirectResponse(target, 303)
-        response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/",
+        response.set_cookie(COOKIE, sid, max_age=int(sessions.ttl), httponly=True,
+                            samesite="strict", path="/",
                             secure=request.headers.get("x-forwarded-proto") == "https")
         return response
 
@@ -360,6 +382,10 @@ def _later(seconds: float | None) -> str:
     if seconds is None:
         return DASH
     return f"in {span(seconds)}" if seconds >= 0.5 else "now"
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else ""
 
 
 def _int(text: str | None, default: int, low: int, high: int) -> int:

@@ -293,3 +293,25 @@ async def test_the_page_refers_to_nothing_elsewhere(bearer: httpx.AsyncClient) -
         html = (await bearer.get(path)).text
         assert "http://" not in html and "https://" not in html and "//" not in html.replace(
             "<!doctype html>", "")
+
+
+async def test_failed_logins_slow_the_next_ones_within_the_listeners_deadline(
+        anonymous: httpx.AsyncClient, page: Page) -> None:
+    from supervisor.web.app import LOGIN_WAIT
+
+    for _ in range(5):
+        await anonymous.post("/login", data={"name": "alice", "token": "wrong-token-0123456"})
+    assert page.clock.sleeps == [0.5, 1.0, 2.0, LOGIN_WAIT]  # 4.0 asked, cut to fit
+    assert LOGIN_WAIT < 5.0  # the listener's response timeout
+    answer = await anonymous.post("/login", data={"name": "alice", "token": TOKEN})
+    assert answer.status_code == 303
+    assert page.limiter.delay("192.0.2.7") == 0.0  # a success forgets the failures
+
+
+async def test_refused_bearer_tokens_count_as_failed_logins(page: Page) -> None:
+    async with page.client(headers={"authorization": "Bearer wrong-token-0123456"}) as client:
+        for _ in range(10):
+            assert (await client.get("/api/sessions")).status_code == 401
+    assert page.limiter.blocked("192.0.2.7") is not None
+    async with page.client(headers={"authorization": f"Bearer {TOKEN}"}) as client:
+        assert (await client.get("/api/sessions")).status_code == 401  # locked out
