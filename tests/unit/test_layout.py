@@ -26,6 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     # The alerts: the settings' [alerts] table is what the channels are built from.
     "alerts": {"domain", "state", "config", *LEAVES},
     "simulator": set(),
+    # The status page: what it shows comes from the rooms below, it is wired by the top.
+    "web": {"domain", "api", "config", *LEAVES},
 }
 # What the domain may import from outside the standard library.
 DOMAIN_LIBRARIES = {"msgspec"}
