@@ -58,6 +58,10 @@ POLL_ITEM_UNREADABLE: Final = "poll.item_unreadable"
 POLL_OBSERVER_FAILED: Final = "poll.observer_failed"
 POLL_SKIPPED: Final = "poll.skipped"
 
+# qr.*
+QR_FAILED: Final = "qr.failed"
+QR_FETCHED: Final = "qr.fetched"
+
 # restart.*
 RESTART_ACCEPTED: Final = "restart.accepted"
 RESTART_CONFLICT: Final = "restart.conflict"
