@@ -335,7 +335,9 @@ def _run(args: argparse.Namespace) -> int:
     settings = load(args, require_api_key=True)
     if isinstance(settings, int):
         return settings
-    missing = apprise_missing(settings)
+    from supervisor.service import web_missing
+
+    missing = apprise_missing(settings) or web_missing(settings)
     if missing is not None:
         print(f"{PROG}: {missing}", file=sys.stderr)
         return EX_UNAVAILABLE
@@ -343,7 +345,7 @@ def _run(args: argparse.Namespace) -> int:
     from supervisor.domain.secrets import Secrets
 
     # The process's: redacted from its log lines and the API's errors (the key, added by
-    # the client, and the alert URLs).
+    # the client, the alert URLs, the status page's tokens).
     secrets = Secrets(settings.alerts.secret_values())
     logs.configure(settings.log_format, settings.log_level, sys.stdout, secrets=secrets)
     return asyncio.run(_run_async(settings, lambda: _reload(args), secrets))
@@ -378,7 +380,7 @@ async def _run_async(
 ) -> int:
     import structlog
 
-    from supervisor.service import ListenError, Service
+    from supervisor.service import ListenError, PageError, Service
     from supervisor.state.store import StateError
 
     try:
@@ -387,6 +389,9 @@ async def _run_async(
                                 secrets=secrets)
     except StateError as exc:
         return _state_error(settings, exc)
+    except PageError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
     _started()
     try:
         try:

@@ -41,6 +41,8 @@ DAEMON_TASK_CRASHED: Final = "daemon.task_crashed"
 
 # http.*
 HTTP_AUTH_FILE_PERMISSIONS: Final = "http.auth_file_permissions"
+HTTP_AUTH_RELOAD_FAILED: Final = "http.auth_reload_failed"
+HTTP_AUTH_RELOADED: Final = "http.auth_reloaded"
 HTTP_CLOSED: Final = "http.closed"
 HTTP_CONNECTIONS_SHED: Final = "http.connections_shed"
 HTTP_LISTEN_FAILED: Final = "http.listen_failed"

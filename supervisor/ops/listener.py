@@ -44,9 +44,7 @@ the callback. Without ``app`` an unknown path is 404, as before.
 Shed and timed-out connections are reset (``SO_LINGER`` 0), not closed: the client
 learns at once, and no ``TIME_WAIT`` state is left behind for each one of a flood.
 
-Routes are ``path -> callable() -> Reply``; the query string is ignored. A route may have a
-guard (``guards``: ``path -> callable(request) -> Reply | None``), asked first: a Reply is
-the answer instead (``/metrics`` behind a token).
+Routes are ``path -> callable() -> Reply``; the query string is ignored.
 """
 
 from __future__ import annotations
@@ -119,7 +117,6 @@ class Reply(msgspec.Struct, frozen=True):
 
 
 Route = Callable[[], Reply]
-Guard = Callable[[h11.Request], "Reply | None"]
 App = Callable[..., Any]  # an ASGI application (typed loosely: no Starlette import here)
 
 
@@ -146,7 +143,6 @@ class HttpListener:
         backlog: int | None = None,
         shed_log_interval: float = SHED_LOG_INTERVAL,
         app: App | None = None,
-        guards: Mapping[str, Guard] | None = None,
         max_app_requests: int = MAX_APP_REQUESTS,
     ) -> None:
         pool, default_backlog = connection_limits()
@@ -161,7 +157,6 @@ class HttpListener:
         self.backlog = default_backlog if backlog is None else backlog
         self.shed_log_interval = shed_log_interval
         self.app = app
-        self.guards = dict(guards or {})
         self.max_app_requests = max_app_requests
         self.app_requests = 0
         """Requests being answered by the application now."""
@@ -214,8 +209,9 @@ class HttpListener:
             else:  # asyncio's own message repeats the address; the errno's text is enough
                 detail = os.strerror(exc.errno)
             raise ListenError(f"cannot listen on {where}: {detail}") from None
+        page = {} if self.app is None else {"status_page": True}
         log.info(ev.HTTP_LISTENING, address=self.describe(), paths=sorted(self.routes),
-                 max_connections=self.max_connections, max_per_peer=self.max_per_peer)
+                 max_connections=self.max_connections, max_per_peer=self.max_per_peer, **page)
 
     async def close(self) -> None:
         """Stop listening and drop the connections still open."""
@@ -336,9 +332,7 @@ class HttpListener:
         if request.method not in ALLOWED:
             return Reply(405, b"method not allowed\n", headers=(("allow", "GET, HEAD"),))
         try:
-            guard = self.guards.get(path)
-            refused = None if guard is None else guard(request)
-            return route() if refused is None else refused
+            return route()
         except Exception:
             log.exception(ev.HTTP_ROUTE_FAILED, path=path)
             return _text(500, "internal error")

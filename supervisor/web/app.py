@@ -20,6 +20,7 @@ Routes::
     GET  /login, POST /login        the login form (name and token); sets the cookie
     POST /logout                    forgets the login
     GET  /static/...                the stylesheet and the script
+    GET  /metrics                   with ``http_metrics_auth`` only (else the listener's)
 
 Everything but the login form and the static files needs a person known to the
 credentials: ``Authorization: Bearer <token>``, or the login cookie (HttpOnly,
@@ -117,11 +118,13 @@ def create_app(
     *,
     refresh: float = REFRESH,
     login_wait: float = LOGIN_WAIT,
+    metrics: Callable[[], tuple[bytes, str]] | None = None,
 ) -> ASGIApp:
     """The page's ASGI application; an open page fetches its data every ``refresh``
     seconds. A login after failed ones from its peer waits ``limiter.delay``, at most
     ``login_wait`` seconds (within the listener's deadline for an answer); a refused
-    Bearer token counts as a failed login of its peer."""
+    Bearer token counts as a failed login of its peer. ``metrics`` (the body and content
+    type of ``/metrics``): served here, to the authenticated only (``http_metrics_auth``)."""
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(
         scan_hint=SCAN_HINT, qr_refresh=QR_REFRESH, groups=GROUPS, classes=CLASSES,
@@ -152,7 +155,8 @@ def create_app(
 
     def refuse(request: Request) -> Response:
         path = request.url.path
-        if path.startswith("/api/") or path.endswith("/qr.svg") or request.method == "POST":
+        if (path.startswith("/api/") or path.endswith("/qr.svg") or path == "/metrics"
+                or request.method == "POST"):
             return Response("authentication required\n", 401, media_type="text/plain",
                             headers={"www-authenticate": 'Bearer realm="wasend-supervisor"'})
         target = path + (f"?{request.url.query}" if request.url.query else "")
@@ -303,7 +307,13 @@ def create_app(
         response.delete_cookie(COOKIE, path="/")
         return response
 
+    async def metrics_page(request: Request, person: Who) -> Response:
+        assert metrics is not None
+        body, content_type = metrics()
+        return Response(body, media_type=content_type)
+
     routes = [
+        *([Route("/metrics", authed(metrics_page))] if metrics is not None else []),
         Route("/", authed(index)),
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),

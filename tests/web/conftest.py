@@ -93,10 +93,10 @@ class Page:
 
     async def _fetch(self, session_id: str) -> QrCode:
         self.fetched.append(session_id)
-        return QrCode(PAYLOAD)
+        return QrCode(session_id, PAYLOAD)
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(self.app, client=(PEER, 40000))  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(self.app, client=(PEER, 40000))
         return httpx.AsyncClient(transport=transport, base_url="http://page.test",
                                  follow_redirects=False, **kwargs)
 
