@@ -102,6 +102,12 @@ exit statuses:
   1   the token is empty, too short, or holds a space; or the two entries differ
   2   a command-line usage error"""
 
+HOLD_EXITS = """exit statuses:
+  0   done (also when it was paused already, for pause, or not paused, for resume)
+  1   the session is not in the state file (or there is none yet); nothing changed
+  2   a command-line usage error
+  78  invalid configuration, or a state file that cannot be used"""
+
 CONFIG_EXITS = """exit statuses:
   0   the configuration is valid (printed)
   2   a command-line usage error
@@ -258,6 +264,17 @@ def build_parser() -> _Parser:
         "retry", help="retry a given-up session at the next poll (clears its give-up)")
     _state_flags(retry)
     retry.add_argument("retry_session", metavar="ID", help="the session to retry")
+
+    for mode, what in (("pause", "pause supervision of a session: every poll leaves it alone"),
+                       ("resume", "resume supervision of a paused session")):
+        holding = sub.add_parser(mode, help=f"{what} (the state file; no API call, no key)",
+                                 epilog=HOLD_EXITS,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        _state_flags(holding)
+        holding.add_argument("hold_session", metavar="ID", help="the session")
+        holding.add_argument("--by", dest="hold_by", metavar="NAME",
+                             help="who does it, for the event and status (default: the OS"
+                                  " user)")
 
     history = sub.add_parser("history", help="the restart history, from the state file")
     _state_flags(history)
@@ -619,6 +636,77 @@ def _retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hold(args: argparse.Namespace) -> int:
+    """``pause ID`` and ``resume ID``: put a session on hold in the state file, or take
+    it off (``supervisor.runtime.operator``); a running daemon sees it at its next poll.
+    0 done (or nothing to do); 1 no such session on record; 78 the file cannot be used."""
+    settings = load(args, require_api_key=False)
+    if isinstance(settings, int):
+        return settings
+    import getpass
+
+    from supervisor import logs
+    from supervisor.clock import SystemClock
+    from supervisor.printable import printable
+    from supervisor.runtime import operator
+    from supervisor.runtime.wiring import open_store
+    from supervisor.state.report import iso
+    from supervisor.state.store import MEMORY, StateError
+
+    logs.configure(settings.log_format, settings.log_level, sys.stderr)  # stdout: the answer
+    location = settings.state_location()
+    session_id, pausing = args.hold_session, args.mode == "pause"
+    if args.hold_by is not None:
+        by = args.hold_by.strip()
+        if not by:
+            print(f"{PROG}: --by: a name is needed", file=sys.stderr)
+            return EX_USAGE
+    else:
+        try:
+            by = getpass.getuser()
+        except (OSError, KeyError):  # a container's user with no name
+            by = f"uid {os.getuid()}"
+    if location == MEMORY:
+        print(f"{PROG}: state_path is {MEMORY}: no state to change", file=sys.stderr)
+        return EX_CONFIG
+    if not Path(location).exists():
+        print(f"{PROG}: no state file at {location} yet; no session {session_id!r} in it",
+              file=sys.stderr)
+        return 1
+    clock = SystemClock()
+    try:
+        store = open_store(settings, clock)
+    except StateError as exc:
+        return _state_error(settings, exc)
+    try:
+        if pausing:
+            made, new = operator.hold(store, session_id, by, clock.now())
+        else:
+            was = operator.release(store, session_id)
+    except operator.Refused:
+        print(printable(f"{PROG}: no session {session_id!r} in {location}; nothing changed"),
+              file=sys.stderr)
+        return 1
+    except StateError as exc:
+        return _state_error(settings, exc)
+    finally:
+        store.close()
+    if pausing and new:
+        operator.log_paused(made)
+        answer = (f"session {session_id}: paused by {made.by}; no process restarts or stops"
+                  f" it until 'resume {session_id}'")
+    elif pausing:
+        answer = (f"session {session_id}: paused already, by {made.by} since {iso(made.at)};"
+                  " nothing changed")
+    elif was is not None:
+        operator.log_resumed(session_id, by, was)
+        answer = f"session {session_id}: resumed; the next poll supervises it as usual"
+    else:
+        answer = f"session {session_id}: not paused; nothing changed"
+    print(printable(answer))
+    return 0
+
+
 def _history(args: argparse.Namespace) -> int:
     import time
 
@@ -760,6 +848,8 @@ MODES = {
     "config": _config,
     "status": _status,
     "retry": _retry,
+    "pause": _hold,
+    "resume": _hold,
     "history": _history,
     "alerts": _alerts,
     "hash-token": _hash_token,

@@ -41,6 +41,7 @@ from supervisor.ops.metrics import CONTENT_TYPE, Metrics
 from supervisor.ops.sdnotify import Notifier, SystemdHooks, watchdog_interval
 from supervisor.runtime.cycle import PollResult
 from supervisor.runtime.daemon import Daemon, PollScheduler, Schedule
+from supervisor.runtime.operator import Operator
 from supervisor.runtime.reload import Reloader
 from supervisor.runtime.wiring import Runtime, build, rebuild
 
@@ -88,6 +89,8 @@ class Service:
             clock=supervisor.clock,
         )
         self._retiring: set[asyncio.Task[None]] = set()  # old clients closed once idle
+        # A person's actions on the sessions (pause, resume, restart now), for the page.
+        self.operator = Operator(self.daemon)
         self.health = Health(supervisor.clock, unready_after=settings.unready_threshold,
                              alive=self.daemon.alive)
         self.systemd = SystemdHooks(

@@ -11,7 +11,15 @@ events to log, and whether the attempt in flight failed):
 
 ``vanished(record, now, policy, configured=...)`` handles a session that the API no
 longer knows (404, or missing from the account's list); ``retry_now(record, now)`` a
-person's request to retry a given-up session at once.
+person's request to retry a given-up session at once; ``restart_now(record, now)`` a
+person's request to restart a session at once (the operator's "restart now").
+
+A session on hold (a person paused its supervision: ``decide(..., held=True)``; the
+shell reads the holds from the store) is observed, not supervised: its record follows
+what is seen as far as a sighting alone moves it (its status and name; healthy again,
+needing a person), but nothing is asked of the API and nothing is counted: no restart,
+no stop, no failed attempt, no give-up. Once released, the next poll decides on it as
+usual, from the record the hold left (a session seen stopped while held is restarted).
 
 Every restart request produces exactly one ``restart.requested`` event and, later,
 exactly one outcome event for it: ``restart.succeeded`` (seen healthy within
@@ -74,10 +82,18 @@ def _after(events: Iterable[Event], step: Step) -> Step:
 
 
 def decide(
-    seen: SessionInfo, record: Record | None, now: float, policy: Policy, rng: random.Random
+    seen: SessionInfo,
+    record: Record | None,
+    now: float,
+    policy: Policy,
+    rng: random.Random,
+    *,
+    held: bool = False,
 ) -> Step:
-    """A poll saw ``seen``: what now?"""
+    """A poll saw ``seen``: what now? ``held``: the session is on hold (see the module)."""
     status = seen.status
+    if held:
+        return _seen_held(seen, record, now, policy, rng)
     # Fast path: the common case of a stable, healthy session costs one comparison.
     if (
         record is not None
@@ -279,6 +295,56 @@ def _seen_restartable(
     else:
         events.append(_event(ev.SESSION_UNHEALTHY, record, "warning", status=status))
     return _after(events, _due_or_wait(record, now))
+
+
+# The phases in which a sighting may ask for an action or judge an attempt: a held
+# session in one of them only has its status noted.
+_ACTING = frozenset({Phase.VERIFYING, Phase.UNHEALTHY, Phase.GAVE_UP})
+
+
+def _seen_held(
+    seen: SessionInfo, record: Record | None, now: float, policy: Policy, rng: random.Random
+) -> Step:
+    """A session on hold was seen: recorded as a sighting moves it, never acted on. A
+    healthy session that fails becomes unhealthy (due as soon as it is released, its
+    relapse not counted); one starting by itself is watched; healthy again or needing a
+    person is followed as usual. Where the next step would be an action or a verdict on
+    an attempt (in flight, waiting for its next one, given up on, stuck starting), only
+    the status is written down: an attempt in flight when the hold began is judged at
+    the first poll after it."""
+    status = seen.status
+    events: list[Event] = []
+    if record is None or record.phase is Phase.GONE:
+        previous = record
+        record = Record(seen.session_id, name=seen.name, phase=Phase.HEALTHY, since=now)
+        if previous is not None:  # it came back
+            record = replace(record, warned_statuses=previous.warned_statuses)
+            events.append(_event(ev.SESSION_REAPPEARED, record, status=status))
+    elif seen.name is not None and record.name != seen.name:
+        record = replace(record, name=seen.name)
+    klass = policy.classes.classify(status)
+    if record.phase is Phase.NEEDS_PERSON and klass is not StatusClass.NEEDS_PERSON:
+        events.append(_event(ev.SESSION_NEEDS_PERSON_CLEARED, record, status=status))
+    noted = Step(record if record.last_status == status else
+                 replace(record, last_status=status))
+    if klass is StatusClass.HEALTHY:
+        step = _seen_healthy(record, status, now, policy)
+    elif klass is StatusClass.NEEDS_PERSON:
+        step = _seen_needs_person(record, status, now)
+    elif record.phase in _ACTING or (
+        klass is StatusClass.TRANSITIONAL and record.phase is Phase.STARTING
+    ):
+        step = noted
+    elif klass is StatusClass.TRANSITIONAL:
+        step = _seen_transitional(record, status, now, policy, rng)
+    elif klass is StatusClass.RESTARTABLE:
+        record = replace(record, phase=Phase.UNHEALTHY, last_status=status, since=now,
+                         next_attempt_at=None)
+        step = Step(record, None, (_event(ev.SESSION_UNHEALTHY, record, "warning",
+                                          status=status, held=True),))
+    else:
+        step = _seen_unknown(record, status, now, policy, rng)
+    return _after(events, step) if events else step
 
 
 def _seen_needs_person(record: Record, status: str, now: float) -> Step:
@@ -663,6 +729,29 @@ def vanished(record: Record, now: float, policy: Policy, *, configured: bool) ->
 
 
 # -------------------------------------------------------------------------- retry
+
+
+def restart_now(record: Record, now: float, by: str) -> Step:
+    """``by`` (a person) asked for the session to be restarted now, whatever its status
+    was last seen: a restart is requested at once, as any attempt is (recorded as in
+    flight before it is sent, verified by the next polls; a session that needs a stop
+    first is stopped first), after an ``operator.restart_requested`` event. A given-up
+    session starts afresh, as after ``retry_now``.
+
+    Raises ValueError (one line) if a restart of it is in flight, or it is gone.
+    """
+    if record.phase is Phase.VERIFYING:
+        raise ValueError(f"session {record.session_id} has a restart in flight;"
+                         " wait for its outcome")
+    if record.phase is Phase.GONE:
+        raise ValueError(f"session {record.session_id} is gone: the API does not know it")
+    asked = _event(ev.OPERATOR_RESTART_REQUESTED, record, status=record.last_status, by=by,
+                   phase=record.phase.value)
+    if record.gave_up:
+        record = replace(record, gave_up=False, phase=Phase.UNHEALTHY, attempt=0,
+                         failures=())
+    return _after((asked,), _request(record, now))
+
 
 
 def retry_now(record: Record, now: float) -> Step:

@@ -38,6 +38,10 @@ How they meet:
 - Session episodes change only on a poll that listed the sessions: a failed or skipped
   poll knows nothing new of them. The key-wide ones open on any poll (a skipped one
   too) and resolve only on one that listed.
+- A session on hold (a person paused its supervision) opens no episode of its own:
+  whoever paused it knows. An episode already open when it was put on hold stays open
+  (the problem is not fixed by pausing) and resolves by the rules above (healthy again,
+  or gone); a resolution needs no release.
 - ``api_unreachable`` counts polls that could not reach the API or read its answer
   (unreachable, timed out, server errors, unreadable answers); a refused key
   (``auth_failed`` says so) or a 429 neither starts nor ends the count.
@@ -45,7 +49,7 @@ How they meet:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from enum import StrEnum
 from typing import Final
 
@@ -114,11 +118,12 @@ class SessionFacts(msgspec.Struct, frozen=True):
     status: str = ""
     name: str = ""
     failures: int = 0  # failed restart attempts inside the window
+    held: bool = False  # a person paused its supervision: it opens no episode
 
     @classmethod
-    def of(cls, record: Record) -> SessionFacts:
+    def of(cls, record: Record, *, held: bool = False) -> SessionFacts:
         return cls(record.session_id, record.phase, record.gave_up, record.last_status or "",
-                   record.name or "", len(record.failures))
+                   record.name or "", len(record.failures), held)
 
 
 class Facts(msgspec.Struct, frozen=True):
@@ -126,7 +131,8 @@ class Facts(msgspec.Struct, frozen=True):
 
     ``listed``: the poll read the list, so ``sessions`` are current; ``sessions``: the
     records after it of the sessions it supervises; ``configured``: the ids it
-    supervises (empty: every session on the account); ``key_refused``: the key was
+    supervises (empty: every session on the account); ``held``: the sessions on hold
+    (``Facts.of``; each session's ``held`` says it); ``key_refused``: the key was
     refused and has not worked since; ``failing_since``: since when (epoch seconds)
     polls have failed to reach the API (None: the last poll that could tell reached it);
     ``failure``: the first such failure's kind, for people.
@@ -150,6 +156,7 @@ class Facts(msgspec.Struct, frozen=True):
         failing_since: float | None = None,
         failure: str = "",
         open_episodes: Iterable[Episode] | None = None,
+        held: Collection[str] = (),
     ) -> Facts:
         """The facts of a poll from the records after it (of the sessions it supervises).
         Given the ``open_episodes``, only the records that can matter are kept (see
@@ -157,7 +164,7 @@ class Facts(msgspec.Struct, frozen=True):
         wanted = frozenset(configured)
         subjects = None if open_episodes is None else _subjects(open_episodes)
         sessions = tuple(
-            SessionFacts.of(record) for record in records
+            SessionFacts.of(record, held=record.session_id in held) for record in records
             if (not wanted or record.session_id in wanted)
             and (subjects is None or _matters(record.session_id, record.phase,
                                               record.gave_up, subjects))
@@ -236,6 +243,8 @@ def _wanted(facts: Facts, now: float, unreachable_after: float) -> dict[tuple[Ki
         return found
     configured = set(facts.configured)
     for session in facts.sessions:
+        if session.held:
+            continue  # on hold: whoever paused it knows (an open episode stays open)
         name, status = session.name, session.status
         if session.phase is Phase.GONE:
             if session.session_id in configured:

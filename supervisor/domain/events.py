@@ -52,6 +52,12 @@ HTTP_LOGIN_FAILED: Final = "http.login_failed"
 HTTP_REQUEST: Final = "http.request"
 HTTP_ROUTE_FAILED: Final = "http.route_failed"
 
+# operator.*
+OPERATOR_PAUSED: Final = "operator.paused"
+OPERATOR_REFUSED: Final = "operator.refused"
+OPERATOR_RESTART_REQUESTED: Final = "operator.restart_requested"
+OPERATOR_RESUMED: Final = "operator.resumed"
+
 # poll.*
 POLL_COMPLETED: Final = "poll.completed"
 POLL_CRASHED: Final = "poll.crashed"

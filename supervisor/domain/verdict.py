@@ -25,6 +25,11 @@ _PHASE_SEVERITY: Final = {
 }
 
 
-def phase_verdict(phase: Phase) -> tuple[int, str]:
-    """The exit status and outcome a record's phase stands for."""
-    return _PHASE_SEVERITY[phase]
+# A session on hold (a person paused its supervision), whatever its phase: nobody
+# supervises it, which is worth a warning until it is resumed.
+_HELD: Final = (WARNING, "paused")
+
+
+def phase_verdict(phase: Phase, *, held: bool = False) -> tuple[int, str]:
+    """The exit status and outcome a record's phase stands for (``held``: on hold)."""
+    return _HELD if held else _PHASE_SEVERITY[phase]

@@ -83,6 +83,7 @@ class Alerting:
         def work() -> list[Transition]:
             outage = self.store.outage(word, now, failure)
             known = self.store.open_episodes()
+            held = self.store.holds() if result.ok else {}
             facts = Facts.of(
                 self.store.records() if result.ok else (),
                 listed=result.ok,
@@ -91,6 +92,7 @@ class Alerting:
                 failing_since=None if outage is None else outage.since,
                 failure="" if outage is None else outage.failure,
                 open_episodes=known,
+                held=held,
             )
             made = reconcile(known, facts, now, unreachable_after=self.unreachable_after)
             applied = self.store.apply_transitions(made, self.channels, now) if made else []

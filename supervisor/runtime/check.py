@@ -54,6 +54,7 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
     "unknown_status": ("has an unknown status", "have an unknown status"),
     "unknown": ("is in an unknown state", "are in an unknown state"),
     "waiting": ("is waiting for its next restart", "are waiting for their next restart"),
+    "paused": ("is paused", "are paused"),
     "would_restart": ("would be restarted", "would be restarted"),
     "recovering": ("is recovering", "are recovering"),
     "starting": ("is starting", "are starting"),
@@ -61,7 +62,9 @@ _PROBLEMS: dict[str, tuple[str, str]] = {
 }
 # The performance data after the verdict's `` | ``: every label on every run, so graphs
 # keep their series. Each session is counted in exactly one of the groups after
-# ``sessions``, except ``restarted`` (restart requests sent, whatever came of them).
+# ``sessions``, except ``restarted`` (restart requests sent, whatever came of them);
+# sessions on hold (a person paused them) are counted in ``paused``, a label shown only
+# when there is one, so that a file without holds reports as it always has.
 _PERFDATA: dict[str, tuple[str, ...]] = {
     "healthy": ("ok", "restarted"),
     "recovering": ("recovering", "starting", "waiting"),
@@ -139,6 +142,9 @@ class Report(msgspec.Struct):
         for label, outcomes in _PERFDATA.items():
             counts[label] = sum(row.outcome in outcomes for row in self.rows)
         counts["restarted"] = sum(row.action == "restart" for row in self.rows)
+        paused = sum(row.outcome == "paused" for row in self.rows)
+        if paused:
+            counts["paused"] = paused
         return " ".join(f"{label}={value}" for label, value in counts.items())
 
     def to_table(self, *, problems_only: bool = False) -> str:
@@ -264,7 +270,10 @@ def _row(
     action = "restart" if session_id in touched else "none"
     if record is None:
         return Row(session_id, name, status, klass, action, "unknown", WARNING)
-    severity, outcome = phase_verdict(record.phase)
+    held = session_id in result.held  # left alone by every cycle: "paused", whatever its phase
+    severity, outcome = phase_verdict(record.phase, held=held)
+    if held:
+        return Row(session_id, name, status, klass, action, outcome, severity)
     if record.phase is Phase.HEALTHY and session_id in touched:
         severity, outcome = WARNING, "restarted"
     elif record.phase is Phase.UNHEALTHY and session_id in failed:

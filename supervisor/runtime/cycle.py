@@ -50,7 +50,7 @@ from supervisor.domain.models import (
     Step,
 )
 from supervisor.domain.policy import Policy, poll_backoff, poll_resume_at
-from supervisor.state.store import Beat, StateError, Store
+from supervisor.state.store import Beat, Hold, StateError, Store
 
 log = structlog.get_logger("supervisor.cycle")
 
@@ -90,6 +90,8 @@ class PollResult(msgspec.Struct):
     # dry run: the record each session would have now (nothing was written); None: forgotten
     decided: dict[str, Record | None] = msgspec.field(default_factory=dict)
     seen: list[SessionInfo] = msgspec.field(default_factory=list)  # what this cycle observed
+    held: dict[str, Hold] = msgspec.field(default_factory=dict)  # on hold: left alone
+    errors: dict[str, ApiError] = msgspec.field(default_factory=dict)  # last error per session
     duration: float = 0.0  # seconds the cycle took (0 when skipped)
     state_error: str | None = None  # the state file could not be read or written
 
@@ -297,17 +299,52 @@ class Supervisor:
         )
         return result
 
+    async def restart_now(self, session_id: str, by: str) -> tuple[PollResult, Record | None]:
+        """A person's "restart now" (``runtime.operator``), by the path of every restart:
+        the core's request (``core.restart_now``) claimed in one transaction with its
+        history, before anything is sent, then sent through the gate and what came of it
+        recorded, as a poll's restart is. Only between polls (the daemon holds its next
+        poll back). What was done, and the record after it.
+
+        Raises ValueError (one line, nothing written or sent) when it cannot be: the
+        session is not known, is on hold, or the core refuses (a restart in flight...).
+        """
+        result = PollResult(ok=True)
+
+        def claim() -> tuple[Record, Action]:
+            with self._journal.held(), self.store.transaction():
+                hold = self.store.holds().get(session_id)
+                if hold is not None:
+                    raise ValueError(f"session {session_id} is paused (by {hold.by});"
+                                     " resume it first")
+                record = self.store.get(session_id)
+                if record is None or (self.configured and session_id not in self.configured):
+                    raise ValueError(f"session {session_id} is not supervised here")
+                step = core.restart_now(record, self.clock.now(), by)
+                if step.record is None or step.action is None or not self._record(
+                    record, step, session_id, False, claim=True
+                ):
+                    raise ValueError(f"session {session_id} changed meanwhile; try again")
+                return step.record, step.action
+
+        record, action = await self._keep(claim)
+        await self._act(record, action, result)
+        return result, await self._keep(partial(self.store.get, session_id))
+
     def _decide_all(
         self, seen: list[SessionInfo], observed_at: float, dry_run: bool, result: PollResult,
     ) -> list[tuple[Record, Action]]:
         """Decide on every observed session in one transaction: it holds the state file's
         write lock, reads what other processes wrote, and commits (restarts recorded as in
-        flight included) before any request is sent. The restarts to send."""
+        flight included) before any request is sent. The restarts to send. The sessions on
+        hold (read in the same transaction: a ``pause`` by another process is seen here)
+        are observed and recorded, never acted on (``core.decide(held=True)``)."""
         pending: list[tuple[Record, Action]] = []
         with self._journal.held(), (
             contextlib.nullcontext() if dry_run else self.store.transaction()
         ):
             now = self.clock.now()
+            result.held = self.store.holds()
             for info in seen:
                 self._decide(info, observed_at, now, dry_run, result, pending)
             if not dry_run:  # the heartbeat: one small row, in the same commit
@@ -330,7 +367,8 @@ class Supervisor:
             old = self.store.get(info.session_id)
             if old is not None and self._left_to_others(old, observed_at, now):
                 return
-            step = core.decide(info, old, now, self.policy, self.rng)
+            step = core.decide(info, old, now, self.policy, self.rng,
+                               held=info.session_id in result.held)
             if dry_run:
                 result.decided[info.session_id] = step.record
             if step.action is not None and dry_run:
@@ -445,7 +483,7 @@ class Supervisor:
         for _ in range(MAX_STEPS_PER_SESSION):
             if current is None or next_action is None:
                 return
-            outcome = await self._execute(next_action)
+            outcome = await self._execute(next_action, result)
             step = core.apply(current, next_action, outcome, self.clock.now(), self.policy,
                               self.rng)
             if step.failed:
@@ -458,32 +496,41 @@ class Supervisor:
             log.warning(ev.SESSION_TOO_MANY_STEPS, session_id=record.session_id,
                         steps=MAX_STEPS_PER_SESSION)
 
-    async def _execute(self, action: Action) -> Outcome:
+    async def _execute(self, action: Action, result: PollResult) -> Outcome:
+        """The call ``action`` asks for, its answer as an ``Outcome`` (an API error kept in
+        ``result.errors`` too)."""
         started = self.clock.monotonic()
         try:
-            if action.kind is ActionKind.RESTART:
-                info = await self.client.restart(action.session_id)
-            elif action.kind is ActionKind.STOP:
-                info = await self.client.stop(action.session_id)
-            else:
-                info = await self.client.get_session(action.session_id)
-        except Conflict as exc:
+            return await self._call(action, started)
+        except ApiError as exc:
+            result.errors[action.session_id] = exc
+            return self._outcome_of(exc, action, started)
+
+    async def _call(self, action: Action, started: float) -> Outcome:
+        if action.kind is ActionKind.RESTART:
+            info = await self.client.restart(action.session_id)
+        elif action.kind is ActionKind.STOP:
+            info = await self.client.stop(action.session_id)
+        else:
+            info = await self.client.get_session(action.session_id)
+        return Outcome(OutcomeKind.OK, status=info.status,
+                       duration_ms=(self.clock.monotonic() - started) * 1000)
+
+    def _outcome_of(self, exc: ApiError, action: Action, started: float) -> Outcome:
+        if isinstance(exc, Conflict):
             return Outcome(OutcomeKind.CONFLICT, http_status=exc.http_status)
-        except SessionGone as exc:
+        if isinstance(exc, SessionGone):
             return Outcome(OutcomeKind.GONE, http_status=exc.http_status)
-        except RateLimited as exc:
+        if isinstance(exc, RateLimited):
             return Outcome(OutcomeKind.RATE_LIMITED, http_status=exc.http_status)
-        except AuthFailed as exc:
+        if isinstance(exc, AuthFailed):
             self._auth_failed(exc)
             return Outcome(OutcomeKind.AUTH_FAILED, http_status=exc.http_status)
-        except ApiError as exc:
-            if isinstance(exc, UnexpectedResponse):
-                log.warning(ev.API_UNEXPECTED_RESPONSE, call=exc.call, session_id=action.session_id,
-                            http_status=exc.http_status, detail=str(exc),
-                            excerpt=exc.excerpt or None)
-            return Outcome(OutcomeKind.FAILED, http_status=exc.http_status, reason=exc.kind,
-                           duration_ms=(self.clock.monotonic() - started) * 1000)
-        return Outcome(OutcomeKind.OK, status=info.status,
+        if isinstance(exc, UnexpectedResponse):
+            log.warning(ev.API_UNEXPECTED_RESPONSE, call=exc.call, session_id=action.session_id,
+                        http_status=exc.http_status, detail=str(exc),
+                        excerpt=exc.excerpt or None)
+        return Outcome(OutcomeKind.FAILED, http_status=exc.http_status, reason=exc.kind,
                        duration_ms=(self.clock.monotonic() - started) * 1000)
 
     # -------------------------------------------------------------- bookkeeping

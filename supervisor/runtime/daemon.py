@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -279,6 +279,14 @@ class Daemon:
                 await close()
         log.info(ev.DAEMON_STOPPED, polls=self.polls)
         return 0
+
+    @contextlib.asynccontextmanager
+    async def between_polls(self) -> AsyncIterator[Supervisor]:
+        """Waits for the poll in flight (or a reload being applied) to end and holds the
+        next one back while the block runs (a person's action: ``runtime.operator``);
+        yields the supervisor polling now."""
+        async with self._turn:
+            yield self.supervisor
 
     def alive(self) -> tuple[bool, str]:
         """Whether the scheduler is running with its poll job (for ``/livez``)."""

@@ -26,7 +26,7 @@ from supervisor.domain.policy import StatusClasses
 from supervisor.domain.verdict import LABELS, OK, UNKNOWN, phase_verdict
 from supervisor.printable import printable, table
 from supervisor.state.sqlite import SqliteStore
-from supervisor.state.store import Heartbeat
+from supervisor.state.store import Heartbeat, Hold
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _DURATION = re.compile(r"(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhdw])", re.IGNORECASE)
@@ -129,12 +129,13 @@ def last_seen(record: Record, beats: Sequence[Heartbeat],
 
 def session_status(
     record: Record, classes: StatusClasses, now: float, updated_at: float | None,
-    seen_at: float | None = None,
+    seen_at: float | None = None, hold: Hold | None = None,
 ) -> dict[str, Any]:
-    """One session's supervision state, as ``status --json`` shows it."""
+    """One session's supervision state, as ``status --json`` shows it (``hold``: the
+    session is paused; its outcome is ``paused`` then)."""
     klass = classes.classify(record.last_status).value if record.last_status else "unknown"
     next_at = record.next_attempt_at
-    exit_status, outcome = phase_verdict(record.phase)
+    exit_status, outcome = phase_verdict(record.phase, held=hold is not None)
     return {
         "id": record.session_id,
         "name": record.name,
@@ -154,6 +155,9 @@ def session_status(
         "last_seen_ago": None if seen_at is None else round(now - seen_at, 3),
         "outcome": outcome,
         "exit_status": exit_status,
+        "paused": hold is not None,
+        "paused_by": None if hold is None else hold.by,
+        "paused_at": None if hold is None else iso(hold.at),
     }
 
 
@@ -184,11 +188,13 @@ def status_report(store: SqliteStore, classes: StatusClasses, now: float,
     daemon is running, and an exit status like ``check``'s (3: stale or never polled)."""
     beats = store.heartbeats()
     scopes = [frozenset(beat.scope) for beat in beats]
+    holds = store.holds()
     sessions = []
     for record in sorted(store.records(), key=lambda r: r.session_id):
         updated_at = store.updated_at(record.session_id)
         seen_at = last_seen(record, beats, scopes)
-        sessions.append(session_status(record, classes, now, updated_at, seen_at))
+        sessions.append(session_status(record, classes, now, updated_at, seen_at,
+                                       holds.get(record.session_id)))
     polled = [b for b in beats if b.last_poll_at is not None]
     last_poll = max(polled, key=lambda b: b.last_poll_at or 0.0, default=None)
     good = [b for b in beats if b.last_ok_at is not None]
@@ -265,7 +271,8 @@ def render_status(report: dict[str, Any], now: float, *, as_json: bool, location
             when = now + s["next_attempt_in"]
             next_attempt = f"{_relative(when, now)} ({s['next_attempt_at']})"
         seen = None if s["last_seen_ago"] is None else _relative(now - s["last_seen_ago"], now)
-        rows.append((s["id"], s["name"], s["class"], s["status"], s["phase"], s["attempts"],
+        phase = s["phase"] if not s["paused"] else f"{s['phase']}, paused by {s['paused_by']}"
+        rows.append((s["id"], s["name"], s["class"], s["status"], phase, s["attempts"],
                      next_attempt, s["last_outcome"], s["updated_at"], seen))
     header = ("SESSION", "NAME", "CLASS", "STATUS", "PHASE", "ATTEMPTS", "NEXT ATTEMPT",
               "LAST OUTCOME", "UPDATED", "LAST SEEN")

@@ -27,7 +27,7 @@ import msgspec
 from supervisor.domain.models import Phase, Record
 from supervisor.state.store import StateError
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 
 # --------------------------------------------------------------------- migrations
@@ -94,11 +94,21 @@ def _v4(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v5(conn: sqlite3.Connection) -> None:
+    # Operator holds: the sessions a person paused supervision of (state.store.Hold),
+    # one row each; a released hold is deleted.
+    conn.execute(
+        "CREATE TABLE holds (session_id TEXT PRIMARY KEY, held_by TEXT NOT NULL,"
+        " held_at REAL NOT NULL)"
+    )
+
+
 MIGRATIONS: Final[tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...]] = (
     (1, "records and restart history", _v1),
     (2, "writer of each record; reason, status and next attempt in the history", _v2),
     (3, "the rate gate shared by processes, and their heartbeats", _v3),
     (4, "open alert episodes, the alert outbox, and the outage watch", _v4),
+    (5, "operator holds: sessions whose supervision a person paused", _v5),
 )
 
 

@@ -1,6 +1,6 @@
 """Supervision records and the restart history in one SQLite file: the default store.
 
-Tables (schema version 4)::
+Tables (schema version 5)::
 
     schema_migrations  version PK, applied_at, description     one row per applied migration
     records            session_id PK, data (the Record as JSON), version, updated_at, writer
@@ -14,6 +14,7 @@ Tables (schema version 4)::
     outbox             id PK, channel, transition (msgspec JSON), created_at, attempts,
                        next_try_at                      alerts waiting to be delivered
     alert_watch        name PK ('api'), since, failure  since when polls have failed
+    holds              session_id PK, held_by, held_at  sessions a person paused (v5)
 
 The connection uses WAL journaling (readers never block the writer), ``synchronous=FULL``
 (a commit is on disk before it returns, so a restart recorded as in flight survives a
@@ -96,6 +97,7 @@ from supervisor.state.store import (
     Beat,
     GateRow,
     Heartbeat,
+    Hold,
     Outage,
     StateError,
     heartbeat_id,
@@ -1148,6 +1150,49 @@ class SqliteStore:
         with self._lock:
             return int(self._run("SELECT count(*) FROM outbox").fetchone()[0])
 
+    # ------------------------------------------------------------ operator holds
+    #
+    # Schema version 5 adds ``holds``: one row per session a person paused. Read once a
+    # poll (served from memory unless another process has committed since), so that a
+    # ``pause`` from the command line reaches a running daemon at its next poll.
+
+    _holds: dict[str, Hold] | None = None
+    _holds_seen: tuple[int, int] | None = None  # (connection, data_version) when read
+
+    def holds(self) -> dict[str, Hold]:
+        if self.schema_version < 5:
+            return {}
+        with self._lock:
+            if self._closed or self._conn is None:
+                return dict(self._holds or {})
+            conn = self._conn
+            try:
+                (version,) = conn.execute("PRAGMA data_version").fetchone()
+                seen = (id(conn), version)
+                if self._holds is None or seen != self._holds_seen:
+                    rows = conn.execute(
+                        "SELECT session_id, held_by, held_at FROM holds").fetchall()
+                    self._holds = {s: Hold(s, str(b), float(a)) for s, b, a in rows}
+                    self._holds_seen = seen
+            except sqlite3.Error as exc:
+                self._fail(exc)
+            return dict(self._holds)
+
+    def hold(self, h: Hold) -> None:
+        with self._small_write():
+            self._run("INSERT OR REPLACE INTO holds (session_id, held_by, held_at)"
+                      " VALUES (?, ?, ?)", (h.session_id, h.by, h.at))
+        self._holds = None  # read again next time
+
+    def release(self, session_id: str) -> Hold | None:
+        with self._small_write():
+            found = self._run("SELECT held_by, held_at FROM holds WHERE session_id = ?",
+                              (session_id,)).fetchone()
+            if found is not None:
+                self._run("DELETE FROM holds WHERE session_id = ?", (session_id,))
+        self._holds = None
+        return None if found is None else Hold(session_id, str(found[0]), float(found[1]))
+
     def _outbox_write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
@@ -1159,12 +1204,13 @@ class SqliteStore:
 
 
 _EPISODE_COLUMNS: Final = ", ".join(Episode.__struct_fields__)
-# What a lost file's alert tables hold that is copied into the file the path names next
-# (the outbox without its ids: the rows get new ones).
+# What a lost file's alert tables (and its holds) hold that is copied into the file the
+# path names next (the outbox without its ids: the rows get new ones).
 _ALERT_TABLES: Final = {
     "episodes": _EPISODE_COLUMNS,
     "outbox": "channel, transition, created_at, attempts, next_try_at",
     "alert_watch": "name, since, failure",
+    "holds": "session_id, held_by, held_at",
 }
 
 

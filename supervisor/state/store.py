@@ -174,6 +174,33 @@ class Store(Protocol):
         """Rows in the outbox, every channel's."""
         ...
 
+    # Operator holds: sessions a person paused supervision of (``pause ID``, the page).
+    # Not the API's ``Retry-After`` pause (the gate row's ``paused_until``).
+
+    def holds(self) -> dict[str, Hold]:
+        """The sessions on hold now, by id, as committed by any process (inside a
+        ``transaction()``: the latest)."""
+        ...
+
+    def hold(self, h: Hold) -> None:
+        """Put ``h.session_id`` on hold (replacing a hold it has)."""
+        ...
+
+    def release(self, session_id: str) -> Hold | None:
+        """Take the session off hold; the hold it had (None: it had none)."""
+        ...
+
+
+class Hold(msgspec.Struct, frozen=True):
+    """A person paused supervision of one session: every cycle (of any process on the
+    state) observes and records it but leaves it alone until the hold is released.
+    ``by`` is who paused it (the authenticated name, or the OS user); ``at`` when
+    (epoch seconds)."""
+
+    session_id: str
+    by: str
+    at: float
+
 
 class Outage(msgspec.Struct, frozen=True):
     """Polls have failed to reach the API since ``since`` (epoch seconds); ``failure``
@@ -200,6 +227,7 @@ class MemoryStore:
         self._outbox: dict[int, Pending] = {}
         self._outbox_ids = 0
         self._outage: Outage | None = None
+        self._holds: dict[str, Hold] = {}
 
     def get(self, session_id: str) -> Record | None:
         return self._records.get(session_id)
@@ -345,6 +373,15 @@ class MemoryStore:
 
     def pending_count(self) -> int:
         return len(self._outbox)
+
+    def holds(self) -> dict[str, Hold]:
+        return dict(self._holds)
+
+    def hold(self, h: Hold) -> None:
+        self._holds[h.session_id] = h
+
+    def release(self, session_id: str) -> Hold | None:
+        return self._holds.pop(session_id, None)
 
     def __len__(self) -> int:
         return len(self._records)

@@ -178,6 +178,7 @@ def test_status_json_has_every_field(
         "since": None, "updated_at": "2025-01-31T11:50:00Z",
         "last_seen": "2025-01-31T11:59:40Z", "last_seen_ago": 20.0,
         "outcome": "waiting", "exit_status": 1,
+        "paused": False, "paused_by": None, "paused_at": None,
     }
     assert {k: report[k] for k in ("exit_status", "verdict", "problem", "stale_after")} == {
         "exit_status": 2, "verdict": "CRITICAL", "problem": None, "stale_after": 600.0}
