@@ -18,6 +18,7 @@ from supervisor.web.app import create_app
 from supervisor.web.auth import Credentials, LoginLimiter, Sessions
 from supervisor.web.board import Board
 from supervisor.web.qr import QrFeed
+from tests.e2e.conftest import simulator  # noqa: F401  (the fixture, for test_service)
 from tests.fakes import FakeClock
 
 _T = TypeVar("_T")

@@ -19,7 +19,6 @@ from structlog.testing import capture_logs
 from supervisor.domain import events as ev
 from supervisor.service import Service, web_missing
 from tests.e2e.conftest import ROOT, SimFactory, cli, settings_for
-from tests.e2e.conftest import simulator as simulator  # the fixture
 from tests.fakes import MaxRandom
 from tests.waiting import until
 
