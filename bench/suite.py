@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench import alerts, check_time, idle, latency, retry_after, scale, storm
+from bench import alerts, check_time, idle, latency, retry_after, scale, storm, web
 from bench.report import Result
 
 
@@ -43,6 +43,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("alerts", "through the daemon: episode opened to message received; a "
                   "storm of 1,000; the poll cycle beside a hanging channel", alerts.run,
                   alerts.FULL, alerts.QUICK),
+        Benchmark("web", "the status page through the daemon: first view of 10,000 "
+                  "sessions, a change to an open page, the poll cycle with 20 pages open",
+                  web.run, web.FULL, web.QUICK),
     )
 }
 

@@ -6,7 +6,7 @@
   var body = document.body;
   var kind = body.dataset.page;
   if (!kind) { return; }
-  var every = Math.max(1, parseFloat(body.dataset.refresh || "2")) * 1000;
+  var every = Math.max(0.5, parseFloat(body.dataset.refresh || "1")) * 1000;
   var GROUPS = { healthy: "healthy", starting: "recovering", unhealthy: "recovering",
     verifying: "recovering", unknown: "recovering", needs_person: "needs_person",
     gave_up: "gave_up", gone: "gone" };
