@@ -84,6 +84,7 @@ __all__ = [
     "Login",
     "LoginLimiter",
     "Sessions",
+    "bearer_token",
     "csrf_ok",
     "hash_token",
     "load_credentials",
@@ -415,6 +416,18 @@ class Credentials:
 
     def __repr__(self) -> str:
         return f"<Credentials: {len(self._lines)} names>"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case,
+    RFC 9110), or None for no header, another scheme or no token."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
 
 
 def load_credentials(

@@ -27,6 +27,7 @@ from supervisor.web.auth import (
     Credentials,
     LoginLimiter,
     Sessions,
+    bearer_token,
     csrf_ok,
     hash_token,
     load_credentials,
@@ -240,6 +241,23 @@ def test_bearer_finds_the_name_of_a_plain_or_hashed_token(mixed: Credentials) ->
     assert mixed.bearer(WRONG) is None
     assert mixed.bearer("") is None
     assert mixed.bearer(f"{ALICE}\udcff") is None  # no exception for an odd string either
+
+
+@pytest.mark.parametrize(("header", "token"), [
+    (f"Bearer {ALICE}", ALICE),
+    (f"bearer   {ALICE} ", ALICE),
+    (f"BEARER {ALICE}", ALICE),
+    (None, None),
+    ("", None),
+    ("Bearer", None),
+    ("Bearer ", None),
+    (f"Basic {ALICE}", None),
+    (f"Bearer {ALICE} more", None),
+    (f"Bearer{ALICE}", None),
+])
+def test_bearer_token_reads_the_authorization_header(header: str | None,
+                                                     token: str | None) -> None:
+    assert bearer_token(header) == token
 
 
 def test_every_check_costs_one_scrypt_whoever_it_names(
