@@ -27,7 +27,7 @@ Verifying a token:
   that script runs none. A refused bearer token has cost a scrypt per hashed line: count
   it as a failed login of its peer (``LoginLimiter``) as the form does.
 
-A scrypt takes 50 to 100 ms here (``SCRYPT_N``, ``SCRYPT_R``, ``SCRYPT_P``: 16 MiB):
+A scrypt takes 40 to 100 ms (``SCRYPT_N``, ``SCRYPT_R``, ``SCRYPT_P``: 16 MiB):
 call ``check`` and ``bearer`` off the event loop (``asyncio.to_thread``); hashlib lets
 go of the GIL during a scrypt, and ``Credentials`` is safe to share between threads.
 
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
 import ipaddress
@@ -85,6 +84,7 @@ __all__ = [
     "Login",
     "LoginLimiter",
     "Sessions",
+    "bearer_token",
     "csrf_ok",
     "hash_token",
     "load_credentials",
@@ -114,9 +114,9 @@ TOKEN_MAX_LENGTH: Final = 512
 SCRYPT_N: Final = 2**14
 SCRYPT_R: Final = 8
 SCRYPT_P: Final = 1
-"""hash_token's cost: 16 MiB and about 50 to 100 ms a verification on this project's
-hardware (measured: 60 to 95 ms on a shared 2-core machine); a hash in the file may cost
-more (up to ``_SCRYPT_MEMORY_MAX``), never less."""
+"""hash_token's cost: 16 MiB of memory and, measured on a shared 2-core machine, 37 ms a
+verification (median of 20; 46 ms at worst, up to 95 ms under load). A hash in the file
+may cost more (up to ``_SCRYPT_MEMORY_MAX``), never less."""
 
 _SALT_BYTES = 16
 _HASH_BYTES = 32
@@ -155,10 +155,18 @@ SESSIONS_MAX: Final = 1000
 """Logins kept at once, the oldest ended first."""
 
 
-@functools.cache
+_KEY: list[bytes] = []  # the process's key, once drawn
+_KEY_LOCK = threading.Lock()
+
+
 def _process_key() -> bytes:
-    """The key of this process's keyed digests: drawn once, at first use, never shown."""
-    return token_bytes(32)
+    """The key of this process's keyed digests: drawn once, at first use (under a lock:
+    every digest of the process must use the same one), never shown."""
+    if not _KEY:
+        with _KEY_LOCK:
+            if not _KEY:
+                _KEY.append(token_bytes(32))
+    return _KEY[0]
 
 
 def _keyed(value: bytes) -> bytes:
@@ -191,6 +199,9 @@ class _Hash(NamedTuple):
     p: int
     salt: bytes
     digest: bytes
+
+    def __repr__(self) -> str:
+        return f"<scrypt hash n={self.n} r={self.r} p={self.p}>"
 
 
 def _derive(token: bytes, n: int, r: int, p: int, salt: bytes, length: int) -> bytes:
@@ -259,10 +270,14 @@ class _Line(NamedTuple):
     hashed: _Hash | None
     stamp: bytes  # a keyed digest of what the line holds: changes when its token does
 
+    def __repr__(self) -> str:
+        return "<plain token>" if self.hashed is None else "<hashed token>"
 
-def _parse_line(text: str) -> tuple[str, _Line, str | None]:
-    """``name:token`` or ``name:scrypt$...``: the name, the line, and the plain token (for
-    the process's Secrets); or ValueError with what is wrong, never the token."""
+
+def _parse_line(text: str) -> tuple[str, _Line, str]:
+    """``name:token`` or ``name:scrypt$...``: the name, the line, and what it holds after
+    the name (for the process's Secrets); or ValueError with what is wrong, never what
+    the line holds."""
     name, colon, value = text.partition(":")
     name = name.strip()
     if not colon:
@@ -275,7 +290,7 @@ def _parse_line(text: str) -> tuple[str, _Line, str | None]:
             hashed = _parse_hash(value)
         except ValueError as exc:
             raise ValueError(f"has {exc}") from None
-        return name, _Line(None, hashed, _keyed(_encoded(value))), None
+        return name, _Line(None, hashed, _keyed(_encoded(value))), value
     problem = token_problem(value)
     if problem is not None:
         raise ValueError(f"has {problem}")
@@ -288,11 +303,12 @@ class Credentials:
     ``bearer`` token. Holds no token, only keyed digests and hashes; its repr shows how
     many names it holds."""
 
-    __slots__ = ("_by_digest", "_cache", "_hashed", "_lines", "_lock", "_nobody", "_stand_in",
-                 "exposure")
+    __slots__ = ("_by_digest", "_cache", "_hashed", "_lines", "_lock", "_nobody", "_secrets",
+                 "_stand_in", "exposure")
 
-    def __init__(self, lines: Mapping[str, _Line]) -> None:
+    def __init__(self, lines: Mapping[str, _Line], secrets: Secrets | None = None) -> None:
         self._lines = dict(lines)
+        self._secrets = secrets  # a hashed line's token joins it once it is verified
         self._by_digest = {line.plain: name for name, line in lines.items() if line.plain}
         self._hashed = [(name, line.hashed) for name, line in lines.items() if line.hashed]
         self._nobody = token_bytes(32)  # a digest no token has
@@ -312,30 +328,30 @@ class Credentials:
     def parse(cls, text: str, source: str, *, secrets: Secrets | None = None) -> Credentials:
         """The logins in ``text`` (an auth file's content; ``source`` names it), or
         ValueError: one line naming ``source`` and the first bad line's number, never a
-        token. Each plain token is added to ``secrets``, when given."""
+        token. What each line holds after its name (a token, a hash) is added to
+        ``secrets``, when given, and so is a hashed line's token once it is verified."""
         lines: dict[str, _Line] = {}
         where: dict[str, int] = {}
-        tokens: list[str] = []
+        values: list[str] = []
         for number, raw in enumerate(text.splitlines(), 1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
             try:
-                name, parsed, token = _parse_line(line)
+                name, parsed, value = _parse_line(line)
             except ValueError as exc:
                 raise ValueError(f"{source} line {number} {exc}") from None
             if name in lines:
                 raise ValueError(
                     f"{source} line {number} repeats the name {name} of line {where[name]}")
             lines[name], where[name] = parsed, number
-            if token is not None:
-                tokens.append(token)
+            values.append(value)
         if not lines:
             raise ValueError(f"{source} holds no name:token line")
         if secrets is not None:
-            for token in tokens:
-                secrets.add(token)
-        return cls(lines)
+            for value in values:
+                secrets.add(value)
+        return cls(lines, secrets)
 
     def check(self, name: str, token: str) -> bool:
         """Whether ``token`` is ``name``'s. Costs the same whether ``name`` exists or not:
@@ -349,7 +365,9 @@ class Credentials:
         if self._stand_in is not None:
             hashed = line.hashed if line is not None and line.hashed is not None else None
             verified = _verify(encoded, self._stand_in if hashed is None else hashed)
-            matched = matched or (verified and hashed is not None)
+            if verified and hashed is not None:
+                self._verified(token)
+                matched = True
         return matched
 
     def bearer(self, token: str) -> str | None:
@@ -369,12 +387,19 @@ class Credentials:
                 return name
         for candidate, hashed in self._hashed:
             if _verify(encoded, hashed):
+                self._verified(token)
                 with self._lock:
                     self._cache[digest] = candidate
                     while len(self._cache) > BEARER_CACHE_MAX:
                         self._cache.popitem(last=False)
                 return candidate
         return None
+
+    def _verified(self, token: str) -> None:
+        """A hashed line's token, known now: never to be printed from now on."""
+        if self._secrets is not None:
+            with self._lock:
+                self._secrets.add(token)
 
     def stamp(self, name: str) -> bytes | None:
         """A digest of ``name``'s line (keyed, never showing its token), the same in
@@ -391,6 +416,18 @@ class Credentials:
 
     def __repr__(self) -> str:
         return f"<Credentials: {len(self._lines)} names>"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case,
+    RFC 9110), or None for no header, another scheme or no token."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
 
 
 def load_credentials(
@@ -535,10 +572,10 @@ class Login:
 @dataclass(slots=True)
 class _Open:
     name: str
-    csrf: str
+    csrf: str = field(repr=False)
     ends: float  # monotonic: ttl after the login
     seen: float  # monotonic: the last lookup
-    stamp: bytes | None
+    stamp: bytes | None = field(repr=False)
 
 
 def csrf_ok(login: Login | None, submitted: str | None) -> bool:

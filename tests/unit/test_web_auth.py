@@ -27,6 +27,7 @@ from supervisor.web.auth import (
     Credentials,
     LoginLimiter,
     Sessions,
+    bearer_token,
     csrf_ok,
     hash_token,
     load_credentials,
@@ -86,12 +87,28 @@ def test_a_file_of_plain_and_hashed_tokens_with_comments_and_blank_lines(
     assert repr(mixed) == "<Credentials: 2 names>"
 
 
-def test_every_plain_token_joins_the_process_secrets_and_no_repr_shows_one(
+def test_every_token_and_hash_joins_the_process_secrets_and_no_repr_shows_one(
         bob_hash: str) -> None:
     secrets = Secrets()
     found = Credentials.parse(f"alice:{ALICE}\nbob:{bob_hash}\n", "f", secrets=secrets)
-    assert secrets.holds(ALICE)
-    assert ALICE not in repr(found) and bob_hash not in repr(found)
+    assert secrets.holds(ALICE) and secrets.holds(bob_hash)
+    assert len(secrets) == 2  # bob's token is not known yet: only its hash
+    salt, digest = bob_hash.split("$")[4:]
+    for shown in (repr(found), repr(found._lines), repr(found._hashed)):
+        for value in (ALICE, bob_hash, salt, digest, repr(auth._unb64(salt)),
+                      repr(auth._unb64(digest))):
+            assert value not in shown
+    assert not found.check("bob", WRONG) and found.bearer(WRONG) is None
+    assert len(secrets) == 2  # a wrong token is no secret
+    assert found.check("bob", BOB)
+    assert secrets.holds(BOB)  # verified: never printed from now on
+
+
+def test_a_hashed_token_verified_by_bearer_joins_the_secrets_too(bob_hash: str) -> None:
+    secrets = Secrets()
+    found = Credentials.parse(f"bob:{bob_hash}\n", "f", secrets=secrets)
+    assert found.bearer(BOB) == "bob"
+    assert secrets.holds(BOB)
 
 
 GOOD = "abcdefghijklmnopqrstuvwx"
@@ -224,6 +241,23 @@ def test_bearer_finds_the_name_of_a_plain_or_hashed_token(mixed: Credentials) ->
     assert mixed.bearer(WRONG) is None
     assert mixed.bearer("") is None
     assert mixed.bearer(f"{ALICE}\udcff") is None  # no exception for an odd string either
+
+
+@pytest.mark.parametrize(("header", "token"), [
+    (f"Bearer {ALICE}", ALICE),
+    (f"bearer   {ALICE} ", ALICE),
+    (f"BEARER {ALICE}", ALICE),
+    (None, None),
+    ("", None),
+    ("Bearer", None),
+    ("Bearer ", None),
+    (f"Basic {ALICE}", None),
+    (f"Bearer {ALICE} more", None),
+    (f"Bearer{ALICE}", None),
+])
+def test_bearer_token_reads_the_authorization_header(header: str | None,
+                                                     token: str | None) -> None:
+    assert bearer_token(header) == token
 
 
 def test_every_check_costs_one_scrypt_whoever_it_names(
@@ -448,8 +482,9 @@ def test_a_login_is_found_by_its_session_id_with_its_csrf_token() -> None:
     assert login is not None and login.name == "alice" and login.csrf == csrf
     assert login.expires == clock.monotonic() + 3600
     assert sessions.lookup("nonsense") is None and sessions.lookup("") is None
-    assert sid not in repr(login) and csrf not in repr(login)
-    assert sid not in repr(sessions) and all(sid.encode() not in k for k in sessions._logins)
+    for shown in (repr(login), repr(sessions), repr(sessions._logins)):
+        assert sid not in shown and csrf not in shown
+    assert all(sid.encode() not in key for key in sessions._logins)
 
 
 def test_a_login_ends_after_an_idle_hour_or_twelve_hours_whatever_its_use() -> None:
