@@ -605,3 +605,26 @@ async def test_restart_now_raises_the_api_s_error_and_records_the_failure() -> N
         api.fail("restart", RateLimited("restart: paused", http_status=None))
         with capture_logs(), pytest.raises(RateLimited):
             await running.operator.restart_now("a", "alice")
+
+
+async def test_the_service_builds_one_operator_on_its_daemon() -> None:
+    import httpx
+    from pydantic import SecretStr
+
+    from supervisor.config.model import Settings
+    from supervisor.service import Service
+
+    clock = ManualClock(start=T0)
+    service = Service.build(
+        Settings(api_key=SecretStr("sk-operator-test-0001"), base_url="https://a.example",
+                 state_path=Path(":memory:")),
+        env={}, scheduler=VirtualScheduler(clock), clock=clock, rng=MaxRandom(),
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json=[])))
+    try:
+        assert isinstance(service.operator, Operator)
+        service.runtime.store.put(Record("a", last_status="WORKING"))
+        with capture_logs():
+            await service.operator.pause("a", "alice")
+        assert service.runtime.store.holds() == {"a": Hold("a", "alice", T0)}
+    finally:
+        await service.aclose()
