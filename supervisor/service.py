@@ -55,6 +55,9 @@ __all__ = ["ListenError", "PageError", "Service", "StatusPage"]
 log = structlog.get_logger("supervisor.service")
 
 
+QR_COPY = 5.0  # seconds a QR code fetched for the page is shown again without a new fetch
+
+
 class PageError(Exception):
     """The status page cannot be served (its auth file): one line naming the setting."""
 
@@ -274,7 +277,9 @@ class StatusPage:
         self.service = service
         self.credentials = credentials
         self.sessions: Sessions = Sessions(clock)
-        self.qr: QrFeed = QrFeed(gated_qr(lambda: service.runtime), clock)
+        # A copy is kept QR_COPY seconds: with the page's fetch every 10 s, the code shown
+        # is at most 15 s old, less than WhatsApp's 20 between two codes.
+        self.qr: QrFeed = QrFeed(gated_qr(lambda: service.runtime), clock, refresh=QR_COPY)
         board = Board(lambda: service.runtime.store,  # type: ignore[arg-type, return-value]
                       lambda: service.runtime.supervisor.policy.classes, clock,
                       last_seen=lambda: service.runtime.supervisor.last_success)

@@ -79,7 +79,7 @@ SECURITY_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
 )
 SCAN_HINT = "WhatsApp > Settings > Linked devices > Link a device"
-QR_REFRESH = 15  # seconds between the page's fetches of the QR image
+QR_REFRESH = 10  # seconds between the page's fetches of the QR image (WhatsApp: 20 to 60)
 REFRESH = 1.0  # seconds between an open page's fetches of its data
 LOGIN_WAIT = 3.0  # a failed login's slowing, at most: the listener answers within 5 s
 DASH = "\u2013"  # shown for no value

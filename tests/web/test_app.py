@@ -191,7 +191,7 @@ async def test_the_session_page_shows_the_qr_and_the_hint_only_when_needed(
     assert SCAN_HINT.replace(">", "&gt;") in needing
     healthy = (await bearer.get("/sessions/s-00001")).text
     assert "qr.svg\"" not in healthy.replace('data-src="/sessions/s-00001/qr.svg"', "")
-    assert 'id="qr" data-src="/sessions/s-00001/qr.svg" data-every="15" hidden' in healthy
+    assert 'id="qr" data-src="/sessions/s-00001/qr.svg" data-every="10" hidden' in healthy
 
 
 async def test_a_healthy_session_has_no_qr_code(bearer: httpx.AsyncClient, page: Page) -> None:

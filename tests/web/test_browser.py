@@ -53,12 +53,9 @@ class Stack:
         return self.base + path
 
     def payload(self, session_id: str) -> str:
-        """The QR payload the simulator hands out for the session now (as the API)."""
-        answer = httpx.get(f"{self.server.base_url}/sessions/{session_id}/auth/qr",
-                           headers={"authorization": f"Bearer {API_KEY}"}, trust_env=False,
-                           timeout=5)
-        assert answer.status_code == 200, answer.text
-        data: str = answer.json()["data"]
+        """The QR payload the simulator hands out for the session now."""
+        data = self.server.simulator.qr_payload(session_id)
+        assert data is not None, f"{session_id} has no QR code"
         self.seen.append(data)
         return data
 
@@ -83,7 +80,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     sessions += [{"id": "desk", "session_name": "Front desk"}, {"id": "live"},
                  {"id": "restart-me"}, {"id": "hold-me"}, {"id": "csrf-me"}]
     server = SimulatorServer(scenario=parse_scenario(
-        {"sessions": sessions, "session_count": 0, "start_delay": 0.2, "seed": 1}, "page"),
+        {"sessions": sessions, "session_count": 0, "start_delay": 0.2, "seed": 1,
+         "qr_rotate": 600}, "page"),  # one code per test: the one decoded is the current
         api_key=API_KEY).start()
     port = free_port()
     log = work / "run.log"
