@@ -35,6 +35,9 @@ offline), ``nosniff`` and ``no-referrer``; every answer but the static files is
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -125,6 +128,7 @@ def create_app(
     ``login_wait`` seconds (within the listener's deadline for an answer); a refused
     Bearer token counts as a failed login of its peer. ``metrics`` (the body and content
     type of ``/metrics``): served here, to the authenticated only (``http_metrics_auth``)."""
+    signing = secrets.token_bytes(32)  # the actions' outcome messages, this process's
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(
         scan_hint=SCAN_HINT, qr_refresh=QR_REFRESH, groups=GROUPS, classes=CLASSES,
@@ -204,7 +208,8 @@ def create_app(
         return page(request, "session.html", {
             "who": person, "s": status, "history": history, "now": clock.now(),
             "needs_qr": record.phase is Phase.NEEDS_PERSON,
-            "message": request.query_params.get("msg", "")[:300],
+            "message": _verified(signing, request.query_params.get("msg", ""),
+                                 request.query_params.get("sig", "")),
             "quoted": quote(session_id, safe=""),
         })
 
@@ -232,10 +237,11 @@ def create_app(
             try:
                 await call(session_id, person.name)
             except Refused as exc:
-                return _acted(person, session_id, 409, f"refused: {exc}")
+                return _acted(signing, person, session_id, 409, f"refused: {exc}")
             except ApiError as exc:
-                return _acted(person, session_id, 502, f"failed: {type(exc).__name__}")
-            return _acted(person, session_id, 200, done)
+                return _acted(signing, person, session_id, 502,
+                              f"failed: {type(exc).__name__}")
+            return _acted(signing, person, session_id, 200, done)
 
         act.__name__ = name
         return authed(act)
@@ -359,14 +365,27 @@ class _Secured:
         await self.app(scope, receive, sending)
 
 
-def _acted(person: Who, session_id: str, status: int, message: str) -> Response:
+def _acted(signing: bytes, person: Who, session_id: str, status: int, message: str,
+           ) -> Response:
     """An action's answer: JSON for a Bearer client, else back to the session's page with
-    the outcome in words."""
+    the outcome in words, signed (a link made elsewhere cannot put words on the page)."""
     if person.csrf is None:
         return JSONResponse({"ok": status == 200, "session_id": session_id,
                              "message": message}, status)
-    target = f"/sessions/{quote(session_id, safe='')}?" + urlencode({"msg": message})
+    target = f"/sessions/{quote(session_id, safe='')}?" + urlencode(
+        {"msg": message, "sig": _sign(signing, message)})
     return RedirectResponse(target, 303)
+
+
+def _sign(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def _verified(key: bytes, message: str, signature: str) -> str:
+    """``message`` if this process signed it, else nothing."""
+    if message and hmac.compare_digest(_sign(key, message), signature):
+        return message[:300]
+    return ""
 
 
 def _filters(request: Request) -> dict[str, Any]:

@@ -315,3 +315,15 @@ async def test_refused_bearer_tokens_count_as_failed_logins(page: Page) -> None:
     assert page.limiter.blocked("192.0.2.7") is not None
     async with page.client(headers={"authorization": f"Bearer {TOKEN}"}) as client:
         assert (await client.get("/api/sessions")).status_code == 401  # locked out
+
+
+async def test_only_the_pages_own_outcome_messages_are_shown(
+        anonymous: httpx.AsyncClient, page: Page) -> None:
+    csrf = await log_in(anonymous)
+    done = await anonymous.post("/sessions/scan-1/pause", data={"csrf": csrf},
+                                follow_redirects=True)
+    assert '<p class="message" role="status">supervision paused</p>' in done.text
+    forged = await anonymous.get("/sessions/scan-1?msg=Scan+again+at+evil.example&sig=00")
+    assert "evil.example" not in forged.text
+    unsigned = await anonymous.get("/sessions/scan-1?msg=Scan+again+at+evil.example")
+    assert "evil.example" not in unsigned.text
