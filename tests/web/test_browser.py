@@ -77,8 +77,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     auth.write_text(f"# the page's logins\nalice:{TOKEN}\n")
     auth.chmod(0o600)
     sessions = [{"id": s, "session_name": f"Shop {s[-2:]}"} for s in SHOPS]
-    sessions += [{"id": "desk", "session_name": "Front desk"}, {"id": "live"},
-                 {"id": "restart-me"}, {"id": "hold-me"}, {"id": "csrf-me"}]
+    sessions += [{"id": "desk", "session_name": "Front desk"},
+                 {"id": "live", "session_name": "Reception"},
+                 {"id": "restart-me", "session_name": "Warehouse"},
+                 {"id": "hold-me", "session_name": "Billing"},
+                 {"id": "csrf-me", "session_name": "Marketing"}]
     server = SimulatorServer(scenario=parse_scenario(
         {"sessions": sessions, "session_count": 0, "start_delay": 0.2, "seed": 1,
          "qr_rotate": 600}, "page"),  # one code per test: the one decoded is the current
