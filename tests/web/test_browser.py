@@ -194,7 +194,7 @@ def test_a_session_to_scan_shows_the_qr_code_until_it_is_linked(
 
         def refreshed() -> bool:
             handed_out.add(stack.payload("desk"))
-            return image.get_attribute("src") != shown
+            return bool(image.get_attribute("src") != shown)
 
         wait_for(refreshed, timeout=20, step=0.2)
         page.wait_for_function("() => { const i = document.getElementById('qr-image');"
