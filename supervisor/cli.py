@@ -8,7 +8,8 @@ Exit statuses (also in the README, and in ``--help``: the epilogs below):
     1, 3 ``alerts test``: a channel did not take the test message (1); no alerts configured (3)
     1   ``hash-token``: the token cannot be one (empty, too short), or the entries differ
     69  a needed optional part is not installed (the simulator extra; for ``run`` and
-        ``alerts test``, the alerts extra when Apprise URLs are configured)
+        ``alerts test``, the alerts extra when Apprise URLs are configured; for ``run``,
+        the web extra when ``http_auth_file`` is set)
     71  ``run``: the health and metrics listener could not bind its address
     78  invalid configuration (one line per problem on stderr; EX_CONFIG), including a
         state file that cannot be used; not for ``check``
@@ -53,7 +54,8 @@ EXITS = """exit statuses:
   2    a command-line usage error (check: 3)
   3    alerts test: no alerts configured
   69   simulate, demo: the 'simulator' extra is not installed; run, alerts test:
-       Apprise URLs are configured and the 'alerts' extra is not installed
+       Apprise URLs are configured and the 'alerts' extra is not installed; run:
+       http_auth_file is set and the 'web' extra is not installed
   71   run: the http_listen address could not be bound
   78   invalid configuration, or a state file that cannot be used (check: 3)
   130  run: a second Ctrl-C forced an immediate exit"""
@@ -74,7 +76,8 @@ config file)."""
 RUN_EXITS = """exit statuses:
   0    stopped cleanly (SIGTERM, SIGINT)
   2    a command-line usage error
-  69   Apprise URLs are configured and the 'alerts' extra is not installed
+  69   Apprise URLs are configured and the 'alerts' extra is not installed, or
+       http_auth_file is set and the 'web' extra is not installed
   71   the http_listen address could not be bound (systemd may retry)
   78   invalid configuration, or a state file that cannot be used (EX_CONFIG: systemd's
        RestartPreventExitStatus)

@@ -77,8 +77,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     auth.write_text(f"# the page's logins\nalice:{TOKEN}\n")
     auth.chmod(0o600)
     sessions = [{"id": s, "session_name": f"Shop {s[-2:]}"} for s in SHOPS]
-    sessions += [{"id": "desk", "session_name": "Front desk"}, {"id": "live"},
-                 {"id": "restart-me"}, {"id": "hold-me"}, {"id": "csrf-me"}]
+    sessions += [{"id": "desk", "session_name": "Front desk"},
+                 {"id": "live", "session_name": "Reception"},
+                 {"id": "restart-me", "session_name": "Warehouse"},
+                 {"id": "hold-me", "session_name": "Billing"},
+                 {"id": "csrf-me", "session_name": "Marketing"}]
     server = SimulatorServer(scenario=parse_scenario(
         {"sessions": sessions, "session_count": 0, "start_delay": 0.2, "seed": 1,
          "qr_rotate": 600}, "page"),  # one code per test: the one decoded is the current
@@ -181,7 +184,26 @@ def test_a_session_to_scan_shows_the_qr_code_until_it_is_linked(
                            " return i.complete && i.naturalWidth > 0; }")
     assert "Linked devices > Link a device" in page.locator("#qr .hint").inner_text()
     shot = image.screenshot()
-    assert decode_png(shot, tmp_path) == [stack.payload("desk")]
+    first = stack.payload("desk")
+    assert decode_png(shot, tmp_path) == [first]
+    # WhatsApp rotates the code: the page follows, with no reload.
+    handed_out = {first}
+    stack.server.simulator.update_faults(qr_rotate=1.0)
+    try:
+        shown = image.get_attribute("src")
+
+        def refreshed() -> bool:
+            handed_out.add(stack.payload("desk"))
+            return bool(image.get_attribute("src") != shown)
+
+        wait_for(refreshed, timeout=20, step=0.2)
+        page.wait_for_function("() => { const i = document.getElementById('qr-image');"
+                               " return i.complete && i.naturalWidth > 0; }")
+        (again,) = decode_png(image.screenshot(), tmp_path)
+        handed_out.add(stack.payload("desk"))
+        assert again != first and again in handed_out
+    finally:
+        stack.server.simulator.update_faults(qr_rotate=600.0)
     stack.server.simulator.set_status("desk", "WORKING")  # the phone linked it
     page.wait_for_function("() => document.getElementById('qr').hidden")
     assert image.get_attribute("src") is None
