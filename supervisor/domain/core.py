@@ -791,7 +791,9 @@ def restart_now(record: Record, now: float, by: str) -> Step:
     was last seen: a restart is requested at once, as any attempt is (recorded as in
     flight before it is sent, verified by the next polls; a session that needs a stop
     first is stopped first), after an ``operator.restart_requested`` event. A given-up
-    session starts afresh, as after ``retry_now``.
+    session starts afresh, as after ``retry_now``. A session last seen running (healthy,
+    starting, waiting for its QR code, or in a status we do not know) is stopped first:
+    WASend restarts only a stopped session, and answers 409 otherwise.
 
     Raises ValueError (one line) if a restart of it is in flight, or it is gone.
     """
@@ -805,7 +807,13 @@ def restart_now(record: Record, now: float, by: str) -> Step:
     if record.gave_up:
         record = replace(record, gave_up=False, phase=Phase.UNHEALTHY, attempt=0,
                          failures=())
+    elif record.phase in _RUNNING:
+        record = replace(record, stop_first=True)
     return _after((asked,), _request(record, now))
+
+
+# Phases in which the session is (as last seen) running: "restart now" stops it first.
+_RUNNING = frozenset({Phase.HEALTHY, Phase.STARTING, Phase.NEEDS_PERSON, Phase.UNKNOWN})
 
 
 

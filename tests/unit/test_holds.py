@@ -143,7 +143,11 @@ def test_without_a_hold_the_decision_is_the_usual_one() -> None:
 def test_restart_now_requests_a_restart_whatever_the_status() -> None:
     healthy = Record("s1", name="Shop", last_status="WORKING", since=T0 - 100)
     step = core.restart_now(healthy, T0, "alice")
-    assert step.action is not None and step.action.kind is ActionKind.RESTART
+    # a running session is stopped first: WASend restarts only a stopped one (409)
+    assert step.action is not None and step.action.kind is ActionKind.STOP
+    stopped = Record("s1", name="Shop", phase=Phase.UNHEALTHY, last_status="STOPPED")
+    restart = core.restart_now(stopped, T0, "alice").action
+    assert restart is not None and restart.kind is ActionKind.RESTART
     assert [e.name for e in step.events] == ["operator.restart_requested",
                                              "restart.requested"]
     assert step.events[0].fields["by"] == "alice"
