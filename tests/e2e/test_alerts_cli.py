@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,6 +17,7 @@ import pytest
 
 from supervisor.simulator import SimulatorServer
 from tests.e2e.conftest import ROOT, SimFactory, cli
+from tests.serving import Serving
 
 pytestmark = pytest.mark.e2e
 
@@ -99,16 +99,14 @@ def test_alerts_test_sends_to_a_real_receiver_and_names_the_one_that_is_down(
     """Needs helper "delivery"'s channels (and Apprise): runs once they are merged."""
     _Receiver.bodies = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serving = Serving(server)
     try:
         up = f"json://user:{TOKEN}@127.0.0.1:{server.server_address[1]}/hook"
         down = f"json://user:{TOKEN}x@127.0.0.1:{_free_closed_port()}/hook"
         done = cli("alerts", "test", env={"WASEND_SUPERVISOR_ALERTS__URLS": f"{up}\n{down}",
                                           "WASEND_SUPERVISOR_REQUEST_TIMEOUT": "5"})
     finally:
-        server.shutdown()
-        server.server_close()
+        serving.stop()
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "apprise-1 (json:// (alerts.urls item 1)): delivered"

@@ -12,6 +12,8 @@ import threading
 import zlib
 from collections.abc import Callable
 
+from tests.serving import Serving
+
 __all__ = ["BOMB_SIZE", "RawServer", "bomb", "drip_body", "drip_headers", "read_head"]
 
 BOMB_SIZE = 200 * 1024 * 1024  # what the bomb inflates to
@@ -66,20 +68,21 @@ class RawServer:
 
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serving: Serving | None = None
         port = self._server.server_address[1]
         self.address = f"127.0.0.1:{port}"
         self.base_url = f"http://{self.address}"
 
     def start(self) -> RawServer:
-        self._thread.start()
+        self._serving = Serving(self._server)
         return self
 
     def stop(self) -> None:
         self.stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        if self._serving is not None:
+            self._serving.stop()
+        else:
+            self._server.server_close()
 
 
 def drip_body(interval: float) -> Handler:
