@@ -25,6 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "ops": {"domain", "api", "state", "config", "runtime", *LEAVES},
     # The alerts: the settings' [alerts] table is what the channels are built from.
     "alerts": {"domain", "state", "config", *LEAVES},
+    # The webhooks: pure checks and a queue; the supervisor's read is handed in.
+    "webhooks": {"domain", *LEAVES},
     "simulator": set(),
 }
 # What the domain may import from outside the standard library.
