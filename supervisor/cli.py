@@ -6,6 +6,7 @@ Exit statuses (also in the README, and in ``--help``: the epilogs below):
         a usage error and an invalid configuration are 3 (UNKNOWN) too
     2   bad command-line usage (argparse), except for ``check``
     1, 3 ``alerts test``: a channel did not take the test message (1); no alerts configured (3)
+    1   ``hash-token``: the token cannot be one (empty, too short), or the entries differ
     69  a needed optional part is not installed (the simulator extra; for ``run`` and
         ``alerts test``, the alerts extra when Apprise URLs are configured)
     71  ``run``: the health and metrics listener could not bind its address
@@ -48,6 +49,7 @@ EXITS = """exit statuses:
   0    success (run: stopped cleanly; check: every session healthy)
   1-3  check: WARNING, CRITICAL, UNKNOWN (see check --help)
   1    alerts test: a channel did not take the test message
+  1    hash-token: the token is empty or too short, or the two entries differ
   2    a command-line usage error (check: 3)
   3    alerts test: no alerts configured
   69   simulate, demo: the 'simulator' extra is not installed; run, alerts test:
@@ -90,6 +92,15 @@ ALERTS_LIST_EXITS = """exit statuses:
   0   listed (none open is a list too); or no state file yet
   2   a command-line usage error
   78  invalid configuration, or a state file that cannot be used"""
+
+HASHING_EXITS = """The token is read from stdin when it is not a terminal (e.g.
+  openssl rand -base64 24 | tee token | wasend-supervisor hash-token),
+else asked for twice without echo. The hash goes on a line of http_auth_file as NAME:HASH.
+
+exit statuses:
+  0   printed the hash
+  1   the token is empty, too short, or holds a space; or the two entries differ
+  2   a command-line usage error"""
 
 HOLD_EXITS = """exit statuses:
   0   done (also when it was paused already, for pause, or not paused, for resume)
@@ -289,6 +300,10 @@ def build_parser() -> _Parser:
     _state_flags(alerts_list)
     alerts_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    sub.add_parser("hash-token", help="hash a token for a line of http_auth_file "
+                                      "(NAME:scrypt$...)",
+                   epilog=HASHING_EXITS, formatter_class=argparse.RawDescriptionHelpFormatter)
+
     # The simulator's own command line parses the rest (supervisor.simulator.cli, imported
     # only when this mode runs): no prefix character here, so that every flag is passed on.
     simulate = sub.add_parser("simulate", help="run the built-in WASend API simulator",
@@ -337,7 +352,9 @@ def _run(args: argparse.Namespace) -> int:
     settings = load(args, require_api_key=True)
     if isinstance(settings, int):
         return settings
-    missing = apprise_missing(settings)
+    from supervisor.service import web_missing
+
+    missing = apprise_missing(settings) or web_missing(settings)
     if missing is not None:
         print(f"{PROG}: {missing}", file=sys.stderr)
         return EX_UNAVAILABLE
@@ -345,7 +362,7 @@ def _run(args: argparse.Namespace) -> int:
     from supervisor.domain.secrets import Secrets
 
     # The process's: redacted from its log lines and the API's errors (the key, added by
-    # the client, and the alert URLs).
+    # the client, the alert URLs, the webhooks' key, the status page's tokens).
     secrets = Secrets(settings.secret_values())
     logs.configure(settings.log_format, settings.log_level, sys.stdout, secrets=secrets)
     return asyncio.run(_run_async(settings, lambda: _reload(args), secrets))
@@ -380,7 +397,7 @@ async def _run_async(
 ) -> int:
     import structlog
 
-    from supervisor.service import ListenError, Service
+    from supervisor.service import ListenError, PageError, Service
     from supervisor.state.store import StateError
 
     try:
@@ -389,6 +406,9 @@ async def _run_async(
                                 secrets=secrets)
     except StateError as exc:
         return _state_error(settings, exc)
+    except PageError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
     _started()
     try:
         try:
@@ -783,6 +803,27 @@ def _alerts_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_token(args: argparse.Namespace) -> int:
+    """Print the scrypt hash of a token read from stdin, or asked for twice on a terminal."""
+    from supervisor.web.auth import hash_token
+
+    if sys.stdin.isatty():
+        import getpass
+
+        token = getpass.getpass("Token: ")
+        if getpass.getpass("Again: ") != token:
+            print(f"{PROG}: hash-token: the two entries differ", file=sys.stderr)
+            return 1
+    else:
+        token = sys.stdin.read(64 * 1024).strip()
+    try:
+        print(hash_token(token))
+    except ValueError as exc:
+        print(f"{PROG}: hash-token: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     try:
         from supervisor.simulator.cli import main as simulator_main
@@ -811,6 +852,7 @@ MODES = {
     "resume": _hold,
     "history": _history,
     "alerts": _alerts,
+    "hash-token": _hash_token,
     "simulate": _simulate,
     "demo": _demo,
 }

@@ -5,12 +5,19 @@ six sessions, runs the same ``Daemon`` as ``run`` against it over real HTTP, and
 things happen on a timeline (a session stops, one keeps failing, one needs its QR code
 scanned, one is in ERROR and answers 409, bursts of 429, a short outage). Events are
 shown as they happen; at the end (``--duration`` or Ctrl-C) a short summary is printed.
+
+With the 'web' extra installed it serves the status page too, on a free loopback port,
+to a demo login whose token it draws and prints (the file of it is removed at the end):
+the session that needs its QR code scanned shows one there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import secrets as random_tokens
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +32,7 @@ from supervisor import logs
 from supervisor.config.model import BackoffSettings, Settings
 from supervisor.domain import events as ev
 from supervisor.domain.secrets import Secrets
-from supervisor.runtime.daemon import Daemon
-from supervisor.runtime.wiring import build
+from supervisor.service import Service
 from supervisor.simulator import Simulator, SimulatorServer, parse_scenario
 
 log = structlog.get_logger("supervisor.demo")
@@ -107,8 +113,19 @@ class Tally:
         return event_dict
 
 
-def demo_settings(server: SimulatorServer) -> Settings:
-    return Settings(
+DEMO_LOGIN = "demo"
+
+
+def page_available() -> bool:
+    """Whether the 'web' extra is installed (looked up without importing it)."""
+    return all(importlib.util.find_spec(name) is not None
+               for name in ("starlette", "jinja2", "multipart", "segno"))
+
+
+def demo_settings(server: SimulatorServer, auth_file: Path | None = None) -> Settings:
+    page: dict[str, Any] = {} if auth_file is None else {
+        "http_listen": "127.0.0.1:0", "http_auth_file": auth_file}
+    return Settings(**page,
         base_url=server.base_url,
         api_key=SecretStr(server.api_key),
         poll_interval=1.0,
@@ -141,11 +158,17 @@ async def _main(
     duration: float | None, tally: Tally, out: TextIO, secrets: Secrets
 ) -> tuple[int, dict[str, Any]]:
     server = SimulatorServer(scenario=parse_scenario(SCENARIO, "demo scenario")).start()
+    scratch = tempfile.TemporaryDirectory(prefix="wasend-supervisor-demo-")
     try:
-        settings = demo_settings(server)
-        runtime = build(settings, secrets=secrets)
-        daemon = Daemon(runtime.supervisor, poll_interval=settings.poll_interval,
-                        shutdown_grace=settings.shutdown_grace)
+        token = auth_file = None
+        if page_available():
+            token = random_tokens.token_urlsafe(18)
+            auth_file = Path(scratch.name) / "web-auth"
+            auth_file.write_text(f"{DEMO_LOGIN}:{token}\n")
+            auth_file.chmod(0o600)
+        settings = demo_settings(server, auth_file)
+        service = Service.build(settings, env={}, secrets=secrets)
+        daemon = service.daemon
         out.write(
             f"wasend-supervisor demo: simulator at {server.base_url} with "
             f"{len(server.simulator.session_ids())} sessions; polling every "
@@ -153,18 +176,27 @@ async def _main(
             + (f"It ends by itself after {duration:g} s; " if duration else "")
             + "Ctrl-C ends it at any time.\n"
         )
-        loop = asyncio.get_running_loop()
-        script = asyncio.create_task(_script(server.simulator, loop.time(), out))
-        if duration is not None:
-            loop.call_later(duration, daemon.request_stop, "duration")
         try:
-            status = await daemon.run()
+            await service.open()
+            if service.listener is not None:
+                host, port = service.listener.address
+                out.write(f"The status page: http://{host}:{port}/ (log in as {DEMO_LOGIN},"
+                          f" token {token}); marketing shows its QR code there from t=9s.\n")
+            out.flush()
+            loop = asyncio.get_running_loop()
+            script = asyncio.create_task(_script(server.simulator, loop.time(), out))
+            if duration is not None:
+                loop.call_later(duration, daemon.request_stop, "duration")
+            try:
+                status = await service.run()
+            finally:
+                script.cancel()
         finally:
-            script.cancel()
-            await runtime.aclose()
+            await service.aclose()
         return status, server.simulator.stats()
     finally:
         server.stop()
+        scratch.cleanup()
 
 
 def run_demo(duration: float | None = None, log_format: str = "console",

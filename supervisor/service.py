@@ -2,10 +2,11 @@
 
 Puts together, around one ``Daemon``: the systemd notifications (``sdnotify``), the
 health and metrics listener (``listener``, ``health``, ``metrics``) and the reload on
-SIGHUP (``reload``), and the alerts when they are configured (``alert_wiring``: the
-episodes after each poll, their delivery in the background). Each is hooked to the
-daemon through its hooks and to the supervisor through its event observers; none of them
-is part of the poll cycle.
+SIGHUP (``reload``), the alerts when they are configured (``alert_wiring``: the
+episodes after each poll, their delivery in the background), and the status page when
+``http_auth_file`` is set (``StatusPage``: the ``web`` application behind the listener).
+Each is hooked to the daemon through its hooks and to the supervisor through its event
+observers; none of them is part of the poll cycle.
 
 A reload is a rebuild: the runtime is built again from the new settings
 (``wiring.rebuild``, handed the store, the gate's state and the supervisor's continuity
@@ -27,7 +28,11 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from supervisor.config.model import Settings, listen_address
+from supervisor.domain import events as ev
+from supervisor.domain.models import Phase
 from supervisor.domain.secrets import Secrets
 from supervisor.ops.census import Census
 from supervisor.ops.health import Health, Verdict
@@ -42,8 +47,19 @@ from supervisor.runtime.wiring import Runtime, build, rebuild
 
 if TYPE_CHECKING:
     from supervisor.alert_wiring import Alerts
+    from supervisor.web.auth import Credentials, Sessions
+    from supervisor.web.qr import QrFeed
 
-__all__ = ["ListenError", "Service"]
+__all__ = ["ListenError", "PageError", "Service", "StatusPage"]
+
+log = structlog.get_logger("supervisor.service")
+
+
+QR_COPY = 5.0  # seconds a QR code fetched for the page is shown again without a new fetch
+
+
+class PageError(Exception):
+    """The status page cannot be served (its auth file): one line naming the setting."""
 
 
 class Service:
@@ -58,7 +74,10 @@ class Service:
         pid: int | None = None,
         scheduler: PollScheduler | None = None,
         alerts: Alerts | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
+        """``credentials``: the status page's logins (``http_auth_file`` read), or None:
+        no page."""
         settings = runtime.settings
         supervisor = runtime.supervisor
         self.runtime = runtime
@@ -82,13 +101,20 @@ class Service:
             watchdog=watchdog_interval(env, os.getpid() if pid is None else pid),
         )
         self.listener: HttpListener | None = None
+        self.page: StatusPage | None = None
         address = listen_address(settings.http_listen)
         if address is not None:
-            self.listener = HttpListener(*address, {
+            routes = {
                 "/livez": lambda: _json(self.health.liveness()),
                 "/readyz": lambda: _json(self.health.readiness()),
                 "/metrics": lambda: Reply(200, self.metrics.render(), CONTENT_TYPE),
-            })
+            }
+            if credentials is not None:
+                self.page = StatusPage(self, credentials)
+                if settings.http_metrics_auth:  # the page's application asks for a token
+                    del routes["/metrics"]
+            self.listener = HttpListener(
+                *address, routes, app=None if self.page is None else self.page.app)
             self.daemon.closers.append(self.listener.close)
             metrics.watch_listener(self.listener)
         self.reloader: Reloader | None = None
@@ -123,7 +149,11 @@ class Service:
         scheduler: PollScheduler | None = None,
         **build_args: Any,
     ) -> Service:
-        """Metrics, then the runtime with the client reporting to them, then the service."""
+        """The status page's logins (PageError when ``http_auth_file`` cannot be used),
+        metrics, then the runtime with the client reporting to them, then the service."""
+        credentials = None  # read first: a file that cannot be used is a PageError
+        if settings.http_auth_file is not None and settings.http_listen:
+            credentials = read_credentials(settings, build_args.get("secrets"))
         metrics = Metrics(per_session=settings.metrics_per_session,
                           alerts=settings.alerts.enabled)
         runtime = build(settings, observer=metrics.observe_request, **build_args)
@@ -136,7 +166,7 @@ class Service:
             alerts = Alerts.build(settings, runtime.store, runtime.clock,
                                   runtime.secrets or Secrets(), metrics=metrics)
         return cls(runtime, metrics, env=env, load=load, configure_logs=configure_logs,
-                   scheduler=scheduler, alerts=alerts)
+                   scheduler=scheduler, alerts=alerts, credentials=credentials)
 
     async def open(self) -> None:
         """Bind the listener, if there is one. Raises ListenError (one line)."""
@@ -164,6 +194,8 @@ class Service:
                                 consecutive_failures=supervisor.consecutive_failures)
         self.health.poll_done(result)
         self.systemd.poll_done(result, census, supervisor.clock.now())
+        if self.page is not None:
+            self.page.after_poll()
 
     async def _apply(self, old: Settings, new: Settings) -> None:
         """Apply reloaded settings (the daemon holds the next poll back meanwhile): the
@@ -184,6 +216,8 @@ class Service:
         self._retire(previous)
         self.health.unready_after = new.unready_threshold
         self.metrics.per_session = new.metrics_per_session
+        if self.page is not None:
+            self.page.reload(new)
         if self.configure_logs is not None and (
             (old.log_format, old.log_level) != (new.log_format, new.log_level)
         ):
@@ -224,6 +258,89 @@ class Service:
         task = asyncio.ensure_future(close())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+
+class StatusPage:
+    """The status page's parts (``supervisor.web``), for one service: the application the
+    listener hands the page's paths to, the logins, the QR codes' feed. It reads the
+    service's runtime as it is at each request (a reload swaps it)."""
+
+    def __init__(self, service: Service, credentials: Credentials) -> None:
+        # Imported here: a daemon without the page loads none of it (nor Starlette).
+        from supervisor.runtime.qr import gated_qr  # noqa: PLC0415
+        from supervisor.web.app import create_app  # noqa: PLC0415
+        from supervisor.web.auth import LoginLimiter, Sessions  # noqa: PLC0415
+        from supervisor.web.board import Board  # noqa: PLC0415
+        from supervisor.web.qr import QrFeed  # noqa: PLC0415
+
+        clock = service.runtime.clock
+        self.service = service
+        self.credentials = credentials
+        self.sessions: Sessions = Sessions(clock)
+        # A copy is kept QR_COPY seconds: with the page's fetch every 10 s, the code shown
+        # is at most 15 s old, less than WhatsApp's 20 between two codes.
+        self.qr: QrFeed = QrFeed(gated_qr(lambda: service.runtime), clock, refresh=QR_COPY)
+        board = Board(lambda: service.runtime.store,  # type: ignore[arg-type, return-value]
+                      lambda: service.runtime.supervisor.policy.classes, clock,
+                      last_seen=lambda: service.runtime.supervisor.last_success)
+        metrics = None
+        if service.runtime.settings.http_metrics_auth:
+            def metrics() -> tuple[bytes, str]:
+                return service.metrics.render(), CONTENT_TYPE
+        self.app = create_app(board, service.operator, self.qr, lambda: self.credentials,
+                              self.sessions, LoginLimiter(clock), clock, metrics=metrics)
+
+    def after_poll(self) -> None:
+        """Drop the QR codes of the sessions that no longer need one."""
+        if not len(self.qr):
+            return
+        for record in self.service.runtime.store.records():
+            if record.phase is not Phase.NEEDS_PERSON:
+                self.qr.forget(record.session_id)
+
+    def reload(self, settings: Settings) -> None:
+        """SIGHUP: the auth file read again. A file that cannot be used keeps the logins
+        in force (``http.auth_reload_failed``, with the one-line reason); a good one
+        replaces them, and ends the logins of names gone or of tokens changed."""
+        try:
+            credentials = read_credentials(settings, self.service.runtime.secrets)
+        except PageError as exc:
+            log.error(ev.HTTP_AUTH_RELOAD_FAILED, problem=str(exc), kept="previous")
+            return
+        self.credentials = credentials
+        ended = self.sessions.retain(credentials)
+        log.info(ev.HTTP_AUTH_RELOADED, names=len(credentials), logins_ended=ended)
+
+
+def read_credentials(settings: Settings, secrets: Secrets | None) -> Credentials:
+    """The logins of ``http_auth_file``, read now; PageError (one line, naming the setting
+    and its source) when it cannot be used. Its tokens join ``secrets``."""
+    from supervisor.web.auth import load_credentials  # noqa: PLC0415
+
+    path = settings.http_auth_file
+    assert path is not None
+    try:
+        return load_credentials(path, secrets=secrets)
+    except ValueError as exc:
+        raise PageError(f"http_auth_file: {exc} ({settings.source_of('http_auth_file', long=True)})"
+                        ) from None
+
+
+def web_missing(settings: Settings) -> str | None:
+    """The problem, in one line naming the setting and its source, when ``http_auth_file``
+    is set and the 'web' extra is not installed; else None. Looked up without importing
+    it."""
+    if settings.http_auth_file is None:
+        return None
+    import importlib.util  # noqa: PLC0415
+
+    absent = [name for name in ("starlette", "jinja2", "multipart", "segno")
+              if importlib.util.find_spec(name) is None]
+    if not absent:
+        return None
+    return (f"http_auth_file: the status page needs the 'web' extra (pip install "
+            f"'wasend-supervisor[web]'), and {', '.join(absent)} is not installed "
+            f"({settings.source_of('http_auth_file', long=True)})")
 
 
 def _telling(load: Callable[[], Settings], told: Callable[[Settings], None],

@@ -35,6 +35,12 @@ What an answer means:
   is required. An empty 2xx body to ``restart`` or ``stop`` means "accepted, status
   unknown" and gives ``SessionInfo(session_id, None, "")``: an empty ``status`` is
   never a real status.
+* ``qr``: ``{"data": "<QR payload>"}``; a missing, empty or non-string ``data`` is an
+  ``UnexpectedResponse`` without an excerpt (the body may hold a payload in a shape not
+  read). The SDK's path ``/sessions/{id}/auth/qr`` is asked first, the provider page's
+  ``/sessions/{id}/qr`` on a 404; the first that answers (a 2xx, or 409/422: the path
+  knows the session) is the only one asked from then on. Every payload joins
+  ``Secrets`` (the last ``QR_PAYLOADS_KEPT`` of each session), so no log line shows it.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import math
 import re
 import ssl
 import zlib
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC
 from types import TracebackType
@@ -72,7 +79,7 @@ from supervisor.api.errors import (
 from supervisor.clock import Clock, SystemClock
 from supervisor.domain import events as ev
 from supervisor.domain.api_key import key_problem
-from supervisor.domain.models import SessionInfo, SessionList
+from supervisor.domain.models import QrCode, SessionInfo, SessionList
 from supervisor.domain.secrets import EXCERPT_LIMIT, EXCERPT_WINDOW, Secrets
 
 if TYPE_CHECKING:
@@ -83,6 +90,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXCERPT_LIMIT",
     "MAX_RETRY_AFTER",
+    "QR_PAYLOADS_KEPT",
     "Observer",
     "WasendClient",
     "map_response",
@@ -98,6 +106,13 @@ Observer = Callable[[str, int | None, float], None]
 
 MAX_RETRY_AFTER: Final = 10 * 365.25 * 86400.0
 """A ``Retry-After`` further away than this (ten years) is absurd and ignored."""
+
+QR_PAYLOADS_KEPT: Final = 3
+"""The QR payloads of a session kept in ``Secrets``: a code is good for about 60 s and a
+new one comes about every 20 s, so about three can be scanned at once; older ones are
+worthless and dropped, so that the secrets to match stay few."""
+
+_QR_PATHS: Final = ("auth/qr", "qr")  # the SDK's, then the provider page's
 
 _ERROR_BODY_LIMIT: Final = 8192  # bytes read of a non-2xx body: enough for an excerpt
 
@@ -420,6 +435,29 @@ def _session_list(body: Body, secrets: Secrets) -> SessionList:
     return SessionList(tuple(sessions), problems)
 
 
+class _QrAnswer(msgspec.Struct, gc=False):
+    data: Any = None
+
+
+_QR: Final = msgspec.json.Decoder(_QrAnswer | _NotObject)
+
+
+def _qr_payload(body: Body) -> str:
+    """The payload of a QR answer (``{"data": "<payload>"}``). Raises _Unreadable, saying
+    why without showing any of the body."""
+    answer, _ = _decode(body, _QR)
+    if not isinstance(answer, _QrAnswer):
+        raise _Unreadable('expected {"data": "<QR payload>"}')
+    data = answer.data
+    if data is None:
+        raise _Unreadable("no QR payload (data missing or null)")
+    if not isinstance(data, str):
+        raise _Unreadable(f"the QR payload (data) is a {type(data).__name__}, not a string")
+    if not data.strip():
+        raise _Unreadable("the QR payload (data) is empty")
+    return data
+
+
 def _item_excerpt(item: object, secrets: Secrets) -> str:
     try:
         text = json.dumps(item, ensure_ascii=False)
@@ -559,6 +597,8 @@ class WasendClient:
         self._timeout = timeout
         self._transport = transport
         self._http = self._new_http(url, timeout)
+        self._qr_path: str | None = None  # the QR path that answered: asked alone from then on
+        self._qr_payloads: dict[str, deque[str]] = {}  # by session: those added to secrets
 
     def _new_http(self, url: httpx.URL, timeout: float) -> httpx.AsyncClient:
         """The httpx client for a base URL: its TLS context and proxies depend on the
@@ -633,6 +673,45 @@ class WasendClient:
         """``POST /sessions/{id}/stop``. An empty answer gives status "" (status unknown)."""
         path = _session_path(session_id, "stop")
         return await self._session_call("stop", "POST", path, session_id, empty_ok=True)
+
+    async def qr(self, session_id: str) -> QrCode:
+        """``GET /sessions/{id}/auth/qr``, else ``GET /sessions/{id}/qr`` on a 404: the
+        session's QR code. The first path that answers (a 2xx, 409 or 422) is the only one
+        asked from then on; until one does, a 404 from both is ``SessionGone``. A session
+        with no QR code to scan answers 422 (``Conflict``), as the engine does."""
+        paths = (self._qr_path,) if self._qr_path is not None else _QR_PATHS
+        for path in paths:
+            try:
+                status, body = await self._call("qr", "GET", _session_path(session_id, path))
+            except SessionGone:
+                if path == paths[-1]:
+                    raise
+                continue
+            except Conflict:
+                self._qr_path = path
+                raise
+            self._qr_path = path
+            break
+        try:
+            payload = _qr_payload(body)
+        except _Unreadable as exc:
+            reason = str(exc)
+        else:
+            self._keep_secret(session_id, payload)
+            return QrCode(session_id, payload)
+        # No excerpt: the body may hold a payload in a shape that was not read.
+        raise UnexpectedResponse(f"qr: HTTP {status}: {reason}", call="qr", http_status=status)
+
+    def _keep_secret(self, session_id: str, payload: str) -> None:
+        """Add a QR payload to the process's secrets, and drop the session's older ones
+        beyond ``QR_PAYLOADS_KEPT`` (only those this client added)."""
+        kept = self._qr_payloads.setdefault(session_id, deque())
+        if payload in kept or payload in self._secrets:
+            return
+        self._secrets.add(payload)
+        kept.append(payload)
+        while len(kept) > QR_PAYLOADS_KEPT:
+            self._secrets.discard(kept.popleft())
 
     # --- the machinery ---
 

@@ -674,6 +674,14 @@ class Settings(BaseSettings):
     metrics_per_session: bool = Field(
         default=False, description="add per-session series to /metrics"
     )
+    http_auth_file: Path | None = Field(
+        default=None,
+        description="a file of name:token lines; set: http_listen serves the status page "
+        "to those named in it; unset: no page",
+    )
+    http_metrics_auth: bool = Field(
+        default=False, description="/metrics answers only with a token of http_auth_file"
+    )
     state_path: Path | None = Field(
         default=None,
         description="the SQLite state file, or :memory:; load_settings fills in "
@@ -736,6 +744,21 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             raise PydanticCustomError("path_empty", "must not be empty")
         return value
+
+    @field_validator("http_auth_file", mode="before")
+    @classmethod
+    def _check_auth_file(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("path_empty", "must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _check_metrics_auth(self) -> Settings:
+        if self.http_metrics_auth and self.http_auth_file is None:
+            raise PydanticCustomError(
+                "needs_other", "needs http_auth_file set (the tokens it checks)",
+                {"field": "http_metrics_auth"})
+        return self
 
     @field_validator("sessions", mode="before")
     @classmethod

@@ -41,10 +41,15 @@ DAEMON_STOPPING: Final = "daemon.stopping"
 DAEMON_TASK_CRASHED: Final = "daemon.task_crashed"
 
 # http.*
+HTTP_AUTH_FILE_PERMISSIONS: Final = "http.auth_file_permissions"
+HTTP_AUTH_RELOAD_FAILED: Final = "http.auth_reload_failed"
+HTTP_AUTH_RELOADED: Final = "http.auth_reloaded"
 HTTP_CLOSED: Final = "http.closed"
 HTTP_CONNECTIONS_SHED: Final = "http.connections_shed"
 HTTP_LISTEN_FAILED: Final = "http.listen_failed"
 HTTP_LISTENING: Final = "http.listening"
+HTTP_LOGIN: Final = "http.login"
+HTTP_LOGIN_FAILED: Final = "http.login_failed"
 HTTP_REQUEST: Final = "http.request"
 HTTP_ROUTE_FAILED: Final = "http.route_failed"
 
@@ -61,6 +66,10 @@ POLL_FAILED: Final = "poll.failed"
 POLL_ITEM_UNREADABLE: Final = "poll.item_unreadable"
 POLL_OBSERVER_FAILED: Final = "poll.observer_failed"
 POLL_SKIPPED: Final = "poll.skipped"
+
+# qr.*
+QR_FAILED: Final = "qr.failed"
+QR_FETCHED: Final = "qr.fetched"
 
 # restart.*
 RESTART_ACCEPTED: Final = "restart.accepted"

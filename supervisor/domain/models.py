@@ -7,8 +7,9 @@ came of them and events are what is logged. Nothing here does I/O.
 
 from __future__ import annotations
 
+import hmac
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -38,6 +39,52 @@ class SessionList(msgspec.Struct, frozen=True):
 
     sessions: tuple[SessionInfo, ...]
     problems: tuple[str, ...] = ()
+
+
+class QrCode:
+    """A session's QR code, as the API handed it out (``WasendClient.qr``).
+
+    Whoever scans it with WhatsApp takes over the session's number, so the payload is a
+    secret: ``reveal()`` gives it, to draw the code; ``repr``, ``str`` and formatting show
+    only the session, and a QR code cannot be pickled. Immutable; equal to another of the
+    same session and payload.
+    """
+
+    __slots__ = ("_payload", "session_id")
+
+    session_id: str
+    _payload: str
+
+    def __init__(self, session_id: str, payload: str) -> None:
+        object.__setattr__(self, "session_id", session_id)
+        object.__setattr__(self, "_payload", payload)
+
+    def reveal(self) -> str:
+        """The payload: what the QR code encodes."""
+        return self._payload
+
+    def __repr__(self) -> str:
+        return f"<QrCode {self.session_id!r}: [REDACTED]>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QrCode):
+            return NotImplemented
+        return self.session_id == other.session_id and hmac.compare_digest(
+            self._payload.encode(), other._payload.encode())
+
+    def __hash__(self) -> int:
+        return hash((self.session_id, self._payload))
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("a QrCode is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("a QrCode is immutable")
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a QrCode is not pickled: its payload is a secret")
 
 
 class Phase(StrEnum):

@@ -1,8 +1,9 @@
 """The secrets the process knows, and the one way text is cleaned of them before it
 leaves the process (a log line, an exception's message, an excerpt of a body, a URL).
 
-``Secrets`` holds the values never to print: the API key the client uses, and every key
-it is handed after a re-read or a reload. One instance per process, made where the
+``Secrets`` holds the values never to print: the API key the client uses, every key
+it is handed after a re-read or a reload, and the QR payloads it fetched (the last few
+of each session). One instance per process, made where the
 process is put together (the CLI) and handed to the log configuration
 (``supervisor.logs.configure``) and to the client; nothing is kept at module level.
 
@@ -66,6 +67,15 @@ class Secrets:
         ``MIN_LENGTH`` are ignored."""
         if len(value) >= MIN_LENGTH and value not in self._values:
             self._values = tuple(sorted((*self._values, value), key=len, reverse=True))
+
+    def discard(self, value: str) -> None:
+        """Stop matching ``value``: a QR payload that has expired (``WasendClient.qr``
+        keeps the last few of each session, so that the values stay few)."""
+        if value in self._values:
+            self._values = tuple(v for v in self._values if v != value)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values
 
     def __len__(self) -> int:
         return len(self._values)

@@ -31,6 +31,16 @@ Robustness, because it faces probes and scrapers (and, in a container listening 
   ``shed_log_interval`` seconds (10), with the counts since the last one;
 * a route that raises answers 500 and is logged (``http.route_failed``).
 
+The status page (``app``, when ``http_auth_file`` is set): every path that is not one of
+the routes goes to an ASGI application (``supervisor.web.app``), called through
+``httpx.ASGITransport`` with the peer's address. Only those paths take POST (a body of at
+most ``max_request_bytes``). The complete request is handed to the application in a task,
+once the connection is no longer idle; the answer must still be written within
+``timeout`` of the connection being accepted (the task is cancelled and the connection
+reset otherwise), and at most ``max_app_requests`` (64) are answered at once (503 beyond).
+The probes and ``/metrics`` never go through it: their routes are answered as before, in
+the callback. Without ``app`` an unknown path is 404, as before.
+
 Shed and timed-out connections are reset (``SO_LINGER`` 0), not closed: the client
 learns at once, and no ``TIME_WAIT`` state is left behind for each one of a flood.
 
@@ -49,8 +59,10 @@ import socket
 import struct
 import termios
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import h11
+import httpx
 import msgspec
 import structlog
 
@@ -59,6 +71,11 @@ from supervisor.domain import events as ev
 log = structlog.get_logger("supervisor.listener")
 
 ALLOWED = (b"GET", b"HEAD")
+APP_ALLOWED = (b"GET", b"HEAD", b"POST")
+MAX_APP_REQUESTS = 64
+# Not copied from the application's answer: the listener writes its own.
+_HOP_HEADERS = frozenset({b"content-length", b"connection", b"transfer-encoding",
+                          b"keep-alive"})
 HEADER_TIMEOUT = 2.0
 TIMEOUT = 5.0
 MAX_CONNECTIONS = 1024
@@ -100,6 +117,7 @@ class Reply(msgspec.Struct, frozen=True):
 
 
 Route = Callable[[], Reply]
+App = Callable[..., Any]  # an ASGI application (typed loosely: no Starlette import here)
 
 
 class ListenError(Exception):
@@ -124,6 +142,8 @@ class HttpListener:
         max_per_peer: int = MAX_PER_PEER,
         backlog: int | None = None,
         shed_log_interval: float = SHED_LOG_INTERVAL,
+        app: App | None = None,
+        max_app_requests: int = MAX_APP_REQUESTS,
     ) -> None:
         pool, default_backlog = connection_limits()
         self.host = host
@@ -136,6 +156,10 @@ class HttpListener:
         self.max_per_peer = min(max_per_peer, self.max_connections)
         self.backlog = default_backlog if backlog is None else backlog
         self.shed_log_interval = shed_log_interval
+        self.app = app
+        self.max_app_requests = max_app_requests
+        self.app_requests = 0
+        """Requests being answered by the application now."""
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         """Connections reset or refused since the start, by reason (for ``/metrics``)."""
         self._server: asyncio.Server | None = None
@@ -185,8 +209,9 @@ class HttpListener:
             else:  # asyncio's own message repeats the address; the errno's text is enough
                 detail = os.strerror(exc.errno)
             raise ListenError(f"cannot listen on {where}: {detail}") from None
+        page = {} if self.app is None else {"status_page": True}
         log.info(ev.HTTP_LISTENING, address=self.describe(), paths=sorted(self.routes),
-                 max_connections=self.max_connections, max_per_peer=self.max_per_peer)
+                 max_connections=self.max_connections, max_per_peer=self.max_per_peer, **page)
 
     async def close(self) -> None:
         """Stop listening and drop the connections still open."""
@@ -293,6 +318,12 @@ class HttpListener:
 
     # --- answers ---
 
+    def _for_app(self, request: h11.Request) -> bool:
+        """Whether the application answers this request (a path that is no route's)."""
+        if self.app is None:
+            return False
+        return request.target.split(b"?", 1)[0].decode("ascii", "replace") not in self.routes
+
     def _answer(self, request: h11.Request) -> Reply:
         path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
         route = self.routes.get(path)
@@ -305,6 +336,34 @@ class HttpListener:
         except Exception:
             log.exception(ev.HTTP_ROUTE_FAILED, path=path)
             return _text(500, "internal error")
+
+    async def _ask_app(self, request: h11.Request, body: bytes, peer: str, port: int,
+                       ) -> httpx.Response | Reply:
+        """The application's answer to a complete request (its body read), or a Reply
+        when it cannot be asked."""
+        path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
+        if request.method not in APP_ALLOWED:
+            return Reply(405, b"method not allowed\n", headers=(("allow", "GET, HEAD, POST"),))
+        if not request.target.startswith(b"/"):
+            return _text(400, "bad request")
+        if self.app_requests >= self.max_app_requests:
+            return Reply(503, b"busy\n", headers=(("retry-after", "1"),))
+        host, bound = self.address
+        origin = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
+        self.app_requests += 1
+        try:
+            asked = httpx.Request(request.method.decode("ascii"),
+                                  origin + request.target.decode("ascii", "replace"),
+                                  headers=list(request.headers), content=body)
+            transport = httpx.ASGITransport(self.app, client=(peer, port))  # type: ignore[arg-type]
+            response = await transport.handle_async_request(asked)
+            await response.aread()
+            return response
+        except Exception:
+            log.exception(ev.HTTP_ROUTE_FAILED, path=path)
+            return _text(500, "internal error")
+        finally:
+            self.app_requests -= 1
 
 
 class _Connection(asyncio.Protocol):
@@ -322,6 +381,9 @@ class _Connection(asyncio.Protocol):
         self.done = False  # answered, refused or reset: further bytes are ignored
         self.accepted = 0.0
         self.timer: asyncio.TimerHandle | None = None  # the answer's deadline
+        self.port = 0
+        self.chunks: list[bytes] = []  # the body, for the application
+        self.task: asyncio.Task[None] | None = None  # the application answering
 
     # --- asyncio.Protocol ---
 
@@ -330,6 +392,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        self.port = int(peer[1]) if isinstance(peer, tuple) and len(peer) > 1 else 0
         self.accepted = asyncio.get_running_loop().time()
         if not self.listener._admit(self):
             self.reset()
@@ -371,11 +434,15 @@ class _Connection(asyncio.Protocol):
                     self.body += len(event.data)
                     if self.body > self.listener.max_request_bytes:
                         raise _TooLarge
+                    if self.listener.app is not None:
+                        self.chunks.append(bytes(event.data))
                 elif isinstance(event, h11.ConnectionClosed):
                     self.done = True  # the client left without asking anything
                     self.transport.close()
                 elif self.request is None:  # EndOfMessage or PAUSED without a request: be safe
                     self._send(conn, _text(400, "bad request"))
+                elif self.listener._for_app(self.request):
+                    self._hand_to_app(conn, self.request)
                 else:
                     request = self.request
                     reply = self.listener._answer(request)
@@ -389,13 +456,7 @@ class _Connection(asyncio.Protocol):
             self._send(conn, _text(413, "request body too large"))
 
     def _send(self, conn: h11.Connection, reply: Reply, *, head: bool = False) -> None:
-        self.done = True
-        self.listener._busy(self)
-        self.timer = asyncio.get_running_loop().call_at(
-            self.accepted + self.listener.timeout, self._expired)
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            self.transport.close()
-            return
+        self._taken()
         headers = [
             ("content-type", reply.content_type),
             ("content-length", str(len(reply.body))),
@@ -403,17 +464,60 @@ class _Connection(asyncio.Protocol):
             ("connection", "close"),
             *reply.headers,
         ]
+        self._write(conn, reply.status, headers, reply.body, head=head)
+
+    def _taken(self) -> None:
+        """The request is complete: no longer idle, and answered within the deadline."""
+        self.done = True
+        self.listener._busy(self)
+        self.timer = asyncio.get_running_loop().call_at(
+            self.accepted + self.listener.timeout, self._expired)
+
+    def _write(self, conn: h11.Connection, status: int,
+               headers: list[tuple[str, str]] | list[tuple[bytes, bytes]], body: bytes, *,
+               head: bool) -> None:
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.close()
+            return
         try:
-            out = conn.send(h11.Response(status_code=reply.status, headers=headers,
-                                         reason=_reason(reply.status))) or b""
-            if not head and reply.body:
-                out += conn.send(h11.Data(data=reply.body)) or b""
+            out = conn.send(h11.Response(status_code=status, headers=headers,
+                                         reason=_reason(status))) or b""
+            if not head and body:
+                out += conn.send(h11.Data(data=body)) or b""
             out += conn.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             self.transport.close()
             return
         self.transport.write(out)
         self.transport.close()  # once written: the loop sends the rest, then closes
+
+    def _hand_to_app(self, conn: h11.Connection, request: h11.Request) -> None:
+        """Ask the application in a task; write its answer when it comes (unless the
+        deadline reset the connection first: that cancels the task)."""
+        self._taken()
+        body, self.chunks = b"".join(self.chunks), []
+        self.task = asyncio.get_running_loop().create_task(self._app_answer(conn, request, body))
+
+    async def _app_answer(self, conn: h11.Connection, request: h11.Request, body: bytes,
+                          ) -> None:
+        answer = await self.listener._ask_app(request, body, self.peer, self.port)
+        if self.transport.is_closing():
+            return
+        head = request.method == b"HEAD"
+        headers: list[tuple[bytes, bytes]]
+        if isinstance(answer, Reply):
+            headers = [(b"content-type", answer.content_type.encode("latin-1")),
+                       (b"cache-control", b"no-store"),
+                       *((k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers)]
+            status, content = answer.status, answer.body
+        else:
+            headers = [(k, v) for k, v in answer.headers.raw if k.lower() not in _HOP_HEADERS]
+            status, content = answer.status_code, answer.content
+        headers += [(b"content-length", str(len(content)).encode("ascii")),
+                    (b"connection", b"close")]
+        self._write(conn, status, headers, content, head=head)
+        log.debug(ev.HTTP_REQUEST, method=request.method.decode("ascii", "replace"),
+                  path=request.target.decode("ascii", "replace"), status=status)
 
     def _expired(self) -> None:
         self.timer = None
@@ -422,9 +526,13 @@ class _Connection(asyncio.Protocol):
     # --- helpers ---
 
     def stop_timer(self) -> None:
+        """Stop the answer's deadline, and the application's answering if under way."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
 
     def reset(self) -> None:
         """Close at once with an RST: no lingering, no TIME_WAIT."""

@@ -245,7 +245,8 @@ def _api_routes(sim: Simulator) -> list[Route]:
         Route("/sessions/{session_id}/start", start, methods=["POST"]),
         Route("/sessions/{session_id}/stop", stop, methods=["POST"]),
         Route("/sessions/{session_id}/restart", restart, methods=["POST"]),
-        Route("/sessions/{session_id}/auth/qr", qr, methods=["GET"]),
+        Route("/sessions/{session_id}/auth/qr", qr, methods=["GET"]),  # the SDK's path
+        Route("/sessions/{session_id}/qr", qr, methods=["GET"]),  # the provider page's
     ]
 
 
@@ -331,6 +332,9 @@ def _admin_routes(sim: Simulator) -> list[Route]:
         _set_status(sim, sid, body["status"])
         return JSONResponse(sim.session(sid))
 
+    async def one_qr(request: Request) -> Response:
+        return JSONResponse(sim.qr_state(request.path_params["session_id"]))
+
     async def get_faults(request: Request) -> Response:
         return JSONResponse(sim.faults_dict())
 
@@ -367,6 +371,7 @@ def _admin_routes(sim: Simulator) -> list[Route]:
         Route("/sessions/{session_id}", _admin(one_state), methods=["GET"]),
         Route("/sessions/{session_id}", _admin(patch_state), methods=["PATCH"]),
         Route("/sessions/{session_id}/status", _admin(set_status), methods=["POST"]),
+        Route("/sessions/{session_id}/qr", _admin(one_qr), methods=["GET"]),
         Route("/faults", _admin(get_faults), methods=["GET"]),
         Route("/faults", _admin(patch_faults), methods=["PATCH"]),
         Route("/faults", _admin(put_faults), methods=["PUT"]),

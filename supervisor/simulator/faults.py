@@ -25,6 +25,8 @@ KINDS: Final = frozenset(
 """Request kinds, as logged and as accepted by the ``kinds`` filters."""
 
 DEFAULT_HANG_SECONDS: Final = 3600.0
+DEFAULT_QR_ROTATE: Final = 20.0
+"""Seconds between two QR codes of a session in SCAN_QR_CODE (WhatsApp: about 20)."""
 
 
 def _names(values: frozenset[str] | None) -> list[str] | None:
@@ -184,6 +186,7 @@ class Faults:
     outcome: tuple[str, ...] = ("WORKING",)
     conflict_on_failed_restart: bool = False
     start_only_from_stopped: bool = False
+    qr_rotate: float = DEFAULT_QR_ROTATE
     random_failures: RandomFailures = field(default_factory=RandomFailures)
     scheduled_failures: tuple[ScheduledFailure, ...] = ()
     rate_limit: RateLimit = field(default_factory=RateLimit)
@@ -203,6 +206,7 @@ class Faults:
             "outcome": list(self.outcome),
             "conflict_on_failed_restart": self.conflict_on_failed_restart,
             "start_only_from_stopped": self.start_only_from_stopped,
+            "qr_rotate": self.qr_rotate,
             "random_failures": self.random_failures.to_dict(),
             "scheduled_failures": [s.to_dict() for s in self.scheduled_failures],
             "rate_limit": self.rate_limit.to_dict(),

@@ -35,6 +35,8 @@ def classify(method: str, path: str) -> tuple[str, str | None]:
         return {"GET": "get", "DELETE": "delete"}.get(method, "other"), sid
     if len(parts) == 3 and parts[2] in _ACTIONS and method == "POST":
         return parts[2], sid
+    if len(parts) == 3 and parts[2] == "qr" and method == "GET":  # the provider page's path
+        return "qr", sid
     if len(parts) == 4 and parts[2:] == ["auth", "qr"] and method == "GET":
         return "qr", sid
     return "other", sid

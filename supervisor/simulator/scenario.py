@@ -20,6 +20,7 @@ from typing import Any, Final, cast
 
 from . import statuses
 from .faults import (
+    DEFAULT_QR_ROTATE,
     KINDS,
     LIST_SHAPES,
     OUTAGE_MODES,
@@ -313,6 +314,7 @@ FAULT_KEYS: Final = (
     "outcome",
     "conflict_on_failed_restart",
     "start_only_from_stopped",
+    "qr_rotate",
     "random_failures",
     "scheduled_failures",
     "rate_limit",
@@ -371,6 +373,7 @@ def _faults(t: _Table) -> Faults:
         outcome=t.statuses("outcome") or (statuses.WORKING,),
         conflict_on_failed_restart=t.boolean("conflict_on_failed_restart", False),
         start_only_from_stopped=t.boolean("start_only_from_stopped", False),
+        qr_rotate=t.number("qr_rotate", DEFAULT_QR_ROTATE, minimum=0.001),
         random_failures=_random_failures(random),
         scheduled_failures=tuple(sorted((_scheduled(s) for s in scheduled), key=lambda s: s.at)),
         rate_limit=_rate_limit(t.table("rate_limit", SECTION_KEYS["rate_limit"])),

@@ -8,6 +8,8 @@ Every method is thread-safe.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import random
 import secrets
@@ -34,10 +36,20 @@ from .scenario import (
     parse_status,
 )
 from .state import SessionState, SessionTable, UnknownSession, Verdict, specs_for
-from .statuses import CREATED, WORKING, is_well_formed
+from .statuses import CREATED, SCAN_QR_CODE, WORKING, is_well_formed
 
 Action = Literal["start", "stop", "restart"]
-_QR_PREFIX: Final = "2@simulated-qr/"
+_QR_BYTES: Final = 30 + 3 * 32  # the ref, then three 32-byte keys
+
+
+def made_up_qr(salt: bytes, session_id: str, since: float, index: int) -> str:
+    """A made-up pairing string shaped like WhatsApp's: ``2@`` and a ref, then three
+    base64 keys, comma-separated. The ``index``-th code since the session entered
+    ``SCAN_QR_CODE`` at ``since``; ``salt`` (one per simulator) makes it unguessable."""
+    raw = hashlib.shake_256(salt + f"{session_id}\0{since!r}\0{index}".encode()).digest(_QR_BYTES)
+    ref = base64.b64encode(raw[:30]).decode()
+    keys = [base64.b64encode(raw[30 + 32 * i : 62 + 32 * i]).decode() for i in range(3)]
+    return "2@" + ",".join([ref, *keys])
 
 
 def _plain(value: Any) -> Any:
@@ -82,6 +94,7 @@ class Simulator:
         self._log = RequestLog(log_size)
         self._in_flight = 0
         self._gate = Gate(self.api_key)
+        self._qr_salt = secrets.token_bytes(16)
         self._rng = random.Random()
         self._t0 = 0.0
         self._table = SessionTable(Faults(), self._rng, 0.0)
@@ -355,10 +368,52 @@ class Simulator:
             return self._table.faults.post_status, render.flat(s).encode()
 
     def api_qr(self, session_id: str) -> tuple[int, bytes]:
+        """``GET /sessions/{id}/auth/qr`` and ``/sessions/{id}/qr``: the current code of a
+        session in ``SCAN_QR_CODE``; 422 in any other status (as the engine answers), 404
+        for an unknown id."""
         with self._lock:
-            if session_id not in self._table.sessions:
+            now, offset = self._times()
+            try:
+                s = self._table.advance(self._table.get(session_id), now, offset)
+            except UnknownSession:
                 return 404, render.error_body(404, f"Session {session_id} not found")
-        return 200, render.dumps({"data": _QR_PREFIX + session_id}).encode()
+            code = self._qr(s, now)
+            if code is None:
+                message = (f"Can get QR code only in {SCAN_QR_CODE} status. "
+                           f"The current status is {s.status}")
+                return 422, render.error_body(422, message)
+            return 200, render.dumps({"data": code[0]}).encode()
+
+    def qr_payload(self, session_id: str) -> str | None:
+        """The QR payload the API answers now for the session (None: not in
+        ``SCAN_QR_CODE``, the API answers 422). Raises :class:`UnknownSession`."""
+        with self._lock:
+            now, offset = self._times()
+            code = self._qr(self._table.advance(self._table.get(session_id), now, offset), now)
+            return None if code is None else code[0]
+
+    def qr_state(self, session_id: str) -> dict[str, Any]:
+        """What ``GET /_simulator/sessions/{id}/qr`` answers: the id, the status, the
+        payload now (``data``, None outside ``SCAN_QR_CODE``) and the seconds until the
+        next one (``rotates_in``)."""
+        with self._lock:
+            now, offset = self._times()
+            s = self._table.advance(self._table.get(session_id), now, offset)
+            code = self._qr(s, now)
+            return {"id": s.uid, "status": s.status, "data": None if code is None else code[0],
+                    "rotates_in": None if code is None else round(code[1], 6)}
+
+    def _qr(self, s: SessionState, now: float) -> tuple[str, float] | None:
+        """The session's code now and the seconds it has left, or None: it has none (not
+        in ``SCAN_QR_CODE``). A new one every ``qr_rotate`` seconds since it entered that
+        status."""
+        if s.status.upper() != SCAN_QR_CODE:
+            return None
+        rotate = self._table.faults.qr_rotate
+        age = max(0.0, now - s.entered_at)
+        index = int(age // rotate)
+        left = rotate * (index + 1) - age
+        return made_up_qr(self._qr_salt, s.uid, s.entered_at, index), left
 
     def api_create(self, payload: object) -> tuple[int, bytes]:
         """``POST /sessions``: a new session in ``CREATED``."""

@@ -65,6 +65,7 @@ class SessionState:
     sched_idx: int = 0
     sched_at: float = INF
     next_at: float = INF
+    entered_at: float = 0.0  # monotonic: when it entered its status (the QR codes count from it)
     prefix: str = field(default="", repr=False)
     name_json: str = field(default="", repr=False)
     config_json: str = field(default="", repr=False)
@@ -138,6 +139,7 @@ class SessionTable:
             webhook_url=spec.webhook_url or f"https://hooks.simulator.invalid/wasend/{spec.id}",
             outcome=spec.outcome,
             zombie=spec.zombie,
+            entered_at=now,
         )
         s.prepare()
         self.sessions[spec.id] = s
@@ -180,6 +182,7 @@ class SessionTable:
     def _enter(self, s: SessionState, status: str, t: float, offset: float) -> None:
         s.status = status
         s.zombie = False
+        s.entered_at = t
         s.updated_json = f'"{render.iso(t + offset)}"'
         s.pending_at = INF
         self._draw_failure(s, t)

@@ -183,3 +183,16 @@ def test_the_floor_imports_every_library_module_check_loads() -> None:
 ])
 def test_what_counts_as_a_library_module(name: str, third_party: bool) -> None:
     assert check_time.is_third_party(name) is third_party
+
+
+def test_web_the_page_through_the_daemon() -> None:
+    from bench import web
+
+    result = web.run(web.Size(sessions=30, poll_interval=0.3, views=2, changes=2, pages=2,
+                              cycles=3))
+    assert_well_formed(result, {"web.first_view", "web.live_update", "web.poll_cycle_ratio",
+                                "web.poll_cycle_pages", "web.poll_cycle_no_page"})
+    assert len(result.figure("web.first_view").ours) == 2
+    assert len(result.figure("web.live_update").ours) == 2
+    assert len(result.figure("web.poll_cycle_pages").ours) == 3
+    assert all(d > 0 for d in result.figure("web.first_view").ours)

@@ -133,9 +133,9 @@ def test_build_stage_installs_the_pinned_runtime_set_and_the_final_stage_copies_
     assert len(installs) == 1
     command = installs[0].split("pip install", 1)[1].split("&&")[0].split()
     assert command[command.index("-c") + 1] == "constraints.txt"
-    # The runtime package and what production may need of it (the alerts' Apprise): never
-    # the simulator's or the tests' extras.
-    assert command[-1] == "'.[alerts]'", "the runtime package with its alerts extra only"
+    # The runtime package and what production may need of it (the alerts' Apprise, the
+    # status page's stack): never the simulator's or the tests' extras.
+    assert command[-1] == "'.[alerts,web]'", "the runtime package with its alerts and web extras"
     assert not any("pip install" in ins.args for ins in final.all("RUN"))
     assert any(f"--from={build.name}" in ins.args for ins in final.all("COPY"))
 

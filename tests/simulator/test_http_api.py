@@ -89,6 +89,7 @@ def test_unknown_session_is_404_json(client: httpx.Client) -> None:
         ("POST", "/sessions/nope/start"),
         ("POST", "/sessions/nope/stop"),
         ("GET", "/sessions/nope/auth/qr"),
+        ("GET", "/sessions/nope/qr"),
         ("DELETE", "/sessions/nope"),
     ]:
         response = client.request(method, path)
@@ -156,12 +157,35 @@ def test_posts_answer_201_when_configured(server: SimulatorServer, client: httpx
     assert client.get("/sessions/sess-0004").status_code == 200
 
 
-def test_qr_code(client: httpx.Client) -> None:
-    response = client.get("/sessions/sess-0001/auth/qr")
-    assert response.status_code == 200
-    data = response.json()["data"]
-    assert isinstance(data, str)
-    assert data
+def test_qr_code_on_both_paths_for_a_session_to_scan(
+    server: SimulatorServer, client: httpx.Client
+) -> None:
+    server.simulator.set_status("sess-0001", "SCAN_QR_CODE")
+    sdk = client.get("/sessions/sess-0001/auth/qr")
+    page = client.get("/sessions/sess-0001/qr")
+    assert (sdk.status_code, page.status_code) == (200, 200)
+    data = sdk.json()["data"]
+    assert isinstance(data, str) and data.startswith("2@")
+    assert page.json() == {"data": data}
+    assert server.simulator.qr_payload("sess-0001") == data
+    admin = client.get("/_simulator/sessions/sess-0001/qr").json()
+    assert (admin["id"], admin["status"], admin["data"]) == ("sess-0001", "SCAN_QR_CODE", data)
+    assert 0 < admin["rotates_in"] <= 20
+    assert [r.kind for r in server.simulator.requests()] == ["qr", "qr"]
+
+
+def test_qr_code_of_a_session_not_to_scan_is_422(
+    server: SimulatorServer, client: httpx.Client
+) -> None:
+    for path in ("/sessions/sess-0001/auth/qr", "/sessions/sess-0001/qr"):
+        response = client.get(path)
+        assert response.status_code == 422, path
+        body = response.json()
+        assert body["statusCode"] == 422
+        assert "SCAN_QR_CODE" in body["message"] and "WORKING" in body["message"]
+    admin = client.get("/_simulator/sessions/sess-0001/qr").json()
+    assert (admin["data"], admin["rotates_in"]) == (None, None)
+    assert client.get("/_simulator/sessions/nope/qr").status_code == 404
 
 
 def test_create_and_delete(client: httpx.Client) -> None:

@@ -25,6 +25,10 @@ ALLOWED: dict[str, set[str]] = {
     "ops": {"domain", "api", "state", "config", "runtime", *LEAVES},
     # The alerts: the settings' [alerts] table is what the channels are built from.
     "alerts": {"domain", "state", "config", *LEAVES},
+    # The status page: what it shows comes from the rooms below (the sessions as status
+    # shows them: state.report; the operator's actions: runtime.operator); it is wired by
+    # the top (service).
+    "web": {"domain", "api", "state", "config", "runtime.operator", *LEAVES},
     # The webhooks: pure checks and a queue; the supervisor's read is handed in.
     "webhooks": {"domain", *LEAVES},
     "simulator": set(),
