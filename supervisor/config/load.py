@@ -126,6 +126,12 @@ def load_settings(
     settings.alerts._file = urls_file
     settings.webhooks._file_key = _read_hmac_key_file(settings, problems)
     problems.lines.extend(_alert_problems(settings))
+    hooks = settings.webhooks
+    if hooks.enabled and not hooks.listen and not settings.http_listen:
+        named = "webhooks.hmac_key_file" if hooks.hmac_key_file else (
+            "webhooks.hmac_key" if hooks.hmac_key else "webhooks.allow_unsigned")
+        problems.add("webhooks: the endpoint needs an address: set http_listen, or "
+                     f"webhooks.listen ({named} {settings.source_of(named, long=True)})")
     if problems.lines:
         raise ConfigError(problems.lines)
     return settings
