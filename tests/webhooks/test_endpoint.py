@@ -125,10 +125,10 @@ async def test_a_hint_is_never_the_truth_a_false_status_costs_one_get_and_no_res
     try:
         body = envelope("a", "FAILED")  # signed, but the API says WORKING
         assert (await served.post(body, signed(body))).status_code == 202
-        await until(lambda: calls(server, "a") == ["get"], timeout=5)
-        await asyncio.sleep(0)  # (the decision is made on what the GET said)
-        assert served.service.webhooks is not None
-        await until(lambda: served.service.webhooks.nudges.reads == 1)
+        endpoint = served.service.webhooks
+        assert endpoint is not None
+        await until(lambda: calls(server, "a") == ["get"] and endpoint.nudges.reads == 1
+                    and not endpoint.nudges.waiting, timeout=5)
     finally:
         await served.stop()
     assert calls(server, "a") == ["get"]
