@@ -292,7 +292,7 @@ class WebhookEndpoint:
         self.path = hooks.path
         checker = Checker(hooks.key(), clock, max_skew=hooks.max_skew,
                           allow_from=hooks.allow_from)
-        self.nudges = Nudges(self._read, concurrency=hooks.concurrency,
+        self.nudges = Nudges(self._read, clock, concurrency=hooks.concurrency,
                              queue_max=hooks.queue_max)
         self.receiver = Receiver(checker, self.nudges, clock)
         self.stop = asyncio.Event()

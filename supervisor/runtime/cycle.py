@@ -66,7 +66,7 @@ _T = TypeVar("_T")
 class Api(Protocol):
     async def list_sessions(self) -> SessionList: ...
 
-    async def get_session(self, session_id: str) -> SessionInfo: ...
+    async def get_session(self, session_id: str, *, spare: bool = False) -> SessionInfo: ...
 
     async def restart(self, session_id: str) -> SessionInfo: ...
 
@@ -360,7 +360,7 @@ class Supervisor:
         if self.auth.blocked:
             return None
         observed_at = self.clock.now()
-        found = await self._lookup([session_id], False, result)
+        found = await self._lookup([session_id], False, result, spare=True)
         if not found:
             return None
         info = found[0]
@@ -497,15 +497,17 @@ class Supervisor:
         return seen
 
     async def _lookup(
-        self, session_ids: list[str], dry_run: bool, result: PollResult
+        self, session_ids: list[str], dry_run: bool, result: PollResult, *,
+        spare: bool = False,
     ) -> list[SessionInfo]:
-        """GET sessions the list did not show, a few at a time."""
+        """GET sessions the list did not show, a few at a time (``spare``: after every
+        other request at the gate)."""
         limit = asyncio.Semaphore(self.get_concurrency)
 
         async def one(session_id: str) -> SessionInfo | None:
             async with limit:
                 try:
-                    return await self.client.get_session(session_id)
+                    return await self.client.get_session(session_id, spare=spare)
                 except SessionGone:
                     await self._keep(partial(self._gone, session_id, dry_run, result))
                 except AuthFailed as exc:

@@ -1,11 +1,13 @@
 """The re-reads webhooks ask for: a bounded queue of sessions, read a few at a time.
 
-``offer(session, status)`` (from the listener's callback, on the event loop, never
+``offer(session, status, at)`` (from the listener's callback, on the event loop, never
 blocking) queues one read of that session. Many events for one session make one read:
 while it is queued they are merged into it; while its read is in flight they are noted,
 and once it is answered the session is read again only if one of them claimed a status
-other than the one read (the change came after the read was sent). When ``queue_max``
-sessions wait, ``offer`` says no (the endpoint answers 503; the next poll catches up).
+other than the one read (the change came after the read was sent); and an event that
+happened (``at``, the provider's timestamp) before the session's last read was sent is
+no news, as that read saw what came of it. When ``queue_max`` sessions wait, ``offer``
+says no (the endpoint answers 503; the next poll catches up).
 
 ``run(stop)`` reads them: at most ``concurrency`` at once, each through ``read(session)``
 (the supervisor's own path: one GET through the rate gate, then the decision core, as
@@ -16,11 +18,13 @@ after a poll), which says the status it read (None when there was none to read).
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import structlog
 
+from supervisor.clock import Clock
 from supervisor.domain import events as ev
 
 __all__ = ["CONCURRENCY", "QUEUE_MAX", "Nudges"]
@@ -29,17 +33,21 @@ log = structlog.get_logger("supervisor.webhooks")
 
 CONCURRENCY: Final = 8
 QUEUE_MAX: Final = 10_000
+READS_KEPT: Final = 100_000  # sessions whose last read's time is remembered, at most
 
 
 class Nudges:
     def __init__(
         self,
         read: Callable[[str], Awaitable[str | None]],
+        clock: Clock,
         *,
         concurrency: int = CONCURRENCY,
         queue_max: int = QUEUE_MAX,
     ) -> None:
         self._read = read
+        self._clock = clock
+        self._read_at: OrderedDict[str, float] = OrderedDict()  # wall time of the last read
         self.concurrency = concurrency
         self.queue_max = queue_max
         self._queued: dict[str, None] = {}  # in arrival order
@@ -54,10 +62,14 @@ class Nudges:
     def waiting(self) -> int:
         return len(self._queued)
 
-    def offer(self, session: str, status: str) -> bool:
-        """Queue a read of ``session`` (claimed ``status``); False when the queue is full."""
+    def offer(self, session: str, status: str, at: float | None = None) -> bool:
+        """Queue a read of ``session`` (claimed ``status``, at ``at``: epoch seconds, when
+        the event says); False when the queue is full."""
         claimed = self._inflight.get(session)
-        if claimed is not None:
+        last = self._read_at.get(session)
+        if at is not None and last is not None and at < last and claimed is None:
+            pass  # it happened before the last read was sent: that read saw it
+        elif claimed is not None:
             claimed.add(status)
         elif session in self._queued:
             pass
@@ -104,6 +116,10 @@ class Nudges:
 
     async def _one(self, session: str, limit: asyncio.Semaphore) -> None:
         read: str | None = None
+        self._read_at[session] = self._clock.now()
+        self._read_at.move_to_end(session)
+        if len(self._read_at) > READS_KEPT:
+            self._read_at.popitem(last=False)
         try:
             self.reads += 1
             read = await self._read(session)

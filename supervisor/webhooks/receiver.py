@@ -64,7 +64,8 @@ class Receiver:
         event_id = hint.id or headers.get("x-webhook-request-id")
         if self.checker.duplicate(event_id):
             return self._refuse("duplicate", peer)
-        if not self.nudges.offer(hint.session, hint.status):
+        at = None if hint.timestamp is None else hint.timestamp / 1000
+        if not self.nudges.offer(hint.session, hint.status, at):
             return self._refuse("queue_full", peer)
         self.checker.remember(event_id)
         self.counts["accepted"] += 1

@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 
 from supervisor.domain import events as ev
 from supervisor.webhooks.nudges import Nudges
+from tests.fakes import FakeClock
 from tests.waiting import until
 
 
@@ -41,7 +42,7 @@ async def running(nudges: Nudges) -> tuple[asyncio.Event, asyncio.Task[None]]:
 async def test_many_events_for_one_session_make_one_read() -> None:
     api = Api()
     api.gate.set()
-    nudges = Nudges(api.read)
+    nudges = Nudges(api.read, FakeClock())
     for _ in range(100):
         assert nudges.offer("s1", "FAILED")
     stop, task = await running(nudges)
@@ -58,7 +59,7 @@ async def test_many_events_for_one_session_make_one_read() -> None:
 async def test_a_status_claimed_while_a_read_is_in_flight_is_read_again_only_if_it_differs(
 ) -> None:
     api = Api(status="FAILED")
-    nudges = Nudges(api.read)
+    nudges = Nudges(api.read, FakeClock())
     stop, task = await running(nudges)
     nudges.offer("s1", "FAILED")
     await until(lambda: api.reads == ["s1"])
@@ -78,7 +79,7 @@ async def test_a_status_claimed_while_a_read_is_in_flight_is_read_again_only_if_
 
 async def test_reads_are_bounded_in_number_at_once() -> None:
     api = Api()
-    nudges = Nudges(api.read, concurrency=3)
+    nudges = Nudges(api.read, FakeClock(), concurrency=3)
     for i in range(20):
         nudges.offer(f"s{i}", "FAILED")
     stop, task = await running(nudges)
@@ -92,7 +93,7 @@ async def test_reads_are_bounded_in_number_at_once() -> None:
 
 
 async def test_a_full_queue_refuses_and_counts() -> None:
-    nudges = Nudges(Api().read, queue_max=2)
+    nudges = Nudges(Api().read, FakeClock(), queue_max=2)
     assert nudges.offer("a", "F") and nudges.offer("b", "F")
     assert nudges.offer("a", "F")  # merged: no room needed
     assert not nudges.offer("c", "F")
@@ -108,7 +109,7 @@ async def test_a_read_that_raises_is_logged_and_the_others_go_on() -> None:
             raise RuntimeError("boom")
         return "WORKING"
 
-    nudges = Nudges(read)
+    nudges = Nudges(read, FakeClock())
     nudges.offer("bad", "F")
     nudges.offer("good", "F")
     with capture_logs() as logs:
@@ -122,7 +123,7 @@ async def test_a_read_that_raises_is_logged_and_the_others_go_on() -> None:
 
 async def test_stop_lets_the_reads_in_flight_finish() -> None:
     api = Api()
-    nudges = Nudges(api.read)
+    nudges = Nudges(api.read, FakeClock())
     nudges.offer("s1", "F")
     stop, task = await running(nudges)
     await until(lambda: api.now == 1)
@@ -132,3 +133,22 @@ async def test_stop_lets_the_reads_in_flight_finish() -> None:
     api.gate.set()
     await asyncio.wait_for(task, 5)
     assert api.now == 0
+
+
+async def test_an_event_that_happened_before_the_last_read_was_sent_is_no_news() -> None:
+    api = Api()
+    api.gate.set()
+    clock = FakeClock(1_000.0)
+    nudges = Nudges(api.read, clock)
+    stop, task = await running(nudges)
+    nudges.offer("s1", "FAILED", at=999.0)
+    await until(lambda: api.reads == ["s1"] and not nudges.waiting)
+    clock.advance(5.0)
+    assert nudges.offer("s1", "FAILED", at=999.5)  # happened before the read: merged
+    assert nudges.waiting == 0 and nudges.merged == 1
+    assert nudges.offer("s1", "FAILED", at=1_001.0)  # after it: read again
+    await until(lambda: api.reads == ["s1", "s1"])
+    assert nudges.offer("s1", "FAILED")  # no time said: read again too
+    await until(lambda: len(api.reads) == 3)
+    stop.set()
+    await asyncio.wait_for(task, 5)

@@ -40,7 +40,7 @@ def headers(body: bytes, key: str = KEY) -> dict[str, str]:
 
 def receiver(clock: FakeClock | None = None, **nudging: int) -> Receiver:
     clock = clock or FakeClock(NOW)
-    return Receiver(Checker(SecretStr(KEY), clock), Nudges(_read, **nudging), clock)
+    return Receiver(Checker(SecretStr(KEY), clock), Nudges(_read, clock, **nudging), clock)
 
 
 def test_a_signed_status_event_is_queued() -> None:
@@ -105,7 +105,7 @@ def test_a_flood_of_forgeries_is_one_line_per_interval_with_its_count() -> None:
 
 def test_unsigned_events_from_a_peer_not_allowed_are_403() -> None:
     clock = FakeClock(NOW)
-    got = Receiver(Checker(None, clock), Nudges(_read), clock)
+    got = Receiver(Checker(None, clock), Nudges(_read, clock), clock)
     body = json.dumps({"session": "s1", "status": "FAILED"}).encode()
     assert got.handle({}, body, "203.0.113.9")[0] == 403
     assert got.handle({}, body, "127.0.0.1")[0] == 202
