@@ -173,6 +173,10 @@ class WebhookHub:
         self._queue: deque[Outgoing] = deque()
         self._queue_size = queue_size
         self._held: dict[str, _Held] = {}
+        # One attempt at a time per session, in order: a session's later events wait
+        # (parked) while one of its attempts is in flight.
+        self._busy: set[str] = set()
+        self._parked: dict[str, deque[Outgoing]] = {}
         self._log: deque[WebhookRecord] = deque(maxlen=log_size)
         self._seq = 0
         self._counters = _Counters()
@@ -200,6 +204,7 @@ class WebhookHub:
             if settings.url is None:  # nothing more goes out
                 self._queue.clear()
                 self._held.clear()
+                self._parked.clear()
                 self._generation += 1
 
     def reset(self, settings: WebhookSettings) -> None:
@@ -208,6 +213,7 @@ class WebhookHub:
             self._settings = settings
             self._queue.clear()
             self._held.clear()
+            self._parked.clear()
             self._log.clear()
             self._counters = _Counters()
             self._generation += 1
@@ -310,8 +316,28 @@ class WebhookHub:
     # -- the dispatcher's side --------------------------------------------------------
 
     def take(self) -> Outgoing | None:
+        """The next event to send, its session now busy until :meth:`done`."""
         with self._lock:
-            return self._queue.popleft() if self._queue else None
+            while self._queue:
+                item = self._queue.popleft()
+                if item.session in self._busy:
+                    self._parked.setdefault(item.session, deque()).append(item)
+                    continue
+                self._busy.add(item.session)
+                return item
+            return None
+
+    def done(self, item: Outgoing) -> None:
+        """``item`` (from :meth:`take`) is handled: its session's next event may go."""
+        with self._lock:
+            self._busy.discard(item.session)
+            parked = self._parked.get(item.session)
+            if not parked:
+                return
+            self._queue.appendleft(parked.popleft())
+            if not parked:
+                del self._parked[item.session]
+        self._notify()
 
     def requeue(self, item: Outgoing) -> None:
         """Put back an event whose wait (a delay fault, a retry) is over; it goes first."""
@@ -371,7 +397,7 @@ class WebhookHub:
                 "reordered": c.by_fault["reorder"],
                 "bad_signature": c.by_fault["bad_signature"],
                 "overflowed": c.overflowed,
-                "queued": len(self._queue),
+                "queued": len(self._queue) + sum(len(p) for p in self._parked.values()),
                 "held": len(self._held),
                 "logged": len(self._log),
                 "last_seq": self._seq,
@@ -432,13 +458,16 @@ class Dispatcher:
                 if item is None:
                     await ready.wait()
                     continue
-            if item.generation != self.hub.generation:
-                continue
-            if item.attempt == 0 and item.delay > 0:
-                wait, item.delay = item.delay, 0.0
-                self._later(wait, item)
-                continue
-            await self._deliver(client, item)
+            try:
+                if item.generation != self.hub.generation:
+                    continue
+                if item.attempt == 0 and item.delay > 0:
+                    wait, item.delay = item.delay, 0.0
+                    self._later(wait, item)
+                    continue
+                await self._deliver(client, item)
+            finally:
+                self.hub.done(item)
 
     def _later(self, seconds: float, item: Outgoing) -> None:
         loop = asyncio.get_running_loop()
