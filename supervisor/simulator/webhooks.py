@@ -7,9 +7,11 @@ seeded random source. Events wait in a bounded queue (the oldest is dropped, and
 when it is full). Every delivery attempt is kept in the webhook log.
 
 :class:`Dispatcher` (run by :class:`~.server.SimulatorServer` on the server's own event
-loop) takes events from the queue and posts them with ``httpx.AsyncClient``, a bounded
-number at a time, signing each body with its own HMAC code (``hmac`` and ``hashlib``),
-and retries failed deliveries (a non-2xx answer or a transport error) as WAHA does.
+loop) takes events from the queue and posts them (:mod:`.hookclient`), a bounded number
+at a time (one keep-alive connection each), signing each body with its own HMAC code
+(``hmac`` and ``hashlib``), and retries failed deliveries (a non-2xx answer or a
+transport error) as WAHA does. At most one attempt per session is in flight, so that a
+session's events arrive in order (unless the ``reorder`` fault says otherwise).
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-import httpx
-
 from . import render
 from .clock import Clock
 from .faults import WebhookFaults, WebhookSettings
+from .hookclient import Connection, PostError
 
 QUEUE_SIZE: Final = 100_000
 LOG_SIZE: Final = 100_000
@@ -425,31 +426,27 @@ class Dispatcher:
                 loop.call_soon_threadsafe(ready.set)
 
         self.hub.attach(wake)
-        limits = httpx.Limits(max_connections=self.concurrency,
-                              max_keepalive_connections=self.concurrency)
+        connections = [Connection(self.timeout) for _ in range(self.concurrency)]
+        tasks = [asyncio.create_task(self._worker(c, ready)) for c in connections]
+        tasks.append(asyncio.create_task(self._release_held()))
         try:
-            async with httpx.AsyncClient(trust_env=False, timeout=self.timeout,
-                                         limits=limits) as client:
-                tasks = [asyncio.create_task(self._worker(client, ready))
-                         for _ in range(self.concurrency)]
-                tasks.append(asyncio.create_task(self._release_held()))
-                try:
-                    await asyncio.gather(*tasks)
-                finally:
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks)
         finally:
             self.hub.attach(None)
             for handle in self._pending:
                 handle.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for connection in connections:
+                connection.close()
 
     async def _release_held(self) -> None:
         while True:
             await asyncio.sleep(REORDER_HOLD / 10)
             self.hub.release_held()
 
-    async def _worker(self, client: httpx.AsyncClient, ready: asyncio.Event) -> None:
+    async def _worker(self, connection: Connection, ready: asyncio.Event) -> None:
         while True:
             item = self.hub.take()
             if item is None:
@@ -465,7 +462,7 @@ class Dispatcher:
                     wait, item.delay = item.delay, 0.0
                     self._later(wait, item)
                     continue
-                await self._deliver(client, item)
+                await self._deliver(connection, item)
             finally:
                 self.hub.done(item)
 
@@ -479,7 +476,7 @@ class Dispatcher:
         handle = loop.call_later(seconds, due)
         self._pending.add(handle)
 
-    async def _deliver(self, client: httpx.AsyncClient, item: Outgoing) -> None:
+    async def _deliver(self, connection: Connection, item: Outgoing) -> None:
         settings = self.hub.settings
         if settings.url is None:
             return
@@ -500,10 +497,9 @@ class Dispatcher:
         http_status: int | None = None
         error: str | None = None
         try:
-            answer = await client.post(settings.url, content=body, headers=headers)
-            http_status = answer.status_code
-        except httpx.HTTPError as exc:  # the name only: a message may carry the URL
-            error = type(exc).__name__
+            http_status = await connection.post(settings.url, body, headers)
+        except PostError as exc:  # a short name, never the URL
+            error = str(exc)
         self.hub.record(item, wall=wall, monotonic=start, http_status=http_status, error=error,
                         duration=max(0.0, self.clock.monotonic() - start))
         if http_status is not None and 200 <= http_status < 300:
