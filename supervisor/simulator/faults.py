@@ -8,6 +8,7 @@ reset). Parsing and validation live in :mod:`supervisor.simulator.scenario`.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -29,6 +30,15 @@ KINDS: Final = frozenset(
 """Request kinds, as logged and as accepted by the ``kinds`` filters."""
 
 DEFAULT_HANG_SECONDS: Final = 3600.0
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user info, if any, replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _names(values: frozenset[str] | None) -> list[str] | None:
@@ -290,10 +300,10 @@ class WebhookSettings:
     """Where and how the simulator sends its webhooks (no ``url``: none are sent).
 
     The HMAC key is a secret: it is kept out of ``repr`` and out of :meth:`to_dict`,
-    which says only whether one is set.
+    which says only whether one is set (and hides a password in the URL).
     """
 
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)
     hmac_key: str | None = field(default=None, repr=False)
     hmac_algorithm: HmacAlgorithm = "sha512"
     legacy: bool = False
@@ -302,7 +312,7 @@ class WebhookSettings:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of ``PATCH /_simulator/webhooks`` (the key only as set or not)."""
         return {
-            "webhook_url": self.url,
+            "webhook_url": None if self.url is None else _without_password(self.url),
             "webhook_hmac_key_set": self.hmac_key is not None,
             "webhook_hmac_algorithm": self.hmac_algorithm,
             "webhook_legacy": self.legacy,

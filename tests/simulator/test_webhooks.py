@@ -159,6 +159,15 @@ def test_the_session_field_is_the_engine_name_and_statuses_keep_the_last_five(
     assert "X-Webhook-Hmac" not in receiver.requests[0].headers  # no key: not signed
 
 
+def test_a_sessions_events_arrive_in_order(receiver: ScriptedReceiver) -> None:
+    statuses = ["FAILED", "STOPPED", "ERROR"] * 12
+    with hooked(receiver, key=None) as server:
+        for status in statuses:
+            server.simulator.set_status("sess-0002", status)
+        wait_for(lambda: len(receiver.requests) == len(statuses))
+    assert [e["payload"]["status"] for e in receiver.events()] == statuses
+
+
 def test_scheduled_and_random_failures_are_sent_at_their_time(
     receiver: ScriptedReceiver,
 ) -> None:
@@ -485,6 +494,9 @@ def test_the_key_stays_out_of_reprs() -> None:
     assert KEY not in str(settings.to_dict())
     scenario = parse_scenario({"webhook_hmac_key": KEY})
     assert KEY not in repr(scenario)
+    with_password = WebhookSettings(url="https://hook:pa55word@example.invalid/h")
+    assert with_password.to_dict()["webhook_url"] == "https://hook:***@example.invalid/h"
+    assert "pa55word" not in repr(with_password)
 
 
 def test_scenario_keys_are_checked() -> None:
