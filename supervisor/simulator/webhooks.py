@@ -251,6 +251,8 @@ class WebhookHub:
                 self._append(item.evt, item.session, item.status, 0, None, None, None, None,
                              "drop", None)
                 return
+            held = self._held.pop(item.session, None)
+            reorder = reorder and held is None  # one that waits already: this one passes it
             for name, on in (("delay", delayed), ("reorder", reorder),
                              ("bad_signature", item.bad_signature)):
                 if on:
@@ -258,16 +260,14 @@ class WebhookHub:
                     item.fault = item.fault or name
             if delayed:
                 item.delay = faults.delay.seconds
-            ready = [item]
+            ready = [] if reorder else [item]
             if duplicate:
                 self._count_fault("duplicate")
                 ready.append(item.copy("duplicate"))
-            held = self._held.pop(item.session, None)
             if held is not None:  # the event it waited for: this one goes first
                 ready.append(held.item)
-            elif reorder:
+            if reorder:
                 self._held[item.session] = _Held(item, self._clock.monotonic())
-                ready.remove(item)
             for one in ready:
                 self._push(one)
         self._notify()
