@@ -17,15 +17,24 @@ answer), ``concurrency`` in flight.
   request log), against 1,000.
 * forgeries: badly signed events at 1,000 a second for ``seconds``; the API requests
   beyond the polls' lists they cost.
+* latency: two daemons side by side, P = 30 s, each against its own simulator with the
+  same sessions and the same failures (sessions put in ``FAILED`` one at a time at random
+  moments, through the simulator): one with webhooks (the simulator posts its signed
+  ``session.status`` events to the daemon's endpoint, as WAHA would), one polling alone.
+  The time from each failure to its restart request, from the simulators' request logs.
+  The same run counts the webhooks each session sent: the healthy ones' silence, against
+  a silence-based zombie signal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import itertools
 import json
+import random
 import socket
 import time
 import uuid
@@ -55,10 +64,14 @@ class Size:
     burst: int = 10_000
     forgeries_per_second: int = 1000
     rate_limit: float = 100.0  # our budget (default 5/s): a burst's 1,000 reads in 10 s
+    failures: int = 200  # of the latency figure, per run
+    failure_spacing: float = 0.25  # seconds between two failures, on average
+    latency_poll_interval: float = 30.0
+    latency_sessions: int = 300
 
 
 FULL = Size()
-QUICK = Size(runs=1, seconds=3.0)
+QUICK = Size(runs=1, seconds=3.0, failures=60)
 
 
 def _free_port() -> int:
@@ -169,7 +182,14 @@ def run(size: Size = FULL) -> Result:
     lost: list[float] = []
     burst_gets: list[float] = []
     forged_requests: list[float] = []
+    hooked: list[float] = []
+    polled: list[float] = []
+    silent: list[float] = []
     for index in range(size.runs):
+        got = _latency(size, index)
+        hooked += got[0]
+        polled += got[1]
+        silent.append(got[2])
         rate, gaps, unanswered = _throughput(size, index)
         rates.append(rate)
         intervals += gaps
@@ -177,7 +197,16 @@ def run(size: Size = FULL) -> Result:
         burst_gets.append(_burst(size, index))
         forged_requests.append(_forgeries(size, index))
     p = size.poll_interval
+    lp = size.latency_poll_interval
     result.figures += [
+        Figure("webhooks.restart_latency", f"failure to its restart request, with webhooks "
+               f"(P = {lp:g} s)", "s", "failure", hooked, polled,
+               target=Target.median_at_most(0.05, "median <= 50 ms")),
+        Figure("webhooks.restart_latency_p99", "the same, its 99th percentile", "s", "run",
+               [_p99(hooked)], [_p99(polled)], target=Target.max_at_most(0.25, "<= 250 ms")),
+        Figure("webhooks.healthy_silent", f"healthy sessions that sent no webhook in the "
+               f"run (of {size.latency_sessions - size.failures:,}): a silence signal would "
+               "flag them all", "share", "run", silent, digits=3),
         Figure("webhooks.accepted_per_second", f"signed events answered 202 a second, "
                f"{size.sessions:,} sessions, {size.concurrency} connections in flight",
                "events/s", "run", rates, target=Target.min_at_least(
@@ -205,6 +234,75 @@ def run(size: Size = FULL) -> Result:
         f"{size.rate_limit:g} requests a second (the default, 5, would take 200 s to read "
         "a burst for 1,000 sessions; the reads are spare at the gate either way).")
     return result
+
+
+def _p99(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] if ordered else 0.0
+
+
+def _polled(server: SimulatorServer) -> bool:
+    return bool(server.simulator.requests())
+
+
+def _latency(size: Size, index: int) -> tuple[list[float], list[float], float]:
+    """Failure to restart request, with webhooks and polling alone, side by side; and the
+    share of the healthy sessions that sent no webhook meanwhile."""
+    rng = random.Random(1500 + index)
+    scenario = {"seed": 300 + index, "session_count": size.latency_sessions,
+                "start_delay": 0.2}
+    servers = {"hooked": start_simulator(scenario), "polled": start_simulator(scenario)}
+    logs = RESULTS / "logs"
+    tools: dict[str, Tool] = {}
+    try:
+        port = _free_port()
+        servers["hooked"].simulator.update_webhooks(
+            webhook_url=f"http://127.0.0.1:{port}{PATH}", webhook_hmac_key=KEY)
+        common = {"rate_limit": 50.0}
+        tools["hooked"] = Tool(OURS, servers["hooked"].base_url, API_KEY,
+                               poll_interval=size.latency_poll_interval, log=logs / (
+                                   f"webhooks-{index}-latency-hooked.log"), settings={
+                                   **common, "http_listen": f"127.0.0.1:{port}",
+                                   "webhooks.hmac_key": KEY})
+        tools["polled"] = Tool(OURS, servers["polled"].base_url, API_KEY,
+                               poll_interval=size.latency_poll_interval,
+                               log=logs / f"webhooks-{index}-latency-polled.log",
+                               settings=common)
+        for tool in tools.values():
+            tool.start()
+        for kind, server in servers.items():
+            wait_until(functools.partial(_polled, server), 30, "the first poll",
+                       tools={kind: tools[kind]})
+        time.sleep(1.0)
+        victims = rng.sample(servers["hooked"].simulator.session_ids(), size.failures)
+        failed_at: dict[str, float] = {}
+        for victim in victims:
+            time.sleep(rng.expovariate(1 / size.failure_spacing))
+            failed_at[victim] = time.monotonic()
+            for server in servers.values():
+                server.simulator.set_status(victim, "FAILED")
+        latencies: dict[str, list[float]] = {}
+        for kind, server in servers.items():
+            def restarted(server: SimulatorServer = server) -> bool:
+                done = {r.session for r in server.simulator.requests()
+                        if r.kind in ("restart", "stop")}
+                return set(victims) <= done
+            wait_until(restarted, size.latency_poll_interval * 2 + 30, f"{kind}'s restarts",
+                       tools={kind: tools[kind]})
+            first: dict[str, float] = {}
+            for r in server.simulator.requests():
+                if r.kind in ("restart", "stop") and r.session in failed_at:
+                    first.setdefault(r.session, r.monotonic)
+            latencies[kind] = [first[v] - failed_at[v] for v in victims]
+        sent = {r.session for r in servers["hooked"].simulator.webhooks()}
+        healthy = [s for s in servers["hooked"].simulator.session_ids() if s not in failed_at]
+        silent = sum(1 for s in healthy if s not in sent) / len(healthy)
+        return latencies["hooked"], latencies["polled"], silent
+    finally:
+        for tool in tools.values():
+            tool.stop()
+        for server in servers.values():
+            server.stop()
 
 
 def _throughput(size: Size, index: int) -> tuple[float, list[float], float]:
