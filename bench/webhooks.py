@@ -232,7 +232,11 @@ def run(size: Size = FULL) -> Result:
         "connection. The load generator shares the 2 vCPUs with the daemon and the "
         "simulator, so the rate is a floor of what the daemon takes. rate_limit "
         f"{size.rate_limit:g} requests a second (the default, 5, would take 200 s to read "
-        "a burst for 1,000 sessions; the reads are spare at the gate either way).")
+        "a burst for 1,000 sessions; the reads are spare at the gate either way). Latency: "
+        f"{size.failures} failures per run, one at a time about {size.failure_spacing:g} s "
+        f"apart, P = {size.latency_poll_interval:g} s, {size.latency_sessions} sessions; "
+        "the second column of the latency rows is our daemon polling alone, side by side "
+        "(not the naive loop).")
     return result
 
 
