@@ -8,7 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench import alerts, check_time, idle, latency, retry_after, scale, storm, web, zombies
+from bench import (
+    alerts,
+    check_time,
+    idle,
+    latency,
+    retry_after,
+    scale,
+    storm,
+    web,
+    webhooks,
+    zombies,
+)
 from bench.report import Result
 
 
@@ -46,6 +57,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("zombies", "sessions WORKING by status whose engine is not connected: "
                   "time to their restart, requests while they are watched", zombies.run,
                   zombies.FULL, zombies.QUICK),
+        Benchmark("webhooks", "signed webhooks through the daemon: events a second with the "
+                  "poll loop on schedule, a burst's reads, forgeries' cost", webhooks.run,
+                  webhooks.FULL, webhooks.QUICK),
         Benchmark("web", "the status page through the daemon: first view of 10,000 "
                   "sessions, a change to an open page, the poll cycle with 20 pages open",
                   web.run, web.FULL, web.QUICK),

@@ -365,8 +365,8 @@ def _run(args: argparse.Namespace) -> int:
     from supervisor.domain.secrets import Secrets
 
     # The process's: redacted from its log lines and the API's errors (the key, added by
-    # the client, the alert URLs, the status page's tokens).
-    secrets = Secrets(settings.alerts.secret_values())
+    # the client, the alert URLs, the webhooks' key, the status page's tokens).
+    secrets = Secrets(settings.secret_values())
     logs.configure(settings.log_format, settings.log_level, sys.stdout, secrets=secrets)
     return asyncio.run(_run_async(settings, lambda: _reload(args), secrets))
 
@@ -443,7 +443,7 @@ def _check(args: argparse.Namespace) -> int:
     level = check_log_level(settings, quiet=args.quiet, tty=sys.stderr.isatty())
     # The process's: redacted from its log lines and the API's errors (the key, added by
     # the client, and the alert URLs).
-    secrets = Secrets(settings.alerts.secret_values())
+    secrets = Secrets(settings.secret_values())
     logs.configure(settings.log_format, level, sys.stderr, secrets=secrets)
     return asyncio.run(_check_async(settings, args, secrets))
 
@@ -757,7 +757,7 @@ def _alerts_test(args: argparse.Namespace) -> int:
     from supervisor import logs
     from supervisor.domain.secrets import Secrets
 
-    secrets = Secrets(settings.alerts.secret_values())  # never in a log line or a result
+    secrets = Secrets(settings.secret_values())  # never in a log line or a result
     logs.configure(settings.log_format, settings.log_level, sys.stderr, secrets=secrets)
     _started()
     return asyncio.run(_alerts_test_async(settings, secrets))

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from supervisor.web.auth import Credentials, Sessions
     from supervisor.web.qr import QrFeed
 
-__all__ = ["ListenError", "PageError", "Service", "StatusPage"]
+__all__ = ["ListenError", "PageError", "Service", "StatusPage", "WebhookEndpoint"]
 
 log = structlog.get_logger("supervisor.service")
 
@@ -102,6 +102,17 @@ class Service:
         )
         self.listener: HttpListener | None = None
         self.page: StatusPage | None = None
+        self.webhooks = WebhookEndpoint(self, settings) if settings.webhooks.enabled else None
+        posts = {} if self.webhooks is None else {self.webhooks.path: self.webhooks.handle}
+        self.webhook_listener: HttpListener | None = None
+        hook_address = listen_address(settings.webhooks.listen)
+        if self.webhooks is not None and hook_address is not None:  # an address of its own
+            self.webhook_listener = HttpListener(*hook_address, {}, posts=posts)
+            self.daemon.closers.append(self.webhook_listener.close)
+            posts = {}
+        if self.webhooks is not None:
+            self.daemon.background.append(self.webhooks.run)
+            self.daemon.on_stopping.append(self.webhooks.stop.set)
         address = listen_address(settings.http_listen)
         if address is not None:
             routes = {
@@ -114,7 +125,8 @@ class Service:
                 if settings.http_metrics_auth:  # the page's application asks for a token
                     del routes["/metrics"]
             self.listener = HttpListener(
-                *address, routes, app=None if self.page is None else self.page.app)
+                *address, routes, app=None if self.page is None else self.page.app,
+                posts=posts)
             self.daemon.closers.append(self.listener.close)
             metrics.watch_listener(self.listener)
         self.reloader: Reloader | None = None
@@ -169,9 +181,11 @@ class Service:
                    scheduler=scheduler, alerts=alerts, credentials=credentials)
 
     async def open(self) -> None:
-        """Bind the listener, if there is one. Raises ListenError (one line)."""
+        """Bind the listeners, if there are any. Raises ListenError (one line)."""
         if self.listener is not None:
             await self.listener.start()
+        if self.webhook_listener is not None:
+            await self.webhook_listener.start()
 
     async def run(self) -> int:
         """Run until a signal (or ``daemon.request_stop``); the exit status."""
@@ -181,6 +195,8 @@ class Service:
     async def aclose(self) -> None:
         if self.listener is not None:
             await self.listener.close()
+        if self.webhook_listener is not None:
+            await self.webhook_listener.close()
         self.systemd.notifier.close()
         await asyncio.gather(*self._retiring)  # the daemon has stopped: no poll uses them
         await self.runtime.aclose()
@@ -258,6 +274,44 @@ class Service:
         task = asyncio.ensure_future(close())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+
+class WebhookEndpoint:
+    """The provider's webhooks, for one service (``supervisor.webhooks``): the endpoint's
+    answer, in the listener's callback; the reads it queued, in the daemon's background,
+    each through the service's supervisor as it is then (a reload swaps it)."""
+
+    def __init__(self, service: Service, settings: Settings) -> None:
+        from supervisor.webhooks.nudges import Nudges  # noqa: PLC0415
+        from supervisor.webhooks.receiver import Receiver  # noqa: PLC0415
+        from supervisor.webhooks.signature import Checker  # noqa: PLC0415
+
+        hooks = settings.webhooks
+        clock = service.runtime.clock
+        self.service = service
+        self.path = hooks.path
+        checker = Checker(hooks.key(), clock, max_skew=hooks.max_skew,
+                          allow_from=hooks.allow_from)
+        self.nudges = Nudges(self._read, clock, concurrency=hooks.concurrency,
+                             queue_max=hooks.queue_max)
+        self.receiver = Receiver(checker, self.nudges, clock)
+        self.stop = asyncio.Event()
+        service.metrics.watch_webhooks(self.receiver.counts, lambda: self.nudges.reads)
+
+    def handle(self, headers: Mapping[str, str], body: bytes, peer: str) -> Reply:
+        status, text = self.receiver.handle(headers, body, peer)
+        return Reply(status, text)
+
+    async def run(self) -> None:
+        """The reads, until the daemon stops (the reads in flight then finish)."""
+        await self.nudges.run(self.stop)
+
+    async def _read(self, name: str) -> str | None:
+        try:
+            return await self.service.runtime.supervisor.nudge(name)
+        except LookupError:
+            self.receiver.rejected("unknown_session", session=name)
+            return None
 
 
 class StatusPage:

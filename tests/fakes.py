@@ -228,7 +228,7 @@ class FakeApi:
             for sid, status in self.statuses.items() if sid not in self.hidden
         ))
 
-    async def get_session(self, session_id: str) -> SessionInfo:
+    async def get_session(self, session_id: str, *, spare: bool = False) -> SessionInfo:
         from supervisor.domain.models import SessionInfo
 
         self.calls.append(("get", session_id))

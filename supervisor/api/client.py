@@ -660,9 +660,11 @@ class WasendClient:
             reason = str(exc)
         raise self._unexpected("list", status, reason, body)  # unchained, outside the except
 
-    async def get_session(self, session_id: str) -> SessionInfo:
-        """``GET /sessions/{id}``."""
-        return await self._session_call("get", "GET", _session_path(session_id), session_id)
+    async def get_session(self, session_id: str, *, spare: bool = False) -> SessionInfo:
+        """``GET /sessions/{id}``. ``spare``: it waits at the rate gate for every other
+        request (``RateGate.acquire``): a read a webhook asked for."""
+        return await self._session_call("get", "GET", _session_path(session_id), session_id,
+                                        spare=spare)
 
     async def restart(self, session_id: str) -> SessionInfo:
         """``POST /sessions/{id}/restart``. An empty answer gives status "" (status unknown)."""
@@ -716,9 +718,10 @@ class WasendClient:
     # --- the machinery ---
 
     async def _session_call(
-        self, call: str, method: str, path: str, session_id: str, *, empty_ok: bool = False
+        self, call: str, method: str, path: str, session_id: str, *, empty_ok: bool = False,
+        spare: bool = False,
     ) -> SessionInfo:
-        status, body = await self._call(call, method, path)
+        status, body = await self._call(call, method, path, spare=spare)
         if empty_ok and _blank(body):
             return SessionInfo(session_id, None, "")
         try:
@@ -735,7 +738,8 @@ class WasendClient:
             excerpt=self._secrets.excerpt(body),
         )
 
-    async def _call(self, call: str, method: str, path: str) -> tuple[int, Body]:
+    async def _call(self, call: str, method: str, path: str, *, spare: bool = False,
+                    ) -> tuple[int, Body]:
         """Send one request through the gate; the status and body of a 2xx, or raise.
 
         Waiting at the gate is not part of the call: a ``Retry-After`` may rightly hold it
@@ -744,7 +748,7 @@ class WasendClient:
         is only per read.
         """
         if self._gate is not None:
-            await self._gate.acquire()
+            await self._gate.acquire(spare=spare)
         request = self._http.build_request(
             method, path, headers={"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
         )

@@ -21,6 +21,11 @@ A state file that cannot be read or written stops requests (``StateError`` from
 ``acquire``: nothing is sent), as it stops the cycle; a 429's pause that cannot be
 stored is still kept by this process.
 
+A request may be sent as ``spare`` (``acquire(spare=True)``: a webhook's read): it goes only
+while no other request of this process waits at the gate, so that reads asked for by a
+flood of webhooks never hold up a poll's list or a restart by more than the one request
+already let through.
+
 ``max_wait`` (``check`` builds its gate with its ``--wait``): a pause longer than that is not
 waited out; the request is refused with ``RateLimited`` (``http_status`` None) and
 nothing is sent.
@@ -31,6 +36,7 @@ Deadlines inside the process use the clock's monotonic time; waiting goes throug
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import math
@@ -157,6 +163,9 @@ class RateGate:
         self.on_pause: Callable[[float], Awaitable[None]] | None = None
         self.paused_seconds_total = state.paused_seconds_total
         self.rate_limited_total = state.rate_limited_total
+        self._urgent = 0  # requests of this process waiting that are not spare
+        self._no_urgent = asyncio.Event()
+        self._no_urgent.set()
 
     def state(self) -> GateState:
         """What this gate has learnt, for the gate that replaces it."""
@@ -176,12 +185,29 @@ class RateGate:
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - self._clock.monotonic())
 
-    async def acquire(self) -> None:
-        """Wait until a request may be sent, then count it as sent.
+    async def acquire(self, *, spare: bool = False) -> None:
+        """Wait until a request may be sent, then count it as sent. ``spare``: only while
+        no request that is not spare waits here (see the module).
 
         Raises RateLimited, sending nothing, if a pause is longer than ``max_wait``.
         """
+        if spare:
+            await self._acquire(spare=True)
+            return
+        self._urgent += 1
+        self._no_urgent.clear()
+        try:
+            await self._acquire(spare=False)
+        finally:
+            self._urgent -= 1
+            if not self._urgent:
+                self._no_urgent.set()
+
+    async def _acquire(self, *, spare: bool) -> None:
         while True:
+            if spare and self._urgent:
+                await self._no_urgent.wait()
+                continue
             # With a budget, counting the request reads the stored pause in the same write
             # (``_take``): reading it first as well would be a second trip to the store.
             wait = await self._pause_left(stored=not self._budget)

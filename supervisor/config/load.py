@@ -23,11 +23,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import PydanticBaseSettingsSource
 
-from supervisor.config.files import read_failure
-from supervisor.config.key import API_KEY_ENV, API_KEY_FILE_NAME, CREDENTIALS_ENV
+from supervisor.config.files import read_failure, read_regular_file
+from supervisor.config.key import (
+    API_KEY_ENV,
+    API_KEY_FILE_NAME,
+    CREDENTIALS_ENV,
+    KEY_FILE_MAX_BYTES,
+)
 from supervisor.config.model import Settings
 from supervisor.config.origin import Given, Origin
 from supervisor.config.problems import ConfigError, Problems, validation_problems
@@ -119,7 +124,14 @@ def load_settings(
     settings._api_key_source = key.source
     settings._config_file = config_file
     settings.alerts._file = urls_file
+    settings.webhooks._file_key = _read_hmac_key_file(settings, problems)
     problems.lines.extend(_alert_problems(settings))
+    hooks = settings.webhooks
+    if hooks.enabled and not hooks.listen and not settings.http_listen:
+        named = "webhooks.hmac_key_file" if hooks.hmac_key_file else (
+            "webhooks.hmac_key" if hooks.hmac_key else "webhooks.allow_unsigned")
+        problems.add("webhooks: the endpoint needs an address: set http_listen, or "
+                     f"webhooks.listen ({named} {settings.source_of(named, long=True)})")
     if problems.lines:
         raise ConfigError(problems.lines)
     return settings
@@ -157,6 +169,31 @@ def _read_urls_file(givens: Sequence[Given], env: Mapping[str, str],
     if credentials and path.parent == Path(credentials):
         exposure = None
     return UrlsFile(path, origin, tuple(urls), exposure)
+
+
+def _read_hmac_key_file(settings: Settings, problems: Problems) -> SecretStr | None:
+    """``webhooks.hmac_key_file``, read now like a key file (a regular file, bounded; its
+    one line, surrounding whitespace taken off). Problems name the file, never its text."""
+    path = settings.webhooks.hmac_key_file
+    if path is None:
+        return None
+    origin = settings.source_of("webhooks.hmac_key_file", long=True)
+    try:
+        data, _ = read_regular_file(Path(path), KEY_FILE_MAX_BYTES, "webhooks.hmac_key_file")
+    except OSError as exc:
+        problems.add(f"webhooks.hmac_key_file: cannot read {path}: {read_failure(exc)} "
+                     f"({origin})")
+        return None
+    try:
+        key = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        key = ""
+    if len(key) < 16 or not key.isprintable():
+        problems.add(f"webhooks.hmac_key_file: {path} holds no key of at least 16 printable "
+                     f"characters ({origin})")
+        return None
+    problems.known.add(key)
+    return SecretStr(key)
 
 
 def _alert_problems(settings: Settings) -> list[str]:

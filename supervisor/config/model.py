@@ -515,6 +515,89 @@ _LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 _LogFormat = Literal["json", "console", "auto"]
 
 
+def _webhook_path(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.startswith("/") or "?" in value or "#" in value or not value.isprintable():
+            raise PydanticCustomError(
+                "webhook_path", "must be a path starting with / (no query): /webhooks/wasend")
+        if value in ("/livez", "/readyz", "/metrics"):
+            raise PydanticCustomError("webhook_path", "must not be one of the probes' paths")
+    return value
+
+
+def _networks(value: Any) -> Any:
+    value = _split_list(value)
+    if isinstance(value, list | tuple):
+        for item in value:
+            try:
+                ipaddress.ip_network(str(item), strict=False)
+            except ValueError:
+                raise PydanticCustomError(
+                    "network", "{item!r} is not a network (10.0.0.0/8, 2001:db8::/32, "
+                    "192.0.2.7)", {"item": item}) from None
+        return tuple(str(item) for item in value)
+    return value
+
+
+class WebhookSettings(BaseModel):
+    """The endpoint for the provider's session events (a hint: each one has the session
+    read from the API at once). It exists only with ``hmac_key`` (or its file), or with
+    ``allow_unsigned`` set on purpose; otherwise its path answers 404. ``hmac_key`` is a
+    secret: never printed, in ``secret_values()``; ``hmac_key_file`` is read by
+    ``load_settings`` (settings built in code read no file)."""
+
+    model_config = _MODEL_CONFIG
+
+    path: Annotated[str, BeforeValidator(_webhook_path)] = Field(
+        default="/webhooks/wasend", description="the path the provider posts to"
+    )
+    listen: Annotated[str, BeforeValidator(_check_listen)] = Field(
+        default="", description="HOST:PORT of its own (else on http_listen)"
+    )
+    hmac_key: SecretStr | None = Field(
+        default=None, description="the HMAC key the provider signs with (a secret)"
+    )
+    hmac_key_file: Path | None = Field(default=None, description="a file holding hmac_key")
+    allow_unsigned: bool = Field(
+        default=False, description="accept unsigned events (loopback and allow_from only)"
+    )
+    allow_from: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_networks)] = Field(
+        default=(), description="networks unsigned events are accepted from, besides loopback"
+    )
+    max_skew: _PositiveSeconds = Field(
+        default=300.0, description="seconds an event's timestamp may be off; ids kept as long"
+    )
+    queue_max: Annotated[int, _Number, Field(ge=1)] = Field(
+        default=10000, description="sessions waiting to be read at most (then 503)"
+    )
+    concurrency: Annotated[int, _Number, Field(ge=1, le=64)] = Field(
+        default=8, description="sessions read at once"
+    )
+
+    _file_key: SecretStr | None = PrivateAttr(default=None)  # set by load_settings
+
+    @field_validator("hmac_key", mode="before")
+    @classmethod
+    def _check_key(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value.strip()) < 16:
+            raise PydanticCustomError("key_short", "must be at least 16 characters")
+        return value
+
+    def key(self) -> SecretStr | None:
+        """The HMAC key: ``hmac_key_file``'s when given, else ``hmac_key``."""
+        return self._file_key or self.hmac_key
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the endpoint exists (a key, or unsigned events allowed on purpose)."""
+        return self.key() is not None or self.allow_unsigned
+
+    def secret_values(self) -> tuple[str, ...]:
+        key = self.key()
+        return () if key is None else (key.get_secret_value(),)
+
+
 class Settings(BaseSettings):
     """The validated configuration. Build it with ``load_settings``; it is immutable.
 
@@ -612,6 +695,7 @@ class Settings(BaseSettings):
     )
     statuses: StatusSettings = Field(default=StatusSettings())
     alerts: AlertSettings = Field(default=AlertSettings())
+    webhooks: WebhookSettings = Field(default=WebhookSettings())
     log_format: Annotated[_LogFormat, BeforeValidator(_lower)] = Field(
         default="auto", description="json, console, or auto (console on a TTY)"
     )
@@ -702,6 +786,11 @@ class Settings(BaseSettings):
         """Where the key came from (``.describe()``) and how to read it again (``.read()``)."""
         return self._api_key_source
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret of the settings but the API key (which the client adds): the alert
+        URLs and their pieces, the webhooks' HMAC key. For the process's ``Secrets``."""
+        return self.alerts.secret_values() + self.webhooks.secret_values()
+
     @property
     def config_file(self) -> Path | None:
         """The TOML file that was read, if any (the daemon reloads it on SIGHUP)."""
@@ -762,6 +851,7 @@ TABLES: dict[str, type[BaseModel]] = {
     "backoff": BackoffSettings,
     "statuses": StatusSettings,
     "alerts": AlertSettings,
+    "webhooks": WebhookSettings,
 }
 """The tables of keys (``[backoff]`` in TOML, ``backoff.initial`` dotted)."""
 

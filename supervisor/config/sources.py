@@ -91,7 +91,8 @@ STATE_FILE_NAME = "state.db"
 CONFIG_FILE_MAX_BYTES = 1024 * 1024
 """A configuration file longer than this is refused, not read on."""
 
-_PATH_KEYS = frozenset({"api_key_file", "state_path", "alerts.urls_file", "http_auth_file"})
+_PATH_KEYS = frozenset({"api_key_file", "state_path", "alerts.urls_file", "http_auth_file",
+                        "webhooks.hmac_key_file"})
 
 
 def env_var_names(key: str) -> tuple[str, ...]:

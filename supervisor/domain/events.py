@@ -85,6 +85,7 @@ SESSION_GONE: Final = "session.gone"
 SESSION_LOOKUP_FAILED: Final = "session.lookup_failed"
 SESSION_NEEDS_PERSON: Final = "session.needs_person"
 SESSION_NEEDS_PERSON_CLEARED: Final = "session.needs_person_cleared"
+SESSION_NUDGED: Final = "session.nudged"
 SESSION_REAPPEARED: Final = "session.reappeared"
 SESSION_RECOVERED: Final = "session.recovered"
 SESSION_RETRY_REQUESTED: Final = "session.retry_requested"
@@ -110,3 +111,8 @@ STATE_WRITE_CONFLICT: Final = "state.write_conflict"
 # systemd.*
 SYSTEMD_NOTIFY_FAILED: Final = "systemd.notify_failed"
 SYSTEMD_NOTIFY_RESTORED: Final = "systemd.notify_restored"
+
+# webhook.*
+WEBHOOK_NUDGE_FAILED: Final = "webhook.nudge_failed"
+WEBHOOK_RECEIVED: Final = "webhook.received"
+WEBHOOK_REJECTED: Final = "webhook.rejected"

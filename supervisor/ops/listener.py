@@ -41,6 +41,12 @@ reset otherwise), and at most ``max_app_requests`` (64) are answered at once (50
 The probes and ``/metrics`` never go through it: their routes are answered as before, in
 the callback. Without ``app`` an unknown path is 404, as before.
 
+POST endpoints (``posts``: path -> callable(headers, body, peer) -> Reply): the
+provider's webhooks. A POST to one of them (a body of at most ``max_request_bytes``) is
+answered in the callback that brings its last bytes, like a probe: the endpoint only
+checks and queues (``supervisor.webhooks``), it never waits. Another method on its path
+is 405.
+
 Shed and timed-out connections are reset (``SO_LINGER`` 0), not closed: the client
 learns at once, and no ``TIME_WAIT`` state is left behind for each one of a flood.
 
@@ -117,6 +123,8 @@ class Reply(msgspec.Struct, frozen=True):
 
 
 Route = Callable[[], Reply]
+# A POST endpoint answered in the callback: (headers, lower-case names; the body; the peer).
+Post = Callable[[Mapping[str, str], bytes, str], Reply]
 App = Callable[..., Any]  # an ASGI application (typed loosely: no Starlette import here)
 
 
@@ -144,11 +152,13 @@ class HttpListener:
         shed_log_interval: float = SHED_LOG_INTERVAL,
         app: App | None = None,
         max_app_requests: int = MAX_APP_REQUESTS,
+        posts: Mapping[str, Post] | None = None,
     ) -> None:
         pool, default_backlog = connection_limits()
         self.host = host
         self.port = port
         self.routes = dict(routes)
+        self.posts = dict(posts or {})
         self.header_timeout = header_timeout
         self.timeout = timeout
         self.max_request_bytes = max_request_bytes
@@ -210,7 +220,8 @@ class HttpListener:
                 detail = os.strerror(exc.errno)
             raise ListenError(f"cannot listen on {where}: {detail}") from None
         page = {} if self.app is None else {"status_page": True}
-        log.info(ev.HTTP_LISTENING, address=self.describe(), paths=sorted(self.routes),
+        log.info(ev.HTTP_LISTENING, address=self.describe(),
+                 paths=sorted([*self.routes, *self.posts]),
                  max_connections=self.max_connections, max_per_peer=self.max_per_peer, **page)
 
     async def close(self) -> None:
@@ -322,7 +333,24 @@ class HttpListener:
         """Whether the application answers this request (a path that is no route's)."""
         if self.app is None:
             return False
-        return request.target.split(b"?", 1)[0].decode("ascii", "replace") not in self.routes
+        path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
+        return path not in self.routes and path not in self.posts
+
+    def _post(self, request: h11.Request, body: bytes, peer: str) -> Reply | None:
+        """The answer of a POST endpoint (None: the path is none of theirs)."""
+        path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
+        post = self.posts.get(path)
+        if post is None:
+            return None
+        if request.method != b"POST":
+            return Reply(405, b"method not allowed\n", headers=(("allow", "POST"),))
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1")
+                   for name, value in request.headers}
+        try:
+            return post(headers, body, peer)
+        except Exception:
+            log.exception(ev.HTTP_ROUTE_FAILED, path=path)
+            return _text(500, "internal error")
 
     def _answer(self, request: h11.Request) -> Reply:
         path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
@@ -434,7 +462,7 @@ class _Connection(asyncio.Protocol):
                     self.body += len(event.data)
                     if self.body > self.listener.max_request_bytes:
                         raise _TooLarge
-                    if self.listener.app is not None:
+                    if self.listener.app is not None or self.listener.posts:
                         self.chunks.append(bytes(event.data))
                 elif isinstance(event, h11.ConnectionClosed):
                     self.done = True  # the client left without asking anything
@@ -443,6 +471,12 @@ class _Connection(asyncio.Protocol):
                     self._send(conn, _text(400, "bad request"))
                 elif self.listener._for_app(self.request):
                     self._hand_to_app(conn, self.request)
+                elif (posted := self.listener._post(self.request, b"".join(self.chunks),
+                                                    self.peer)) is not None:
+                    self.chunks = []
+                    self._send(conn, posted)
+                    log.debug(ev.HTTP_REQUEST, method="POST", path=self.request.target.decode(
+                        "ascii", "replace"), status=posted.status)
                 else:
                     request = self.request
                     reply = self.listener._answer(request)

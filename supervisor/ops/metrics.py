@@ -16,7 +16,7 @@ Per-session series exist only with ``metrics_per_session = true``. Every name st
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -99,6 +99,7 @@ class Metrics:
             registry=alerting)
         self._gate: RateGate | None = None
         self._listener: HttpListener | None = None
+        self._webhooks: tuple[Mapping[str, int], Callable[[], int]] | None = None
         self._census: Census | None = None
         self._consecutive_failures = 0
         r.register(_StateCollector(self))
@@ -110,6 +111,12 @@ class Metrics:
 
     def watch_listener(self, listener: HttpListener) -> None:
         self._listener = listener
+
+    def watch_webhooks(self, counts: Mapping[str, int], reads: Callable[[], int]) -> None:
+        """The webhook endpoint's outcomes (``counts``, by outcome) and the session reads
+        they made (``reads()``): only with webhooks on, so ``/metrics`` without them is as
+        before."""
+        self._webhooks = (counts, reads)
 
     def observe_request(self, call: str, http_status: int | None, seconds: float) -> None:
         status = "none" if http_status is None else str(http_status)
@@ -216,6 +223,20 @@ class Metrics:
             for reason, count in listener.dropped.items():
                 dropped.add_metric([reason], count)
             yield dropped
+        if self._webhooks is not None:
+            counts, reads = self._webhooks
+            received = CounterMetricFamily(
+                PREFIX + "webhooks",
+                "Webhook requests by outcome (accepted, ignored, or why refused: signature, "
+                "skew, duplicate, malformed, peer, unknown_session, queue_full).",
+                labels=["outcome"])
+            for outcome, count in counts.items():
+                received.add_metric([outcome], count)
+            yield received
+            yield CounterMetricFamily(
+                PREFIX + "webhook_reads",
+                "Sessions read from the API because a webhook spoke of them (coalesced).",
+                value=reads())
         if self.per_session and census is not None:
             yield from _per_session(census)
 

@@ -66,7 +66,7 @@ _T = TypeVar("_T")
 class Api(Protocol):
     async def list_sessions(self) -> SessionList: ...
 
-    async def get_session(self, session_id: str) -> SessionInfo: ...
+    async def get_session(self, session_id: str, *, spare: bool = False) -> SessionInfo: ...
 
     async def restart(self, session_id: str) -> SessionInfo: ...
 
@@ -331,6 +331,52 @@ class Supervisor:
         await self._act(record, action, result)
         return result, await self._keep(partial(self.store.get, session_id))
 
+    def known_as(self, name: str) -> str | None:
+        """The id of the supervised session a webhook names: by its id, else by its name
+        (the provider's envelope names the session, which may be its name); None when it
+        is none of ours (unknown to the state and not configured)."""
+        if self.configured:
+            if name in self.configured:
+                return name
+        elif self.store.get(name) is not None:
+            return name
+        for record in self.store.records():
+            if record.name == name and (not self.configured
+                                        or record.session_id in self.configured):
+                return record.session_id
+        return None
+
+    async def nudge(self, name: str) -> str | None:
+        """A webhook spoke of the session ``name``: read it now (one GET through the rate
+        gate) and decide on what the API said, exactly as after a poll (the same claims,
+        so a poll deciding at the same time cannot make a second restart), acting on it
+        at once. The status read; None when there was nothing to read (the key refused, a
+        lookup failed, the session gone). Raises LookupError for a session that is none
+        of ours, before any request. ``session.nudged`` says what it read."""
+        session_id = await self._keep(partial(self.known_as, name))
+        if session_id is None:
+            raise LookupError(name)
+        result = PollResult(ok=True)
+        if self.auth.blocked:
+            return None
+        observed_at = self.clock.now()
+        found = await self._lookup([session_id], False, result, spare=True)
+        if not found:
+            return None
+        info = found[0]
+        log.info(ev.SESSION_NUDGED, session_id=session_id, status=info.status)
+
+        def decide() -> list[tuple[Record, Action]]:
+            pending: list[tuple[Record, Action]] = []
+            with self._journal.held(), self.store.transaction():
+                result.held = self.store.holds()
+                self._decide(info, observed_at, self.clock.now(), False, result, pending)
+            return pending
+
+        for record, action in await self._keep(decide):
+            await self._act(record, action, result)
+        return info.status
+
     def _decide_all(
         self, seen: list[SessionInfo], observed_at: float, dry_run: bool, result: PollResult,
     ) -> list[tuple[Record, Action]]:
@@ -451,15 +497,17 @@ class Supervisor:
         return seen
 
     async def _lookup(
-        self, session_ids: list[str], dry_run: bool, result: PollResult
+        self, session_ids: list[str], dry_run: bool, result: PollResult, *,
+        spare: bool = False,
     ) -> list[SessionInfo]:
-        """GET sessions the list did not show, a few at a time."""
+        """GET sessions the list did not show, a few at a time (``spare``: after every
+        other request at the gate)."""
         limit = asyncio.Semaphore(self.get_concurrency)
 
         async def one(session_id: str) -> SessionInfo | None:
             async with limit:
                 try:
-                    return await self.client.get_session(session_id)
+                    return await self.client.get_session(session_id, spare=spare)
                 except SessionGone:
                     await self._keep(partial(self._gone, session_id, dry_run, result))
                 except AuthFailed as exc:

@@ -7,6 +7,9 @@ rest of the ``supervisor`` package. See ``docs/simulator.md``.
 - :class:`SimulatorServer`: that over real HTTP (uvicorn in a background thread).
 - :func:`serve`: the same in the foreground, until SIGINT/SIGTERM.
 - :func:`load_scenario`: read and check a TOML/JSON scenario (:class:`ScenarioError`).
+
+With a webhook URL it posts WAHA-shaped ``session.status`` events on every status
+change (:mod:`.webhooks`).
 """
 
 from .app import admin_requires_key, create_app
@@ -22,6 +25,10 @@ from .faults import (
     RequestFilter,
     ScheduledFailure,
     ServerErrors,
+    WebhookDelay,
+    WebhookFaults,
+    WebhookRetries,
+    WebhookSettings,
 )
 from .gate import Admission
 from .reqlog import RequestRecord
@@ -29,6 +36,7 @@ from .scenario import Scenario, ScenarioError, SessionSpec, load_scenario, parse
 from .server import SimulatorServer, serve
 from .simulator import Simulator
 from .state import UnknownSession
+from .webhooks import WebhookRecord
 
 __all__ = [
     "Admission",
@@ -52,6 +60,11 @@ __all__ = [
     "SimulatorServer",
     "SystemClock",
     "UnknownSession",
+    "WebhookDelay",
+    "WebhookFaults",
+    "WebhookRecord",
+    "WebhookRetries",
+    "WebhookSettings",
     "admin_requires_key",
     "create_app",
     "load_scenario",

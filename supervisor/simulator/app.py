@@ -365,6 +365,44 @@ def _admin_routes(sim: Simulator) -> list[Route]:
         sim.reset()
         return JSONResponse({"reset": True})
 
+    async def get_webhooks(request: Request) -> Response:
+        query = request.query_params
+        records = sim.webhooks(after=_query_int(query, "after"))
+        limit = _query_int(query, "limit")
+        if limit is not None:
+            records = records[-limit:] if limit > 0 else []
+        return JSONResponse({"webhooks": [r.to_dict() for r in records], "count": len(records)})
+
+    async def clear_webhooks(request: Request) -> Response:
+        sim.clear_webhooks()
+        return JSONResponse({"cleared": True})
+
+    async def webhook_settings(request: Request) -> Response:
+        return JSONResponse(sim.webhook_settings.to_dict())
+
+    async def patch_webhooks(request: Request) -> Response:
+        return JSONResponse(sim.update_webhooks(**await _json_body(request)).to_dict())
+
+    async def burst(request: Request) -> Response:
+        body = await _json_body(request)
+        unknown = set(body) - {"count", "sessions", "status", "bad_signature"}
+        if unknown:
+            raise ScenarioError(f"{sorted(unknown)[0]}: unknown key (use count, sessions, "
+                                "status, bad_signature)")
+        sessions = body.get("sessions")
+        if sessions is not None and (
+            not isinstance(sessions, list) or not all(isinstance(s, str) for s in sessions)
+        ):
+            raise ScenarioError("sessions: must be a list of session ids or null")
+        status = body.get("status", "WORKING")
+        if not isinstance(status, str):
+            raise ScenarioError("status: must be a string")
+        bad = body.get("bad_signature", False)
+        if not isinstance(bad, bool):
+            raise ScenarioError("bad_signature: must be true or false")
+        queued = sim.webhook_burst(body.get("count", 0), sessions, status, bad)
+        return JSONResponse({"queued": queued}, status_code=202)
+
     return [
         Route("/sessions", _admin(list_states), methods=["GET"]),
         Route("/sessions", _admin(add_sessions), methods=["POST"]),
@@ -379,6 +417,11 @@ def _admin_routes(sim: Simulator) -> list[Route]:
         Route("/requests", _admin(clear_requests), methods=["DELETE"]),
         Route("/stats", _admin(stats), methods=["GET"]),
         Route("/reset", _admin(reset), methods=["POST"]),
+        Route("/webhooks", _admin(get_webhooks), methods=["GET"]),
+        Route("/webhooks", _admin(clear_webhooks), methods=["DELETE"]),
+        Route("/webhooks", _admin(patch_webhooks), methods=["PATCH"]),
+        Route("/webhooks/settings", _admin(webhook_settings), methods=["GET"]),
+        Route("/webhooks/burst", _admin(burst), methods=["POST"]),
     ]
 
 

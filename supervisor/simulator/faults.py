@@ -8,16 +8,21 @@ reset). Parsing and validation live in :mod:`supervisor.simulator.scenario`.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 ListShape = Literal["nested", "flat", "array"]
 RetryAfterForm = Literal["seconds", "http-date", "absent", "raw"]
 OutageMode = Literal["503", "refuse"]
+RetryPolicy = Literal["constant", "linear", "exponential"]
+HmacAlgorithm = Literal["sha512", "sha256"]
 
 LIST_SHAPES: Final[tuple[ListShape, ...]] = ("nested", "flat", "array")
 RETRY_AFTER_FORMS: Final[tuple[RetryAfterForm, ...]] = ("seconds", "http-date", "absent", "raw")
 OUTAGE_MODES: Final[tuple[OutageMode, ...]] = ("503", "refuse")
+RETRY_POLICIES: Final[tuple[RetryPolicy, ...]] = ("constant", "linear", "exponential")
+HMAC_ALGORITHMS: Final[tuple[HmacAlgorithm, ...]] = ("sha512", "sha256")
 
 KINDS: Final = frozenset(
     {"list", "get", "create", "delete", "start", "stop", "restart", "qr", "other"}
@@ -27,6 +32,15 @@ KINDS: Final = frozenset(
 DEFAULT_HANG_SECONDS: Final = 3600.0
 DEFAULT_QR_ROTATE: Final = 20.0
 """Seconds between two QR codes of a session in SCAN_QR_CODE (WhatsApp: about 20)."""
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user info, if any, replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _names(values: frozenset[str] | None) -> list[str] | None:
@@ -176,6 +190,42 @@ class Outage:
 
 
 @dataclass(frozen=True)
+class WebhookDelay:
+    """With probability ``rate``, an event is held back ``seconds`` before it is sent."""
+
+    rate: float = 0.0
+    seconds: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rate": self.rate, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class WebhookFaults:
+    """Faults of the webhooks the simulator sends, each a probability per event.
+
+    ``drop``: never sent; ``duplicate``: sent twice (the same id); ``delay``: held back;
+    ``reorder``: swapped with the next event of the same session; ``bad_signature``:
+    sent with a wrong ``X-Webhook-Hmac``.
+    """
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    delay: WebhookDelay = field(default_factory=WebhookDelay)
+    reorder: float = 0.0
+    bad_signature: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "drop": self.drop,
+            "duplicate": self.duplicate,
+            "delay": self.delay.to_dict(),
+            "reorder": self.reorder,
+            "bad_signature": self.bad_signature,
+        }
+
+
+@dataclass(frozen=True)
 class Faults:
     """Everything that can be changed while the simulator runs: options and faults."""
 
@@ -195,6 +245,7 @@ class Faults:
     hang: Hang = field(default_factory=Hang)
     malformed_json: MalformedJson = field(default_factory=MalformedJson)
     outage: Outage | None = None
+    webhook_faults: WebhookFaults = field(default_factory=WebhookFaults)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, with every key; accepted back by ``PUT /_simulator/faults``."""
@@ -215,4 +266,59 @@ class Faults:
             "hang": self.hang.to_dict(),
             "malformed_json": self.malformed_json.to_dict(),
             "outage": None if self.outage is None else self.outage.to_dict(),
+            "webhook_faults": self.webhook_faults.to_dict(),
+        }
+
+
+DEFAULT_RETRY_DELAY: Final = 2.0
+DEFAULT_RETRY_ATTEMPTS: Final = 15
+
+
+@dataclass(frozen=True)
+class WebhookRetries:
+    """WAHA's retries of a failed delivery (a non-2xx answer or a transport error).
+
+    ``attempts`` counts every try, the first one included; the wait before try ``n + 1``
+    is ``delay`` (``constant``), ``delay * n`` (``linear``) or ``delay * 2 ** (n - 1)``
+    (``exponential``).
+    """
+
+    policy: RetryPolicy = "constant"
+    delay: float = DEFAULT_RETRY_DELAY
+    attempts: int = DEFAULT_RETRY_ATTEMPTS
+
+    def wait(self, attempt: int) -> float:
+        """Seconds to wait after failed try number ``attempt`` (from 1)."""
+        if self.policy == "linear":
+            return self.delay * attempt
+        if self.policy == "exponential":
+            return self.delay * 2.0 ** (attempt - 1)
+        return self.delay
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "delay": self.delay, "attempts": self.attempts}
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Where and how the simulator sends its webhooks (no ``url``: none are sent).
+
+    The HMAC key is a secret: it is kept out of ``repr`` and out of :meth:`to_dict`,
+    which says only whether one is set (and hides a password in the URL).
+    """
+
+    url: str | None = field(default=None, repr=False)
+    hmac_key: str | None = field(default=None, repr=False)
+    hmac_algorithm: HmacAlgorithm = "sha512"
+    legacy: bool = False
+    retries: WebhookRetries = field(default_factory=WebhookRetries)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of ``PATCH /_simulator/webhooks`` (the key only as set or not)."""
+        return {
+            "webhook_url": None if self.url is None else _without_password(self.url),
+            "webhook_hmac_key_set": self.hmac_key is not None,
+            "webhook_hmac_algorithm": self.hmac_algorithm,
+            "webhook_legacy": self.legacy,
+            "webhook_retries": self.retries.to_dict(),
         }

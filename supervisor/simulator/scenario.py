@@ -13,20 +13,24 @@ import difflib
 import json
 import math
 import tomllib
+import urllib.parse
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, cast
 
 from . import statuses
 from .faults import (
     DEFAULT_QR_ROTATE,
+    HMAC_ALGORITHMS,
     KINDS,
     LIST_SHAPES,
     OUTAGE_MODES,
     RETRY_AFTER_FORMS,
+    RETRY_POLICIES,
     Faults,
     Hang,
+    HmacAlgorithm,
     Latency,
     ListShape,
     MalformedJson,
@@ -36,8 +40,13 @@ from .faults import (
     RateLimit,
     RequestFilter,
     RetryAfterForm,
+    RetryPolicy,
     ScheduledFailure,
     ServerErrors,
+    WebhookDelay,
+    WebhookFaults,
+    WebhookRetries,
+    WebhookSettings,
 )
 
 DEFAULT_SESSION_COUNT: Final = 10
@@ -73,6 +82,7 @@ class Scenario:
     initial_status: str = statuses.WORKING
     sessions: tuple[SessionSpec, ...] = ()
     faults: Faults = field(default_factory=Faults)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
 
 _MISSING: Final = object()
@@ -323,6 +333,14 @@ FAULT_KEYS: Final = (
     "hang",
     "malformed_json",
     "outage",
+    "webhook_faults",
+)
+WEBHOOK_KEYS: Final = (
+    "webhook_url",
+    "webhook_hmac_key",
+    "webhook_hmac_algorithm",
+    "webhook_legacy",
+    "webhook_retries",
 )
 SECTION_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "random_failures": ("rate", "status", "sessions"),
@@ -340,7 +358,10 @@ SECTION_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "hang": ("rate", "always", "seconds", *_FILTER_KEYS),
     "malformed_json": ("rate", *_FILTER_KEYS),
     "outage": ("at", "duration", "mode"),
+    "webhook_faults": ("drop", "duplicate", "delay", "reorder", "bad_signature"),
+    "webhook_retries": ("policy", "delay", "attempts"),
 }
+_DELAY_KEYS: Final = ("rate", "seconds")
 SESSION_KEYS: Final = (
     "id",
     "status",
@@ -354,7 +375,9 @@ SESSION_KEYS: Final = (
     "webhook_url",
     "zombie",
 )
-SCENARIO_KEYS: Final = ("session_count", "initial_status", "sessions", *FAULT_KEYS)
+SCENARIO_KEYS: Final = (
+    "session_count", "initial_status", "sessions", *FAULT_KEYS, *WEBHOOK_KEYS
+)
 
 
 def _faults(t: _Table) -> Faults:
@@ -365,6 +388,8 @@ def _faults(t: _Table) -> Faults:
     hang = t.table("hang", SECTION_KEYS["hang"])
     malformed = t.table("malformed_json", SECTION_KEYS["malformed_json"])
     outage = t.table("outage", SECTION_KEYS["outage"]) if t.has("outage") else None
+    hooks = t.table("webhook_faults", SECTION_KEYS["webhook_faults"])
+    delay = hooks.table("delay", _DELAY_KEYS)
     return Faults(
         seed=t.optional_integer("seed"),
         list_shape=cast(ListShape, t.choice("list_shape", "nested", LIST_SHAPES)),
@@ -395,6 +420,16 @@ def _faults(t: _Table) -> Faults:
         ),
         malformed_json=MalformedJson(rate=malformed.probability("rate"), only=_filter(malformed)),
         outage=None if outage is None else _outage(outage),
+        webhook_faults=WebhookFaults(
+            drop=hooks.probability("drop"),
+            duplicate=hooks.probability("duplicate"),
+            delay=WebhookDelay(
+                rate=delay.probability("rate"),
+                seconds=delay.number("seconds", WebhookDelay.seconds, maximum=3600.0),
+            ),
+            reorder=hooks.probability("reorder"),
+            bad_signature=hooks.probability("bad_signature"),
+        ),
     )
 
 
@@ -424,6 +459,60 @@ def merge_faults(current: Faults, patch: Mapping[str, Any], where: str = "") -> 
         else:
             merged[key] = value
     return parse_faults(merged, where)
+
+
+def webhook_url(value: object, where: str = "webhook_url") -> str:
+    """An ``http://`` or ``https://`` URL with a host (raises :class:`ScenarioError`)."""
+    if not isinstance(value, str):
+        raise ScenarioError(f"{where}: must be a string, got {_kind(value)}")
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not value.isprintable():
+        raise ScenarioError(f"{where}: must be an http:// or https:// URL with a host")
+    return value
+
+
+def _webhook_key(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ScenarioError(f"{where}: must be a non-empty string")
+    return value
+
+
+def merge_webhooks(
+    current: WebhookSettings, patch: Mapping[str, Any], where: str = ""
+) -> WebhookSettings:
+    """Apply the ``webhook_*`` keys of ``patch`` to ``current`` (the scenario's keys, as
+    in ``PATCH /_simulator/webhooks``): a key given replaces its value, null returns it to
+    its default; ``webhook_retries`` is merged key by key."""
+    t = _Table(patch, where, WEBHOOK_KEYS)
+    new = current
+    if "webhook_url" in t.data:
+        raw = t.data["webhook_url"]
+        new = replace(new, url=None if raw is None else webhook_url(raw, t.path("webhook_url")))
+    if "webhook_hmac_key" in t.data:
+        raw = t.data["webhook_hmac_key"]
+        key = None if raw is None else _webhook_key(raw, t.path("webhook_hmac_key"))
+        new = replace(new, hmac_key=key)
+    if "webhook_hmac_algorithm" in t.data:
+        algorithm = t.choice("webhook_hmac_algorithm", "sha512", HMAC_ALGORITHMS)
+        new = replace(new, hmac_algorithm=cast(HmacAlgorithm, algorithm))
+    if "webhook_legacy" in t.data:
+        new = replace(new, legacy=t.boolean("webhook_legacy", False))
+    if "webhook_retries" in t.data:
+        raw = t.data["webhook_retries"]
+        old = {} if raw is None else new.retries.to_dict()
+        given = raw if isinstance(raw, Mapping) else ({} if raw is None else raw)
+        retries = _Table(given, t.path("webhook_retries"), SECTION_KEYS["webhook_retries"])
+        merged = _Table({**old, **retries.data}, retries.where, SECTION_KEYS["webhook_retries"])
+        new = replace(
+            new,
+            retries=WebhookRetries(
+                policy=cast(RetryPolicy, merged.choice("policy", "constant", RETRY_POLICIES)),
+                delay=merged.number("delay", WebhookRetries.delay, maximum=3600.0),
+                attempts=merged.integer("attempts", WebhookRetries.attempts, minimum=1,
+                                        maximum=1000),
+            ),
+        )
+    return new
 
 
 def _session_spec(t: _Table, default_status: str) -> SessionSpec:
@@ -465,6 +554,7 @@ def parse_scenario(data: Mapping[str, Any], where: str = "") -> Scenario:
     """Validate a whole scenario document (already decoded from TOML or JSON)."""
     top = _Table(data, where, SCENARIO_KEYS)
     fault_data = {k: v for k, v in top.data.items() if k in FAULT_KEYS}
+    webhook_data = {k: v for k, v in top.data.items() if k in WEBHOOK_KEYS}
     initial = top.status("initial_status", statuses.WORKING)
     count = None
     if top.has("session_count"):
@@ -475,6 +565,7 @@ def parse_scenario(data: Mapping[str, Any], where: str = "") -> Scenario:
         initial_status=initial,
         sessions=parse_session_specs(explicit, top.path("sessions"), initial),
         faults=parse_faults(fault_data, where),
+        webhooks=merge_webhooks(WebhookSettings(), webhook_data, where),
     )
 
 

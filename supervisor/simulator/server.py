@@ -4,7 +4,10 @@
 bind error surfaces in :meth:`~SimulatorServer.start`), runs uvicorn on its own event
 loop in a daemon thread, and watches for ``refuse`` outages: it closes the listening
 sockets (new connections are refused), drops the open ones, and binds the same port
-again when the outage ends.
+again when the outage ends. On the same loop it sends the simulator's webhooks (the
+:class:`~.webhooks.Dispatcher`) and, while webhooks are on, runs a timer that wakes at
+the earliest pending change of any session and applies it, so that its event goes out
+at its time rather than at the next request.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .app import HangControl, admin_requires_key, create_app
 from .scenario import Scenario, load_scenario
 from .simulator import Simulator
+from .webhooks import Dispatcher
 
 WATCH_INTERVAL: Final = 0.01
+TIMER_MAX_WAIT: Final = 0.25  # the timer looks again at least this often (a moved clock)
 START_TIMEOUT: Final = 10.0
 DEFAULT_PORT: Final = 8787
 
@@ -97,7 +102,8 @@ class SimulatorServer:
     ``start()`` returns once the server listens; ``stop()`` shuts it down; it is also a
     context manager. Port 0 picks a free port (``.port`` then reports it). Either pass a
     ready ``simulator`` or let the server build one from ``sessions``, ``api_key`` and
-    ``scenario`` (a :class:`Scenario` or the path of a scenario file).
+    ``scenario`` (a :class:`Scenario` or the path of a scenario file), and
+    ``webhook_url``/``webhook_hmac_key`` (which win over the scenario's).
     """
 
     def __init__(
@@ -109,12 +115,17 @@ class SimulatorServer:
         sessions: int | None = None,
         api_key: str | None = None,
         scenario: Scenario | str | Path | None = None,
+        webhook_url: str | None = None,
+        webhook_hmac_key: str | None = None,
     ) -> None:
-        if simulator is not None and (sessions, api_key, scenario) != (None, None, None):
-            raise ValueError("give either a simulator or sessions/api_key/scenario, not both")
+        given = (sessions, api_key, scenario, webhook_url, webhook_hmac_key)
+        if simulator is not None and given != (None,) * len(given):
+            raise ValueError("give either a simulator or sessions/api_key/scenario/webhooks, "
+                             "not both")
         if simulator is None:
             loaded = load_scenario(scenario) if isinstance(scenario, str | Path) else scenario
-            simulator = Simulator(loaded, sessions=sessions, api_key=api_key)
+            simulator = Simulator(loaded, sessions=sessions, api_key=api_key,
+                                  webhook_url=webhook_url, webhook_hmac_key=webhook_hmac_key)
         self.simulator: Final[Simulator] = simulator
         self.host = host
         self._requested_port = port
@@ -259,14 +270,42 @@ class SimulatorServer:
             if done:
                 await serving  # raises what stopped it
                 return
+        helpers = [
+            asyncio.create_task(self._watch(server, config)),
+            asyncio.create_task(Dispatcher(self.simulator.webhook_hub, self.simulator.clock).run()),
+            asyncio.create_task(self._timer()),
+        ]
         self._ready.set()
-        watcher = asyncio.create_task(self._watch(server, config))
         try:
             await serving
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _timer(self) -> None:
+        """While webhooks are on, apply each change of status at its time."""
+        loop = asyncio.get_running_loop()
+        kick = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(kick.set)
+
+        sim = self.simulator
+        sim.attach_timer(wake)
+        try:
+            while True:
+                kick.clear()
+                due = sim.advance_due()
+                wait = TIMER_MAX_WAIT if due is None else min(max(due, 0.0), TIMER_MAX_WAIT)
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(kick.wait(), wait)
+        finally:
+            sim.attach_timer(None)
 
     async def _watch(self, server: uvicorn.Server, config: uvicorn.Config) -> None:
         """Close the port during a ``refuse`` outage; bind it again afterwards."""
@@ -309,6 +348,8 @@ def serve(
     api_key: str | None = None,
     scenario_path: str | Path | None = None,
     out: TextIO | None = None,
+    webhook_url: str | None = None,
+    webhook_hmac_key: str | None = None,
 ) -> int:
     """Run the simulator in the foreground until SIGINT or SIGTERM, then return 0.
 
@@ -321,7 +362,8 @@ def serve(
     stream = out if out is not None else sys.stdout
     scenario = load_scenario(scenario_path) if scenario_path is not None else None
     server = SimulatorServer(
-        host=host, port=port, sessions=sessions, api_key=api_key, scenario=scenario
+        host=host, port=port, sessions=sessions, api_key=api_key, scenario=scenario,
+        webhook_url=webhook_url, webhook_hmac_key=webhook_hmac_key,
     )
     stop = threading.Event()
 

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 
 from . import render
 from .clock import Clock, SystemClock
-from .faults import Faults, ListShape, OutageMode
+from .faults import Faults, ListShape, OutageMode, WebhookSettings
 from .gate import Admission, Gate
 from .reqlog import DEFAULT_LOG_SIZE, RequestLog, RequestRecord
 from .scenario import (
@@ -31,12 +31,14 @@ from .scenario import (
     ScenarioError,
     SessionSpec,
     merge_faults,
+    merge_webhooks,
     parse_faults,
     parse_session_specs,
     parse_status,
 )
-from .state import SessionState, SessionTable, UnknownSession, Verdict, specs_for
+from .state import INF, SessionState, SessionTable, UnknownSession, Verdict, specs_for
 from .statuses import CREATED, SCAN_QR_CODE, WORKING, is_well_formed
+from .webhooks import Outgoing, WebhookHub, WebhookRecord, event_id
 
 Action = Literal["start", "stop", "restart"]
 _QR_BYTES: Final = 30 + 3 * 32  # the ref, then three 32-byte keys
@@ -69,7 +71,8 @@ class Simulator:
 
     ``sessions`` (default: the scenario's ``session_count``, else 10) sessions named
     ``sess-0001``… are created, then the scenario's explicit sessions. ``api_key``
-    defaults to a random one. ``clock`` defaults to the system clock.
+    defaults to a random one. ``clock`` defaults to the system clock. ``webhook_url`` and
+    ``webhook_hmac_key``, when given, win over the scenario's (see :meth:`update_webhooks`).
     """
 
     def __init__(
@@ -80,8 +83,14 @@ class Simulator:
         api_key: str | None = None,
         clock: Clock | None = None,
         log_size: int = DEFAULT_LOG_SIZE,
+        webhook_url: str | None = None,
+        webhook_hmac_key: str | None = None,
     ) -> None:
         self._scenario = scenario if scenario is not None else Scenario()
+        overrides = {k: v for k, v in (("webhook_url", webhook_url),
+                                       ("webhook_hmac_key", webhook_hmac_key)) if v is not None}
+        self._webhook_start: Final[WebhookSettings] = merge_webhooks(
+            self._scenario.webhooks, overrides)
         count = sessions if sessions is not None else self._scenario.session_count
         self._count = DEFAULT_SESSION_COUNT if count is None else count
         if not 0 <= self._count <= MAX_SESSIONS:
@@ -98,6 +107,8 @@ class Simulator:
         self._rng = random.Random()
         self._t0 = 0.0
         self._table = SessionTable(Faults(), self._rng, 0.0)
+        self._hooks = WebhookHub(self.clock, self._webhook_start)
+        self._timer_wake: Callable[[], None] | None = None
         self.reset()
 
     # -- time -----------------------------------------------------------------------
@@ -127,6 +138,21 @@ class Simulator:
                 self._table.add(spec, now, offset)
             self._gate.clear()
             self._log.clear()
+            self._hooks.reset(self._webhook_start)
+            self._hook_table()
+
+    def _hook_table(self) -> None:
+        """Have the session table report status changes (and keep its due times for the
+        background timer) while webhooks are on; nothing of the kind while they are off."""
+        on = self._hooks.enabled
+        table = self._table
+        table.on_change = self._status_changed if on else None
+        table.on_sooner = self._timer_wake
+        if table.track_due != on:
+            table.set_tracking(on)
+        wake = self._timer_wake
+        if wake is not None:
+            wake()
 
     def _resolve(self, faults: Faults, now: float) -> Faults:
         """Give an outage without ``at`` the current uptime."""
@@ -454,6 +480,109 @@ class Simulator:
                 return 404, render.error_body(404, f"Session {session_id} not found")
             return 200, b""
 
+    # -- webhooks -------------------------------------------------------------------------
+
+    @property
+    def webhook_settings(self) -> WebhookSettings:
+        """Where and how webhooks are sent now (an immutable value)."""
+        return self._hooks.settings
+
+    def update_webhooks(self, **changes: Any) -> WebhookSettings:
+        """Change some webhook settings, named as the scenario's keys (``webhook_url``,
+        ``webhook_hmac_key``, ``webhook_hmac_algorithm``, ``webhook_legacy``,
+        ``webhook_retries``); None returns one to its default (no URL: none are sent).
+        Raises :class:`ScenarioError` naming a bad key."""
+        with self._lock:
+            new = merge_webhooks(self._hooks.settings, changes)
+            if new.url is not None and not self._hooks.enabled:
+                now, offset = self._times()  # changes before now are not announced
+                for _ in self._table.advance_all(now, offset):
+                    pass
+            self._hooks.configure(new)
+            self._hook_table()
+            return new
+
+    def _status_changed(self, s: SessionState) -> None:
+        """A session's status changed (under the lock): make its event."""
+        hooks = self._hooks
+        ms = s.changed_ms
+        evt = event_id(ms)
+        body = hooks.body(evt=evt, ms=ms, session=s.name, status=s.status, statuses=s.history,
+                          phone=s.phone_number, push_name=s.session_name)
+        item = Outgoing(evt, s.name, s.status, body, hooks.generation)
+        hooks.emit(item, self._table.faults.webhook_faults, self._rng.random)
+
+    def webhooks(self, after: int | None = None) -> list[WebhookRecord]:
+        """The webhook log: every delivery attempt (and dropped event), oldest first."""
+        return self._hooks.records(after)
+
+    def clear_webhooks(self) -> None:
+        """Clear the webhook log and its counters."""
+        self._hooks.clear()
+
+    def webhook_stats(self) -> dict[str, Any]:
+        """Counters of events and deliveries since the last clear."""
+        return self._hooks.counters()
+
+    def webhook_burst(
+        self,
+        count: int,
+        sessions: Sequence[str] | None = None,
+        status: str = WORKING,
+        bad_signature: bool = False,
+    ) -> int:
+        """Queue ``count`` events at once, round robin over ``sessions`` (default: every
+        session), each saying ``status``, without changing any status and without faults
+        (``bad_signature`` signs them all wrongly). Returns how many were queued."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ScenarioError("count: must be a whole number >= 0")
+        if not is_well_formed(status):
+            raise ScenarioError(f"status: malformed status {status!r}")
+        with self._lock:
+            if not self._hooks.enabled:
+                raise ScenarioError("webhook_url: no webhook URL is set")
+            ids = list(self._table.sessions) if sessions is None else list(sessions)
+            targets = [self._table.get(uid) for uid in ids]
+            if count and not targets:
+                raise ScenarioError("sessions: no session to send events for")
+            ms = round(self.clock.now() * 1000)
+            hooks = self._hooks
+            generation = hooks.generation
+
+            def items() -> Iterable[Outgoing]:
+                for n in range(count):
+                    s = targets[n % len(targets)]
+                    evt = event_id(ms)
+                    body = hooks.body(evt=evt, ms=ms, session=s.name, status=status,
+                                      statuses=((status, ms),), phone=s.phone_number,
+                                      push_name=s.session_name)
+                    yield Outgoing(evt, s.name, status, body, generation,
+                                   "bad_signature" if bad_signature else None, bad_signature)
+
+            return hooks.burst(items())
+
+    @property
+    def webhook_hub(self) -> WebhookHub:
+        """What the server's dispatcher sends from."""
+        return self._hooks
+
+    def attach_timer(self, wake: Callable[[], None] | None) -> None:
+        """The server's background timer: ``wake`` (called from any thread) asks it to
+        look again at the earliest due change."""
+        with self._lock:
+            self._timer_wake = wake
+            self._table.on_sooner = wake
+
+    def advance_due(self) -> float | None:
+        """Apply the changes due by now; seconds until the next one, or None when
+        webhooks are off (then nothing advances but through requests, as before)."""
+        with self._lock:
+            if not self._table.track_due:
+                return None
+            now, offset = self._times()
+            at = self._table.advance_due(now, offset)
+            return None if at == INF else at - now
+
     # -- the request log ----------------------------------------------------------------
 
     def requests(self, since: float | None = None, after: int | None = None) -> list[RequestRecord]:
@@ -482,6 +611,7 @@ class Simulator:
                 "uptime": now - self._t0,
                 "outage": self._outage_mode(now),
                 "burst_remaining": faults.rate_limit.burst,
+                "webhooks": self._hooks.counters(),
                 "retry_after_remaining": (
                     None if deadline is None or deadline <= now else deadline - now
                 ),

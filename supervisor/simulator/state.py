@@ -14,9 +14,11 @@ with rate ``-ln(1 - p)`` (so the chance to survive ``t`` seconds is ``(1 - p) **
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -66,6 +68,8 @@ class SessionState:
     sched_at: float = INF
     next_at: float = INF
     entered_at: float = 0.0  # monotonic: when it entered its status (the QR codes count from it)
+    changed_ms: int = 0  # wall time of the last status change, in milliseconds
+    history: tuple[tuple[str, int], ...] = ()  # the last statuses, kept while webhooks are on
     prefix: str = field(default="", repr=False)
     name_json: str = field(default="", repr=False)
     config_json: str = field(default="", repr=False)
@@ -89,6 +93,10 @@ class Verdict(NamedTuple):
 OK: Final = Verdict(200)
 
 
+ChangeHook = Callable[[SessionState], None]
+HISTORY: Final = 5
+
+
 def generated_id(number: int) -> str:
     return f"sess-{number:04d}"
 
@@ -107,6 +115,16 @@ class SessionTable:
         self._sched_times: list[float] = []
         self._lam = 0.0
         self._set_schedule(faults)
+        # Set while webhooks are on: called after each change of a session's status.
+        self.on_change: ChangeHook | None = None
+        # The background timer's view: a heap of (next_at, n, session), kept only while
+        # ``track_due``; ``on_sooner`` is called when a session falls due before
+        # ``planned``, the time the timer plans to wake.
+        self._due: list[tuple[float, int, SessionState]] = []
+        self._tie = itertools.count()
+        self.track_due = False
+        self.planned = INF
+        self.on_sooner: Callable[[], None] | None = None
 
     # -- creation -----------------------------------------------------------------
 
@@ -140,6 +158,7 @@ class SessionTable:
             outcome=spec.outcome,
             zombie=spec.zombie,
             entered_at=now,
+            changed_ms=round((now + offset) * 1000),
         )
         s.prepare()
         self.sessions[spec.id] = s
@@ -180,15 +199,56 @@ class SessionTable:
             yield s
 
     def _enter(self, s: SessionState, status: str, t: float, offset: float) -> None:
+        old = s.status
         s.status = status
         s.zombie = False
         s.entered_at = t
         s.updated_json = f'"{render.iso(t + offset)}"'
         s.pending_at = INF
+        ms = round((t + offset) * 1000)
+        hook = self.on_change
+        if hook is not None and status != old:
+            earlier = s.history or ((old, s.changed_ms),)
+            s.history = (*earlier, (status, ms))[-HISTORY:]
+        s.changed_ms = ms
         self._draw_failure(s, t)
+        if hook is not None and status != old:
+            hook(s)
 
     def _refresh(self, s: SessionState) -> None:
-        s.next_at = min(s.pending_at, s.sched_at, s.fail_at)
+        s.next_at = at = min(s.pending_at, s.sched_at, s.fail_at)
+        if self.track_due and at < INF:
+            heapq.heappush(self._due, (at, next(self._tie), s))
+            if at < self.planned and self.on_sooner is not None:
+                self.planned = at
+                self.on_sooner()
+
+    # -- the background timer -------------------------------------------------------
+
+    def set_tracking(self, on: bool) -> None:
+        """Keep (or stop keeping) the heap of due times the background timer reads."""
+        self.track_due = on
+        self._due = []
+        if on:
+            self._due = [(s.next_at, next(self._tie), s)
+                         for s in self.sessions.values() if s.next_at < INF]
+            heapq.heapify(self._due)
+
+    def advance_due(self, now: float, offset: float) -> float:
+        """Apply every event due up to ``now``; return when the next one is due (or INF)."""
+        heap = self._due
+        self.planned = -INF  # no wake-ups for what this very call plans
+        while heap and heap[0][0] <= now:
+            at, _, s = heapq.heappop(heap)
+            if s.next_at == at and self.sessions.get(s.uid) is s:
+                self.advance(s, now, offset)
+        while heap and (heap[0][2].next_at != heap[0][0]
+                        or self.sessions.get(heap[0][2].uid) is not heap[0][2]):
+            heapq.heappop(heap)  # stale: that session was re-planned or removed
+        if len(heap) > 2 * len(self.sessions) + 1024:
+            self.set_tracking(True)  # drop the stale entries
+        self.planned = heap[0][0] if heap else INF
+        return self.planned
 
     def _draw_failure(self, s: SessionState, t: float) -> None:
         rf = self.faults.random_failures

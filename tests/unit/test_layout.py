@@ -29,6 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     # shows them: state.report; the operator's actions: runtime.operator); it is wired by
     # the top (service).
     "web": {"domain", "api", "state", "config", "runtime.operator", *LEAVES},
+    # The webhooks: pure checks and a queue; the supervisor's read is handed in.
+    "webhooks": {"domain", *LEAVES},
     "simulator": set(),
 }
 # What the domain may import from outside the standard library.

@@ -284,3 +284,42 @@ async def test_the_gate_shares_under_the_key_in_use_after_a_reload() -> None:
         if reloaded is not None:
             await reloaded.client.aclose()
         await runtime.aclose()
+
+
+async def test_a_spare_request_waits_for_every_other_request_waiting() -> None:
+    """A webhook's read never holds up a poll's list or a restart: while one waits at the
+    gate, a spare request does not take the next slot."""
+    import asyncio
+
+    from tests.fakes import ManualClock
+    from tests.waiting import until
+
+    clock = ManualClock()
+    gate = RateGate(clock, rate_limit=1.0, max_retry_after=300)
+    order: list[str] = []
+
+    async def ask(name: str, spare: bool) -> None:
+        await gate.acquire(spare=spare)
+        order.append(name)
+
+    await ask("first", False)  # the budget's one slot of this second
+    spare = asyncio.create_task(ask("spare", True))
+    await until(lambda: clock.sleeping == 1)  # the spare one waits for the budget
+    urgent = asyncio.create_task(ask("poll", False))
+    await until(lambda: clock.sleeping == 2)
+    clock.advance(1.0)
+    await until(lambda: len(order) == 2)
+    assert order == ["first", "poll"]
+    await until(lambda: clock.sleeping == 1)
+    clock.advance(1.0)
+    await asyncio.wait_for(asyncio.gather(spare, urgent), 5)
+    assert order == ["first", "poll", "spare"]
+
+
+async def test_spare_requests_alone_go_as_any_other() -> None:
+    clock = FakeClock()
+    gate = RateGate(clock, rate_limit=None, max_retry_after=300)
+    start = clock.monotonic()
+    for _ in range(3):
+        await gate.acquire(spare=True)
+    assert clock.monotonic() == start
