@@ -17,6 +17,9 @@ answer), ``concurrency`` in flight.
   request log), against 1,000.
 * forgeries: badly signed events at 1,000 a second for ``seconds``; the API requests
   beyond the polls' lists they cost.
+* answer time: events at ``answer_rate`` a second, a few connections in flight (a
+  provider's pace, not a flood): each request's time from its connection opened to the
+  answer read, against 10 ms (the endpoint only checks and queues).
 * latency: two daemons side by side, P = 30 s, each against its own simulator with the
   same sessions and the same failures (sessions put in ``FAILED`` one at a time at random
   moments, through the simulator): one with webhooks (the simulator posts its signed
@@ -68,6 +71,8 @@ class Size:
     failure_spacing: float = 0.25  # seconds between two failures, on average
     latency_poll_interval: float = 30.0
     latency_sessions: int = 300
+    answer_rate: float = 200.0
+    answers: int = 1000
 
 
 FULL = Size()
@@ -101,6 +106,26 @@ def request(port: int, body: bytes, now: float, *, forged: bool = False) -> byte
             f"X-Webhook-Timestamp: {int(now * 1000)}\r\n"
             f"X-Webhook-Request-Id: {uuid.uuid4().hex}\r\n\r\n")
     return head.encode() + body
+
+
+async def _timed_one(port: int, raw: bytes) -> tuple[int, float]:
+    started = time.monotonic()
+    status = await _send_one(port, raw)
+    return status, time.monotonic() - started
+
+
+async def paced(port: int, raws: Sequence[bytes], per_second: float,
+                ) -> list[tuple[int, float]]:
+    """Each request sent at its time (``per_second``), its own connection: (status, seconds
+    from the connection opened to the answer read)."""
+    started = time.monotonic()
+    tasks = []
+    for index, raw in enumerate(raws):
+        due = started + index / per_second
+        if due > time.monotonic():
+            await asyncio.sleep(due - time.monotonic())
+        tasks.append(asyncio.ensure_future(_timed_one(port, raw)))
+    return list(await asyncio.gather(*tasks))
 
 
 async def _send_one(port: int, raw: bytes) -> int:
@@ -185,7 +210,9 @@ def run(size: Size = FULL) -> Result:
     hooked: list[float] = []
     polled: list[float] = []
     silent: list[float] = []
+    answer_times: list[float] = []
     for index in range(size.runs):
+        answer_times += _answer_times(size, index)
         got = _latency(size, index)
         hooked += got[0]
         polled += got[1]
@@ -199,6 +226,9 @@ def run(size: Size = FULL) -> Result:
     p = size.poll_interval
     lp = size.latency_poll_interval
     result.figures += [
+        Figure("webhooks.answer_time", f"a signed event's request, connection to answer, "
+               f"{size.answer_rate:g} events a second", "s", "event", answer_times,
+               target=Target.median_at_most(0.01, "median <= 10 ms")),
         Figure("webhooks.restart_latency", f"failure to its restart request, with webhooks "
                f"(P = {lp:g} s)", "s", "failure", hooked, polled,
                target=Target.median_at_most(0.05, "median <= 50 ms")),
@@ -307,6 +337,22 @@ def _latency(size: Size, index: int) -> tuple[list[float], list[float], float]:
             tool.stop()
         for server in servers.values():
             server.stop()
+
+
+def _answer_times(size: Size, index: int) -> list[float]:
+    server = start_simulator({"seed": 400 + index, "session_count": size.sessions})
+    try:
+        ids = server.simulator.session_ids()
+        with daemon(server, f"webhooks-{index}-answers", size) as (_tool, port):
+            now = time.time()
+            raws = [request(port, envelope(ids[i % len(ids)], "WORKING", now), now)
+                    for i in range(size.answers)]
+            got = asyncio.run(paced(port, raws, size.answer_rate))
+        if any(status != 202 for status, _ in got):
+            raise BenchError("an event was not answered 202")
+        return [seconds for _, seconds in got]
+    finally:
+        server.stop()
 
 
 def _throughput(size: Size, index: int) -> tuple[float, list[float], float]:
