@@ -38,7 +38,6 @@ import hmac
 import itertools
 import json
 import random
-import socket
 import time
 import uuid
 from collections import Counter
@@ -52,6 +51,7 @@ from bench.procs import OURS, Tool
 from bench.report import Figure, Result, Target
 from supervisor.domain import events as ev
 from supervisor.simulator import SimulatorServer
+from tests.alerts.receivers import free_port
 
 KEY = "bench-webhook-key-3e8a1f6c2d9b"
 PATH = "/webhooks/wasend"
@@ -77,12 +77,6 @@ class Size:
 
 FULL = Size()
 QUICK = Size(runs=1, seconds=3.0, failures=60)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def envelope(session: str, status: str, now: float) -> bytes:
@@ -187,7 +181,7 @@ async def blast(port: int, raws: Sequence[bytes], concurrency: int,
 def daemon(server: SimulatorServer, name: str, size: Size) -> Iterator[tuple[Tool, int]]:
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     tool = Tool(OURS, server.base_url, API_KEY, poll_interval=size.poll_interval,
                 settings={"http_listen": f"127.0.0.1:{port}", "webhooks.hmac_key": KEY,
                           "webhooks.queue_max": 10_000, "rate_limit": size.rate_limit},
@@ -316,7 +310,7 @@ def _latency(size: Size, index: int) -> tuple[list[float], list[float], float]:
     logs = RESULTS / "logs"
     tools: dict[str, Tool] = {}
     try:
-        port = _free_port()
+        port = free_port()
         servers["hooked"].simulator.update_webhooks(
             webhook_url=f"http://127.0.0.1:{port}{PATH}", webhook_hmac_key=KEY)
         common = {"rate_limit": 50.0}

@@ -112,23 +112,10 @@ def decide(
         return Step(record)
 
     klass = policy.classes.classify(status)
-    events: list[Event] = []
     fresh = record is None or record.phase is Phase.GONE  # not seen before this poll
-    if record is None or record.phase is Phase.GONE:
-        previous = record
-        record = Record(seen.session_id, name=seen.name, phase=Phase.HEALTHY, since=now)
-        if previous is not None:  # it came back
-            record = replace(record, warned_statuses=previous.warned_statuses)
-            events.append(_event(ev.SESSION_REAPPEARED, record, status=status))
-            if klass is StatusClass.HEALTHY:
-                record = replace(record, last_status=status)
-                return Step(record, None, tuple(events))
-    elif record.name != seen.name and seen.name is not None:
-        record = replace(record, name=seen.name)
-
-    # Leaving "needs a person" is worth one event of its own, whatever comes next.
-    if record.phase is Phase.NEEDS_PERSON and klass is not StatusClass.NEEDS_PERSON:
-        events.append(_event(ev.SESSION_NEEDS_PERSON_CLEARED, record, status=status))
+    record, events, back = _sighted(seen, record, klass, now)
+    if back and klass is StatusClass.HEALTHY:
+        return Step(replace(record, last_status=status), None, tuple(events))
 
     disconnected = (klass is StatusClass.HEALTHY and seen.engine_connected is False
                     and policy.zombie_after > 0)
@@ -149,6 +136,29 @@ def decide(
     else:
         step = _seen_unknown(record, status, now, policy, rng)
     return _after(events, step) if events else step
+
+
+def _sighted(
+    seen: SessionInfo, record: Record | None, klass: StatusClass, now: float
+) -> tuple[Record, list[Event], bool]:
+    """The record as a sighting finds it, before any decision: a new one for a session
+    never seen (or gone, then back: ``session.reappeared``, and the third value True), its
+    name as the API gives it, and ``session.needs_person_cleared`` when it leaves that
+    status class (worth an event of its own, whatever comes next)."""
+    events: list[Event] = []
+    back = False
+    if record is None or record.phase is Phase.GONE:
+        previous = record
+        record = Record(seen.session_id, name=seen.name, phase=Phase.HEALTHY, since=now)
+        if previous is not None:  # it came back
+            record = replace(record, warned_statuses=previous.warned_statuses)
+            events.append(_event(ev.SESSION_REAPPEARED, record, status=seen.status))
+            back = True
+    elif seen.name is not None and record.name != seen.name:
+        record = replace(record, name=seen.name)
+    if record.phase is Phase.NEEDS_PERSON and klass is not StatusClass.NEEDS_PERSON:
+        events.append(_event(ev.SESSION_NEEDS_PERSON_CLEARED, record, status=seen.status))
+    return record, events, back
 
 
 def _noted(record: Record, outcome: str, **changes: Any) -> Record:
@@ -368,18 +378,8 @@ def _seen_held(
     the status is written down: an attempt in flight when the hold began is judged at
     the first poll after it."""
     status = seen.status
-    events: list[Event] = []
-    if record is None or record.phase is Phase.GONE:
-        previous = record
-        record = Record(seen.session_id, name=seen.name, phase=Phase.HEALTHY, since=now)
-        if previous is not None:  # it came back
-            record = replace(record, warned_statuses=previous.warned_statuses)
-            events.append(_event(ev.SESSION_REAPPEARED, record, status=status))
-    elif seen.name is not None and record.name != seen.name:
-        record = replace(record, name=seen.name)
     klass = policy.classes.classify(status)
-    if record.phase is Phase.NEEDS_PERSON and klass is not StatusClass.NEEDS_PERSON:
-        events.append(_event(ev.SESSION_NEEDS_PERSON_CLEARED, record, status=status))
+    record, events, _ = _sighted(seen, record, klass, now)
     noted = Step(record if record.last_status == status else
                  replace(record, last_status=status))
     if klass is StatusClass.HEALTHY:

@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
 from supervisor.config.model import BackoffSettings, Settings
 from supervisor.runtime.daemon import Daemon
 from supervisor.runtime.wiring import Runtime, build
+from supervisor.service import Service
 from supervisor.simulator import SimulatorServer, parse_scenario
 from tests.fakes import MaxRandom
 
@@ -83,6 +85,48 @@ class Running:
         self.daemon.request_stop("test")
         status = await asyncio.wait_for(self.task, 10)
         await self.runtime.aclose()
+        return status
+
+
+class Served:
+    """A Service (daemon, listener, hooks) built from ``settings_for(server, **overrides)``
+    (a listener on a free loopback port unless told otherwise) and run in the test's
+    event loop: ``served = await Served(server, ...).start()``; ``stop()`` ends it and
+    says its exit status. ``reloadable``: a SIGHUP loads the same settings again."""
+
+    def __init__(self, server: SimulatorServer, env: dict[str, str] | None = None, *,
+                 reloadable: bool = False, **overrides: Any) -> None:
+        overrides.setdefault("http_listen", "127.0.0.1:0")
+        settings = settings_for(server, **overrides)
+        self.service = Service.build(settings, env=env or {}, rng=MaxRandom(),
+                                     load=(lambda: settings) if reloadable else None)
+        self.http = httpx.AsyncClient(trust_env=False, timeout=5, follow_redirects=False)
+        self.task: asyncio.Task[int] | None = None
+
+    async def start(self) -> Served:
+        await self.service.open()
+        self.task = asyncio.create_task(self.service.run())
+        return self
+
+    def url(self, path: str, *, listener: Any = None) -> str:
+        listener = listener or self.service.listener
+        assert listener is not None
+        host, port = listener.address
+        return f"http://{host}:{port}{path}"
+
+    async def get(self, path: str, token: str | None = None) -> httpx.Response:
+        headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        return await self.http.get(self.url(path), headers=headers)
+
+    async def status(self, path: str) -> int:
+        return (await self.get(path)).status_code
+
+    async def stop(self) -> int:
+        assert self.task is not None
+        self.service.daemon.request_stop("test")
+        status = await asyncio.wait_for(self.task, 10)
+        await self.service.aclose()
+        await self.http.aclose()
         return status
 
 

@@ -6,55 +6,15 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from supervisor.service import Service
-from supervisor.simulator import SimulatorServer
-from tests.e2e.conftest import SimFactory, settings_for
-from tests.fakes import MaxRandom
+from tests.e2e.conftest import Served, SimFactory
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
-
-
-class Served:
-    """A Service (daemon + listener + hooks) running in the test's event loop."""
-
-    def __init__(self, server: SimulatorServer, env: dict[str, str] | None = None,
-                 **overrides: Any) -> None:
-        settings = settings_for(server, http_listen="127.0.0.1:0", **overrides)
-        self.service = Service.build(settings, env=env or {}, rng=MaxRandom())
-        self.http = httpx.AsyncClient(trust_env=False, timeout=5)
-        self.task: asyncio.Task[int] | None = None
-
-    async def start(self) -> Served:
-        await self.service.open()
-        self.task = asyncio.create_task(self.service.run())
-        return self
-
-    def url(self, path: str) -> str:
-        assert self.service.listener is not None
-        host, port = self.service.listener.address
-        return f"http://{host}:{port}{path}"
-
-    async def get(self, path: str) -> httpx.Response:
-        return await self.http.get(self.url(path))
-
-    async def status(self, path: str) -> int:
-        return (await self.get(path)).status_code
-
-    async def stop(self) -> int:
-        assert self.task is not None
-        self.service.daemon.request_stop("test")
-        status = await asyncio.wait_for(self.task, 10)
-        await self.service.aclose()
-        await self.http.aclose()
-        return status
 
 
 async def eventually(served: Served, path: str, status: int, timeout: float = 10) -> None:

@@ -24,8 +24,8 @@ from supervisor.ops.metrics import Metrics
 from supervisor.runtime.wiring import build
 from supervisor.simulator import SimulatorServer
 from supervisor.state.sqlite import SqliteStore
-from tests.e2e.conftest import Running, SimFactory, cli
-from tests.e2e.test_operations import Served, eventually
+from tests.e2e.conftest import Running, Served, SimFactory, cli
+from tests.e2e.test_operations import eventually
 from tests.fakes import MaxRandom
 from tests.faults.conftest import settings_at, start_run
 from tests.waiting import until, wait_for

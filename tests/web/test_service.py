@@ -4,62 +4,24 @@ SIGHUP (a bad one keeping the logins in force), and the one-line refusals at sta
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from structlog.testing import capture_logs
 
 from supervisor.domain import events as ev
-from supervisor.service import Service, web_missing
-from tests.e2e.conftest import ROOT, SimFactory, cli, settings_for
-from tests.fakes import MaxRandom
+from supervisor.service import web_missing
+from tests.e2e.conftest import ROOT, Served, SimFactory, cli
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "service-token-8c1e5b7a2f90d364"
 OTHER = "service-token-new-41d9a0c3e7b2"
-
-
-class Served:
-    """A Service (daemon, listener, page) in the test's event loop."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.http = httpx.AsyncClient(trust_env=False, timeout=5, follow_redirects=False)
-        self.task: asyncio.Task[int] | None = None
-
-    @classmethod
-    async def start(cls, server: Any, **overrides: Any) -> Served:
-        settings = settings_for(server, http_listen="127.0.0.1:0", **overrides)
-        served = cls(Service.build(settings, env={}, load=lambda: settings, rng=MaxRandom()))
-        await served.service.open()
-        served.task = asyncio.create_task(served.service.run())
-        return served
-
-    def url(self, path: str) -> str:
-        assert self.service.listener is not None
-        host, port = self.service.listener.address
-        return f"http://{host}:{port}{path}"
-
-    async def get(self, path: str, token: str | None = None) -> httpx.Response:
-        headers = {} if token is None else {"authorization": f"Bearer {token}"}
-        return await self.http.get(self.url(path), headers=headers)
-
-    async def stop(self) -> int:
-        assert self.task is not None
-        self.service.daemon.request_stop("test")
-        status = await asyncio.wait_for(self.task, 10)
-        await self.service.aclose()
-        await self.http.aclose()
-        return status
 
 
 def auth_file(tmp_path: Path, text: str = f"alice:{TOKEN}\n") -> Path:
@@ -71,7 +33,7 @@ def auth_file(tmp_path: Path, text: str = f"alice:{TOKEN}\n") -> Path:
 
 async def test_without_an_auth_file_the_listener_serves_as_before(
         simulator: SimFactory) -> None:
-    served = await Served.start(simulator({"session_count": 1}))
+    served = await Served(simulator({"session_count": 1}), reloadable=True).start()
     try:
         assert served.service.page is None
         assert served.service.listener is not None and served.service.listener.app is None
@@ -107,7 +69,7 @@ def test_without_an_auth_file_nothing_of_the_page_is_loaded() -> None:
 async def test_the_page_is_served_beside_the_probes(simulator: SimFactory,
                                                     tmp_path: Path) -> None:
     server = simulator({"session_count": 3})
-    served = await Served.start(server, http_auth_file=auth_file(tmp_path))
+    served = await Served(server, reloadable=True, http_auth_file=auth_file(tmp_path)).start()
     try:
         assert (await served.get("/livez")).status_code == 200
         assert (await served.get("/metrics")).status_code == 200  # open: the default
@@ -127,8 +89,8 @@ async def test_the_page_is_served_beside_the_probes(simulator: SimFactory,
 
 
 async def test_metrics_behind_a_token(simulator: SimFactory, tmp_path: Path) -> None:
-    served = await Served.start(simulator({"session_count": 1}),
-                                http_auth_file=auth_file(tmp_path), http_metrics_auth=True)
+    served = await Served(simulator({"session_count": 1}), reloadable=True,
+                          http_auth_file=auth_file(tmp_path), http_metrics_auth=True).start()
     try:
         assert (await served.get("/metrics")).status_code == 401
         assert (await served.get("/metrics", "wrong-token-0123456789")).status_code == 401
@@ -145,7 +107,8 @@ async def test_metrics_behind_a_token(simulator: SimFactory, tmp_path: Path) -> 
 async def test_a_sighup_reads_the_auth_file_again(simulator: SimFactory,
                                                   tmp_path: Path) -> None:
     path = auth_file(tmp_path)
-    served = await Served.start(simulator({"session_count": 1}), http_auth_file=path)
+    served = await Served(simulator({"session_count": 1}), reloadable=True,
+                          http_auth_file=path).start()
     reloader = served.service.reloader
     assert reloader is not None
     try:

@@ -5,7 +5,6 @@ path is 404; an address of its own; one line at start without an address."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -20,10 +19,8 @@ from structlog.testing import capture_logs
 
 from supervisor.config.model import WebhookSettings
 from supervisor.domain import events as ev
-from supervisor.service import Service
 from supervisor.simulator import SimulatorServer
-from tests.e2e.conftest import SimFactory, cli, settings_for
-from tests.fakes import MaxRandom
+from tests.e2e.conftest import Served, SimFactory, cli
 from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
@@ -49,39 +46,23 @@ def signed(body: bytes, key: str = KEY) -> dict[str, str]:
             "x-webhook-request-id": uuid.uuid4().hex}
 
 
-class Served:
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.http = httpx.AsyncClient(trust_env=False, timeout=5)
-        self.task: asyncio.Task[int] | None = None
+async def serve(server: SimulatorServer, **overrides: Any) -> Served:
+    """The service running, its first poll made (the rest of the test is the webhooks'):
+    the poll interval is a minute unless told otherwise."""
+    overrides.setdefault("poll_interval", 60.0)
+    served = await Served(server, **overrides).start()
+    await until(lambda: served.service.daemon.polls >= 1)
+    return served
 
-    @classmethod
-    async def start(cls, server: SimulatorServer, **overrides: Any) -> Served:
-        overrides.setdefault("http_listen", "127.0.0.1:0")
-        overrides.setdefault("poll_interval", 60.0)  # the first poll only: the rest is ours
-        settings = settings_for(server, **overrides)
-        served = cls(Service.build(settings, env={}, load=lambda: settings, rng=MaxRandom()))
-        await served.service.open()
-        served.task = asyncio.create_task(served.service.run())
-        await until(lambda: served.service.daemon.polls >= 1)
-        return served
 
-    def url(self, path: str = "/webhooks/wasend", *, own: bool = False) -> str:
-        listener = self.service.webhook_listener if own else self.service.listener
-        assert listener is not None
-        host, port = listener.address
-        return f"http://{host}:{port}{path}"
+def hook_url(served: Served, *, own: bool = False) -> str:
+    listener = served.service.webhook_listener if own else None
+    return served.url("/webhooks/wasend", listener=listener)
 
-    async def post(self, body: bytes, headers: dict[str, str], **kw: Any) -> httpx.Response:
-        return await self.http.post(self.url(**kw), content=body, headers=headers)
 
-    async def stop(self) -> int:
-        assert self.task is not None
-        self.service.daemon.request_stop("test")
-        status = await asyncio.wait_for(self.task, 10)
-        await self.service.aclose()
-        await self.http.aclose()
-        return status
+async def post(served: Served, body: bytes, headers: dict[str, str], *,
+               own: bool = False) -> httpx.Response:
+    return await served.http.post(hook_url(served, own=own), content=body, headers=headers)
 
 
 def hooks(**kw: Any) -> WebhookSettings:
@@ -97,13 +78,13 @@ async def test_a_signed_event_has_the_session_read_and_restarted_at_once(
         simulator: SimFactory) -> None:
     server = simulator({"sessions": [{"id": "a"}, {"id": "b"}], "session_count": 0,
                         "start_delay": 0.1})
-    served = await Served.start(server, webhooks=hooks())
+    served = await serve(server, webhooks=hooks())
     try:
         server.simulator.set_status("b", "FAILED")
         with capture_logs() as logs:
             body = envelope("b", "FAILED")
             started = time.monotonic()
-            answer = await served.post(body, signed(body))
+            answer = await post(served, body, signed(body))
             assert answer.status_code == 202
             await until(lambda: "restart" in calls(server, "b"), timeout=5)
             took = time.monotonic() - started
@@ -113,7 +94,7 @@ async def test_a_signed_event_has_the_session_read_and_restarted_at_once(
         nudged = [e for e in logs if e["event"] == ev.SESSION_NUDGED]
         assert nudged and nudged[0]["session_id"] == "b" and nudged[0]["status"] == "FAILED"
         # the same event again (a replay, or the provider retrying): acknowledged, nothing
-        assert (await served.post(body, signed(body))).status_code == 200
+        assert (await post(served, body, signed(body))).status_code == 200
     finally:
         await served.stop()
 
@@ -121,10 +102,10 @@ async def test_a_signed_event_has_the_session_read_and_restarted_at_once(
 async def test_a_hint_is_never_the_truth_a_false_status_costs_one_get_and_no_restart(
         simulator: SimFactory) -> None:
     server = simulator({"sessions": [{"id": "a"}], "session_count": 0})
-    served = await Served.start(server, webhooks=hooks())
+    served = await serve(server, webhooks=hooks())
     try:
         body = envelope("a", "FAILED")  # signed, but the API says WORKING
-        assert (await served.post(body, signed(body))).status_code == 202
+        assert (await post(served, body, signed(body))).status_code == 202
         endpoint = served.service.webhooks
         assert endpoint is not None
         await until(lambda: calls(server, "a") == ["get"] and endpoint.nudges.reads == 1
@@ -137,21 +118,21 @@ async def test_a_hint_is_never_the_truth_a_false_status_costs_one_get_and_no_res
 async def test_forged_stale_and_unknown_events_cost_no_restart_and_forged_ones_no_request(
         simulator: SimFactory) -> None:
     server = simulator({"sessions": [{"id": "a", "status": "STOPPED"}], "session_count": 0})
-    served = await Served.start(server, webhooks=hooks(), poll_interval=3600.0)
+    served = await serve(server, webhooks=hooks(), poll_interval=3600.0)
     try:
         await until(lambda: "restart" in calls(server, "a"))  # the first poll restarted it
         server.simulator.reset_log()
         body = envelope("a", "FAILED")
-        assert (await served.post(body, signed(body, "whk-someone-else-0000000"))
+        assert (await post(served, body, signed(body, "whk-someone-else-0000000"))
                 ).status_code == 401
-        assert (await served.post(body, {})).status_code == 401
+        assert (await post(served, body, {})).status_code == 401
         stale = signed(body)
         stale["x-webhook-timestamp"] = str(int((time.time() - 3600) * 1000))
-        assert (await served.post(body, stale)).status_code == 401
-        assert (await served.post(b"{not json", signed(b"{not json"))).status_code == 400
+        assert (await post(served, body, stale)).status_code == 401
+        assert (await post(served, b"{not json", signed(b"{not json"))).status_code == 400
         with capture_logs() as logs:
             ghost = envelope("nobody", "FAILED")
-            assert (await served.post(ghost, signed(ghost))).status_code == 202
+            assert (await post(served, ghost, signed(ghost))).status_code == 202
             await until(lambda: any(e.get("reason") == "unknown_session" for e in logs))
         assert server.simulator.requests() == []
         counts = served.service.webhooks.receiver.counts if served.service.webhooks else {}
@@ -164,10 +145,10 @@ async def test_forged_stale_and_unknown_events_cost_no_restart_and_forged_ones_n
 
 async def test_without_a_key_the_path_is_404_as_any_other(simulator: SimFactory) -> None:
     server = simulator({"session_count": 1})
-    served = await Served.start(server)
+    served = await serve(server)
     try:
         body = envelope("sess-0001", "FAILED")
-        assert (await served.post(body, signed(body))).status_code == 404
+        assert (await post(served, body, signed(body))).status_code == 404
         assert served.service.webhooks is None
         metrics = (await served.http.get(served.url("/metrics"))).text
         assert "webhooks_total" not in metrics
@@ -178,15 +159,15 @@ async def test_without_a_key_the_path_is_404_as_any_other(simulator: SimFactory)
 async def test_unsigned_events_on_purpose_are_taken_from_loopback_on_an_address_of_its_own(
         simulator: SimFactory) -> None:
     server = simulator({"sessions": [{"id": "a"}], "session_count": 0})
-    served = await Served.start(server, http_listen="", webhooks=WebhookSettings(
+    served = await serve(server, http_listen="", webhooks=WebhookSettings(
         allow_unsigned=True, listen="127.0.0.1:0"))
     try:
         assert served.service.listener is None
         body = json.dumps({"session": "a", "status": "STOPPED"}).encode()
-        answer = await served.post(body, {"content-type": "application/json"}, own=True)
+        answer = await post(served, body, {"content-type": "application/json"}, own=True)
         assert answer.status_code == 202
         await until(lambda: calls(server, "a") == ["get"], timeout=5)
-        assert (await served.http.get(served.url(own=True))).status_code == 405
+        assert (await served.http.get(hook_url(served, own=True))).status_code == 405
     finally:
         await served.stop()
 
