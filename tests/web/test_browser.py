@@ -292,9 +292,11 @@ def test_a_phone_never_scrolls_sideways(browser: Any, stack: Stack) -> None:
         phone.context.close()
 
 
-@pytest.mark.skipif(os.environ.get("WRITE_SCREENSHOTS") != "1",
-                    reason="set WRITE_SCREENSHOTS=1 to write docs/status-page-*.png")
-def test_write_the_screenshots(browser: Any, stack: Stack) -> None:
+def test_the_screenshots_show_a_session_to_scan_among_healthy_ones(
+        browser: Any, stack: Stack, tmp_path: Path) -> None:
+    """Made by every run (so the README's pictures can always be made again), written to
+    docs/ only with WRITE_SCREENSHOTS=1."""
+    where = DOCS if os.environ.get("WRITE_SCREENSHOTS") == "1" else tmp_path
     stack.server.simulator.set_status("desk", QR)
     stack.server.simulator.set_status("shop-03", "STOPPED")
     stack.more_polls(3)
@@ -302,13 +304,17 @@ def test_write_the_screenshots(browser: Any, stack: Stack) -> None:
         shown = logged_in(browser, stack, width=width, height=height)
         try:
             shows(shown, "desk", "Phase", "needs_person")
-            shown.screenshot(path=str(DOCS / f"status-page-{name}.png"),
+            shown.screenshot(path=str(where / f"status-page-{name}.png"),
                              full_page=name == "desktop")
             if name == "phone":  # and the session to scan, as its person sees it
                 shown.goto(stack.url("/sessions/desk"))
                 shown.wait_for_function("() => { const i = document.getElementById('qr-image');"
                                         " return i.complete && i.naturalWidth > 0; }")
-                shown.screenshot(path=str(DOCS / "status-page-qr.png"), full_page=True)
+                shown.screenshot(path=str(where / "status-page-qr.png"), full_page=True)
         finally:
             shown.context.close()
+    for name, width in (("desktop", 1280), ("phone", 390), ("qr", 390)):
+        png = (where / f"status-page-{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(png[16:20], "big") == width  # the IHDR's width
     stack.server.simulator.set_status("desk", "WORKING")
