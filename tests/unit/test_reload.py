@@ -108,6 +108,23 @@ async def test_settings_that_need_a_restart_keep_their_old_value() -> None:
     assert events[0]["restart_required"] == ["http_listen"]
 
 
+async def test_the_webhooks_keep_their_old_settings_until_a_restart() -> None:
+    from pydantic import SecretStr
+
+    from supervisor.config.model import WebhookSettings
+
+    old = settings(webhooks=WebhookSettings(hmac_key=SecretStr("whk-old-key-0123456789")))
+    new = settings(webhooks=WebhookSettings(hmac_key=SecretStr("whk-new-key-0123456789"),
+                                            max_skew=60.0))
+    reloader = Reloader(lambda: new, old, nothing)
+    with capture_logs() as events:
+        await reloader.reload()
+    kept = reloader.settings.webhooks
+    assert kept.key() == SecretStr("whk-old-key-0123456789") and kept.max_skew == 300.0
+    assert events[0]["restart_required"] == ["webhooks"]
+    assert "whk-" not in repr(events)
+
+
 async def test_a_real_config_file_is_read_again(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("poll_interval = 30.0\n")
