@@ -110,7 +110,7 @@ def _url_excerpt(value: str, known: Secrets) -> str:
 _URL_KEYS = frozenset({"base_url", "alerts.alertmanager_url", "alerts.status_page_url"})
 # Keys whose rejected value is never shown: the key, the alert URLs (their line says which
 # item, and of what scheme).
-_UNSHOWN = frozenset({"api_key", "alerts.urls"})
+_UNSHOWN = frozenset({"api_key", "alerts.urls", "state_url"})
 
 _MESSAGES: dict[str, str] = {
     "greater_than": "must be greater than {gt}",

@@ -37,7 +37,6 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import msgspec
 import structlog
@@ -63,6 +62,8 @@ from supervisor.state.store import (
     Hold,
     Outage,
     StateError,
+    describe_dsn,
+    dsn_secrets,
     episode_of,
     gate_row_of,
     heartbeat_id,
@@ -82,7 +83,6 @@ _T = TypeVar("_T")
 
 SCHEMES: Final = ("postgresql", "postgres")
 CONNECT_TIMEOUT: Final = 10  # seconds to connect, as libpq's connect_timeout
-MASK: Final = "********"
 _MIGRATION_LOCK: Final = 0x77737570  # "wsup": the advisory lock migrations are made under
 _GATE_LOCK: Final = 0x77736701  # with the key's hash: a gate row being made
 
@@ -197,38 +197,6 @@ def migrate(conn: psycopg.Connection[Any], now: float, *, target: int = SCHEMA_V
     return max(done)
 
 
-# ------------------------------------------------------------------------ the DSN
-
-
-def describe(url: str) -> str:
-    """The database a DSN names, as it may be shown: scheme, host, port and database,
-    never the user's password nor the query (``postgresql://db.example:5432/wasend``);
-    ``postgresql://`` alone (libpq's ``PG*`` variables) says so."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "postgresql://(unreadable URL)"
-    if ":" in host:
-        host = f"[{host}]"
-    where = host + (f":{port}" if port else "")
-    database = unquote(parts.path.lstrip("/"))
-    if not where and not database:
-        return "postgresql:// (from the PG* environment variables)"
-    return f"postgresql://{where}/{database}"
-
-
-def secret_parts(url: str) -> tuple[str, ...]:
-    """What of a DSN must never be printed: the DSN itself and its password."""
-    found = [url]
-    with contextlib.suppress(ValueError):
-        password = urlsplit(url).password
-        if password:
-            found += [password, unquote(password)]
-    return tuple(found)
-
-
 def _import_psycopg() -> Any:
     try:
         import psycopg  # noqa: PLC0415 (loaded only with state_url)
@@ -275,8 +243,8 @@ class PostgresStore:
     ) -> None:
         self._psycopg = _import_psycopg()
         self._url = url
-        self._secrets = secret_parts(url)
-        self.location = describe(url)
+        self._secrets = dsn_secrets(url)
+        self.location = describe_dsn(url)
         self.schema_version = 0
         self.readonly = readonly
         self.writer = writer or writer_id()
@@ -406,7 +374,7 @@ class PostgresStore:
         text = " ".join(str(exc).split()) or type(exc).__name__
         for secret in sorted(self._secrets, key=len, reverse=True):
             if secret:
-                text = text.replace(secret, MASK)
+                text = text.replace(secret, "********")
         return text[:300]
 
     def _fail(self, exc: BaseException) -> NoReturn:

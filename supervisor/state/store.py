@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
@@ -539,3 +540,35 @@ def episode_of(row: Sequence[Any]) -> Episode | None:
                                type=Episode)
     except msgspec.ValidationError:
         return None
+
+
+# ------------------------------------------------------- a PostgreSQL DSN (state_url)
+
+
+def describe_dsn(url: str) -> str:
+    """The database a DSN names, as it may be shown: scheme, host, port and database,
+    never the user's password nor the query (``postgresql://db.example:5432/wasend``);
+    ``postgresql://`` alone (libpq's ``PG*`` variables) says so."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "postgresql://(unreadable URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    where = host + (f":{port}" if port else "")
+    database = unquote(parts.path.lstrip("/"))
+    if not where and not database:
+        return "postgresql:// (from the PG* environment variables)"
+    return f"postgresql://{where}/{database}"
+
+
+def dsn_secrets(url: str) -> tuple[str, ...]:
+    """What of a DSN must never be printed: the DSN itself and its password."""
+    found = [url]
+    with contextlib.suppress(ValueError):
+        password = urlsplit(url).password
+        if password:
+            found += [password, unquote(password)]
+    return tuple(dict.fromkeys(found))
