@@ -17,6 +17,10 @@ processes never both claim the same restart; the gate row is read and written in
 transaction (``SELECT ... FOR UPDATE``, an advisory lock while there is no row yet);
 an outbox claim locks the rows it takes (all or none).
 
+A statement waits for another process's lock for at most ``busy_timeout`` (as SQLite's
+busy timeout: ``lock_timeout``), and the server ends a transaction left idle for a
+minute (``idle_in_transaction_session_timeout``: a process stopped inside one).
+
 One synchronous psycopg connection, used from the store's own worker thread (``run``)
 like SQLite's: the ``Store`` protocol is synchronous (the cycle's decisions are made
 inside ``transaction()``), one piece of work runs at a time, and one connection per
@@ -48,6 +52,7 @@ from supervisor.domain.episodes import Change, Episode, Pending, Transition
 from supervisor.domain.models import HistoryEntry, Record
 from supervisor.state import schema
 from supervisor.state.schema import SCHEMA_VERSION, decode, encode
+from supervisor.state.sqlite import DEFAULT_BUSY_TIMEOUT
 from supervisor.state.store import (
     DEFAULT_HISTORY_MAX_AGE,
     DEFAULT_HISTORY_MAX_ROWS,
@@ -83,6 +88,9 @@ _T = TypeVar("_T")
 
 SCHEMES: Final = ("postgresql", "postgres")
 CONNECT_TIMEOUT: Final = 10  # seconds to connect, as libpq's connect_timeout
+# A transaction left open by a process that stopped in it (SIGSTOP, a hung host) is ended
+# by the server after this long, so that its locks do not hold the others for ever.
+IDLE_IN_TRANSACTION_TIMEOUT: Final = 60.0
 _MIGRATION_LOCK: Final = 0x77737570  # "wsup": the advisory lock migrations are made under
 _GATE_LOCK: Final = 0x77736701  # with the key's hash: a gate row being made
 
@@ -240,6 +248,7 @@ class PostgresStore:
         readonly: bool = False,
         writer: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> None:
         self._psycopg = _import_psycopg()
         self._url = url
@@ -252,6 +261,7 @@ class PostgresStore:
         self.history_max_rows = history_max_rows
         self._clock = clock
         self._connect_timeout = connect_timeout
+        self._busy_timeout = busy_timeout
         self._conn: psycopg.Connection[Any] | None = None
         self._cache: dict[str, _Row] = {}
         self._changes: int | None = None  # record_changes.n when the cache was read
@@ -278,11 +288,15 @@ class PostgresStore:
         history_max_age: float = DEFAULT_HISTORY_MAX_AGE,
         history_max_rows: int = DEFAULT_HISTORY_MAX_ROWS,
         connect_timeout: float = CONNECT_TIMEOUT,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> PostgresStore:
         """Connect and migrate. Raises StateError (one line) when the database cannot be
-        reached or used, or holds tables that are not ours (left as they were)."""
+        reached or used, or holds tables that are not ours (left as they were).
+        ``busy_timeout``: seconds a statement waits for a lock another process holds
+        (SQLite's busy timeout), then fails."""
         store = cls(url, clock=clock or SystemClock(), history_max_age=history_max_age,
-                    history_max_rows=history_max_rows, connect_timeout=connect_timeout)
+                    history_max_rows=history_max_rows, connect_timeout=connect_timeout,
+                    busy_timeout=busy_timeout)
         with store._lock:
             conn = store._db()
             try:
@@ -362,6 +376,10 @@ class PostgresStore:
         try:
             conn: psycopg.Connection[Any] = self._psycopg.connect(self._url, autocommit=True,
                                          connect_timeout=max(1, round(self._connect_timeout)))
+            conn.execute("SELECT set_config('lock_timeout', %s, false),"
+                         " set_config('idle_in_transaction_session_timeout', %s, false)",
+                         (f"{round(self._busy_timeout * 1000)}ms",
+                          f"{round(IDLE_IN_TRANSACTION_TIMEOUT * 1000)}ms"))
             if self.readonly:
                 conn.execute("SET default_transaction_read_only = on")
         except self._psycopg.Error as exc:

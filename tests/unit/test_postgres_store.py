@@ -83,6 +83,18 @@ def test_a_lost_connection_is_one_line_without_the_dsn_and_the_next_call_reconne
     assert opened(pg_url).get("s1") == Record("s1", attempt=3)
 
 
+def test_a_writer_waits_for_another_process_s_transaction_for_its_busy_timeout_at_most(
+    opened: Callable[..., PostgresStore], pg_url: str,
+) -> None:
+    holder, waiter = opened(pg_url), opened(pg_url, busy_timeout=0.2)
+    with holder.transaction():
+        holder.put(Record("s1", attempt=1))
+        with pytest.raises(StateError, match="lock timeout"):
+            waiter.put(Record("s1", attempt=2))
+    waiter.put(Record("s1", attempt=3))
+    assert holder.get("s1") == Record("s1", attempt=3)
+
+
 def test_an_unreachable_server_is_one_line_without_the_password() -> None:
     with pytest.raises(StateError) as caught:
         PostgresStore.open(f"postgresql://u:{PASSWORD}@127.0.0.1:1/db", connect_timeout=1)
