@@ -723,3 +723,32 @@ def test_history_is_bounded_by_age_and_not_pruned_on_every_write(
     store.add_history([entry(clock.now())])
     assert all(e.at >= clock.now() - 3600.0 for e in store.read_history())
     assert store.history_count() == 1
+
+
+# ------------------------------------------------------ heartbeats and the gate row
+
+
+def test_heartbeats_and_the_gate_row_are_shared_by_the_processes(shared_state: Opener) -> None:
+    from supervisor.state.store import Beat, GateRow
+
+    clock = FakeClock()
+    daemon, check = shared_state(clock), shared_state(clock)
+    t0 = clock.now()
+    daemon.beat(Beat("run", t0, listed=True, ok=True, poll_interval=30.0))
+    check.beat(Beat("check", t0 + 1, listed=True, ok=False, scope=("b", "a")))
+    daemon.beat(Beat("run", t0 + 2, listed=False, ok=False, poll_interval=30.0))
+    run, checked = check.heartbeats()  # most recently seen first
+    assert (run.kind, run.seen_at, run.last_poll_at, run.last_ok_at, run.started_at) == (
+        "run", t0 + 2, t0, t0, t0)
+    assert (checked.kind, checked.scope, checked.last_ok_at) == ("check", ("b", "a"), None)
+    daemon.waiting("run", t0 + 40)
+    assert check.heartbeats()[0].waiting_until == t0 + 40
+    daemon.retire("run", t0 + 3)
+    assert check.heartbeats()[0].stopped_at == t0 + 3
+    assert check.gate_row("k") is None and check.paused_until() is None
+    daemon.update_gate_row("k", lambda row: GateRow(t0 + 30, (t0, t0 + 1)))
+    assert check.gate_row("k") == GateRow(t0 + 30, (t0, t0 + 1))
+    assert check.update_gate_row("k", lambda row: None) == GateRow(t0 + 30, (t0, t0 + 1))
+    assert check.paused_until() == t0 + 30
+    daemon.put(Record("s1"))
+    assert check.last_writes() == {daemon.writer: t0}
