@@ -143,3 +143,19 @@ def test_two_daemons_on_one_database_restart_each_session_once(
     lists = [r for r in server.simulator.requests() if r.kind == "list"]
     assert len(lists) >= 4
     assert all("restart.requested" in o or "state.opened" in o for o in outputs)
+
+
+def test_check_keeps_its_state_in_postgresql_and_a_second_check_honours_it(
+    simulator: SimFactory, pg_url: str,
+) -> None:
+    server = simulator({"sessions": [{"id": "a"}, {"id": "b", "status": "STOPPED"}],
+                        "session_count": 0})
+    env = env_for(server, pg_url)
+    first = cli("check", "--wait", "5", env=env)
+    assert first.returncode == 1, first.stderr
+    assert server.simulator.status("b") == "WORKING"
+    assert ("b", "restart.succeeded") in history_of(pg_url)
+    again = cli("check", "--json", env=env)  # a new process: the record is in the database
+    assert again.returncode == 0, again.stderr
+    assert restarts(server) == {"b": 1}
+    assert [s["outcome"] for s in json.loads(again.stdout)["sessions"]] == ["ok", "ok"]
