@@ -262,3 +262,30 @@ def test_a_database_the_commands_cannot_reach_is_one_line_naming_state_url(
                            " postgresql://127.0.0.1:1/db: "), line
     assert line.endswith("(from environment variable WASEND_SUPERVISOR_STATE_URL)")
     assert PASSWORD not in captured.err + captured.out
+
+
+async def test_a_poll_on_a_lost_connection_sends_nothing_and_the_next_one_supervises(
+    opened: Callable[..., PostgresStore], pg_url: str,
+) -> None:
+    from supervisor.domain.policy import Policy
+    from supervisor.runtime.cycle import Supervisor
+    from tests.fakes import FakeApi, MaxRandom
+
+    clock = FakeClock()
+    store = opened(pg_url)
+    api = FakeApi({"a": "WORKING"})
+    sup = Supervisor(api, store, Policy(), clock, MaxRandom(), auth_retry_interval=300)
+    assert (await sup.poll()).ok
+    api.statuses["a"] = "STOPPED"
+    sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with capture_logs() as events:
+        lost = await sup.poll()
+    assert not lost.ok and lost.state_error is not None
+    assert lost.state_error.startswith("lost the connection to postgresql://127.0.0.1:")
+    assert [e["log_level"] for e in events if e["event"] == "state.unavailable"] == ["error"]
+    assert [c for c in api.calls if c[0] == "restart"] == []
+    assert (await sup.poll()).ok  # connected again: supervision goes on
+    assert [c for c in api.calls if c[0] == "restart"] == [("restart", "a")]
+    record = opened(pg_url).get("a")
+    assert record is not None and record.phase is Phase.VERIFYING
