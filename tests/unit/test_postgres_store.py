@@ -289,3 +289,18 @@ async def test_a_poll_on_a_lost_connection_sends_nothing_and_the_next_one_superv
     assert [c for c in api.calls if c[0] == "restart"] == [("restart", "a")]
     record = opened(pg_url).get("a")
     assert record is not None and record.phase is Phase.VERIFYING
+
+
+def test_a_bare_url_takes_everything_from_libpq_s_pg_variables(
+    opened: Callable[..., PostgresStore], pg_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(pg_url)
+    for name, value in {"PGHOST": parts.hostname, "PGPORT": str(parts.port),
+                        "PGUSER": parts.username, "PGDATABASE": parts.path[1:]}.items():
+        monkeypatch.setenv(name, str(value))
+    store = opened("postgresql://")
+    assert store.location == "postgresql:// (from the PG* environment variables)"
+    store.put(Record("s1"))
+    assert opened(pg_url).get("s1") == Record("s1")
