@@ -18,7 +18,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY supervisor ./supervisor
 RUN python -m venv /opt/wasend-supervisor \
-    && /opt/wasend-supervisor/bin/pip install --no-cache-dir -c constraints.txt '.[alerts,web]' \
+    && /opt/wasend-supervisor/bin/pip install --no-cache-dir -c constraints.txt '.[alerts,web,postgres]' \
     && /opt/wasend-supervisor/bin/pip uninstall --yes pip
 COPY deploy/docker/healthcheck.py /opt/wasend-supervisor/healthcheck.py
 

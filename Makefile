@@ -14,7 +14,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[simulator,dev,alerts,web]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e '.[simulator,dev,alerts,web,postgres]'
 	touch $(STAMP)
 
 install: $(STAMP)

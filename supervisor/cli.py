@@ -384,10 +384,28 @@ def _configure_logs(settings: Settings, secrets: Secrets) -> None:
     logs.configure(settings.log_format, settings.log_level, sys.stdout, secrets=secrets)
 
 
+def _state_key(settings: Settings) -> str:
+    """The setting that names where the state is: state_url(_file) or state_path."""
+    if settings.state_dsn() is None:
+        return "state_path"
+    return "state_url_file" if settings.state_url_file is not None else "state_url"
+
+
+def _state_where(settings: Settings) -> str:
+    """Where the state is, as it may be shown: the database (never its password), or
+    the file."""
+    dsn = settings.state_dsn()
+    if dsn is None:
+        return settings.state_location()
+    from supervisor.state.store import describe_dsn
+
+    return describe_dsn(dsn.get_secret_value())
+
+
 def _state_problem(settings: Settings, exc: Exception) -> str:
-    """A state file that cannot be used, in one line naming it and where it was set."""
-    where = settings.source_of("state_path", long=True)
-    return f"state error: state_path: {exc} ({where})"
+    """A state that cannot be used, in one line naming it and where it was set."""
+    key = _state_key(settings)
+    return f"state error: {key}: {exc} ({settings.source_of(key, long=True)})"
 
 
 def _state_error(settings: Settings, exc: Exception) -> int:
@@ -545,8 +563,22 @@ def _open_state(args: argparse.Namespace, *, unknown: int | None = None,
     settings = load(args, require_api_key=False)
     if isinstance(settings, int):
         return settings
-    from supervisor.state.sqlite import SqliteStore
     from supervisor.state.store import MEMORY, StateError
+
+    dsn = settings.state_dsn()
+    if dsn is not None:
+        from supervisor.state.postgres import PostgresStore
+
+        try:
+            return settings, PostgresStore.open_readonly(dsn.get_secret_value())
+        except FileNotFoundError:
+            print(f"{PROG}: no state in {_state_where(settings)} yet (run or check creates it)",
+                  file=sys.stderr)
+            return 0 if unknown is None else unknown
+        except StateError as exc:
+            status = _state_error(settings, exc)
+            return status if unknown is None else unknown
+    from supervisor.state.sqlite import SqliteStore
 
     location = settings.state_location()
     if location == MEMORY:
@@ -601,12 +633,13 @@ def _retry(args: argparse.Namespace) -> int:
     from supervisor.state.store import MEMORY, StateError
 
     logs.configure(settings.log_format, settings.log_level, sys.stderr)  # stdout: the answer
-    location = settings.state_location()
+    location = _state_where(settings)
     session_id = args.retry_session
-    if location == MEMORY:
+    in_file = settings.state_dsn() is None
+    if in_file and location == MEMORY:
         print(f"{PROG}: state_path is {MEMORY}: no state to change", file=sys.stderr)
         return EX_CONFIG
-    if not Path(location).exists():
+    if in_file and not Path(location).exists():
         print(f"{PROG}: no state file at {location} yet; nothing to retry", file=sys.stderr)
         return 1
     clock = SystemClock()
@@ -657,7 +690,8 @@ def _hold(args: argparse.Namespace) -> int:
     from supervisor.state.store import MEMORY, StateError
 
     logs.configure(settings.log_format, settings.log_level, sys.stderr)  # stdout: the answer
-    location = settings.state_location()
+    location = _state_where(settings)
+    in_file = settings.state_dsn() is None
     session_id, pausing = args.hold_session, args.mode == "pause"
     if args.hold_by is not None:
         by = args.hold_by.strip()
@@ -669,10 +703,10 @@ def _hold(args: argparse.Namespace) -> int:
             by = getpass.getuser()
         except (OSError, KeyError):  # a container's user with no name
             by = f"uid {os.getuid()}"
-    if location == MEMORY:
+    if in_file and location == MEMORY:
         print(f"{PROG}: state_path is {MEMORY}: no state to change", file=sys.stderr)
         return EX_CONFIG
-    if not Path(location).exists():
+    if in_file and not Path(location).exists():
         print(f"{PROG}: no state file at {location} yet; no session {session_id!r} in it",
               file=sys.stderr)
         return 1

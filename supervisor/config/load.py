@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
+from pydantic_core import PydanticCustomError
 from pydantic_settings import PydanticBaseSettingsSource
 
 from supervisor.config.files import read_failure, read_regular_file
@@ -33,7 +34,7 @@ from supervisor.config.key import (
     CREDENTIALS_ENV,
     KEY_FILE_MAX_BYTES,
 )
-from supervisor.config.model import Settings
+from supervisor.config.model import Settings, check_state_url
 from supervisor.config.origin import Given, Origin
 from supervisor.config.problems import ConfigError, Problems, validation_problems
 from supervisor.config.sources import (
@@ -101,6 +102,10 @@ def load_settings(
         )
     urls_file = _read_urls_file([command_line.given, environment.given,
                                  *([] if config is None else [config.given])], env, problems)
+    for given in (command_line.given, environment.given,
+                  *([] if config is None else [config.given])):
+        if "state_url" in given.values:  # a secret: never in a problem line
+            problems.remember(given.values["state_url"])
     state_default = StateDefaultSource(Settings, env, problems)
     sources: list[PydanticBaseSettingsSource] = [command_line, environment, key]
     givens: list[Given] = [command_line.given, environment.given, key.given]
@@ -125,6 +130,7 @@ def load_settings(
     settings._config_file = config_file
     settings.alerts._file = urls_file
     settings.webhooks._file_key = _read_hmac_key_file(settings, problems)
+    settings._file_state_url = _read_state_url_file(settings, problems)
     problems.lines.extend(_alert_problems(settings))
     hooks = settings.webhooks
     if hooks.enabled and not hooks.listen and not settings.http_listen:
@@ -194,6 +200,30 @@ def _read_hmac_key_file(settings: Settings, problems: Problems) -> SecretStr | N
         return None
     problems.known.add(key)
     return SecretStr(key)
+
+
+def _read_state_url_file(settings: Settings, problems: Problems) -> SecretStr | None:
+    """``state_url_file``, read now like a key file (a regular file, bounded; its one
+    line, surrounding whitespace taken off), checked as ``state_url`` is. Problems name
+    the file, never its text."""
+    path = settings.state_url_file
+    if path is None:
+        return None
+    origin = settings.source_of("state_url_file", long=True)
+    try:
+        data, _ = read_regular_file(Path(path), KEY_FILE_MAX_BYTES, "state_url_file")
+        text = data.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add(f"state_url_file: cannot read {path}: {read_failure(exc)} ({origin})")
+        return None
+    problems.known.add(text)
+    try:
+        url = check_state_url(text)
+    except PydanticCustomError as exc:
+        problems.add(f"state_url_file: {path} holds no usable URL: it {exc.message()} "
+                     f"({origin})")
+        return None
+    return url if isinstance(url, SecretStr) else None
 
 
 def _alert_problems(settings: Settings) -> list[str]:

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -46,7 +46,12 @@ from supervisor.domain.policy import (
     StatusClasses,
     overlaps,
 )
-from supervisor.state.store import DEFAULT_HISTORY_MAX_AGE, DEFAULT_HISTORY_MAX_ROWS, MEMORY
+from supervisor.state.store import (
+    DEFAULT_HISTORY_MAX_AGE,
+    DEFAULT_HISTORY_MAX_ROWS,
+    MEMORY,
+    dsn_secrets,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -423,6 +428,32 @@ def _alertmanager_url(value: Any) -> Any:
     return SecretStr(_http_url(value, insecure=True, userinfo=True))
 
 
+STATE_URL_SCHEMES: Final = ("postgresql", "postgres")
+
+
+def check_state_url(value: Any) -> Any:
+    """``state_url``: a libpq URL, ``postgresql://`` or ``postgres://`` (``postgresql://``
+    alone: everything from libpq's ``PG*`` variables). A secret: never echoed."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return value  # pydantic reports the type
+    text = value.strip()
+    if not text:
+        raise PydanticCustomError("path_empty", "must not be empty")
+    scheme, sep, _ = text.partition("://")
+    if not sep or scheme.lower() not in STATE_URL_SCHEMES:
+        raise PydanticCustomError(
+            "state_url", "must be a PostgreSQL URL: postgresql://[user@]host[:port]/database")
+    try:
+        urlsplit(text).port  # noqa: B018 (a bad port raises)
+    except ValueError:
+        raise PydanticCustomError("state_url", "has a port that is not a number") from None
+    return SecretStr(text)
+
+
 def _status_page_url(value: Any) -> Any:
     if not isinstance(value, str) or not value.strip():
         return value.strip() if isinstance(value, str) else value
@@ -682,6 +713,12 @@ class Settings(BaseSettings):
     http_metrics_auth: bool = Field(
         default=False, description="/metrics answers only with a token of http_auth_file"
     )
+    state_url: Annotated[SecretStr | None, BeforeValidator(check_state_url)] = Field(
+        default=None,
+        description="the state in PostgreSQL: postgresql://user@host/db (a secret; "
+        "instead of state_path)",
+    )
+    state_url_file: Path | None = Field(default=None, description="a file holding state_url")
     state_path: Path | None = Field(
         default=None,
         description="the SQLite state file, or :memory:; load_settings fills in "
@@ -703,6 +740,7 @@ class Settings(BaseSettings):
         default="info", description="debug, info, warning, error or critical"
     )
 
+    _file_state_url: SecretStr | None = PrivateAttr(default=None)  # set by load_settings
     _origins: dict[str, Origin] | None = PrivateAttr(default=None)  # None: not loaded
     _api_key_source: ApiKeySource | None = PrivateAttr(default=None)
     _config_file: tuple[Path, Origin] | None = PrivateAttr(default=None)
@@ -752,6 +790,27 @@ class Settings(BaseSettings):
             raise PydanticCustomError("path_empty", "must not be empty")
         return value
 
+    @field_validator("state_url_file", mode="before")
+    @classmethod
+    def _check_state_url_file(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("path_empty", "must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _check_state_place(self) -> Settings:
+        if self.state_url is not None and self.state_url_file is not None:
+            raise PydanticCustomError(
+                "one_of", "cannot be given with state_url_file: give one of them",
+                {"field": "state_url", "other": "state_url_file"})
+        if (self.state_url is not None or self.state_url_file is not None) and (
+                self.state_path is not None):
+            named = "state_url" if self.state_url is not None else "state_url_file"
+            raise PydanticCustomError(
+                "one_of", "cannot be given with state_path (the state is in PostgreSQL or"
+                " in an SQLite file, not both)", {"field": named, "other": "state_path"})
+        return self
+
     @model_validator(mode="after")
     def _check_metrics_auth(self) -> Settings:
         if self.http_metrics_auth and self.http_auth_file is None:
@@ -782,6 +841,11 @@ class Settings(BaseSettings):
         never share a file by accident."""
         return MEMORY if self.state_path is None else str(self.state_path)
 
+    def state_dsn(self) -> SecretStr | None:
+        """The PostgreSQL DSN the state is kept in (``state_url_file``'s when given, else
+        ``state_url``); None: the state is in SQLite (``state_location``)."""
+        return self._file_state_url or self.state_url
+
     def api_key_source(self) -> ApiKeySource | None:
         """Where the key came from (``.describe()``) and how to read it again (``.read()``)."""
         return self._api_key_source
@@ -789,7 +853,13 @@ class Settings(BaseSettings):
     def secret_values(self) -> tuple[str, ...]:
         """Every secret of the settings but the API key (which the client adds): the alert
         URLs and their pieces, the webhooks' HMAC key. For the process's ``Secrets``."""
-        return self.alerts.secret_values() + self.webhooks.secret_values()
+        return (self.alerts.secret_values() + self.webhooks.secret_values()
+                + self._state_url_secrets())
+
+    def _state_url_secrets(self) -> tuple[str, ...]:
+        """The DSN, and its password alone (a traceback or libpq may show either)."""
+        dsn = self.state_dsn()
+        return () if dsn is None else dsn_secrets(dsn.get_secret_value())
 
     @property
     def config_file(self) -> Path | None:

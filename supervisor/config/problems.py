@@ -109,8 +109,8 @@ def _url_excerpt(value: str, known: Secrets) -> str:
 # Keys whose rejected value is a URL: shown as its scheme and host only.
 _URL_KEYS = frozenset({"base_url", "alerts.alertmanager_url", "alerts.status_page_url"})
 # Keys whose rejected value is never shown: the key, the alert URLs (their line says which
-# item, and of what scheme), the webhooks' HMAC key.
-_UNSHOWN = frozenset({"api_key", "alerts.urls", "webhooks.hmac_key"})
+# item, and of what scheme), the webhooks' HMAC key, the database's URL.
+_UNSHOWN = frozenset({"api_key", "alerts.urls", "webhooks.hmac_key", "state_url"})
 
 _MESSAGES: dict[str, str] = {
     "greater_than": "must be greater than {gt}",

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from supervisor.config.model import Settings, setting_keys
 from supervisor.config.problems import MASK
+from supervisor.state.store import describe_dsn
 
 __all__ = ["render_settings"]
 
@@ -58,7 +59,8 @@ def render_settings(settings: Settings) -> str:
     """The effective configuration as TOML, each value's source as a trailing comment.
 
     The API key is shown as ``"********"``, never its value; so is each alert URL, with
-    their count, and the user name and password in the Alertmanager URL.
+    their count, and the user name and password in the Alertmanager URL; ``state_url``
+    as its host, port and database only.
     """
     head = ["# wasend-supervisor: effective configuration (source of each value at its right)"]
     where = settings.config_file_origin()
@@ -78,6 +80,10 @@ def render_settings(settings: Settings) -> str:
             source = settings.api_key_source()
             comment = settings.source_of(key) if source is None else source.origin().short()
             line = (f'{name} = "{MASK}"', comment)
+        elif key == "state_url" and value is not None:
+            # The host, port and database only: never the user's password or the query.
+            line = (f"{name} = {_toml_value(describe_dsn(value.get_secret_value()))}",
+                    settings.source_of(key) + "; password and options not shown")
         elif key in _ALERT_KEYS:
             line = _alert_line(settings, key, name, value)
         elif value is None:

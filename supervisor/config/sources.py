@@ -92,7 +92,7 @@ CONFIG_FILE_MAX_BYTES = 1024 * 1024
 """A configuration file longer than this is refused, not read on."""
 
 _PATH_KEYS = frozenset({"api_key_file", "state_path", "alerts.urls_file", "http_auth_file",
-                        "webhooks.hmac_key_file"})
+                        "webhooks.hmac_key_file", "state_url_file"})
 
 
 def env_var_names(key: str) -> tuple[str, ...]:
@@ -451,7 +451,8 @@ class KeySource(PydanticBaseSettingsSource):
 
 
 class StateDefaultSource(PydanticBaseSettingsSource):
-    """``state_path``'s default (``default_state_path``), when no source above gave one."""
+    """``state_path``'s default (``default_state_path``), when no source above gave one
+    (nor ``state_url`` or ``state_url_file``: the state is in PostgreSQL then)."""
 
     def __init__(
         self, settings_cls: type[BaseSettings], env: Mapping[str, str], problems: Problems
@@ -464,8 +465,8 @@ class StateDefaultSource(PydanticBaseSettingsSource):
         return self.given.values.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        if "state_path" in self.current_state:  # what the sources above merged
-            return {}
+        if self.current_state.keys() & {"state_path", "state_url", "state_url_file"}:
+            return {}  # what the sources above merged
         try:
             path, why = default_state_path(self._env)
         except RuntimeError:  # no HOME and no user database entry

@@ -27,7 +27,8 @@ from supervisor.domain import events as ev
 
 log = structlog.get_logger("supervisor.reload")
 
-RESTART_ONLY = ("http_listen", "http_auth_file", "http_metrics_auth", "alerts", "webhooks")
+RESTART_ONLY = ("http_listen", "http_auth_file", "http_metrics_auth", "alerts", "webhooks",
+                "state_url", "state_url_file")
 """Settings a running daemon cannot change; a new value waits for the next start."""
 
 

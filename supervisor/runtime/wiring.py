@@ -3,8 +3,9 @@
 One function, used by ``run``, ``check`` and the demo, so that every mode is put
 together the same way; a reload (SIGHUP) is the same function again (``rebuild``), handed
 what must survive, so that no running part is ever changed field by field. Nothing here
-talks to the network until a poll is made. The store is the SQLite state file at
-``settings.state_location()`` (``:memory:`` keeps it in memory); opening it may raise
+talks to the network until a poll is made, but for the state in PostgreSQL. The store is
+the PostgreSQL database of ``settings.state_dsn()`` when set, else the SQLite state file
+at ``settings.state_location()`` (``:memory:`` keeps it in memory); opening it may raise
 ``StateError``.
 
 The rate gate shares its pause and budget through that store, under a fingerprint of
@@ -18,6 +19,7 @@ import contextlib
 import random
 from collections.abc import Callable, Iterable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
@@ -34,6 +36,9 @@ from supervisor.domain.secrets import Secrets
 from supervisor.runtime.cycle import Continuity, Supervisor
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import StateError, Store
+
+if TYPE_CHECKING:
+    from supervisor.state.postgres import PostgresStore
 
 log = structlog.get_logger("supervisor.wiring")
 
@@ -137,8 +142,20 @@ def warn_key_exposure(settings: Settings) -> None:
                 readable_by=who, hint=f"chmod 600 {source.path}")
 
 
-def open_store(settings: Settings, clock: Clock | None = None) -> SqliteStore:
-    """The state file the settings name, opened and migrated (raises StateError)."""
+def open_store(settings: Settings, clock: Clock | None = None) -> SqliteStore | PostgresStore:
+    """The state the settings name, opened and migrated (raises StateError): the
+    PostgreSQL database of ``state_url`` (psycopg is loaded only then), else the SQLite
+    file of ``state_path``."""
+    dsn = settings.state_dsn()
+    if dsn is not None:
+        from supervisor.state.postgres import PostgresStore  # noqa: PLC0415 (with state_url only)
+
+        return PostgresStore.open(
+            dsn.get_secret_value(),
+            clock=clock,
+            history_max_age=settings.history_max_age,
+            history_max_rows=settings.history_max_rows,
+        )
     return SqliteStore.open(
         settings.state_location(),
         clock=clock,

@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -27,6 +27,9 @@ from supervisor.domain.verdict import LABELS, OK, UNKNOWN, phase_verdict
 from supervisor.printable import printable, table
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import Heartbeat, Hold
+
+if TYPE_CHECKING:
+    from supervisor.state.postgres import PostgresStore
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _DURATION = re.compile(r"(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhdw])", re.IGNORECASE)
@@ -182,7 +185,7 @@ def _poll(beat: Heartbeat, at: float, now: float) -> dict[str, Any]:
             "pid": beat.pid, "ok": beat.last_ok_at == at}
 
 
-def status_report(store: SqliteStore, classes: StatusClasses, now: float,
+def status_report(store: SqliteStore | PostgresStore, classes: StatusClasses, now: float,
                   stale_after: float) -> dict[str, Any]:
     """What ``status`` says about the state file: every session, the last poll, whether a
     daemon is running, and an exit status like ``check``'s (3: stale or never polled)."""

@@ -63,8 +63,6 @@ import contextvars
 import json
 import math
 import os
-import secrets
-import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -93,21 +91,30 @@ from supervisor.state.schema import SCHEMA_VERSION, applied_versions, decode, en
 from supervisor.state.store import (
     DEFAULT_HISTORY_MAX_AGE,
     DEFAULT_HISTORY_MAX_ROWS,
+    EPISODE_COLUMNS,
+    HEARTBEAT_COLUMNS,
+    HEARTBEAT_MAX_AGE,
+    HISTORY_COLUMNS,
     MEMORY,
+    PRUNE_EVERY,
     Beat,
     GateRow,
     Heartbeat,
     Hold,
     Outage,
     StateError,
+    episode_of,
+    gate_row_of,
     heartbeat_id,
+    heartbeat_of,
+    heartbeat_values,
     next_heartbeat,
+    writer_id,
     zero_counts,
 )
 
 log = structlog.get_logger("supervisor.state")
 
-PRUNE_EVERY: Final = 3600.0  # seconds between prunes by age
 DEFAULT_BUSY_TIMEOUT: Final = 10.0
 WAL_SIZE_LIMIT: Final = 1024 * 1024  # bytes the write-ahead log is cut back to after a checkpoint
 
@@ -168,10 +175,6 @@ def _prepare_directory(path: Path) -> None:
         raise StateError(f"{directory} is not a directory")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise StateError(f"directory {directory} is not writable")
-
-
-def _writer_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 # ------------------------------------------------------------------ opening a file
@@ -320,7 +323,7 @@ class _Lost(msgspec.Struct):
 
     known: Identity
     records: list[tuple[str, str, float, str]]  # session_id, data, updated_at, writer
-    history: list[tuple[Any, ...]]  # _HISTORY_COLUMNS, oldest first
+    history: list[tuple[Any, ...]]  # HISTORY_COLUMNS, oldest first
     # The alert tables' rows (schema version 4): open episodes, the outbox, the watch.
     alerts: dict[str, list[tuple[Any, ...]]] = msgspec.field(default_factory=dict)
 
@@ -331,13 +334,9 @@ _UPSERT = (
     " version = records.version + 1, updated_at = excluded.updated_at, writer = excluded.writer"
     " RETURNING version"
 )
-_HISTORY_COLUMNS: Final = (
-    "at", "session_id", "event", "action", "attempt", "outcome", "reason", "status",
-    "http_status", "duration_ms", "next_attempt_at",
-)
 _HISTORY_INSERT: Final = (
-    f"INSERT INTO history ({', '.join(_HISTORY_COLUMNS)})"  # noqa: S608
-    f" VALUES ({', '.join('?' for _ in _HISTORY_COLUMNS)})"
+    f"INSERT INTO history ({', '.join(HISTORY_COLUMNS)})"  # noqa: S608
+    f" VALUES ({', '.join('?' for _ in HISTORY_COLUMNS)})"
 )
 
 
@@ -363,7 +362,7 @@ class SqliteStore:
         self.location = location
         self.schema_version = schema_version
         self.readonly = readonly
-        self.writer = writer or _writer_id()
+        self.writer = writer or writer_id()
         self.history_max_age = history_max_age
         self.history_max_rows = history_max_rows
         self._clock = clock
@@ -656,7 +655,7 @@ class SqliteStore:
                 "SELECT session_id, data, updated_at, writer FROM records").fetchall()
         with contextlib.suppress(sqlite3.Error):
             history = conn.execute(
-                f"SELECT {', '.join(_HISTORY_COLUMNS)} FROM history ORDER BY id"  # noqa: S608
+                f"SELECT {', '.join(HISTORY_COLUMNS)} FROM history ORDER BY id"  # noqa: S608
             ).fetchall()
         have = {row[0] for row in records}
         records += [(session_id, encode(row.record), row.updated_at, row.writer)
@@ -798,7 +797,7 @@ class SqliteStore:
     def add_history(self, entries: Sequence[HistoryEntry]) -> None:
         if not entries:
             return
-        rows = [tuple(getattr(e, c) for c in _HISTORY_COLUMNS) for e in entries]
+        rows = [tuple(getattr(e, c) for c in HISTORY_COLUMNS) for e in entries]
         with self.transaction():
             try:
                 self._db().executemany(_HISTORY_INSERT, rows)
@@ -907,7 +906,7 @@ class SqliteStore:
                 seen = (id(conn), version)
                 if self._gate_rows is None or seen != self._gate_seen:
                     rows = conn.execute("SELECT key, paused_until, sends FROM gate").fetchall()
-                    self._gate_rows = {k: _gate_row(p, s) for k, p, s in rows}
+                    self._gate_rows = {k: gate_row_of(p, s) for k, p, s in rows}
                     self._gate_seen = seen
             except sqlite3.Error as exc:
                 self._fail(exc)
@@ -920,7 +919,7 @@ class SqliteStore:
             found = self._run(
                 "SELECT paused_until, sends FROM gate WHERE key = ?", (key,)
             ).fetchone()
-            row = None if found is None else _gate_row(*found)
+            row = None if found is None else gate_row_of(*found)
             new = change(row)
             if new is None or new == row:
                 return row
@@ -942,15 +941,14 @@ class SqliteStore:
                           (beat.at - HEARTBEAT_MAX_AGE,))
                 self._beats_pruned = True
             found = self._run(
-                f"SELECT {_HEARTBEAT_COLUMNS} FROM heartbeats WHERE id = ?",  # noqa: S608
+                f"SELECT {HEARTBEAT_COLUMNS} FROM heartbeats WHERE id = ?",  # noqa: S608
                 (row_id,),
             ).fetchone()
-            known = None if found is None else _heartbeat(found)
+            known = None if found is None else heartbeat_of(found)
             new = next_heartbeat(known, beat, row_id, self.writer)
-            values = [getattr(new, name) for name in Heartbeat.__struct_fields__]
-            values[_SCOPE] = json.dumps(list(new.scope)) if new.scope else ""
+            values = heartbeat_values(new)
             self._run(
-                f"INSERT OR REPLACE INTO heartbeats ({_HEARTBEAT_COLUMNS})"  # noqa: S608
+                f"INSERT OR REPLACE INTO heartbeats ({HEARTBEAT_COLUMNS})"  # noqa: S608
                 f" VALUES ({', '.join('?' for _ in values)})",
                 values,
             )
@@ -960,9 +958,9 @@ class SqliteStore:
             return []
         with self._lock:
             rows = self._run(
-                f"SELECT {_HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen_at DESC"  # noqa: S608
+                f"SELECT {HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen_at DESC"  # noqa: S608
             ).fetchall()
-        return [_heartbeat(row) for row in rows]
+        return [heartbeat_of(row) for row in rows]
 
     def paused_until(self) -> float | None:
         """The latest ``Retry-After`` pause stored for any key (epoch seconds), or None."""
@@ -1031,9 +1029,9 @@ class SqliteStore:
         if self.schema_version < 4:
             return []
         with self._lock:
-            rows = self._run(f"SELECT {_EPISODE_COLUMNS} FROM episodes"  # noqa: S608
+            rows = self._run(f"SELECT {EPISODE_COLUMNS} FROM episodes"  # noqa: S608
                              " ORDER BY opened_at, id").fetchall()
-        return [e for e in (_episode(row) for row in rows) if e is not None]
+        return [e for e in (episode_of(row) for row in rows) if e is not None]
 
     def open_counts(self) -> dict[episodes.Kind, int]:
         counts = zero_counts()
@@ -1055,7 +1053,7 @@ class SqliteStore:
                 episode = transition.episode
                 if transition.change is Change.OPENED:
                     done = self._run(
-                        f"INSERT INTO episodes ({_EPISODE_COLUMNS})"  # noqa: S608
+                        f"INSERT INTO episodes ({EPISODE_COLUMNS})"  # noqa: S608
                         f" VALUES ({', '.join('?' for _ in Episode.__struct_fields__)})"
                         " ON CONFLICT (kind, subject) DO NOTHING",
                         [getattr(episode, name) for name in Episode.__struct_fields__],
@@ -1226,48 +1224,14 @@ class SqliteStore:
                 self._fail(exc)
 
 
-_EPISODE_COLUMNS: Final = ", ".join(Episode.__struct_fields__)
 # What a lost file's alert tables (and its holds) hold that is copied into the file the
 # path names next (the outbox without its ids: the rows get new ones).
 _ALERT_TABLES: Final = {
-    "episodes": _EPISODE_COLUMNS,
+    "episodes": EPISODE_COLUMNS,
     "outbox": "channel, transition, created_at, attempts, next_try_at",
     "alert_watch": "name, since, failure",
     "holds": "session_id, held_by, held_at",
 }
-
-
-def _episode(row: Sequence[Any]) -> Episode | None:
-    """The episode a row holds; None for a kind this version does not know."""
-    try:
-        return msgspec.convert(dict(zip(Episode.__struct_fields__, row, strict=True)),
-                               type=Episode)
-    except msgspec.ValidationError:
-        return None
-
-
-HEARTBEAT_MAX_AGE: Final = 7 * 86400.0  # seconds a process's heartbeat row is kept unseen
-_HEARTBEAT_COLUMNS: Final = ", ".join(Heartbeat.__struct_fields__)
-_SCOPE: Final = Heartbeat.__struct_fields__.index("scope")
-
-
-def _gate_row(paused_until: float, sends: str) -> GateRow:
-    try:
-        times = tuple(float(t) for t in json.loads(sends))
-    except (ValueError, TypeError):
-        times = ()
-    return GateRow(float(paused_until), times)
-
-
-def _heartbeat(row: Sequence[Any]) -> Heartbeat:
-    values = dict(zip(Heartbeat.__struct_fields__, row, strict=True))
-    scope = values.pop("scope") or ""
-    try:
-        ids = tuple(str(s) for s in json.loads(scope)) if scope else ()
-    except (ValueError, TypeError):
-        ids = ()
-    return Heartbeat(**values, scope=ids)
-
 
 
 def _merge(conn: sqlite3.Connection, lost: _Lost) -> tuple[int, int]:
@@ -1287,8 +1251,8 @@ def _merge(conn: sqlite3.Connection, lost: _Lost) -> tuple[int, int]:
                 values,
             ).rowcount
         rows = 0
-        columns = ", ".join(_HISTORY_COLUMNS)
-        placeholders = ", ".join("?" for _ in _HISTORY_COLUMNS)
+        columns = ", ".join(HISTORY_COLUMNS)
+        placeholders = ", ".join("?" for _ in HISTORY_COLUMNS)
         for row in lost.history:
             rows += conn.execute(
                 f"INSERT INTO history ({columns}) SELECT {placeholders} WHERE NOT EXISTS"  # noqa: S608

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import secrets
 import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
@@ -38,6 +41,12 @@ MEMORY: Final = ":memory:"  # the state location that keeps the state in memory 
 DEFAULT_HISTORY_MAX_AGE: Final = 30 * 86400.0  # seconds a history row is kept
 DEFAULT_HISTORY_MAX_ROWS: Final = 100_000  # history rows kept at most
 MEMORY_HISTORY_ROWS = 10_000
+PRUNE_EVERY: Final = 3600.0  # seconds between prunes of the history by age
+HEARTBEAT_MAX_AGE: Final = 7 * 86400.0  # seconds a process's heartbeat row is kept unseen
+HISTORY_COLUMNS: Final = (
+    "at", "session_id", "event", "action", "attempt", "outcome", "reason", "status",
+    "http_status", "duration_ms", "next_attempt_at",
+)
 
 _T = TypeVar("_T")
 
@@ -478,3 +487,88 @@ def next_heartbeat(known: Heartbeat | None, beat: Beat, row_id: str, writer: str
         stopped_at=None,
         waiting_until=None,
     )
+
+
+# ------------------------------------------- rows as the stores on disk keep them
+#
+# What the SQLite and the PostgreSQL stores share: the writer's name, the columns of
+# the history, heartbeats and episodes, and how a row of the gate, of the heartbeats
+# and of the episodes is read back.
+
+EPISODE_COLUMNS: Final = ", ".join(Episode.__struct_fields__)
+HEARTBEAT_COLUMNS: Final = ", ".join(Heartbeat.__struct_fields__)
+_SCOPE: Final = Heartbeat.__struct_fields__.index("scope")
+
+
+def writer_id() -> str:
+    """A store's name as a writer of records: host, pid and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def gate_row_of(paused_until: float, sends: str) -> GateRow:
+    """The gate row a stored row holds (``sends``: a JSON list of epoch seconds)."""
+    try:
+        times = tuple(float(t) for t in json.loads(sends))
+    except (ValueError, TypeError):
+        times = ()
+    return GateRow(float(paused_until), times)
+
+
+def heartbeat_of(row: Sequence[Any]) -> Heartbeat:
+    """The heartbeat a stored row holds (columns ``HEARTBEAT_COLUMNS``; ``scope`` JSON)."""
+    values = dict(zip(Heartbeat.__struct_fields__, row, strict=True))
+    scope = values.pop("scope") or ""
+    try:
+        ids = tuple(str(s) for s in json.loads(scope)) if scope else ()
+    except (ValueError, TypeError):
+        ids = ()
+    return Heartbeat(**values, scope=ids)
+
+
+def heartbeat_values(beat: Heartbeat) -> list[Any]:
+    """A heartbeat as the row's values, in ``HEARTBEAT_COLUMNS`` order."""
+    values = [getattr(beat, name) for name in Heartbeat.__struct_fields__]
+    values[_SCOPE] = json.dumps(list(beat.scope)) if beat.scope else ""
+    return values
+
+
+def episode_of(row: Sequence[Any]) -> Episode | None:
+    """The episode a row holds (``EPISODE_COLUMNS``); None for a kind this version does
+    not know."""
+    try:
+        return msgspec.convert(dict(zip(Episode.__struct_fields__, row, strict=True)),
+                               type=Episode)
+    except msgspec.ValidationError:
+        return None
+
+
+# ------------------------------------------------------- a PostgreSQL DSN (state_url)
+
+
+def describe_dsn(url: str) -> str:
+    """The database a DSN names, as it may be shown: scheme, host, port and database,
+    never the user's password nor the query (``postgresql://db.example:5432/wasend``);
+    ``postgresql://`` alone (libpq's ``PG*`` variables) says so."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "postgresql://(unreadable URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    where = host + (f":{port}" if port else "")
+    database = unquote(parts.path.lstrip("/"))
+    if not where and not database:
+        return "postgresql:// (from the PG* environment variables)"
+    return f"postgresql://{where}/{database}"
+
+
+def dsn_secrets(url: str) -> tuple[str, ...]:
+    """What of a DSN must never be printed: the DSN itself and its password."""
+    found = [url]
+    with contextlib.suppress(ValueError):
+        password = urlsplit(url).password
+        if password:
+            found += [password, unquote(password)]
+    return tuple(dict.fromkeys(found))

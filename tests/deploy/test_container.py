@@ -135,7 +135,8 @@ def test_build_stage_installs_the_pinned_runtime_set_and_the_final_stage_copies_
     assert command[command.index("-c") + 1] == "constraints.txt"
     # The runtime package and what production may need of it (the alerts' Apprise, the
     # status page's stack): never the simulator's or the tests' extras.
-    assert command[-1] == "'.[alerts,web]'", "the runtime package with its alerts and web extras"
+    assert command[-1] == "'.[alerts,web,postgres]'", (
+        "the runtime package with its alerts, web and postgres extras")
     assert not any("pip install" in ins.args for ins in final.all("RUN"))
     assert any(f"--from={build.name}" in ins.args for ins in final.all("COPY"))
 

@@ -136,7 +136,8 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30,
     full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
                 "HOME": os.environ.get("HOME", "/tmp")}
     full_env.update(env or {})
-    if not {"WASEND_SUPERVISOR_STATE_PATH", "STATE_DIRECTORY", "XDG_STATE_HOME"} & set(full_env):
+    if not {"WASEND_SUPERVISOR_STATE_PATH", "STATE_DIRECTORY", "XDG_STATE_HOME",
+            "WASEND_SUPERVISOR_STATE_URL"} & set(full_env):
         full_env["WASEND_SUPERVISOR_STATE_PATH"] = ":memory:"  # each run starts afresh
     return subprocess.run(
         [sys.executable, "-m", "supervisor", *args],

@@ -1,6 +1,7 @@
 """Alert episodes and the outbox in the stores: each transition applied once (across
 processes on one file too), the outbox's rows through their life, the outage watch,
-old files upgraded in place, and a lost file's alert rows carried over."""
+old files upgraded in place, and a lost file's alert rows carried over. The tests that
+take ``store`` or ``shared_state`` run on PostgreSQL too."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from supervisor.domain.models import Record
 from supervisor.state.schema import SCHEMA_VERSION, migrate
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import MEMORY, MemoryStore, Outage, StateError, Store
+from tests.conftest import Opener
 from tests.fakes import FakeClock
 
 T0 = 1_700_000_000.0
@@ -36,10 +38,18 @@ def open_file(path: Path | str, clock: FakeClock | None = None) -> SqliteStore:
         return SqliteStore.open(path, clock=clock or FakeClock())
 
 
-@pytest.fixture(params=["memory", "sqlite-memory", "sqlite-file"])
+@pytest.fixture(params=["memory", "sqlite-memory", "sqlite-file", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
         yield MemoryStore()
+        return
+    if request.param == "postgres":
+        from supervisor.state.postgres import PostgresStore
+
+        with capture_logs():
+            pg = PostgresStore.open(request.getfixturevalue("pg_url"), clock=FakeClock())
+        yield pg
+        pg.close()
         return
     made = open_file(MEMORY if request.param == "sqlite-memory" else tmp_path / "state.db")
     yield made
@@ -94,9 +104,8 @@ def test_open_counts_per_kind(store: Store) -> None:
     assert store.open_episodes() == [QR, b, DOWN]
 
 
-def test_two_stores_on_one_file_apply_the_same_opening_once(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    first, second = open_file(path), open_file(path)
+def test_two_stores_on_one_file_apply_the_same_opening_once(shared_state: Opener) -> None:
+    first, second = shared_state(FakeClock()), shared_state(FakeClock())
     assert second.open_episodes() == []  # both read it as closed
     assert first.apply_transitions([OPEN_QR], CHANNELS, T0) == [OPEN_QR]
     assert second.apply_transitions([OPEN_QR], CHANNELS, T0) == []
@@ -104,7 +113,7 @@ def test_two_stores_on_one_file_apply_the_same_opening_once(tmp_path: Path) -> N
     assert second.pending_count() == 2
     # A daemon restarted after a SIGKILL (a new store on the file) sees it open.
     first.close()
-    third = open_file(path)
+    third = shared_state(FakeClock())
     assert third.open_episodes() == [QR]
     assert third.apply_transitions([SHUT_QR], CHANNELS, T0 + 60) == [SHUT_QR]
     assert second.apply_transitions([SHUT_QR], CHANNELS, T0 + 60) == []
@@ -196,8 +205,10 @@ def test_a_claim_takes_every_row_still_due_or_none(store: Store) -> None:
     assert store.claim([], T0, T0 + 60) is True
 
 
-def test_of_two_processes_claiming_the_same_rows_exactly_one_gets_them(tmp_path: Path) -> None:
-    first, second = open_file(tmp_path / "state.db"), open_file(tmp_path / "state.db")
+def test_of_two_processes_claiming_the_same_rows_exactly_one_gets_them(
+    shared_state: Opener,
+) -> None:
+    first, second = shared_state(FakeClock()), shared_state(FakeClock())
     try:
         first.enqueue(["apprise-1"], [OPEN_QR], T0)
         first.enqueue(["apprise-1"], [SHUT_QR], T0)
@@ -205,7 +216,7 @@ def test_of_two_processes_claiming_the_same_rows_exactly_one_gets_them(tmp_path:
         won: dict[str, bool] = {}
         gate = threading.Barrier(2)
 
-        def take(name: str, store: SqliteStore, subset: list[int]) -> None:
+        def take(name: str, store: Store, subset: list[int]) -> None:
             gate.wait()
             won[name] = store.claim(subset, T0, T0 + 60)
 
@@ -225,8 +236,8 @@ def test_of_two_processes_claiming_the_same_rows_exactly_one_gets_them(tmp_path:
         second.close()
 
 
-def test_outbox_ids_are_never_reused(tmp_path: Path) -> None:
-    store = open_file(tmp_path / "state.db")
+def test_outbox_ids_are_never_reused(shared_state: Opener) -> None:
+    store = shared_state(FakeClock())
     _filled(store, 1)
     [first] = store.due("apprise-1", T0, 1)
     store.delivered([first.id])
@@ -235,8 +246,8 @@ def test_outbox_ids_are_never_reused(tmp_path: Path) -> None:
     assert second.id > first.id
 
 
-async def test_the_outbox_works_through_run_off_the_event_loop(tmp_path: Path) -> None:
-    store = open_file(tmp_path / "state.db")
+async def test_the_outbox_works_through_run_off_the_event_loop(shared_state: Opener) -> None:
+    store = shared_state(FakeClock())
     _filled(store, 2)
     threads: list[int] = []
 
@@ -252,9 +263,10 @@ async def test_the_outbox_works_through_run_off_the_event_loop(tmp_path: Path) -
 # ----------------------------------------------------------------------- outage
 
 
-def test_the_outage_starts_at_the_first_failure_and_ends_at_a_listing(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    first, second = open_file(path), open_file(path)
+def test_the_outage_starts_at_the_first_failure_and_ends_at_a_listing(
+    shared_state: Opener,
+) -> None:
+    first, second = shared_state(FakeClock()), shared_state(FakeClock())
     assert first.outage(None, T0) is None
     assert first.outage(False, T0, "unreachable") == Outage(T0, "unreachable")
     assert second.outage(False, T0 + 30, "timeout") == Outage(T0, "unreachable")

@@ -37,6 +37,7 @@ from supervisor.runtime.check import run_check
 from supervisor.runtime.cycle import Supervisor
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import MemoryStore, StateError
+from tests.conftest import Opener
 from tests.fakes import FakeApi, FakeClock, MaxRandom
 from tests.waiting import until
 
@@ -113,9 +114,9 @@ async def test_polls_of_healthy_sessions_write_only_their_heartbeat(tmp_path: Pa
     assert seen_at == last_ok_at == clock.now()
 
 
-async def test_a_restart_cycle_leaves_its_history(tmp_path: Path) -> None:
+async def test_a_restart_cycle_leaves_its_history(shared_state: Opener) -> None:
     clock = FakeClock()
-    store = open_store(tmp_path / "state.db", clock)
+    store = shared_state(clock)
     api = FakeApi({"b": "STOPPED"})
     sup = make(api, store, clock)
     await sup.poll()
@@ -158,12 +159,11 @@ class Yielding(FakeApi):
         return SessionInfo(session_id, None, self.after_restart)
 
 
-async def test_two_supervisors_on_one_file_restart_a_session_once(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+async def test_two_supervisors_on_one_file_restart_a_session_once(shared_state: Opener) -> None:
     clock = FakeClock()
     api = Yielding({"a": "STOPPED", "b": "WORKING"})
-    daemon = make(api, open_store(path, clock), clock)
-    check = make(api, open_store(path, clock), clock)
+    daemon = make(api, shared_state(clock), clock)
+    check = make(api, shared_state(clock), clock)
     with capture_logs() as events:
         for _ in range(5):
             await asyncio.gather(daemon.poll(), check.poll())  # both list, then both decide
@@ -174,13 +174,12 @@ async def test_two_supervisors_on_one_file_restart_a_session_once(tmp_path: Path
     assert "restart.failed" not in names(events)  # a stale sighting judged nothing
 
 
-async def test_a_restart_in_flight_elsewhere_is_left_to_its_owner(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+async def test_a_restart_in_flight_elsewhere_is_left_to_its_owner(shared_state: Opener) -> None:
     clock = FakeClock()
     api = Yielding({"a": "STOPPED"})
     api.gate = asyncio.Event()  # the daemon's request hangs (say, at its rate gate)
-    daemon = make(api, open_store(path, clock), clock, in_flight_grace=60)
-    check = make(api, open_store(path, clock), clock, in_flight_grace=60)
+    daemon = make(api, shared_state(clock), clock, in_flight_grace=60)
+    check = make(api, shared_state(clock), clock, in_flight_grace=60)
     polling = asyncio.create_task(daemon.poll())
     await until(lambda: restarts(api), timeout=5, step=0)  # turns of the loop, no sleeping
     clock.advance(5)
@@ -198,18 +197,17 @@ async def test_a_restart_in_flight_elsewhere_is_left_to_its_owner(tmp_path: Path
 
 
 async def test_after_dying_mid_restart_the_session_is_not_restarted_in_its_window(
-    tmp_path: Path,
+    shared_state: Opener,
 ) -> None:
-    path = tmp_path / "state.db"
     clock = FakeClock()
     # What a process killed between its claim and the answer leaves behind.
-    dead = open_store(path, clock)
+    dead = shared_state(clock)
     dead.put(Record("a", phase=Phase.VERIFYING, last_status="STOPPED", attempt=1,
                     requested_at=clock.now(), since=clock.now(), last_outcome="requested"))
     dead.close()
     api = FakeApi({"a": "STOPPED"})
     clock.advance(1)
-    sup = make(api, open_store(path, clock), clock, in_flight_grace=20)
+    sup = make(api, shared_state(clock), clock, in_flight_grace=20)
     with capture_logs() as events:
         for _ in range(4):  # inside the grace: its request may still be on its way
             await sup.poll()
@@ -227,23 +225,22 @@ async def test_after_dying_mid_restart_the_session_is_not_restarted_in_its_windo
     assert restarts(api) == ["a"]
 
 
-async def test_a_backoff_started_by_an_earlier_run_is_honoured(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+async def test_a_backoff_started_by_an_earlier_run_is_honoured(shared_state: Opener) -> None:
     clock = FakeClock()
     api = FakeApi({"a": "FAILED"})
     api.after_restart = "FAILED"
-    first = make(api, open_store(path, clock), clock)
+    first = make(api, shared_state(clock), clock)
     await first.poll()  # restart 1
     clock.advance(1)
     await first.poll()  # still FAILED: attempt failed, next attempt in 10 s
     first.store.close()
     for _ in range(9):  # a check from a timer, every second, each a new process
         clock.advance(1)
-        report = await run_check(make(api, open_store(path, clock), clock))
+        report = await run_check(make(api, shared_state(clock), clock))
         assert [r.outcome for r in report.rows] == ["waiting"]
     assert restarts(api) == ["a"]
     clock.advance(1)
-    await run_check(make(api, open_store(path, clock), clock))
+    await run_check(make(api, shared_state(clock), clock))
     assert restarts(api) == ["a", "a"]
 
 

@@ -30,7 +30,7 @@ from supervisor.state.report import session_status, status_report
 from supervisor.state.schema import SCHEMA_VERSION, migrate
 from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import Hold, MemoryStore, Store
-from tests.conftest import reset_logging
+from tests.conftest import Opener, reset_logging
 from tests.fakes import FakeApi, FakeClock, ManualClock, MaxRandom, VirtualScheduler
 from tests.waiting import until
 
@@ -225,11 +225,20 @@ def open_file(path: Path, clock: FakeClock | None = None) -> SqliteStore:
         return SqliteStore.open(path, clock=clock or FakeClock())
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
-        return MemoryStore()
-    return open_file(tmp_path / "state.db")
+        yield MemoryStore()
+        return
+    if request.param == "postgres":
+        from supervisor.state.postgres import PostgresStore
+
+        with capture_logs():
+            made = PostgresStore.open(request.getfixturevalue("pg_url"), clock=FakeClock())
+        yield made
+        made.close()
+        return
+    yield open_file(tmp_path / "state.db")
 
 
 def test_a_hold_is_kept_replaced_and_released(store: Store) -> None:
@@ -243,9 +252,11 @@ def test_a_hold_is_kept_replaced_and_released(store: Store) -> None:
     assert store.holds() == {"b": Hold("b", "bob", T0 + 1)}
 
 
-def test_a_hold_written_by_another_process_is_seen_at_the_next_read(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    daemon, cli = open_file(path), open_file(path)
+def test_a_hold_written_by_another_process_is_seen_at_the_next_read(
+    shared_state: Opener,
+) -> None:
+    with capture_logs():
+        daemon, cli = shared_state(FakeClock()), shared_state(FakeClock())
     assert daemon.holds() == {}  # read (and kept in memory) before the other process writes
     cli.hold(Hold("a", "alice", T0))
     with daemon.transaction():
@@ -301,14 +312,15 @@ def test_a_lost_file_s_holds_are_carried_into_the_next(tmp_path: Path) -> None:
 
 
 async def test_a_pause_by_another_process_is_seen_at_the_daemon_s_next_poll(
-    tmp_path: Path,
+    shared_state: Opener,
 ) -> None:
-    path = tmp_path / "state.db"
     clock = FakeClock(start=T0)
     api = FakeApi({"a": "WORKING"})
-    sup = supervisor(api, open_file(path, clock), clock)
+    with capture_logs():
+        sup = supervisor(api, shared_state(clock), clock)
     await sup.poll()
-    other = open_file(path, clock)
+    with capture_logs():
+        other = shared_state(clock)
     other.hold(Hold("a", "alice", T0))  # ``pause a`` from the command line
     api.statuses["a"] = "STOPPED"
     result = await sup.poll()

@@ -112,6 +112,25 @@ def test_the_alerts_import_apprise_only_inside_functions() -> None:
                for module in imports(PACKAGE / "alerts" / "channels.py"))
 
 
+def test_psycopg_is_loaded_only_by_the_postgresql_store_and_only_with_state_url() -> None:
+    """Without ``state_url`` no process loads psycopg: only ``state/postgres.py`` imports
+    it, inside a function, and no module imports that store on load."""
+    wrong = sorted(
+        f"{path.relative_to(PACKAGE)} imports {module}"
+        for path in PACKAGE.rglob("*.py")
+        for module in imports(path)
+        if module.split(".")[0] == "psycopg" and path != PACKAGE / "state" / "postgres.py"
+    )
+    wrong += sorted(
+        f"{path.relative_to(PACKAGE)} imports {module} on load"
+        for path in PACKAGE.rglob("*.py")
+        for module in module_level_imports(path)
+        if module.split(".")[0] == "psycopg" or module == "supervisor.state.postgres"
+    )
+    assert wrong == []
+    assert "psycopg" in imports(PACKAGE / "state" / "postgres.py")
+
+
 def test_every_module_lives_in_a_room_or_is_a_known_leaf_or_entry_point() -> None:
     top = {path.stem for path in PACKAGE.glob("*.py")}
     assert top == {"__init__", "__main__", "cli", "service", "demo", "alert_wiring", "clock",

@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 from supervisor.api.errors import RateLimited
 from supervisor.api.ratelimit import RateGate, admit, key_fingerprint
 from supervisor.state.sqlite import SqliteStore
-from supervisor.state.store import GateRow, MemoryStore, StateError
+from supervisor.state.store import GateRow, MemoryStore, StateError, Store
+from tests.conftest import Opener
 from tests.fakes import FakeClock
 
 
@@ -109,20 +110,22 @@ def file_store(path: Path, clock: FakeClock) -> SqliteStore:
         return SqliteStore.open(path, clock=clock)
 
 
-def shared_gate(clock: FakeClock, store: SqliteStore | MemoryStore, **kw: Any) -> RateGate:
+def shared_gate(clock: FakeClock, store: Store, **kw: Any) -> RateGate:
     kw.setdefault("rate_limit", None)
     kw.setdefault("max_retry_after", 300)
     return RateGate(clock, store=store, key=key_fingerprint(KEY), **kw)
 
 
 async def test_a_pause_one_process_received_holds_every_process_on_the_file(
-    tmp_path: Path,
+    shared_state: Opener,
 ) -> None:
     """Two gates on two connections to one file (two processes): the 429 one of them got
-    holds the other's next request until the Retry-After has passed, not a moment less."""
+    holds the other's next request until the Retry-After has passed, not a moment less.
+    (On PostgreSQL too: two connections to one database.)"""
     clock = FakeClock()
-    first = shared_gate(clock, file_store(tmp_path / "state.db", clock))
-    second = shared_gate(clock, file_store(tmp_path / "state.db", clock))
+    with capture_logs():
+        first = shared_gate(clock, shared_state(clock))
+        second = shared_gate(clock, shared_state(clock))
     start = clock.monotonic()
     await first.rate_limited(30)
     clock.advance(1.0)  # the second process comes a second later
@@ -134,15 +137,17 @@ async def test_a_pause_one_process_received_holds_every_process_on_the_file(
     assert events[0]["paused_for"] == pytest.approx(29.0)
 
 
-async def test_a_gate_started_later_honours_the_stored_pause(tmp_path: Path) -> None:
+async def test_a_gate_started_later_honours_the_stored_pause(shared_state: Opener) -> None:
     """A daemon started again (a new store, a new gate) waits out the pause its
     predecessor wrote before sending anything."""
     clock = FakeClock()
-    before = file_store(tmp_path / "state.db", clock)
+    with capture_logs():
+        before = shared_state(clock)
     await shared_gate(clock, before).rate_limited(12)
     before.close()
     clock.advance(2.0)
-    restarted = shared_gate(clock, file_store(tmp_path / "state.db", clock))
+    with capture_logs():
+        restarted = shared_gate(clock, shared_state(clock))
     assert restarted.paused_for() == 0.0  # nothing read yet ...
     await restarted.acquire()  # ... the first request reads it
     assert clock.sleeps == [pytest.approx(10.0)]
@@ -178,12 +183,12 @@ async def test_a_stored_pause_is_honoured_for_at_most_max_retry_after(tmp_path: 
     assert clock.sleeps == [pytest.approx(60.0)]
 
 
-async def test_the_budget_is_shared_by_the_processes_on_the_file(tmp_path: Path) -> None:
+async def test_the_budget_is_shared_by_the_processes_on_the_file(shared_state: Opener) -> None:
     """Two processes each sending as fast as their gate lets them: together, never more
     than ``rate_limit`` requests in any one-second window."""
     clock = FakeClock()
-    gates = [shared_gate(clock, file_store(tmp_path / "state.db", clock), rate_limit=3)
-             for _ in range(2)]
+    with capture_logs():
+        gates = [shared_gate(clock, shared_state(clock), rate_limit=3) for _ in range(2)]
     sent: list[float] = []
     for i in range(12):
         await gates[i % 2].acquire()

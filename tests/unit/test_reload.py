@@ -109,8 +109,6 @@ async def test_settings_that_need_a_restart_keep_their_old_value() -> None:
 
 
 async def test_the_webhooks_keep_their_old_settings_until_a_restart() -> None:
-    from pydantic import SecretStr
-
     from supervisor.config.model import WebhookSettings
 
     old = settings(webhooks=WebhookSettings(hmac_key=SecretStr("whk-old-key-0123456789")))
@@ -123,6 +121,17 @@ async def test_the_webhooks_keep_their_old_settings_until_a_restart() -> None:
     assert kept.key() == SecretStr("whk-old-key-0123456789") and kept.max_skew == 300.0
     assert events[0]["restart_required"] == ["webhooks"]
     assert "whk-" not in repr(events)
+
+
+async def test_another_state_url_waits_for_the_next_start() -> None:
+    old = settings(state_url=SecretStr("postgresql://u:pw-one@db/a"))
+    reloader = Reloader(lambda: settings(state_url="postgresql://u:pw-two@db/b"), old, nothing)
+    with capture_logs() as events:
+        await reloader.reload()
+    dsn = reloader.settings.state_dsn()
+    assert dsn is not None and dsn.get_secret_value() == "postgresql://u:pw-one@db/a"
+    assert events[0]["restart_required"] == ["state_url"]
+    assert "pw-" not in repr(events)
 
 
 async def test_a_real_config_file_is_read_again(tmp_path: Path) -> None:

@@ -371,7 +371,8 @@ def test_relative_api_key_file_is_relative_to_the_config_file(tmp_path: Path) ->
 
 
 UNSET_IN_EXAMPLE = ("state_path", "alerts.urls_file", "alerts.alertmanager_url", "http_auth_file",
-                    "webhooks.hmac_key", "webhooks.hmac_key_file")
+                    "webhooks.hmac_key", "webhooks.hmac_key_file", "state_url",
+                    "state_url_file")
 
 
 def _uncommented_example() -> str:
@@ -382,10 +383,11 @@ def _uncommented_example() -> str:
         # api_key_file, urls_file and http_auth_file name files that must exist;
         # state_path's default depends on the environment (STATE_DIRECTORY, XDG_STATE_HOME,
         # HOME); the Alertmanager's example is an example, not the default (none), as are
-        # the webhooks' key and its file.
+        # the webhooks' key and its file, and state_url (and its file: the state would
+        # leave the SQLite file).
         enable = re.match(r"#[a-z_]+ = ", line) and not line.startswith(
             ("#api_key_file", "#state_path", "#urls_file", "#alertmanager_url",
-             "#http_auth_file", "#hmac_key"))
+             "#http_auth_file", "#hmac_key", "#state_url"))
         lines.append(line[1:] if enable else line)
     return "\n".join(lines) + "\n"
 

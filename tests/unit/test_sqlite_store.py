@@ -1,6 +1,9 @@
 """The SQLite state file: round trips, pragmas, migrations, compare-and-set between two
 stores on one file, the history and its retention, and bad files (corrupt, foreign,
-newer, unwritable). Files live in tmp_path; ``:memory:`` where no file is needed."""
+newer, unwritable). Files live in tmp_path; ``:memory:`` where no file is needed.
+
+The tests that take ``shared_state`` (tests/conftest.py) run on both backends: an SQLite
+file and a PostgreSQL database (``supervisor.state.postgres``)."""
 
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ from structlog.testing import capture_logs
 from supervisor.domain.models import HistoryEntry, Phase, Record
 from supervisor.state.file import APPLICATION_ID, Held
 from supervisor.state.schema import SCHEMA_VERSION, decode, encode, migrate
-from supervisor.state.sqlite import PRUNE_EVERY, WAL_SIZE_LIMIT, SqliteStore
-from supervisor.state.store import MEMORY, StateError
+from supervisor.state.sqlite import WAL_SIZE_LIMIT, SqliteStore
+from supervisor.state.store import MEMORY, PRUNE_EVERY, StateError
+from tests.conftest import Opener
 from tests.fakes import FakeClock
 
 FULL = Record(
@@ -47,13 +51,12 @@ def open_file(path: Path, clock: FakeClock | None = None, **kw: object) -> Sqlit
     return SqliteStore.open(path, clock=clock or FakeClock(), **kw)  # type: ignore[arg-type]
 
 
-def test_a_record_survives_the_process_field_for_field(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    first = open_file(path)
+def test_a_record_survives_the_process_field_for_field(shared_state: Opener) -> None:
+    first = shared_state(FakeClock())
     first.put(FULL)
     first.put(Record("s2"))
     first.close()
-    second = open_file(path)
+    second = shared_state(FakeClock())
     assert second.get("s1") == FULL
     assert second.get("s2") == Record("s2")
     assert {r.session_id for r in second.records()} == {"s1", "s2"}
@@ -577,9 +580,8 @@ def test_read_only_opening_creates_migrates_and_moves_nothing(tmp_path: Path) ->
 # ----------------------------------------------------------- two stores, one file
 
 
-def test_swap_fails_when_another_store_wrote_first(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    a, b = open_file(path), open_file(path)
+def test_swap_fails_when_another_store_wrote_first(shared_state: Opener) -> None:
+    a, b = shared_state(FakeClock()), shared_state(FakeClock())
     a.put(Record("s1", phase=Phase.UNHEALTHY, last_status="STOPPED"))
     old = b.get("s1")
     assert old is not None
@@ -592,9 +594,8 @@ def test_swap_fails_when_another_store_wrote_first(tmp_path: Path) -> None:
     assert a.get("s1") == Record("s1", phase=Phase.HEALTHY)
 
 
-def test_swap_of_a_new_record_fails_if_another_store_created_it(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    a, b = open_file(path), open_file(path)
+def test_swap_of_a_new_record_fails_if_another_store_created_it(shared_state: Opener) -> None:
+    a, b = shared_state(FakeClock()), shared_state(FakeClock())
     assert b.get("s1") is None
     assert a.swap(None, Record("s1", attempt=1))
     assert not b.swap(None, Record("s1", attempt=2))
@@ -603,10 +604,9 @@ def test_swap_of_a_new_record_fails_if_another_store_created_it(tmp_path: Path) 
     assert a.get("s1") is None
 
 
-def test_who_wrote_last_and_when(tmp_path: Path) -> None:
+def test_who_wrote_last_and_when(shared_state: Opener) -> None:
     clock = FakeClock()
-    path = tmp_path / "state.db"
-    a, b = open_file(path, clock), open_file(path, clock)
+    a, b = shared_state(clock), shared_state(clock)
     b.put(Record("s1"))
     assert a.written_elsewhere_at("s1") == clock.now()
     assert b.written_elsewhere_at("s1") is None
@@ -633,8 +633,8 @@ def test_a_transaction_sees_the_latest_records_and_holds_off_other_writers(
     assert b.get("s1") == Record("s1", attempt=9)
 
 
-def test_a_failed_transaction_writes_nothing(tmp_path: Path) -> None:
-    store = open_file(tmp_path / "state.db")
+def test_a_failed_transaction_writes_nothing(shared_state: Opener) -> None:
+    store = shared_state(FakeClock())
     store.put(Record("s1"))
 
     def half_done() -> None:
@@ -647,6 +647,32 @@ def test_a_failed_transaction_writes_nothing(tmp_path: Path) -> None:
         half_done()
     assert store.get("s1") == Record("s1")
     assert store.read_history() == []
+    other = shared_state(FakeClock())
+    assert other.get("s1") == Record("s1")
+    assert other.read_history() == []
+
+
+def test_a_transaction_sees_the_latest_records_and_other_writers_wait_for_it(
+    shared_state: Opener,
+) -> None:
+    a, b = shared_state(FakeClock()), shared_state(FakeClock())
+    assert a.get("s1") is None
+    b.put(Record("s1", attempt=7))
+    done = threading.Event()
+
+    def put_b() -> None:
+        b.put(Record("s1", attempt=8))
+        done.set()
+
+    with a.transaction():
+        assert a.get("s1") == Record("s1", attempt=7)
+        writer = threading.Thread(target=put_b)
+        writer.start()
+        assert not done.wait(0.3)  # b waits for a's transaction to end
+        a.put(Record("s1", attempt=9))
+    writer.join(timeout=10)
+    assert done.is_set()
+    assert a.get("s1") == b.get("s1") == Record("s1", attempt=8)  # b's, written after a's
 
 
 # ---------------------------------------------------------------------- history
@@ -658,8 +684,8 @@ def entry(at: float, session_id: str = "s1", event: str = "restart.failed") -> H
                         next_attempt_at=at + 10)
 
 
-def test_history_rows_come_back_filtered_and_in_order(tmp_path: Path) -> None:
-    store = open_file(tmp_path / "state.db")
+def test_history_rows_come_back_filtered_and_in_order(shared_state: Opener) -> None:
+    store = shared_state(FakeClock())
     store.add_history([entry(1.0, "a"), entry(2.0, "b"), entry(3.0, "a"), entry(4.0, "c")])
     assert store.read_history()[0] == entry(1.0, "a")
     assert [e.at for e in store.read_history(session_ids=["a"])] == [1.0, 3.0]
@@ -668,9 +694,9 @@ def test_history_rows_come_back_filtered_and_in_order(tmp_path: Path) -> None:
     assert [e.at for e in store.read_history(session_ids=["a", "b"], since=2.0)] == [2.0, 3.0]
 
 
-def test_history_is_bounded_by_row_count(tmp_path: Path) -> None:
+def test_history_is_bounded_by_row_count(shared_state: Opener) -> None:
     clock = FakeClock()
-    store = open_file(tmp_path / "state.db", clock, history_max_rows=200)
+    store = shared_state(clock, history_max_rows=200)
     t0 = clock.now()
     for i in range(100):
         store.add_history([entry(t0 + i * 10 + j) for j in range(10)])
@@ -681,9 +707,11 @@ def test_history_is_bounded_by_row_count(tmp_path: Path) -> None:
     assert rows[0].at == t0 + 800 and rows[-1].at == t0 + 999  # the newest are kept
 
 
-def test_history_is_bounded_by_age_and_not_pruned_on_every_write(tmp_path: Path) -> None:
+def test_history_is_bounded_by_age_and_not_pruned_on_every_write(
+    shared_state: Opener,
+) -> None:
     clock = FakeClock()
-    store = open_file(tmp_path / "state.db", clock, history_max_age=3600.0)
+    store = shared_state(clock, history_max_age=3600.0)
     store.add_history([entry(clock.now() - 7200.0), entry(clock.now())])
     for _ in range(20):
         clock.advance(60)
@@ -695,3 +723,32 @@ def test_history_is_bounded_by_age_and_not_pruned_on_every_write(tmp_path: Path)
     store.add_history([entry(clock.now())])
     assert all(e.at >= clock.now() - 3600.0 for e in store.read_history())
     assert store.history_count() == 1
+
+
+# ------------------------------------------------------ heartbeats and the gate row
+
+
+def test_heartbeats_and_the_gate_row_are_shared_by_the_processes(shared_state: Opener) -> None:
+    from supervisor.state.store import Beat, GateRow
+
+    clock = FakeClock()
+    daemon, check = shared_state(clock), shared_state(clock)
+    t0 = clock.now()
+    daemon.beat(Beat("run", t0, listed=True, ok=True, poll_interval=30.0))
+    check.beat(Beat("check", t0 + 1, listed=True, ok=False, scope=("b", "a")))
+    daemon.beat(Beat("run", t0 + 2, listed=False, ok=False, poll_interval=30.0))
+    run, checked = check.heartbeats()  # most recently seen first
+    assert (run.kind, run.seen_at, run.last_poll_at, run.last_ok_at, run.started_at) == (
+        "run", t0 + 2, t0, t0, t0)
+    assert (checked.kind, checked.scope, checked.last_ok_at) == ("check", ("b", "a"), None)
+    daemon.waiting("run", t0 + 40)
+    assert check.heartbeats()[0].waiting_until == t0 + 40
+    daemon.retire("run", t0 + 3)
+    assert check.heartbeats()[0].stopped_at == t0 + 3
+    assert check.gate_row("k") is None and check.paused_until() is None
+    daemon.update_gate_row("k", lambda row: GateRow(t0 + 30, (t0, t0 + 1)))
+    assert check.gate_row("k") == GateRow(t0 + 30, (t0, t0 + 1))
+    assert check.update_gate_row("k", lambda row: None) == GateRow(t0 + 30, (t0, t0 + 1))
+    assert check.paused_until() == t0 + 30
+    daemon.put(Record("s1"))
+    assert check.last_writes() == {daemon.writer: t0}

@@ -77,3 +77,75 @@ def test_bad_state_settings_are_one_line_each(name: str, value: str, problem: st
         load({name: value})
     [line] = caught.value.problems
     assert line.startswith(problem) and line.endswith(f"environment variable {name})")
+
+
+# ------------------------------------------------------------- state_url (PostgreSQL)
+
+DSN = "postgresql://bob:dsn-PASSWORD-4f1e@db.example:5433/wasend?sslmode=require"
+
+
+def test_state_url_from_the_environment_keeps_the_state_in_postgresql() -> None:
+    settings = load({"HOME": "/home/u", "WASEND_SUPERVISOR_STATE_URL": DSN})
+    dsn = settings.state_dsn()
+    assert dsn is not None and dsn.get_secret_value() == DSN
+    assert settings.state_path is None  # no default file beside it
+    assert {DSN, "dsn-PASSWORD-4f1e"} <= set(settings.secret_values())
+    assert "dsn-PASSWORD-4f1e" not in repr(settings)
+    assert load({"HOME": "/home/u"}).state_dsn() is None
+
+
+def test_state_url_from_a_file_or_toml(tmp_path: Path) -> None:
+    secret = tmp_path / "dsn"
+    secret.write_text(f"  {DSN}\n")
+    settings = load({"HOME": "/home/u", "WASEND_SUPERVISOR_STATE_URL_FILE": str(secret)})
+    dsn = settings.state_dsn()
+    assert dsn is not None and dsn.get_secret_value() == DSN
+    assert DSN in settings.secret_values()
+    config = tmp_path / "config.toml"
+    config.write_text('state_url = "postgres://"\n')
+    from_toml = load({"HOME": "/home/u"}, config_path=config).state_dsn()
+    assert from_toml is not None and from_toml.get_secret_value() == "postgres://"
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"WASEND_SUPERVISOR_STATE_URL": DSN, "WASEND_SUPERVISOR_STATE_PATH": "/tmp/s.db"},
+         "state_url: cannot be given with state_path"),
+        ({"WASEND_SUPERVISOR_STATE_URL": DSN, "WASEND_SUPERVISOR_STATE_URL_FILE": "/x"},
+         "state_url: cannot be given with state_url_file"),
+        ({"WASEND_SUPERVISOR_STATE_URL": "mysql://bob:dsn-PASSWORD-4f1e@h/db"},
+         "state_url: must be a PostgreSQL URL"),
+        ({"WASEND_SUPERVISOR_STATE_URL": "postgresql://bob:dsn-PASSWORD-4f1e@h:port/db"},
+         "state_url: has a port that is not a number"),
+        ({"WASEND_SUPERVISOR_STATE_URL_FILE": "/nonexistent/dsn"},
+         "state_url_file: cannot read /nonexistent/dsn"),
+    ],
+)
+def test_bad_state_url_settings_are_one_line_without_the_dsn(
+    env: dict[str, str], problem: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load({"HOME": "/home/u", **env})
+    [line] = caught.value.problems
+    assert line.startswith(problem), line
+    assert "dsn-PASSWORD-4f1e" not in line and "bob" not in line
+
+
+def test_a_state_url_file_without_a_postgresql_url_names_the_file_only(tmp_path: Path) -> None:
+    secret = tmp_path / "dsn"
+    secret.write_text("mysql://bob:dsn-PASSWORD-4f1e@h/db\n")
+    with pytest.raises(ConfigError) as caught:
+        load({"HOME": "/home/u", "WASEND_SUPERVISOR_STATE_URL_FILE": str(secret)})
+    [line] = caught.value.problems
+    assert line.startswith(f"state_url_file: {secret} holds no usable URL")
+    assert "dsn-PASSWORD-4f1e" not in line and "bob" not in line
+
+
+def test_config_shows_the_state_url_as_its_host_and_database_only() -> None:
+    from supervisor.config.render import render_settings
+
+    shown = render_settings(load({"HOME": "/home/u", "WASEND_SUPERVISOR_STATE_URL": DSN}))
+    [line] = [x for x in shown.splitlines() if x.startswith("state_url ")]
+    assert line.startswith('state_url = "postgresql://db.example:5433/wasend"')
+    assert "dsn-PASSWORD-4f1e" not in shown and "bob" not in shown and "sslmode" not in shown
