@@ -226,9 +226,11 @@ def test_restart_now_makes_exactly_one_restart_request(page: Any, stack: Stack) 
 def test_a_paused_session_is_left_alone_and_restarted_once_resumed(
         page: Any, stack: Stack) -> None:
     page.goto(stack.url("/sessions/hold-me"))
+    assert page.locator("button[value=resume]").is_hidden()  # only what applies is offered
     page.click("button[value=pause]")
     page.wait_for_url("**/sessions/hold-me?msg=*")
     assert page.locator(".message").inner_text() == "supervision paused"
+    assert page.locator("button[value=pause]").is_hidden()
     assert page.locator('#facts [data-key="paused"]').inner_text().startswith("by alice")
     stack.server.simulator.set_status("hold-me", "STOPPED")
     stack.more_polls(10)

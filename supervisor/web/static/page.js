@@ -103,6 +103,11 @@
       if (dd) { dd.textContent = shown[key]; }
     });
     showQr(s.phase === "needs_person");
+    // Only the action that applies: pause while supervised, resume while paused.
+    var pause = document.querySelector('form[data-action="pause"]');
+    var resume = document.querySelector('form[data-action="resume"]');
+    if (pause) { pause.hidden = Boolean(s.paused); }
+    if (resume) { resume.hidden = !s.paused; }
   }
 
   function poll() {
