@@ -19,7 +19,9 @@ What it does with them:
   ``password`` or ``authorization`` field); never ending in the start of a known value.
 
 Pure: no I/O. The values are kept out of ``repr``, so an instance in a traceback's
-frame shows only how many it holds.
+frame shows only how many it holds. Values may be added from any thread (a hashed login
+token is verified in a worker thread, a QR payload arrives on the event loop): each
+``add`` and ``discard`` is one store into a dict, which no other thread's can undo.
 """
 
 from __future__ import annotations
@@ -55,33 +57,38 @@ _SECRET_FIELD = re.compile(
 class Secrets:
     """The values this process must never print, and the rules that keep them out."""
 
-    __slots__ = ("_values",)
+    __slots__ = ("_known",)
 
     def __init__(self, values: Iterable[str] = ()) -> None:
-        self._values: tuple[str, ...] = ()  # longest first: a value inside another is
-        for value in values:  # not replaced before the one that holds it
+        self._known: dict[str, None] = {}
+        for value in values:
             self.add(value)
+
+    @property
+    def _values(self) -> tuple[str, ...]:
+        """The values, longest first: a value inside another is not replaced before the one
+        that holds it (``list`` of a dict is taken in one step, whatever other threads do)."""
+        return tuple(sorted(list(self._known), key=len, reverse=True))
 
     def add(self, value: str) -> None:
         """Never print ``value`` (an API key) from now on. Values shorter than
         ``MIN_LENGTH`` are ignored."""
-        if len(value) >= MIN_LENGTH and value not in self._values:
-            self._values = tuple(sorted((*self._values, value), key=len, reverse=True))
+        if len(value) >= MIN_LENGTH:
+            self._known[value] = None
 
     def discard(self, value: str) -> None:
         """Stop matching ``value``: a QR payload that has expired (``WasendClient.qr``
         keeps the last few of each session, so that the values stay few)."""
-        if value in self._values:
-            self._values = tuple(v for v in self._values if v != value)
+        self._known.pop(value, None)
 
     def __contains__(self, value: object) -> bool:
-        return value in self._values
+        return value in self._known
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._known)
 
     def __repr__(self) -> str:
-        return f"<Secrets: {len(self._values)} known>"
+        return f"<Secrets: {len(self._known)} known>"
 
     def holds(self, text: str) -> bool:
         """Whether ``text`` holds a known value."""
@@ -100,17 +107,22 @@ class Secrets:
         lists and tuples."""
         for key in [k for k in record if k.lower() in SECRET_FIELDS]:
             record[key] = REDACTED
-        if self._values:
+        if self._known:
+            values = self._values
             for key, value in record.items():
-                record[key] = self._scrub(value)
+                record[key] = self._scrub(value, values)
 
-    def _scrub(self, value: Any) -> Any:
+    def _scrub(self, value: Any, values: tuple[str, ...] | None = None) -> Any:
+        values = self._values if values is None else values
         if isinstance(value, str):
-            return self.redact(value)
+            for known in values:
+                if known in value:
+                    value = value.replace(known, REDACTED)
+            return value
         if isinstance(value, dict):
-            return {k: self._scrub(v) for k, v in value.items()}
+            return {k: self._scrub(v, values) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return type(value)(self._scrub(v) for v in value)
+            return type(value)(self._scrub(v, values) for v in value)
         return value
 
     def excerpt(self, body: bytes | bytearray | str, *, limit: int = EXCERPT_LIMIT) -> str:

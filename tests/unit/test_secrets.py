@@ -144,3 +144,27 @@ async def test_a_rebuilt_runtime_hands_its_new_key_to_the_same_process_secrets()
     finally:
         await first.client.aclose()
         await second.aclose()
+
+
+def test_values_added_from_many_threads_at_once_are_all_kept() -> None:
+    """A hashed login token is verified (and added) in a worker thread while the loop adds
+    QR payloads: no add may undo another."""
+    import threading
+
+    from supervisor.domain.secrets import Secrets
+
+    secrets = Secrets()
+    start = threading.Barrier(8)
+
+    def add(n: int) -> None:
+        start.wait()
+        for i in range(2000):
+            secrets.add(f"thread-{n}-value-{i:05d}")
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(secrets) == 16_000
+    assert all(f"thread-{n}-value-01999" in secrets for n in range(8))
