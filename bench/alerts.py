@@ -107,12 +107,15 @@ def receiving() -> Iterator[tuple[HttpReceiver, Arrivals]]:
 
 @contextmanager
 def daemon(server: SimulatorServer, name: str, *, poll_interval: float,
-           settings: dict[str, Any]) -> Iterator[Tool]:
-    """Our ``run`` against ``server``, logging JSON to ``bench/results/logs/NAME.log``."""
+           settings: dict[str, Any], state_path: bool = True) -> Iterator[Tool]:
+    """Our ``run`` against ``server``, logging JSON to ``bench/results/logs/NAME.log``.
+    ``state_path``: a state file of its own (else the settings say where: ``state_url``)."""
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     tool = Tool(OURS, server.base_url, API_KEY, poll_interval=poll_interval,
                 settings=settings, log=logs / f"{name}.log")
+    if not state_path:
+        tool.env.pop("WASEND_SUPERVISOR_STATE_PATH", None)
     tool.start()
     try:
         yield tool

@@ -15,6 +15,7 @@ from bench import (
     latency,
     retry_after,
     scale,
+    store,
     storm,
     web,
     webhooks,
@@ -57,6 +58,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("zombies", "sessions WORKING by status whose engine is not connected: "
                   "time to their restart, requests while they are watched", zombies.run,
                   zombies.FULL, zombies.QUICK),
+        Benchmark("store", "a poll cycle's cost of the state store: PostgreSQL beside SQLite, "
+                  "10,000 sessions", store.run, store.FULL, store.QUICK),
         Benchmark("webhooks", "signed webhooks through the daemon: events a second with the "
                   "poll loop on schedule, a burst's reads, forgeries' cost", webhooks.run,
                   webhooks.FULL, webhooks.QUICK),

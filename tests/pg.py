@@ -59,7 +59,10 @@ def _free_port() -> int:
 class Server:
     """One running server; ``url(db)`` the DSN of a database on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: PostgreSQL's own defaults (fsync and synchronous commits on), as an
+        operator runs it (the benchmarks); else the tests' quicker settings."""
+        self.durable = durable
         found = bin_dir()
         assert found is not None
         self.bin = found
@@ -85,9 +88,10 @@ class Server:
     def start(self) -> Server:
         self._pg("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8",
                  "--no-sync", "--no-instructions")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-                   " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-                   " -c max_connections=100")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += (" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                        " -c max_connections=100")
         self._pg("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                  str(self.root / "server.log"), "-w", "-t", "60", "start")
         return self

@@ -196,3 +196,22 @@ def test_web_the_page_through_the_daemon() -> None:
     assert len(result.figure("web.live_update").ours) == 2
     assert len(result.figure("web.poll_cycle_pages").ours) == 3
     assert all(d > 0 for d in result.figure("web.first_view").ours)
+
+
+def test_store_a_poll_cycle_on_postgresql_beside_one_on_sqlite() -> None:
+    """Needs Debian's PostgreSQL (.ci/run installs it); under CI a missing one fails."""
+    from bench import store
+    from tests.pg import missing
+
+    why = missing()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is needed under CI: {why}")
+        pytest.skip(why)
+    result = store.run(store.Size(runs=1, sessions=200, changing=20, poll_interval=0.3,
+                                  cycles=3, warmup=1))
+    assert_well_formed(result, {"store.poll_cycle_ratio", "store.poll_cycle_postgres",
+                                "store.poll_cycle_sqlite"})
+    assert len(result.figure("store.poll_cycle_postgres").ours) == 3
+    assert len(result.figure("store.poll_cycle_sqlite").ours) == 3
+    assert result.figure("store.poll_cycle_ratio").ours[0] > 0
