@@ -291,21 +291,19 @@ def _seen_disconnected(
 ) -> Step:
     """Healthy by its status while its engine says it is not connected. A restart of ours
     in flight waits for the engine as for a session still starting. Otherwise the status
-    is believed until the engine has been disconnected for ``zombie_after``, counted from
-    halfway between the poll before (which saw it connected) and the first poll that saw
-    it so: the likeliest time it happened (from this poll, when the one before did not see
-    the sessions). With ``zombie_after`` a multiple of the poll interval, the session is
-    failed after ``zombie_after`` and before ``zombie_after`` + one interval, poll timing
-    jitter of up to half an interval included. Then the
-    session is a zombie, failed like a restartable one (``session.zombie``, reason
-    ``engine_disconnected``): restarted with a stop first, with the usual backoff,
-    verification and give-up."""
+    is believed until the engine has not been seen connected for ``zombie_after``: counted
+    from the poll before the first that saw it so (that poll saw it connected, and it may
+    have been lost just after), or from this poll when the one before did not see the
+    sessions. So a zombie is failed at the first poll at least ``zombie_after`` after the
+    last that saw it connected: within ``zombie_after`` + one poll interval of its engine
+    losing the connection, whatever the polls' timing. Then the session is a zombie, failed
+    like a restartable one (``session.zombie``, reason ``engine_disconnected``): restarted
+    with a stop first, with the usual backoff, verification and give-up."""
     if record.phase is Phase.VERIFYING:
         return _seen_transitional(record, status, now, policy, rng)
     since = record.disconnected_since
     if since is None:
-        since = now if previous_poll is None or previous_poll > now else (
-            (previous_poll + now) / 2)
+        since = now if previous_poll is None or previous_poll > now else previous_poll
         record = replace(record, disconnected_since=since)
     if now - since < policy.zombie_after:
         return _seen_healthy(record, status, now, policy)

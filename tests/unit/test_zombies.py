@@ -141,18 +141,17 @@ def test_the_default_policy_catches_zombies_after_two_minutes() -> None:
     assert Policy().zombie_after == 120.0
 
 
-def test_the_count_starts_halfway_between_the_last_connected_and_first_disconnected_poll(
-) -> None:
+def test_the_count_starts_at_the_last_poll_that_saw_the_engine_connected() -> None:
     d = Watch(ZOMBIE)
     d.see("WORKING", T0, True)
     d.see("WORKING", T0 + 30, False, previous=T0)  # connected at T0, lost since
-    assert d.record is not None and d.record.disconnected_since == T0 + 15
-    # polls every 30 s, a little early or late: failed at the poll 120 s after the first
-    # sighting, never one later for a poll a moment early
-    assert d.see("WORKING", T0 + 120, False, previous=T0 + 90).action is None
-    step = d.see("WORKING", T0 + 149, False, previous=T0 + 120)
+    assert d.record is not None and d.record.disconnected_since == T0
+    # polls every 30 s: failed at the first poll 120 s after T0, so within 120 s + one
+    # interval of the loss, however soon after T0 it came
+    assert d.see("WORKING", T0 + 119.9, False, previous=T0 + 90).action is None
+    step = d.see("WORKING", T0 + 120, False, previous=T0 + 119.9)
     assert ev.SESSION_ZOMBIE in names(step)
-    assert step.events[0].fields["disconnected_for"] == 134.0
+    assert step.events[0].fields["disconnected_for"] == 120.0
 
 
 def test_without_a_poll_before_it_or_for_a_new_session_the_count_starts_now() -> None:
