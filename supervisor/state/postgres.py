@@ -46,11 +46,11 @@ import msgspec
 import structlog
 
 from supervisor.clock import Clock, SystemClock
-from supervisor.domain import episodes
 from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Pending, Transition
 from supervisor.domain.models import HistoryEntry, Record
 from supervisor.state import schema
+from supervisor.state.rows import Row, SqlRows
 from supervisor.state.schema import SCHEMA_VERSION, decode, encode
 from supervisor.state.sqlite import DEFAULT_BUSY_TIMEOUT
 from supervisor.state.store import (
@@ -69,14 +69,12 @@ from supervisor.state.store import (
     StateError,
     describe_dsn,
     dsn_secrets,
-    episode_of,
     gate_row_of,
     heartbeat_id,
     heartbeat_of,
     heartbeat_values,
     next_heartbeat,
     writer_id,
-    zero_counts,
 )
 
 if TYPE_CHECKING:
@@ -215,12 +213,6 @@ def _import_psycopg() -> Any:
     return psycopg
 
 
-class _Row(msgspec.Struct, frozen=True):
-    record: Record
-    version: int
-    updated_at: float
-    writer: str
-
 
 _UPSERT: Final = (
     "INSERT INTO records (session_id, data, version, updated_at, writer)"
@@ -235,8 +227,10 @@ _HISTORY_INSERT: Final = (
 )
 
 
-class PostgresStore:
+class PostgresStore(SqlRows):
     """The ``Store`` in a PostgreSQL database. Build it with ``open`` or ``open_readonly``."""
+
+    MARK = "%s"
 
     def __init__(
         self,
@@ -263,7 +257,7 @@ class PostgresStore:
         self._connect_timeout = connect_timeout
         self._busy_timeout = busy_timeout
         self._conn: psycopg.Connection[Any] | None = None
-        self._cache: dict[str, _Row] = {}
+        self._cache: dict[str, Row] = {}
         self._changes: int | None = None  # record_changes.n when the cache was read
         self._depth = 0
         self._dirty = False  # records written in this transaction
@@ -442,7 +436,7 @@ class PostgresStore:
         """Read every record again (rows unchanged since keep their decoded record)."""
         rows = self._run("SELECT session_id, version, updated_at, writer, data FROM records"
                          ).fetchall()
-        fresh: dict[str, _Row] = {}
+        fresh: dict[str, Row] = {}
         for session_id, version, updated_at, row_writer, data in rows:
             known = self._cache.get(session_id)
             if known is not None and (known.version, known.updated_at, known.writer) == (
@@ -456,7 +450,7 @@ class PostgresStore:
                 log.warning(ev.STATE_RECORD_UNREADABLE, session_id=session_id,
                             problem=str(exc)[:200])
                 continue
-            fresh[session_id] = _Row(record, int(version), float(updated_at), str(row_writer))
+            fresh[session_id] = Row(record, int(version), float(updated_at), str(row_writer))
         self._cache = fresh
 
     def _refresh(self) -> None:
@@ -530,35 +524,6 @@ class PostgresStore:
 
     # ----------------------------------------------------------------- records
 
-    def _row(self, session_id: str) -> _Row | None:
-        with self._lock:
-            self._refresh()
-            return self._cache.get(session_id)
-
-    def get(self, session_id: str) -> Record | None:
-        row = self._row(session_id)
-        return None if row is None else row.record
-
-    def records(self) -> Iterator[Record]:
-        with self._lock:
-            self._refresh()
-            return iter([row.record for row in self._cache.values()])
-
-    def updated_at(self, session_id: str) -> float | None:
-        """When the record was last written (epoch seconds), by anyone."""
-        row = self._row(session_id)
-        return None if row is None else row.updated_at
-
-    def written_elsewhere_at(self, session_id: str) -> float | None:
-        row = self._row(session_id)
-        if row is None or row.writer == self.writer:
-            return None
-        return row.updated_at
-
-    def put(self, record: Record) -> None:
-        with self.transaction():
-            self._write(record)
-
     def delete(self, session_id: str) -> None:
         with self.transaction():
             self._run("DELETE FROM records WHERE session_id = %s", (session_id,))
@@ -593,7 +558,7 @@ class PostgresStore:
             ).rowcount
             if done == 1:
                 self._dirty = True
-                self._cache[session_id] = _Row(new, row.version + 1, now, self.writer)
+                self._cache[session_id] = Row(new, row.version + 1, now, self.writer)
             return done == 1
 
     def _write(self, record: Record) -> None:
@@ -601,7 +566,7 @@ class PostgresStore:
         (version,) = self._one(
             _UPSERT, (record.session_id, encode(record), now, self.writer))
         self._dirty = True
-        self._cache[record.session_id] = _Row(record, int(version), now, self.writer)
+        self._cache[record.session_id] = Row(record, int(version), now, self.writer)
 
     # ------------------------------------------------------------------ history
 
@@ -726,15 +691,6 @@ class PostgresStore:
                 heartbeat_values(new),
             )
 
-    def heartbeats(self) -> list[Heartbeat]:
-        if self.schema_version < 3:
-            return []
-        with self._lock:
-            rows = self._run(
-                f"SELECT {HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen_at DESC"  # noqa: S608
-            ).fetchall()
-        return [heartbeat_of(row) for row in rows]
-
     def paused_until(self) -> float | None:
         """The latest ``Retry-After`` pause stored for any key (epoch seconds), or None."""
         if self.schema_version < 3:
@@ -753,36 +709,7 @@ class PostgresStore:
                 found[row.writer] = row.updated_at
         return found
 
-    def retire(self, kind: str, at: float) -> None:
-        with self._small_write():
-            self._run("UPDATE heartbeats SET stopped_at = %s WHERE id = %s",
-                      (at, heartbeat_id(self.writer, kind)))
-
-    def waiting(self, kind: str, until: float) -> None:
-        with self._small_write():
-            self._run("UPDATE heartbeats SET waiting_until = %s WHERE id = %s",
-                      (until, heartbeat_id(self.writer, kind)))
-
     # ------------------------------------------------- alert episodes, the outbox
-
-    def open_episodes(self) -> list[Episode]:
-        if self.schema_version < 4:
-            return []
-        with self._lock:
-            rows = self._run(f"SELECT {EPISODE_COLUMNS} FROM episodes"  # noqa: S608
-                             " ORDER BY opened_at, id").fetchall()
-        return [e for e in (episode_of(row) for row in rows) if e is not None]
-
-    def open_counts(self) -> dict[episodes.Kind, int]:
-        counts = zero_counts()
-        if self.schema_version < 4:
-            return counts
-        with self._lock:
-            rows = self._run("SELECT kind, count(*) FROM episodes GROUP BY kind").fetchall()
-        for kind, count in rows:
-            if kind in counts:
-                counts[episodes.Kind(kind)] = int(count)
-        return counts
 
     def apply_transitions(
         self, transitions: Sequence[Transition], channels: Sequence[str], now: float
@@ -821,14 +748,6 @@ class PostgresStore:
                 self._run("INSERT INTO alert_watch (name, since, failure) VALUES ('api', %s, %s)"
                           " ON CONFLICT (name) DO NOTHING", (now, failure))
         return self._outage_row()
-
-    def _outage_row(self) -> Outage | None:
-        if self.schema_version < 4:
-            return None
-        with self._lock:
-            found = self._run(
-                "SELECT since, failure FROM alert_watch WHERE name = 'api'").fetchone()
-        return None if found is None else Outage(float(found[0]), str(found[1]))
 
     def enqueue(
         self, channels: Sequence[str], transitions: Sequence[Transition], now: float
@@ -885,17 +804,6 @@ class PostgresStore:
             with self._small_write():
                 self._run("UPDATE outbox SET attempts = attempts + 1, next_try_at = %s"
                           " WHERE id = ANY(%s)", (next_try_at, list(ids)))
-
-    def expire(self, created_before: float) -> int:
-        with self._small_write():
-            return int(self._run("DELETE FROM outbox WHERE created_at < %s",
-                                 (created_before,)).rowcount)
-
-    def trim(self, keep: int) -> int:
-        with self._small_write():
-            return int(self._run(
-                "DELETE FROM outbox WHERE id <= (SELECT id FROM outbox ORDER BY id DESC"
-                " LIMIT 1 OFFSET %s)", (max(0, keep),)).rowcount)
 
     def pending_count(self) -> int:
         if self.schema_version < 4:

@@ -74,7 +74,6 @@ import msgspec
 import structlog
 
 from supervisor.clock import Clock, SystemClock
-from supervisor.domain import episodes
 from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Pending, Transition
 from supervisor.domain.models import HistoryEntry, Record
@@ -87,6 +86,7 @@ from supervisor.state.file import (
     move_aside,
     refusal,
 )
+from supervisor.state.rows import Row, SqlRows
 from supervisor.state.schema import SCHEMA_VERSION, applied_versions, decode, encode, migrate
 from supervisor.state.store import (
     DEFAULT_HISTORY_MAX_AGE,
@@ -99,18 +99,15 @@ from supervisor.state.store import (
     PRUNE_EVERY,
     Beat,
     GateRow,
-    Heartbeat,
     Hold,
     Outage,
     StateError,
-    episode_of,
     gate_row_of,
     heartbeat_id,
     heartbeat_of,
     heartbeat_values,
     next_heartbeat,
     writer_id,
-    zero_counts,
 )
 
 log = structlog.get_logger("supervisor.state")
@@ -311,12 +308,6 @@ def _attach(
 # -------------------------------------------------------------------------- store
 
 
-class _Row(msgspec.Struct, frozen=True):
-    record: Record
-    version: int
-    updated_at: float
-    writer: str
-
 
 class _Lost(msgspec.Struct):
     """What the file this process held still had, kept until the path can be used."""
@@ -340,8 +331,10 @@ _HISTORY_INSERT: Final = (
 )
 
 
-class SqliteStore:
+class SqliteStore(SqlRows):
     """The ``Store`` in an SQLite file (or ``:memory:``). Build it with ``open``."""
+
+    MARK = "?"
 
     def __init__(
         self,
@@ -366,7 +359,7 @@ class SqliteStore:
         self.history_max_age = history_max_age
         self.history_max_rows = history_max_rows
         self._clock = clock
-        self._cache: dict[str, _Row] = {}
+        self._cache: dict[str, Row] = {}
         self._data_version: int | None = None
         self._depth = 0
         self._added_since_prune = 0
@@ -537,7 +530,7 @@ class SqliteStore:
         rows = conn.execute(
             f"SELECT session_id, version, updated_at, {writer}, data FROM records"  # noqa: S608
         ).fetchall()
-        fresh: dict[str, _Row] = {}
+        fresh: dict[str, Row] = {}
         for session_id, version, updated_at, row_writer, data in rows:
             known = self._cache.get(session_id)
             if known is not None and (known.version, known.updated_at, known.writer) == (
@@ -551,7 +544,7 @@ class SqliteStore:
                 log.warning(ev.STATE_RECORD_UNREADABLE, session_id=session_id,
                             problem=str(exc)[:200])
                 continue
-            fresh[session_id] = _Row(record, version, updated_at, row_writer)
+            fresh[session_id] = Row(record, version, updated_at, row_writer)
         self._cache = fresh
 
     def _refresh(self) -> None:
@@ -720,35 +713,6 @@ class SqliteStore:
 
     # ----------------------------------------------------------------- records
 
-    def _row(self, session_id: str) -> _Row | None:
-        with self._lock:
-            self._refresh()
-            return self._cache.get(session_id)
-
-    def get(self, session_id: str) -> Record | None:
-        row = self._row(session_id)
-        return None if row is None else row.record
-
-    def records(self) -> Iterator[Record]:
-        with self._lock:
-            self._refresh()
-            return iter([row.record for row in self._cache.values()])
-
-    def updated_at(self, session_id: str) -> float | None:
-        """When the record was last written (epoch seconds), by anyone."""
-        row = self._row(session_id)
-        return None if row is None else row.updated_at
-
-    def written_elsewhere_at(self, session_id: str) -> float | None:
-        row = self._row(session_id)
-        if row is None or row.writer == self.writer:
-            return None
-        return row.updated_at
-
-    def put(self, record: Record) -> None:
-        with self.transaction():
-            self._write(record)
-
     def delete(self, session_id: str) -> None:
         with self.transaction():
             self._run("DELETE FROM records WHERE session_id = ?", (session_id,))
@@ -782,7 +746,7 @@ class SqliteStore:
                 (encode(new), now, self.writer, session_id, row.version),
             ).rowcount
             if done == 1:
-                self._cache[session_id] = _Row(new, row.version + 1, now, self.writer)
+                self._cache[session_id] = Row(new, row.version + 1, now, self.writer)
             return done == 1
 
     def _write(self, record: Record) -> None:
@@ -790,7 +754,7 @@ class SqliteStore:
         (version,) = self._run(
             _UPSERT, (record.session_id, encode(record), now, self.writer)
         ).fetchone()
-        self._cache[record.session_id] = _Row(record, version, now, self.writer)
+        self._cache[record.session_id] = Row(record, version, now, self.writer)
 
     # ------------------------------------------------------------------ history
 
@@ -953,15 +917,6 @@ class SqliteStore:
                 values,
             )
 
-    def heartbeats(self) -> list[Heartbeat]:
-        if self.schema_version < 3:
-            return []
-        with self._lock:
-            rows = self._run(
-                f"SELECT {HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen_at DESC"  # noqa: S608
-            ).fetchall()
-        return [heartbeat_of(row) for row in rows]
-
     def paused_until(self) -> float | None:
         """The latest ``Retry-After`` pause stored for any key (epoch seconds), or None."""
         if self.schema_version < 3:
@@ -980,16 +935,6 @@ class SqliteStore:
             if row.updated_at > found.get(row.writer, -math.inf):
                 found[row.writer] = row.updated_at
         return found
-
-    def retire(self, kind: str, at: float) -> None:
-        with self._small_write():
-            self._run("UPDATE heartbeats SET stopped_at = ? WHERE id = ?",
-                      (at, heartbeat_id(self.writer, kind)))
-
-    def waiting(self, kind: str, until: float) -> None:
-        with self._small_write():
-            self._run("UPDATE heartbeats SET waiting_until = ? WHERE id = ?",
-                      (until, heartbeat_id(self.writer, kind)))
 
     @contextlib.contextmanager
     def _small_write(self) -> Iterator[None]:
@@ -1024,25 +969,6 @@ class SqliteStore:
     # subject: a UNIQUE index, so that of two processes applying the same opening one
     # wins), ``outbox`` and ``alert_watch``. Like the gate's, their writes leave the
     # records' cache alone; ``apply_transitions`` is one transaction with its enqueueing.
-
-    def open_episodes(self) -> list[Episode]:
-        if self.schema_version < 4:
-            return []
-        with self._lock:
-            rows = self._run(f"SELECT {EPISODE_COLUMNS} FROM episodes"  # noqa: S608
-                             " ORDER BY opened_at, id").fetchall()
-        return [e for e in (episode_of(row) for row in rows) if e is not None]
-
-    def open_counts(self) -> dict[episodes.Kind, int]:
-        counts = zero_counts()
-        if self.schema_version < 4:
-            return counts
-        with self._lock:
-            rows = self._run("SELECT kind, count(*) FROM episodes GROUP BY kind").fetchall()
-        for kind, count in rows:
-            if kind in counts:
-                counts[episodes.Kind(kind)] = int(count)
-        return counts
 
     def apply_transitions(
         self, transitions: Sequence[Transition], channels: Sequence[str], now: float
@@ -1080,14 +1006,6 @@ class SqliteStore:
                 self._run("INSERT INTO alert_watch (name, since, failure) VALUES ('api', ?, ?)"
                           " ON CONFLICT (name) DO NOTHING", (now, failure))
         return self._outage_row()
-
-    def _outage_row(self) -> Outage | None:
-        if self.schema_version < 4:
-            return None
-        with self._lock:
-            found = self._run(
-                "SELECT since, failure FROM alert_watch WHERE name = 'api'").fetchone()
-        return None if found is None else Outage(float(found[0]), str(found[1]))
 
     def enqueue(
         self, channels: Sequence[str], transitions: Sequence[Transition], now: float
@@ -1153,17 +1071,6 @@ class SqliteStore:
             "UPDATE outbox SET attempts = attempts + 1, next_try_at = ? WHERE id = ?",
             [(next_try_at, i) for i in ids],
         )
-
-    def expire(self, created_before: float) -> int:
-        with self._small_write():
-            return int(self._run("DELETE FROM outbox WHERE created_at < ?",
-                                 (created_before,)).rowcount)
-
-    def trim(self, keep: int) -> int:
-        with self._small_write():
-            return int(self._run(
-                "DELETE FROM outbox WHERE id <= (SELECT id FROM outbox ORDER BY id DESC"
-                " LIMIT 1 OFFSET ?)", (max(0, keep),)).rowcount)
 
     def pending_count(self) -> int:
         if self.schema_version < 4:
