@@ -566,29 +566,21 @@ def _open_state(args: argparse.Namespace, *, unknown: int | None = None,
     from supervisor.state.store import MEMORY, StateError
 
     dsn = settings.state_dsn()
-    if dsn is not None:
-        from supervisor.state.postgres import PostgresStore
-
-        try:
-            return settings, PostgresStore.open_readonly(dsn.get_secret_value())
-        except FileNotFoundError:
-            print(f"{PROG}: no state in {_state_where(settings)} yet (run or check creates it)",
-                  file=sys.stderr)
-            return 0 if unknown is None else unknown
-        except StateError as exc:
-            status = _state_error(settings, exc)
-            return status if unknown is None else unknown
-    from supervisor.state.sqlite import SqliteStore
-
-    location = settings.state_location()
-    if location == MEMORY:
+    if dsn is None and settings.state_location() == MEMORY:
         print(f"{PROG}: state_path is {MEMORY}: no state is kept between runs", file=sys.stderr)
         return EX_CONFIG
     try:
-        return settings, SqliteStore.open_readonly(location)
+        if dsn is not None:
+            from supervisor.state.postgres import PostgresStore
+
+            return settings, PostgresStore.open_readonly(dsn.get_secret_value())
+        from supervisor.state.sqlite import SqliteStore
+
+        return settings, SqliteStore.open_readonly(settings.state_location())
     except FileNotFoundError:
-        print(f"{PROG}: no state file at {location} yet (run or check creates it)",
-              file=sys.stderr)
+        where = f"in {_state_where(settings)}" if dsn is not None else (
+            f"file at {settings.state_location()}")
+        print(f"{PROG}: no state {where} yet (run or check creates it)", file=sys.stderr)
         return 0 if unknown is None else unknown
     except StateError as exc:
         status = _state_error(settings, exc)
