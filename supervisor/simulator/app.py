@@ -152,7 +152,8 @@ class SimulatorGate:
             nonlocal logged
             if not logged:
                 logged = True
-                self.simulator.finish(admission, status)
+                self.simulator.finish(admission, status,
+                                      _header(scope, b"user-agent") or "")
 
         async def answer(message: Message) -> None:
             nonlocal status

@@ -33,6 +33,7 @@ class RequestRecord:
     early: bool
     fault: str | None
     duration: float
+    agent: str = ""  # the request's User-Agent ("" when it sent none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,10 +63,12 @@ class RequestLog:
         early: bool,
         fault: str | None,
         duration: float,
+        agent: str = "",
     ) -> RequestRecord:
         self._seq += 1
         record = RequestRecord(
-            self._seq, wall, monotonic, method, path, kind, session, status, early, fault, duration
+            self._seq, wall, monotonic, method, path, kind, session, status, early, fault,
+            duration, agent,
         )
         self._records.append(record)
         self._by_kind[kind] += 1

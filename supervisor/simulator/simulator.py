@@ -340,8 +340,9 @@ class Simulator:
                 self._table.faults = replace(faults, rate_limit=fewer)
             return admission
 
-    def finish(self, admission: Admission, status: int | None) -> RequestRecord:
-        """Log an API request once answered (``status`` None: the client went away)."""
+    def finish(self, admission: Admission, status: int | None, agent: str = "") -> RequestRecord:
+        """Log an API request once answered (``status`` None: the client went away;
+        ``agent``: its User-Agent)."""
         with self._lock:
             self._in_flight = max(0, self._in_flight - 1)
             return self._log.append(
@@ -355,6 +356,7 @@ class Simulator:
                 early=admission.early,
                 fault=admission.fault,
                 duration=max(0.0, self.clock.monotonic() - admission.arrived),
+                agent=agent,
             )
 
     def api_list(self, shape: ListShape | None = None) -> bytes:

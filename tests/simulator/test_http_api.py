@@ -217,3 +217,14 @@ def test_every_api_request_is_logged_but_admin_requests_are_not(
         ("POST", "/sessions/sess-0001/restart", 409),
     ]
     assert all(r.duration >= 0 for r in records)
+
+
+def test_the_log_names_each_requests_user_agent(server: SimulatorServer,
+                                                client: httpx.Client) -> None:
+    server.simulator.reset_log()
+    client.get("/sessions", headers={"User-Agent": "wasend-supervisor/1 (replica b)"})
+    client.get("/sessions", headers={"User-Agent": ""})
+    agents = [r.agent for r in server.simulator.requests()]
+    assert agents == ["wasend-supervisor/1 (replica b)", ""]
+    logged = client.get("/_simulator/requests").json()["requests"]
+    assert [r["agent"] for r in logged] == agents
