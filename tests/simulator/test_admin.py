@@ -161,6 +161,7 @@ def test_request_log_since_limit_and_clear(
         "early",
         "fault",
         "duration",
+        "agent",
     }
     assert (entry["method"], entry["path"], entry["status"], entry["early"]) == (
         "GET",
