@@ -100,6 +100,7 @@ class Leadership:
         self.elections = 0
         self.on_elected: list[Callable[[], None]] = []
         self.on_stopped: list[Callable[[str], None]] = []  # with the problem
+        self.on_resumed: list[Callable[[], None]] = []  # the database answers again
         self._until = -math.inf  # monotonic: acting until
         self._seen_at = -math.inf  # monotonic: when the lease was last seen
         self._expires_in: float | None = None  # as last seen
@@ -180,6 +181,10 @@ class Leadership:
             self._unreachable(str(exc))
             return self.terms.renew
         self._reached()
+        if self.role is Role.STOPPED:  # supervision resumes: by this replica or another
+            self.role = Role.STANDBY
+            for hook in self.on_resumed:
+                hook()
         previous = self.leader_epoch
         self._saw(held, sent)
         if held is not None and held.holder == self.leases.holder:

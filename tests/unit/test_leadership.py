@@ -96,8 +96,10 @@ class FakeLeases:
         self._check("take")
         current = self._current()
         if current is None or current.expires_in <= 0:
-            epoch = int(self.row.get("epoch", 0)) + 1
-            self.row.update(epoch=epoch, expires_at=self.clock.wall + lease,
+            last = self.row.get("epoch", 0.0)
+            assert isinstance(last, float | int)
+            epoch = int(last) + 1
+            self.row.update(epoch=float(epoch), expires_at=self.clock.wall + lease,
                             held=Held(self.holder, self.replica, epoch, lease))
         return self._current()
 
