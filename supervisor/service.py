@@ -100,19 +100,20 @@ class Service:
         self.health = Health(supervisor.clock, unready_after=settings.unready_threshold,
                              alive=self.daemon.alive,
                              leadership=None if leadership is None else leadership.view)
+        self.systemd = SystemdHooks(
+            Notifier.from_env(env),
+            watchdog=watchdog_interval(env, os.getpid() if pid is None else pid),
+        )
         if leadership is not None:
             self.daemon.may_poll = leadership.acting
             leadership.on_elected.append(  # the supervisor of the moment: a reload swaps it
                 lambda: self.runtime.supervisor.took_over())  # noqa: PLW0108
             leadership.on_elected.append(self.daemon.wake)
+            leadership.on_standby.append(self.systemd.standing_by)
             self.daemon.background.append(leadership.run)
             # After the last poll (the scheduler stopped): the standbys take over at once.
             self.daemon.closers.append(self._resign)
             metrics.watch_leadership(leadership.view)
-        self.systemd = SystemdHooks(
-            Notifier.from_env(env),
-            watchdog=watchdog_interval(env, os.getpid() if pid is None else pid),
-        )
         self.listener: HttpListener | None = None
         self.page: StatusPage | None = None
         self.webhooks = WebhookEndpoint(self, settings) if settings.webhooks.enabled else None

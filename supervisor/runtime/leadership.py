@@ -101,6 +101,7 @@ class Leadership:
         self.on_elected: list[Callable[[], None]] = []
         self.on_stopped: list[Callable[[str], None]] = []  # with the problem
         self.on_resumed: list[Callable[[], None]] = []  # the database answers again
+        self.on_standby: list[Callable[[str], None]] = []  # another leads: its name
         self._until = -math.inf  # monotonic: acting until
         self._seen_at = -math.inf  # monotonic: when the lease was last seen
         self._expires_in: float | None = None  # as last seen
@@ -255,6 +256,8 @@ class Leadership:
             if held is not None and held.holder != self.leases.holder:
                 log.info(ev.HA_STANDBY, replica=self.replica, leader=leader, epoch=epoch,
                          expires_in=round(held.expires_in, 3))
+                for hook in self.on_standby:
+                    hook(held.replica)
 
     def _unreachable(self, problem: str) -> None:
         first = self.problem is None
