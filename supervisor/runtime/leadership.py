@@ -143,14 +143,23 @@ class Leadership:
         cancels its background work once the scheduler has stopped)."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
-            if self.role is Role.LEADER:
-                await self._wait(stop, min(self.terms.renew, self._until - self.clock.monotonic()))
-                if not stop.is_set():
-                    await self._renew()
-            else:
-                wait = await self._try_take()
-                if wait > 0 and not stop.is_set():
-                    await self._wait_for_resignation(stop, wait)
+            try:
+                await self._step(stop)
+            except Exception:  # a bug: said, and the loop goes on (standing by first)
+                log.exception(ev.DAEMON_TASK_CRASHED, task="leadership")
+                if self.role is Role.LEADER:
+                    self._lost("lease_expired")
+                await self._wait(stop, self.terms.renew)
+
+    async def _step(self, stop: asyncio.Event) -> None:
+        if self.role is Role.LEADER:
+            await self._wait(stop, min(self.terms.renew, self._until - self.clock.monotonic()))
+            if not stop.is_set():
+                await self._renew()
+        else:
+            wait = await self._try_take()
+            if wait > 0 and not stop.is_set():
+                await self._wait_for_resignation(stop, wait)
 
     async def resign(self) -> None:
         """Give the lease up (a clean stop, after the last poll): the standbys are told and
