@@ -6,6 +6,7 @@ and a claim refused to a replica whose lease is over."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -13,8 +14,11 @@ import psycopg
 import pytest
 
 from supervisor.domain.models import Phase, Record
+from supervisor.domain.policy import Policy
 from supervisor.state.lease import NAME, Leases
 from supervisor.state.postgres import PostgresStore
+from supervisor.state.report import render_status, status_report
+from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import Fenced, StateError
 from tests.fakes import FakeClock
 
@@ -196,3 +200,34 @@ async def test_nobody_takes_the_lease_between_a_claims_check_and_its_commit(
     taken = await taking
     assert taken is not None and (taken.holder, taken.epoch) == (b.holder, won.epoch + 1)
     assert store.get("s1") == Record("s1", phase=Phase.VERIFYING)  # committed before
+
+
+async def test_status_names_the_leader_and_says_when_nobody_holds_the_lease(
+        pg_url: str, store: PostgresStore, leases: Callable[[str], Leases]) -> None:
+    def report() -> tuple[dict[str, object], str]:
+        readonly = PostgresStore.open_readonly(pg_url, clock=FakeClock())
+        try:
+            made = status_report(readonly, Policy().classes, readonly_now, 600)
+        finally:
+            readonly.close()
+        text = render_status(made, readonly_now, as_json=False, location="db")
+        return made, text
+
+    readonly_now = FakeClock().now()
+    made, text = report()
+    assert made["ha"] == {"leader": None, "epoch": None, "expires_in": None}
+    assert "leader: none (no replica holds the lease)" in text
+    won = await leases("web-1").take(15.0, WITHIN)
+    assert won is not None
+    made, text = report()
+    ha = made["ha"]
+    assert isinstance(ha, dict) and (ha["leader"], ha["epoch"]) == ("web-1", 1)
+    assert re.search(r"leader: web-1 \(epoch 1, lease expires in 1\ds unless renewed\)", text)
+    expire(pg_url)
+    made, text = report()
+    assert "leader: none (the lease of epoch 1 expired" in text
+    sqlite = SqliteStore.open(":memory:")
+    try:
+        assert status_report(sqlite, Policy().classes, readonly_now, 600)["ha"] is None
+    finally:
+        sqlite.close()  # no replicas on an SQLite file
