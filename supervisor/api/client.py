@@ -7,8 +7,9 @@ state. Every request:
   (``rate_limited`` on a 429 with the parsed ``Retry-After``, ``succeeded`` on any other
   answer; a transport failure is no answer and tells it nothing);
 * carries ``Authorization: Bearer <key>``, ``Accept: application/json``,
-  ``Accept-Encoding: gzip, deflate`` and ``User-Agent: wasend-supervisor/<version>``;
-  redirects are never followed, so the key never leaves for another host;
+  ``Accept-Encoding: gzip, deflate`` and ``User-Agent: wasend-supervisor/<version>``
+  (followed by ``(replica NAME)`` among replicas); redirects are never followed, so
+  the key never leaves for another host;
 * has ``request_timeout`` seconds from the moment it leaves the gate to its last byte,
   however slowly the answer drips in (``asyncio.timeout`` around the whole call);
 * reads at most ``max_body_bytes`` of the decoded body, streaming, decoding gzip and
@@ -498,6 +499,12 @@ def _session(body: Body, requested_id: str) -> SessionInfo:
 USER_AGENT: Final = f"wasend-supervisor/{__version__}"
 
 
+def user_agent(replica: str = "") -> str:
+    """The User-Agent of every request: with replicas, it names this one (a name of
+    letters, digits, '.', '_' and '-', as ``ha.replica`` allows)."""
+    return f"{USER_AGENT} (replica {replica})" if replica else USER_AGENT
+
+
 def _tls_context(url: httpx.URL) -> ssl.SSLContext:
     """What httpx is to verify TLS with: for https://, httpx's default store (certifi's),
     or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set, as httpx would read them.
@@ -583,8 +590,10 @@ class WasendClient:
         max_body_bytes: int = 32 * 1024 * 1024,
         observer: Observer | None = None,
         secrets: Secrets | None = None,
+        replica: str = "",
     ) -> None:
         url = _target(base_url, timeout)
+        self._user_agent = user_agent(replica)
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
         self._secrets = Secrets() if secrets is None else secrets  # the process's: its key
@@ -615,7 +624,7 @@ class WasendClient:
             headers={
                 "Accept": "application/json",
                 "Accept-Encoding": ACCEPT_ENCODING,
-                "User-Agent": USER_AGENT,
+                "User-Agent": self._user_agent,
             },
         )
 
@@ -684,7 +693,9 @@ class WasendClient:
         paths = (self._qr_path,) if self._qr_path is not None else _QR_PATHS
         for path in paths:
             try:
-                status, body = await self._call("qr", "GET", _session_path(session_id, path))
+                # A person's read: any replica may make it (through the shared gate).
+                status, body = await self._call("qr", "GET", _session_path(session_id, path),
+                                                fenced=False)
             except SessionGone:
                 if path == paths[-1]:
                     raise
@@ -739,7 +750,7 @@ class WasendClient:
         )
 
     async def _call(self, call: str, method: str, path: str, *, spare: bool = False,
-                    ) -> tuple[int, Body]:
+                    fenced: bool = True) -> tuple[int, Body]:
         """Send one request through the gate; the status and body of a 2xx, or raise.
 
         Waiting at the gate is not part of the call: a ``Retry-After`` may rightly hold it
@@ -748,7 +759,7 @@ class WasendClient:
         is only per read.
         """
         if self._gate is not None:
-            await self._gate.acquire(spare=spare)
+            await self._gate.acquire(spare=spare, fenced=fenced)
         request = self._http.build_request(
             method, path, headers={"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
         )

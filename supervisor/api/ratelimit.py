@@ -142,6 +142,7 @@ class RateGate:
         key: str = "",
         max_wait: float | None = None,
         state: GateState | None = None,
+        permit: Callable[[], None] | None = None,
     ) -> None:
         state = state or GateState()
         self._clock = clock
@@ -158,6 +159,9 @@ class RateGate:
         # The latest stored pause seen or written (epoch), for this key's row.
         self._wall_pause = state.wall_pause if state.key == self._key else -math.inf
         self._max_wait = max_wait
+        # Asked last, as a request is let through: raises (``Fenced``) when this process
+        # may not act now (a replica that does not lead; ``runtime.leadership``).
+        self.permit = permit
         # Told the wall-clock end of a pause this process is about to wait out (wiring
         # records it in the daemon's heartbeat, which is not written while it waits).
         self.on_pause: Callable[[float], Awaitable[None]] | None = None
@@ -185,25 +189,29 @@ class RateGate:
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - self._clock.monotonic())
 
-    async def acquire(self, *, spare: bool = False) -> None:
+    async def acquire(self, *, spare: bool = False, fenced: bool = True) -> None:
         """Wait until a request may be sent, then count it as sent. ``spare``: only while
-        no request that is not spare waits here (see the module).
+        no request that is not spare waits here (see the module). ``fenced``: only if
+        ``permit`` lets it (a person's read, the status page's QR code, is not fenced: any
+        replica may make it).
 
-        Raises RateLimited, sending nothing, if a pause is longer than ``max_wait``.
+        Raises RateLimited, sending nothing, if a pause is longer than ``max_wait``;
+        whatever ``permit`` raises (``Fenced``: this process may not act now), last of
+        all, after any wait.
         """
         if spare:
-            await self._acquire(spare=True)
+            await self._acquire(spare=True, fenced=fenced)
             return
         self._urgent += 1
         self._no_urgent.clear()
         try:
-            await self._acquire(spare=False)
+            await self._acquire(spare=False, fenced=fenced)
         finally:
             self._urgent -= 1
             if not self._urgent:
                 self._no_urgent.set()
 
-    async def _acquire(self, *, spare: bool) -> None:
+    async def _acquire(self, *, spare: bool, fenced: bool) -> None:
         while True:
             if spare and self._urgent:
                 await self._no_urgent.wait()
@@ -226,6 +234,8 @@ class RateGate:
                 if wait > 0:
                     await self._clock.sleep(wait)
                     continue
+            if fenced and self.permit is not None:
+                self.permit()
             return
 
     async def _waiting(self, wait: float) -> None:
