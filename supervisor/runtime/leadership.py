@@ -317,11 +317,16 @@ def build_leadership(settings: Settings, store: object, clock: Clock, replica: s
                      ) -> Leadership:
     """The leadership of a ``run`` among replicas (``settings.ha_enabled()``): the lease
     in the state's PostgreSQL database, fencing ``store`` (a ``PostgresStore``)."""
-    from supervisor.state.lease import Leases  # noqa: PLC0415 (psycopg: with ha only)
+    from supervisor.state.lease import CONNECT_TIMEOUT, Leases  # noqa: PLC0415 (with ha)
     from supervisor.state.postgres import PostgresStore  # noqa: PLC0415
 
     dsn = settings.state_dsn()
     if dsn is None or not isinstance(store, PostgresStore):
         raise StateError("ha needs the state in PostgreSQL (state_url or state_url_file)")
-    leases = Leases(dsn.get_secret_value(), holder_id(replica), replica)
-    return Leadership(leases, store, settings.ha.terms(), clock)
+    terms = settings.ha.terms()
+    # A claim's transaction holds the lease row: one its process was stopped in ends well
+    # before a standby's takeover is due.
+    store.end_idle_transactions_after(terms.lease / 3)
+    leases = Leases(dsn.get_secret_value(), holder_id(replica), replica,
+                    timeout=min(CONNECT_TIMEOUT, terms.renew))
+    return Leadership(leases, store, terms, clock)

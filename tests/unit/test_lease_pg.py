@@ -231,3 +231,52 @@ async def test_status_names_the_leader_and_says_when_nobody_holds_the_lease(
         assert status_report(sqlite, Policy().classes, readonly_now, 600)["ha"] is None
     finally:
         sqlite.close()  # no replicas on an SQLite file
+
+
+async def test_a_claim_left_open_by_a_stopped_replica_holds_a_takeover_back_briefly(
+        pg_url: str, leases: Callable[[str], Leases]) -> None:
+    """A replica stopped (SIGSTOP, a hung host) inside a claim's transaction holds the
+    lease row; the server ends that transaction after the store's idle limit (a third of
+    the lease among replicas), and a standby takes over then, not a minute later."""
+    stuck = PostgresStore.open(pg_url, clock=FakeClock())
+    stuck.end_idle_transactions_after(1.0)
+    a, b = leases("a"), leases("b")
+    won = await a.take(15.0, WITHIN)
+    assert won is not None
+    stuck.fence(NAME, a.holder, won.epoch)
+    checked, never = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def stopped_in_claim() -> None:
+        try:
+            with stuck.transaction():
+                stuck.fenced()
+                checked.set()
+                never.wait(10)  # the process is stopped here
+                stuck.swap(None, Record("s9", phase=Phase.VERIFYING))
+        except StateError as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=stopped_in_claim)
+    worker.start()
+    try:
+        assert await asyncio.to_thread(checked.wait, 10)
+        expire(pg_url)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        taken = None
+        while taken is None or taken.holder != b.holder:
+            assert loop.time() - started < 8.0, "the stopped claim held the takeover back"
+            try:
+                taken = await b.take(15.0, 2.0)
+            except StateError:
+                taken = None
+        assert loop.time() - started < 8.0
+    finally:
+        never.set()
+        await asyncio.to_thread(worker.join, 10)
+        stuck.close()
+    assert failed  # its claim was not committed:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM records WHERE session_id = 's9'"
+                            ).fetchone() == (0,)
