@@ -1,5 +1,6 @@
 """A real PgBouncer (Debian's ``pgbouncer``) in transaction pooling mode in front of the
-tests' PostgreSQL: what docs/high-availability.md says of it, shown.
+tests' PostgreSQL: what docs/high-availability.md says of it, shown, and two lease holders
+through it (take, renew, fence, resign) once psycopg's prepared statements are off.
 
 The pool has one server connection, so every client shares it, as clients share a busy
 pool's connections in production; that makes each effect certain instead of a matter of
@@ -23,8 +24,13 @@ from typing import Any
 
 import pytest
 
+from supervisor.domain.models import Phase, Record
+from supervisor.state.lease import NAME, Leases
+from supervisor.state.postgres import PostgresStore
+from supervisor.state.store import Fenced
 from tests import pg
 from tests.deploy.conftest import missing
+from tests.fakes import FakeClock
 from tests.waiting import wait_for
 
 psycopg = pytest.importorskip("psycopg")
@@ -187,3 +193,72 @@ def test_psycopgs_prepared_statements_collide_unless_turned_off(through: str) ->
     collided = run()
     assert collided and "already exists" in collided[0]
     assert run(prepare_threshold=None) == []
+
+
+# ------------------------------------------------------------- lease holders
+
+
+WITHIN = 5.0
+
+
+@pytest.fixture
+def unprepared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every psycopg connection made from here on with prepared statements off
+    (``prepare_threshold=None``), as a client of a pool that does not track them must be:
+    the supervisor's own connections do not set it (neither a DSN nor a setting can)."""
+    for cls in (psycopg.Connection, psycopg.AsyncConnection):
+        made = cls.connect.__func__
+
+        def connect(klass: Any, /, *args: Any, _made: Any = made, **kwargs: Any) -> Any:
+            kwargs.setdefault("prepare_threshold", None)
+            return _made(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "connect", classmethod(connect))
+
+
+def claim(store: PostgresStore, session_id: str) -> bool:
+    """A restart's claim as the cycle writes it: fenced, then the record swapped."""
+    with store.transaction():
+        store.fenced()
+        return store.swap(store.get(session_id), Record(session_id, phase=Phase.VERIFYING))
+
+
+async def test_two_lease_holders_through_the_pool_take_renew_fence_and_resign(
+        unprepared: None, through: str, pg_url: str) -> None:
+    migrated = PostgresStore.open(pg_url, clock=FakeClock())  # schema 6: the lease's tables
+    migrated.close()
+    a, b = Leases(through, "a/1/t", "a"), Leases(through, "b/1/t", "b")
+    stores = [PostgresStore.open(through, clock=FakeClock()) for _ in "ab"]
+    try:
+        won = await a.take(15.0, WITHIN)
+        assert won is not None and (won.replica, won.epoch) == ("a", 1)
+        # Well past psycopg's prepare_threshold (5), both on the one server connection.
+        for _ in range(10):
+            renewed = await a.renew(won.epoch, 15.0, WITHIN)
+            assert renewed is not None and renewed.epoch == 1 and renewed.expires_in > 14.0
+            seen = await b.take(15.0, WITHIN)
+            assert seen is not None and (seen.replica, seen.epoch) == ("a", 1)
+        assert await b.renew(won.epoch, 15.0, WITHIN) is None, "not b's lease"
+
+        mine, theirs = stores
+        mine.fence(NAME, a.holder, won.epoch)
+        assert claim(mine, "s1") is True
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # a stopped renewing
+            conn.execute("UPDATE leases SET expires_at = lease_now() - 1")
+        taken = await b.take(15.0, WITHIN)
+        assert taken is not None and (taken.replica, taken.epoch) == ("b", 2)
+        assert await a.renew(won.epoch, 15.0, WITHIN) is None, "a's lease is over"
+        with pytest.raises(Fenced):
+            claim(mine, "s2")
+        theirs.fence(NAME, b.holder, taken.epoch)
+        assert claim(theirs, "s2") is True
+        assert mine.get("s2") == Record("s2", phase=Phase.VERIFYING), "written once, by b"
+
+        assert await b.resign(taken.epoch, WITHIN) is True
+        again = await a.take(15.0, WITHIN)
+        assert again is not None and (again.replica, again.epoch) == ("a", 3)
+    finally:
+        for store in stores:
+            store.close()
+        await a.aclose()
+        await b.aclose()
