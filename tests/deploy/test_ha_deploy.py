@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from supervisor.config.load import load_settings
-from supervisor.config.model import Settings
+from supervisor.config.model import HaSettings, Settings
 from supervisor.config.problems import ConfigError
 from tests.deploy.conftest import ROOT, SIDECAR, SYSTEMD, needs_settings, tool
 
@@ -159,6 +159,14 @@ def test_replica_name_is_the_pod_name_from_the_downward_api(container: Doc) -> N
     assert env(container)["WASEND_SUPERVISOR_HA__ENABLED"] == "true"
 
 
+def test_pod_names_are_valid_replica_names(deployment: Doc) -> None:
+    """A Deployment's pod is named <deployment>-<template hash, up to 10>-<5 characters>;
+    ha.replica takes 1 to 63 letters, digits, '.', '_' or '-'."""
+    longest = f"{deployment['metadata']['name']}-{'7' * 10}-x2k4q"
+    assert len(longest) <= 63
+    assert HaSettings(replica=longest).replica == longest
+
+
 def test_probes_ask_livez_and_readyz_on_the_listener(container: Doc) -> None:
     listen = env(container)["WASEND_SUPERVISOR_HTTP_LISTEN"]
     host, _, port = listen.rpartition(":")
@@ -175,10 +183,19 @@ def test_probes_ask_livez_and_readyz_on_the_listener(container: Doc) -> None:
     assert probe("startupProbe") == ("/livez", named["name"])
 
 
+def stop_time() -> float:
+    """What a leader's clean stop may take: shutdown_grace for the poll in flight, then the
+    resignation, given ha.renew at most (the defaults: the examples change neither)."""
+    return float(Settings.model_fields["shutdown_grace"].default
+                 + HaSettings.model_fields["renew"].default)
+
+
 def test_termination_grace_leaves_time_to_finish_and_resign(pod: Doc, container: Doc) -> None:
-    grace = float(env(container).get("WASEND_SUPERVISOR_SHUTDOWN_GRACE",
-                                     Settings.model_fields["shutdown_grace"].default))
-    assert pod["terminationGracePeriodSeconds"] > grace + 5
+    variables = env(container)
+    assert float(variables["WASEND_SUPERVISOR_SHUTDOWN_GRACE"]) == (
+        Settings.model_fields["shutdown_grace"].default)
+    assert "WASEND_SUPERVISOR_HA__RENEW" not in variables
+    assert pod["terminationGracePeriodSeconds"] > stop_time() + 5
 
 
 def test_security_context_is_the_sidecars(pod: Doc, container: Doc) -> None:
@@ -299,6 +316,14 @@ def test_drop_in_adds_the_dsn_credential_and_leaves_the_rest_to_the_unit() -> No
         ("Service", "LoadCredential", "state_url:/etc/wasend-supervisor/state_url")]
     assert ("Service", "LoadCredential", "wasend_api_key:/etc/wasend-supervisor/api_key") in (
         directives(DAEMON)), "the key stays the unit's own credential"
+
+
+def test_unit_stop_timeout_leaves_time_to_finish_and_resign(hosts: list[dict[str, Any]]) -> None:
+    (timeout,) = [value for _, key, value in directives(DAEMON) if key == "TimeoutStopSec"]
+    assert timeout.endswith("s")
+    assert float(timeout[:-1]) > stop_time() + 5
+    for config in hosts:
+        assert "shutdown_grace" not in config and "renew" not in config["ha"]
 
 
 @pytest.fixture(scope="module")
