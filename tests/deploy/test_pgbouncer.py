@@ -100,7 +100,7 @@ def bouncer(pg_server: pg.Server) -> Iterator[Bouncer]:
         "default_pool_size = 1\n"
         "max_client_conn = 50\n"
         f"logfile = {root / 'pgbouncer.log'}\n"
-        # No tracking of prepared statements, whatever the version's default (1.24: 200).
+        # No tracking of prepared statements, whatever the version's default (on from 1.24).
         + ("max_prepared_statements = 0\n" if version() >= (1, 21) else ""))
     command = [PGBOUNCER, str(root / "pgbouncer.ini")]
     if os.geteuid() == 0:
