@@ -1,11 +1,16 @@
 """The highly available deployments (issue 15): the Kubernetes Deployment of two replicas
 on two nodes (deploy/kubernetes/ha.yaml) and the two-host systemd example (deploy/systemd/):
-they parse, spread, probe, stop and lock down as the HA daemon needs, and what they set
-loads as a valid configuration with HA on and the DSN read from its file."""
+they parse, spread, probe, stop and lock down as the HA daemon needs, what they set loads
+as a valid configuration with HA on and the DSN read from its file, and the HA daemon
+(psycopg and its libpq included) runs under the unit's MemoryDenyWriteExecute=yes."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
+import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -13,10 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
+from supervisor import __version__
 from supervisor.config.load import load_settings
 from supervisor.config.model import HaSettings, Settings
 from supervisor.config.problems import ConfigError
-from tests.deploy.conftest import ROOT, SIDECAR, SYSTEMD, needs_settings, tool
+from supervisor.simulator import SimulatorServer, parse_scenario
+from tests.deploy import mdwe
+from tests.deploy.conftest import ROOT, SIDECAR, SYSTEMD, missing, needs_settings, tool
+from tests.waiting import wait_for
 
 Doc = dict[str, Any]
 
@@ -368,3 +377,46 @@ def test_host_config_loads_with_ha_on_and_the_dsn_from_its_file(path: Path,
     assert state is not None and state.get_secret_value() == url
     assert settings.ha.enabled is True
     assert settings.ha.replica == tomllib.loads(text)["ha"]["replica"]
+
+
+API_KEY = "sk-ha-mdwe-test-key-41b9"
+
+
+@pytest.mark.e2e
+def test_ha_daemon_runs_under_memory_deny_write_execute(pg_url: str) -> None:
+    """``run`` with HA on, as a host of the systemd example runs it (its replica's name),
+    under the seccomp filter of MemoryDenyWriteExecute=yes (tests/deploy/mdwe.py): it takes
+    the lease, restarts a stopped session over real HTTP, and resigns at SIGTERM."""
+    if mdwe.library() is None:
+        missing("libseccomp", "Debian: apt-get install libseccomp2, a dependency of systemd")
+    scenario = parse_scenario({"seed": 1, "session_count": 0,
+                               "sessions": [{"id": "a"}, {"id": "b", "status": "STOPPED"}]},
+                              "test")
+    server = SimulatorServer(scenario=scenario, api_key=API_KEY).start()
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
+           "WASEND_BASE_URL": server.base_url, "WASEND_API_KEY": API_KEY,
+           "WASEND_SUPERVISOR_LOG_FORMAT": "json", "WASEND_SUPERVISOR_STATE_URL": pg_url,
+           "WASEND_SUPERVISOR_HA__REPLICA": "host-a", "WASEND_SUPERVISOR_POLL_INTERVAL": "0.5",
+           "WASEND_SUPERVISOR_SHUTDOWN_GRACE": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.deploy.mdwe", sys.executable, "-m", "supervisor", "run"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or server.simulator.status("b") == "WORKING",
+                 timeout=30, describe="session b restarted")
+        assert proc.poll() is None, "the daemon exited under the filter"
+        agents = {record.agent for record in server.simulator.requests()}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            server.stop()
+    assert proc.returncode == 0, err[-2000:]
+    events = [json.loads(line)["event"] for line in (out + err).splitlines()
+              if line.startswith("{") and "event" in line]
+    ha = [event for event in events if event.startswith("ha.")]
+    assert ha[0] == "ha.elected" and ha[-1] == "ha.resigned", ha
+    assert agents == {f"wasend-supervisor/{__version__} (replica host-a)"}
