@@ -15,9 +15,9 @@ leads; the bench checks that it agrees with the log before each failover.
 
 In each run, once one replica leads and the two others stand by:
 
-* requests per cycle: every request in ``cycles`` poll intervals (a window starting half
-  an interval before one of the leader's lists), divided by ``cycles``, and how many
-  replicas sent any;
+* requests per cycle: every request, from any replica, over ``cycles`` of the leader's
+  poll cycles (from one of its lists to the one ``cycles`` later), divided by ``cycles``,
+  and how many replicas sent any;
 * SIGKILL: at a random phase of the renewal, the leader is killed; the time to the first
   API request from another replica, in seconds and as a ratio of ``lease + renew`` (the
   most a takeover may take). The killed replica is then started again (it stands by);
@@ -33,15 +33,19 @@ import random
 import re
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
 
+from bench.alerts import events
 from bench.common import API_KEY, RESULTS, BenchError, requests, start_simulator, wait_until
 from bench.procs import OURS, Tool
 from bench.report import Figure, Result, Target
+from supervisor.domain import events as ev
 from supervisor.simulator import RequestRecord, SimulatorServer
 
 AGENT_REPLICA = re.compile(r"\(replica ([^)]+)\)")
@@ -56,7 +60,7 @@ class Size:
     poll_jitter: float = 0.1  # the default
     lease: float = 3.0  # ha.lease (default 15 s)
     renew: float = 1.0  # ha.renew (default 5 s)
-    cycles: int = 10  # poll intervals counted for the requests per cycle
+    cycles: int = 10  # the leader's poll cycles counted for the requests per cycle
     warmup: int = 2  # the leader's lists before they are counted
     timeout: float = 60.0  # for any one wait (start-up, a takeover), seconds
 
@@ -71,13 +75,13 @@ def replica_of(record: RequestRecord) -> str | None:
     return found.group(1) if found else None
 
 
-def cycle_window(records: list[RequestRecord], start: float, interval: float,
+def cycle_counts(records: list[RequestRecord], leader: str, first: int,
                  cycles: int) -> tuple[float, set[str]]:
-    """Requests per poll interval, and the replicas that sent any, over ``cycles``
-    intervals from half an interval before ``start`` (a list's arrival): a poll on
-    schedule falls in the middle of its interval, whatever its jitter."""
-    begin = start - interval / 2
-    end = begin + cycles * interval
+    """Requests per poll cycle, and the replicas that sent any, over ``cycles`` of the
+    leader's cycles: every request, from any replica, that arrived from the leader's list
+    number ``first`` (from 0) to the one ``cycles`` later, that one left out."""
+    lists = [r for r in records if r.kind == "list" and replica_of(r) == leader]
+    begin, end = lists[first].monotonic, lists[first + cycles].monotonic
     within = [r for r in records if begin <= r.monotonic < end]
     return len(within) / cycles, {replica_of(r) or "(none)" for r in within}
 
@@ -174,6 +178,19 @@ class Cluster:
         wait_until(arrived, self.size.timeout, what, step=0.002, tools=tools)
         return min(found, key=lambda r: r.monotonic)
 
+    def elected(self, name: str) -> dict[str, Any]:
+        """The last ``ha.elected`` in the replica's log (its current life), once there."""
+        path = self.replicas[name].tool.log_path
+        found: list[dict[str, Any]] = []
+
+        def logged() -> bool:
+            found[:] = events(path, ev.HA_ELECTED)
+            return bool(found)
+
+        wait_until(logged, self.size.timeout, f"{name}'s ha.elected", step=0.02,
+                   tools=self.tools())
+        return found[-1]
+
     def stop(self) -> None:
         for replica in self.replicas.values():
             replica.tool.stop()
@@ -188,6 +205,8 @@ class Run:
     overlap: int
     term_status: int | None
     leaders: list[str]
+    epochs: list[int]  # of each leader's ha.elected
+    elected_to_request: list[float]  # each takeover's, seconds
 
 
 def run(size: Size = FULL) -> Result:
@@ -207,12 +226,12 @@ def run(size: Size = FULL) -> Result:
         pg.stop()
     bound = size.lease + size.renew
     result.figures += [
-        Figure("failover.requests_per_cycle", f"API requests per poll interval, "
+        Figure("failover.requests_per_cycle", f"API requests per poll cycle, "
                f"{len(size.replicas)} replicas, {size.sessions:,} healthy sessions",
                "requests", "run", [r.per_cycle for r in runs], target=Target.all_equal(1, "1"),
                digits=2),
         Figure("failover.replicas_polling", f"replicas that sent any request in those "
-               f"{size.cycles} intervals", "replicas", "run", [r.polling for r in runs],
+               f"{size.cycles} cycles", "replicas", "run", [r.polling for r in runs],
                target=Target.all_equal(1, "1"), digits=0),
         Figure("failover.sigkill", f"leader SIGKILLed to the first request from another "
                f"replica, lease {size.lease:g} s, renew {size.renew:g} s", "s", "run",
@@ -224,6 +243,9 @@ def run(size: Size = FULL) -> Result:
         Figure("failover.sigterm", "leader SIGTERMed (it resigns) to the first request from "
                "another replica", "s", "run", [r.term_s for r in runs],
                target=Target.max_at_most(1.0, "<= 1 s, every run"), digits=3),
+        Figure("failover.elected_to_request", "the new leader's ha.elected to its first "
+               "request (log time to arrival, both on this host's wall clock)", "s",
+               "takeover", [lag for r in runs for lag in r.elected_to_request], digits=3),
         Figure("failover.sigterm_overlap", "requests from the resigning leader after the new "
                "leader's first", "requests", "run", [r.overlap for r in runs],
                target=Target.all_equal(0, "0"), digits=0),
@@ -241,6 +263,7 @@ def run(size: Size = FULL) -> Result:
     result.notes.append(
         "Leaders, run by run (first, after SIGKILL, after SIGTERM): "
         + "; ".join(" -> ".join(r.leaders) for r in runs)
+        + ". Their epochs: " + "; ".join(" -> ".join(map(str, r.epochs)) for r in runs)
         + ". SIGTERM exit statuses: " + ", ".join(str(r.term_status) for r in runs) + ".")
     return result
 
@@ -255,21 +278,18 @@ def _one_run(size: Size, index: int, dsn: str, rng: random.Random) -> Run:
         for name in order:
             cluster.start(name)
         first = cluster.wait_settled("one leader and two standbys")
+        epochs = [int(cluster.elected(first)["epoch"])]
+        lags: list[float] = []
 
-        # Requests per cycle: wait for the leader's warm-up lists, then count a window.
-        def lists_from(name: str) -> list[RequestRecord]:
-            return [r for r in requests(server, "list") if replica_of(r) == name]
+        # Requests per cycle: after the leader's warm-up lists, ``cycles`` of its cycles.
+        def lists_from(name: str) -> int:
+            return sum(1 for r in requests(server, "list") if replica_of(r) == name)
 
-        seen = len(lists_from(first))
-        wait_until(lambda: len(lists_from(first)) >= seen + size.warmup, size.timeout,
-                   "the leader's warm-up polls", tools=cluster.tools())
-        start = lists_from(first)[seen + size.warmup - 1].monotonic
-        end = start + (size.cycles - 0.5) * size.poll_interval
-        wait_until(lambda: time.monotonic() > end + 0.2, size.cycles * size.poll_interval
-                   + size.timeout, f"{size.cycles} poll intervals", step=0.05,
-                   tools=cluster.tools())
-        per_cycle, senders = cycle_window(requests(server), start, size.poll_interval,
-                                          size.cycles)
+        counted = lists_from(first) - 1 + size.warmup
+        wait_until(lambda: lists_from(first) > counted + size.cycles,
+                   (size.warmup + size.cycles) * size.poll_interval * 2 + size.timeout,
+                   f"{size.cycles} poll cycles", step=0.05, tools=cluster.tools())
+        per_cycle, senders = cycle_counts(requests(server), first, counted, size.cycles)
 
         # SIGKILL the leader at a random phase of its renewal.
         killed = _check_leader(cluster, first)
@@ -278,6 +298,7 @@ def _one_run(size: Size, index: int, dsn: str, rng: random.Random) -> Run:
         os.kill(cluster.replicas[killed].tool.pid, signal.SIGKILL)
         taken = cluster.first_from_others(killed, at, "a takeover after SIGKILL")
         kill_s = taken.monotonic - at
+        _takeover(cluster, taken, epochs, lags)
         cluster.replicas[killed].tool.stop()
         cluster.start(killed)  # it comes back, and stands by
         second = cluster.wait_settled("the killed replica back as a standby")
@@ -290,15 +311,25 @@ def _one_run(size: Size, index: int, dsn: str, rng: random.Random) -> Run:
         os.kill(cluster.replicas[resigning].tool.pid, signal.SIGTERM)
         taken = cluster.first_from_others(resigning, at, "a takeover after SIGTERM")
         term_s = taken.monotonic - at
-        term_status = cluster.replicas[resigning].tool.stop()
+        _takeover(cluster, taken, epochs, lags)
+        term_status = _exit_status(cluster.replicas[resigning].tool, size.timeout)
         overlap = sum(1 for r in requests(server) if replica_of(r) == resigning
                       and r.monotonic >= taken.monotonic)
         third = replica_of(taken) or "?"
         return Run(per_cycle, len(senders), kill_s, term_s, overlap, term_status,
-                   [first, second, third])
+                   [first, second, third], epochs, lags)
     finally:
         cluster.stop()
         server.stop()
+
+
+def _takeover(cluster: Cluster, taken: RequestRecord, epochs: list[int],
+              lags: list[float]) -> None:
+    """The new leader's epoch, and its first request's arrival less its ``ha.elected``."""
+    elected = cluster.elected(replica_of(taken) or "?")
+    epochs.append(int(elected["epoch"]))
+    at = datetime.fromisoformat(str(elected["timestamp"]).replace("Z", "+00:00"))
+    lags.append(taken.wall - at.timestamp())
 
 
 def _check_leader(cluster: Cluster, leader: str) -> str:
@@ -309,10 +340,22 @@ def _check_leader(cluster: Cluster, leader: str) -> str:
     return leader
 
 
+def _exit_status(tool: Tool, timeout: float) -> int | None:
+    """Its exit status once it has stopped on its own (a second SIGTERM would cut its
+    shutdown short), then its log closed."""
+    if tool.proc is not None:
+        try:
+            tool.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"{tool.log_path.name}: still running {timeout:g} s after "
+                             "SIGTERM") from None
+    return tool.stop()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-__all__ = ["FULL", "QUICK", "Size", "cycle_window", "replica_of", "run"]
+__all__ = ["FULL", "QUICK", "Size", "cycle_counts", "replica_of", "run"]
