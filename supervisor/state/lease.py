@@ -119,6 +119,14 @@ class Leases:
         except self._psycopg.Error as exc:
             raise StateError(f"cannot reach {self.location}: {self._problem(exc)}") from None
         self._conn = conn
+        try:
+            # A statement waits for another's lock (a claim holding the lease row) this
+            # long at most on the server too, whatever becomes of the caller's wait.
+            await conn.execute("SELECT set_config('lock_timeout', %s, false)",
+                               (f"{round(self.timeout * 1000)}ms",))
+        except self._psycopg.Error as exc:
+            await self._drop()
+            raise StateError(f"cannot use {self.location}: {self._problem(exc)}") from None
         return conn
 
     async def _drop(self) -> None:

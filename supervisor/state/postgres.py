@@ -284,6 +284,7 @@ class PostgresStore(SqlRows):
         # replicas. Set by ``supervisor.runtime.leadership`` (epoch 0: never, standing by).
         self._fence: tuple[str, str, int] | None = None
         self._fence_checked = False  # in this transaction
+        self._idle_timeout = IDLE_IN_TRANSACTION_TIMEOUT
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -391,7 +392,7 @@ class PostgresStore(SqlRows):
             conn.execute("SELECT set_config('lock_timeout', %s, false),"
                          " set_config('idle_in_transaction_session_timeout', %s, false)",
                          (f"{round(self._busy_timeout * 1000)}ms",
-                          f"{round(IDLE_IN_TRANSACTION_TIMEOUT * 1000)}ms"))
+                          f"{round(self._idle_timeout * 1000)}ms"))
             if self.readonly:
                 conn.execute("SET default_transaction_read_only = on")
         except self._psycopg.Error as exc:
@@ -835,6 +836,17 @@ class PostgresStore(SqlRows):
         """From now on a claim must hold the lease ``name`` as ``holder`` at ``epoch``
         (0: it holds none; every claim is refused)."""
         self._fence = (name, holder, epoch)
+
+    def end_idle_transactions_after(self, seconds: float) -> None:
+        """Have the server end a transaction of this store left idle this long (a process
+        stopped inside one). Among replicas, less than the lease: a claim's transaction
+        holds the lease row, and a standby must not wait longer than the lease for it."""
+        with self._lock:
+            self._idle_timeout = seconds
+            conn = self._conn
+            if conn is not None and not conn.closed and not conn.broken:
+                self._run("SELECT set_config('idle_in_transaction_session_timeout', %s,"
+                          " false)", (f"{round(seconds * 1000)}ms",))
 
     def lease(self, name: str = LEASE_NAME) -> Held | None:
         """The replicas' lease as the database has it now (None: nobody holds it)."""
