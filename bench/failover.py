@@ -258,8 +258,8 @@ def run(size: Size = FULL) -> Result:
         f"{size.lease:g} s, ha.renew {size.renew:g} s (the defaults' 3:1). Who sent each "
         f"request: its User-Agent in the simulator's log; the leader by /readyz, checked "
         f"against the log before each signal. SIGKILL at a random phase of the renewal: "
-        f"a takeover waits for the lease to expire, lease - renew to lease after the kill, "
-        f"then up to one renew for a standby to try.")
+        f"the lease expires lease - renew to lease after the kill, and a standby tries "
+        f"as it expires (it waits until the expiry it saw, at most one renew).")
     result.notes.append(
         "Leaders, run by run (first, after SIGKILL, after SIGTERM): "
         + "; ".join(" -> ".join(r.leaders) for r in runs)
