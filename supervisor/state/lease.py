@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from supervisor.state.store import StateError, describe_dsn, dsn_secrets
+from supervisor.state.store import StateError, db_problem, describe_dsn, dsn_secrets
 
 if TYPE_CHECKING:
     import psycopg
@@ -137,12 +137,7 @@ class Leases:
                 await conn.close()
 
     def _problem(self, exc: BaseException) -> str:
-        """One line about a database error, with nothing of the DSN in it."""
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, "********")
-        return text[:300]
+        return db_problem(exc, self._secrets)
 
     async def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]],
                            within: float) -> list[tuple[Any, ...] | None]:

@@ -70,6 +70,7 @@ from supervisor.state.store import (
     Hold,
     Outage,
     StateError,
+    db_problem,
     describe_dsn,
     dsn_secrets,
     gate_row_of,
@@ -401,12 +402,7 @@ class PostgresStore(SqlRows):
         return conn
 
     def _problem(self, exc: BaseException) -> str:
-        """One line about a database error, with nothing of the DSN in it."""
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, "********")
-        return text[:300]
+        return db_problem(exc, self._secrets)
 
     def _fail(self, exc: BaseException) -> NoReturn:
         """Raise the StateError for ``exc``; a lost connection is dropped (and made
