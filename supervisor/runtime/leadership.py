@@ -299,18 +299,16 @@ class Leadership:
         told = asyncio.ensure_future(self.leases.resigned(seconds))
         try:
             await asyncio.wait({stopping, told}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopping
-        if told.done():
-            if told.exception() is not None:  # could not listen: wait as asked instead
-                self._unreachable(str(told.exception()))
-                await self._wait(stop, seconds)
-            return
-        told.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await told
+        finally:  # cancelled too (the daemon stops): nothing left on the connection
+            for task in (stopping, told):
+                if not task.done():
+                    task.cancel()
+            for task in (stopping, told):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if told.done() and not told.cancelled() and told.exception() is not None:
+            self._unreachable(str(told.exception()))  # could not listen: wait as asked
+            await self._wait(stop, seconds)
 
 
 def build_leadership(settings: Settings, store: object, clock: Clock, replica: str,
