@@ -1,6 +1,7 @@
 """A real PgBouncer (Debian's ``pgbouncer``) in transaction pooling mode in front of the
-tests' PostgreSQL: what docs/high-availability.md says of it, shown, and two lease holders
-through it (take, renew, fence, resign) once psycopg's prepared statements are off.
+tests' PostgreSQL: what docs/high-availability.md says of it, shown, and the supervisor's
+store and lease through it: two lease holders take, renew, fence and resign; a store's
+limits and a read-only store's transactions reach no other client.
 
 The pool has one server connection, so every client shares it, as clients share a busy
 pool's connections in production; that makes each effect certain instead of a matter of
@@ -27,7 +28,7 @@ import pytest
 from supervisor.domain.models import Phase, Record
 from supervisor.state.lease import NAME, Leases
 from supervisor.state.postgres import PostgresStore
-from supervisor.state.store import Fenced
+from supervisor.state.store import Fenced, StateError
 from tests import pg
 from tests.deploy.conftest import missing
 from tests.fakes import FakeClock
@@ -201,21 +202,6 @@ def test_psycopgs_prepared_statements_collide_unless_turned_off(through: str) ->
 WITHIN = 5.0
 
 
-@pytest.fixture
-def unprepared(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every psycopg connection made from here on with prepared statements off
-    (``prepare_threshold=None``), as a client of a pool that does not track them must be:
-    the supervisor's own connections do not set it (neither a DSN nor a setting can)."""
-    for cls in (psycopg.Connection, psycopg.AsyncConnection):
-        made = cls.connect.__func__
-
-        def connect(klass: Any, /, *args: Any, _made: Any = made, **kwargs: Any) -> Any:
-            kwargs.setdefault("prepare_threshold", None)
-            return _made(klass, *args, **kwargs)
-
-        monkeypatch.setattr(cls, "connect", classmethod(connect))
-
-
 def claim(store: PostgresStore, session_id: str) -> bool:
     """A restart's claim as the cycle writes it: fenced, then the record swapped."""
     with store.transaction():
@@ -224,7 +210,10 @@ def claim(store: PostgresStore, session_id: str) -> bool:
 
 
 async def test_two_lease_holders_through_the_pool_take_renew_fence_and_resign(
-        unprepared: None, through: str, pg_url: str) -> None:
+        through: str, pg_url: str) -> None:
+    """The supervisor's own connections prepare no statement and set nothing for the
+    session, so the lease and the store work through a transaction pool as they do
+    directly (only a resignation's NOTIFY does not come through)."""
     migrated = PostgresStore.open(pg_url, clock=FakeClock())  # schema 6: the lease's tables
     migrated.close()
     a, b = Leases(through, "a/1/t", "a"), Leases(through, "b/1/t", "b")
@@ -262,3 +251,30 @@ async def test_two_lease_holders_through_the_pool_take_renew_fence_and_resign(
             store.close()
         await a.aclose()
         await b.aclose()
+
+
+def test_a_stores_limits_and_read_only_reach_no_other_client_through_the_pool(
+        through: str, pg_url: str) -> None:
+    """The store sets its lock timeout, its idle limit and read-only for each transaction
+    alone (``SET LOCAL``, ``BEGIN READ ONLY``): another client handed the same server
+    connection (one, in this pool) keeps the server's defaults and may write."""
+    writer = PostgresStore.open(through, clock=FakeClock(), busy_timeout=0.25)
+    writer.end_idle_transactions_after(2.0)
+    writer.put(Record("s1"))
+    reader = PostgresStore.open_readonly(through, clock=FakeClock())
+    try:
+        with reader.transaction():
+            assert reader.get("s1") == Record("s1")
+        with connect(through) as other:
+            assert backend(other) is not None
+            shown = other.execute("SELECT current_setting('lock_timeout'),"
+                                  " current_setting('idle_in_transaction_session_timeout'),"
+                                  " current_setting('default_transaction_read_only')"
+                                  ).fetchone()
+            assert shown == ("0", "0", "off")
+        writer.put(Record("s2"))  # the reader's read-only left nothing behind
+        with pytest.raises(StateError, match="read-only transaction"), reader.transaction():
+            reader.put(Record("s3"))  # but its own transactions are read-only
+    finally:
+        reader.close()
+        writer.close()
