@@ -25,25 +25,26 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from supervisor.config.model import Settings, listen_address
 from supervisor.domain import events as ev
-from supervisor.domain.models import Phase
+from supervisor.domain.models import Phase, Record
 from supervisor.domain.secrets import Secrets
 from supervisor.ops.census import Census
 from supervisor.ops.health import Health, Verdict
 from supervisor.ops.listener import HttpListener, ListenError, Reply
 from supervisor.ops.metrics import CONTENT_TYPE, Metrics
 from supervisor.ops.sdnotify import Notifier, SystemdHooks, watchdog_interval
-from supervisor.runtime.cycle import PollResult
+from supervisor.runtime.cycle import PollResult, Supervisor
 from supervisor.runtime.daemon import Daemon, PollScheduler, Schedule
 from supervisor.runtime.operator import Operator
 from supervisor.runtime.reload import Reloader
 from supervisor.runtime.wiring import Runtime, build, rebuild
+from supervisor.state.store import StateError
 
 if TYPE_CHECKING:
     from supervisor.alert_wiring import Alerts
@@ -151,7 +152,8 @@ class Service:
             self.daemon.on_reload = self.reloader.reload
 
         supervisor.observers.append(metrics.observe_event)
-        self.daemon.listeners.append(self._after_poll)
+        self.daemon.after_poll.append(self._after_poll)
+        self._census: Census | None = None  # as the last poll left the state
         self.daemon.on_stopping.append(self.systemd.stopping)
         if self.systemd.watchdog_interval is not None:
             self.daemon.background.append(self.systemd.watchdog)
@@ -246,15 +248,25 @@ class Service:
         await self.leadership.resign()
         await self.leadership.aclose()
 
-    def _after_poll(self, result: PollResult) -> None:
-        supervisor = self.runtime.supervisor
-        census = Census.take(self.runtime.store.records(), supervisor.policy.classes)
+    async def _after_poll(self, supervisor: Supervisor, result: PollResult) -> None:
+        """After each poll: the sessions counted from the state (read on the store's own
+        thread; a state that cannot be read keeps the last count), for the metrics, the
+        probes, systemd's status line and the page."""
+        store = self.runtime.store
+        records: list[Record] | None
+        try:
+            records = await store.run(lambda: list(store.records()))
+        except StateError:
+            records = None  # the poll says why (``state_error``): readiness follows it
+        if records is not None or self._census is None:
+            self._census = Census.take(records or (), supervisor.policy.classes)
+        census = self._census
         self.metrics.after_poll(result, census, last_success=supervisor.last_success,
                                 consecutive_failures=supervisor.consecutive_failures)
         self.health.poll_done(result)
         self.systemd.poll_done(result, census, supervisor.clock.now())
-        if self.page is not None:
-            self.page.after_poll()
+        if self.page is not None and records is not None:
+            self.page.after_poll(records)
 
     async def _apply(self, old: Settings, new: Settings) -> None:
         """Apply reloaded settings (the daemon holds the next poll back meanwhile): the
@@ -390,11 +402,11 @@ class StatusPage:
         self.app = create_app(board, service.operator, self.qr, lambda: self.credentials,
                               self.sessions, LoginLimiter(clock), clock, metrics=metrics)
 
-    def after_poll(self) -> None:
+    def after_poll(self, records: Iterable[Record]) -> None:
         """Drop the QR codes of the sessions that no longer need one."""
         if not len(self.qr):
             return
-        for record in self.service.runtime.store.records():
+        for record in records:
             if record.phase is not Phase.NEEDS_PERSON:
                 self.qr.forget(record.session_id)
 

@@ -257,7 +257,10 @@ class Daemon:
                     log.exception(ev.POLL_CRASHED, during="after_poll")
         self.polls += 1
         for listener in self.listeners:
-            listener(result)
+            try:
+                listener(result)
+            except Exception:  # a bug: the poll is done, the daemon goes on
+                log.exception(ev.POLL_CRASHED, during="listener")
 
     # ----------------------------------------------------------------------- run
 
