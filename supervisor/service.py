@@ -47,6 +47,7 @@ from supervisor.runtime.wiring import Runtime, build, rebuild
 
 if TYPE_CHECKING:
     from supervisor.alert_wiring import Alerts
+    from supervisor.runtime.leadership import Leadership
     from supervisor.web.auth import Credentials, Sessions
     from supervisor.web.qr import QrFeed
 
@@ -75,9 +76,10 @@ class Service:
         scheduler: PollScheduler | None = None,
         alerts: Alerts | None = None,
         credentials: Credentials | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         """``credentials``: the status page's logins (``http_auth_file`` read), or None:
-        no page."""
+        no page. ``leadership``: among replicas (``ha``), which of them polls."""
         settings = runtime.settings
         supervisor = runtime.supervisor
         self.runtime = runtime
@@ -94,8 +96,17 @@ class Service:
         self._retiring: set[asyncio.Task[None]] = set()  # old clients closed once idle
         # A person's actions on the sessions (pause, resume, restart now), for the page.
         self.operator = Operator(self.daemon)
+        self.leadership = leadership
         self.health = Health(supervisor.clock, unready_after=settings.unready_threshold,
-                             alive=self.daemon.alive)
+                             alive=self.daemon.alive,
+                             leadership=None if leadership is None else leadership.view)
+        if leadership is not None:
+            self.daemon.may_poll = leadership.acting
+            leadership.on_elected.append(self.daemon.wake)
+            self.daemon.background.append(leadership.run)
+            # After the last poll (the scheduler stopped): the standbys take over at once.
+            self.daemon.closers.append(self._resign)
+            metrics.watch_leadership(leadership.view)
         self.systemd = SystemdHooks(
             Notifier.from_env(env),
             watchdog=watchdog_interval(env, os.getpid() if pid is None else pid),
@@ -168,7 +179,19 @@ class Service:
             credentials = read_credentials(settings, build_args.get("secrets"))
         metrics = Metrics(per_session=settings.metrics_per_session,
                           alerts=settings.alerts.enabled)
-        runtime = build(settings, observer=metrics.observe_request, **build_args)
+        replica = ""
+        if settings.ha_enabled():
+            from supervisor.runtime.leadership import replica_name  # noqa: PLC0415
+
+            replica = replica_name(settings.ha.replica)
+        runtime = build(settings, observer=metrics.observe_request, replica=replica,
+                        **build_args)
+        leadership = None
+        if replica:
+            from supervisor.runtime.leadership import build_leadership  # noqa: PLC0415
+
+            leadership = build_leadership(settings, runtime.store, runtime.clock, replica)
+            runtime.gate.permit = leadership.permit
         metrics.watch_gate(runtime.gate)
         alerts = None
         if settings.alerts.enabled:
@@ -178,7 +201,8 @@ class Service:
             alerts = Alerts.build(settings, runtime.store, runtime.clock,
                                   runtime.secrets or Secrets(), metrics=metrics)
         return cls(runtime, metrics, env=env, load=load, configure_logs=configure_logs,
-                   scheduler=scheduler, alerts=alerts, credentials=credentials)
+                   scheduler=scheduler, alerts=alerts, credentials=credentials,
+                   leadership=leadership)
 
     async def open(self) -> None:
         """Bind the listeners, if there are any. Raises ListenError (one line)."""
@@ -202,6 +226,11 @@ class Service:
         await self.runtime.aclose()
 
     # --- hooks ---
+
+    async def _resign(self) -> None:
+        assert self.leadership is not None
+        await self.leadership.resign()
+        await self.leadership.aclose()
 
     def _after_poll(self, result: PollResult) -> None:
         supervisor = self.runtime.supervisor
@@ -307,6 +336,9 @@ class WebhookEndpoint:
         await self.nudges.run(self.stop)
 
     async def _read(self, name: str) -> str | None:
+        leadership = self.service.leadership
+        if leadership is not None and not leadership.acting():
+            return None  # the leader reads it (the provider posts to every replica) or polls
         try:
             return await self.service.runtime.supervisor.nudge(name)
         except LookupError:

@@ -122,6 +122,10 @@ class VirtualScheduler:
     def reschedule(self, schedule: Schedule) -> None:
         self._begin(schedule, first=self.clock.monotonic() + schedule.poll_interval)
 
+    def wake(self) -> None:
+        if self._running and self.schedules:
+            self._begin(self.schedules[-1], first=self.clock.monotonic())
+
     def pause(self) -> None:
         self._halt()
 

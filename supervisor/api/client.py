@@ -7,8 +7,9 @@ state. Every request:
   (``rate_limited`` on a 429 with the parsed ``Retry-After``, ``succeeded`` on any other
   answer; a transport failure is no answer and tells it nothing);
 * carries ``Authorization: Bearer <key>``, ``Accept: application/json``,
-  ``Accept-Encoding: gzip, deflate`` and ``User-Agent: wasend-supervisor/<version>``;
-  redirects are never followed, so the key never leaves for another host;
+  ``Accept-Encoding: gzip, deflate`` and ``User-Agent: wasend-supervisor/<version>``
+  (followed by ``(replica NAME)`` among replicas); redirects are never followed, so
+  the key never leaves for another host;
 * has ``request_timeout`` seconds from the moment it leaves the gate to its last byte,
   however slowly the answer drips in (``asyncio.timeout`` around the whole call);
 * reads at most ``max_body_bytes`` of the decoded body, streaming, decoding gzip and
@@ -498,6 +499,12 @@ def _session(body: Body, requested_id: str) -> SessionInfo:
 USER_AGENT: Final = f"wasend-supervisor/{__version__}"
 
 
+def user_agent(replica: str = "") -> str:
+    """The User-Agent of every request: with replicas, it names this one (a name of
+    letters, digits, '.', '_' and '-', as ``ha.replica`` allows)."""
+    return f"{USER_AGENT} (replica {replica})" if replica else USER_AGENT
+
+
 def _tls_context(url: httpx.URL) -> ssl.SSLContext:
     """What httpx is to verify TLS with: for https://, httpx's default store (certifi's),
     or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set, as httpx would read them.
@@ -583,8 +590,10 @@ class WasendClient:
         max_body_bytes: int = 32 * 1024 * 1024,
         observer: Observer | None = None,
         secrets: Secrets | None = None,
+        replica: str = "",
     ) -> None:
         url = _target(base_url, timeout)
+        self._user_agent = user_agent(replica)
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
         self._secrets = Secrets() if secrets is None else secrets  # the process's: its key
@@ -615,7 +624,7 @@ class WasendClient:
             headers={
                 "Accept": "application/json",
                 "Accept-Encoding": ACCEPT_ENCODING,
-                "User-Agent": USER_AGENT,
+                "User-Agent": self._user_agent,
             },
         )
 

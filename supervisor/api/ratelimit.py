@@ -142,6 +142,7 @@ class RateGate:
         key: str = "",
         max_wait: float | None = None,
         state: GateState | None = None,
+        permit: Callable[[], None] | None = None,
     ) -> None:
         state = state or GateState()
         self._clock = clock
@@ -158,6 +159,9 @@ class RateGate:
         # The latest stored pause seen or written (epoch), for this key's row.
         self._wall_pause = state.wall_pause if state.key == self._key else -math.inf
         self._max_wait = max_wait
+        # Asked last, as a request is let through: raises (``Fenced``) when this process
+        # may not act now (a replica that does not lead; ``runtime.leadership``).
+        self.permit = permit
         # Told the wall-clock end of a pause this process is about to wait out (wiring
         # records it in the daemon's heartbeat, which is not written while it waits).
         self.on_pause: Callable[[float], Awaitable[None]] | None = None
@@ -189,7 +193,9 @@ class RateGate:
         """Wait until a request may be sent, then count it as sent. ``spare``: only while
         no request that is not spare waits here (see the module).
 
-        Raises RateLimited, sending nothing, if a pause is longer than ``max_wait``.
+        Raises RateLimited, sending nothing, if a pause is longer than ``max_wait``;
+        whatever ``permit`` raises (``Fenced``: this process may not act now), last of
+        all, after any wait.
         """
         if spare:
             await self._acquire(spare=True)
@@ -226,6 +232,8 @@ class RateGate:
                 if wait > 0:
                     await self._clock.sleep(wait)
                     continue
+            if self.permit is not None:
+                self.permit()
             return
 
     async def _waiting(self, wait: float) -> None:

@@ -35,6 +35,8 @@ from supervisor.config.key import ApiKeySource
 from supervisor.config.origin import DEFAULT, Origin
 from supervisor.config.urls import TAG, AlertUrl, UrlsFile, duplicates, parse_entry, secret_pieces
 from supervisor.domain.api_key import key_problem
+from supervisor.domain.leadership import DEFAULT_LEASE, DEFAULT_RENEW, Terms
+from supervisor.domain.leadership import problem as terms_problem
 from supervisor.domain.models import StatusClass
 from supervisor.domain.policy import (
     DEFAULT_HEALTHY,
@@ -58,6 +60,7 @@ __all__ = [
     "TABLES",
     "AlertSettings",
     "BackoffSettings",
+    "HaSettings",
     "Settings",
     "StatusSettings",
     "listen_address",
@@ -571,6 +574,48 @@ def _networks(value: Any) -> Any:
     return value
 
 
+_REPLICA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _check_replica(value: Any) -> Any:
+    if isinstance(value, str) and value and not _REPLICA.fullmatch(value):
+        raise PydanticCustomError(
+            "replica", "must be 1 to 63 letters, digits, '.', '_' or '-' (a host name)")
+    return value
+
+
+class HaSettings(BaseModel):
+    """Several replicas on one PostgreSQL database, one of them leading at a time
+    (``supervisor.runtime.leadership``). On by default whenever the state is in
+    PostgreSQL; it cannot be with SQLite."""
+
+    model_config = _MODEL_CONFIG
+
+    enabled: bool | None = Field(
+        default=None, description="one leader among the replicas; unset: on with state_url"
+    )
+    lease: _PositiveSeconds = Field(
+        default=DEFAULT_LEASE, description="seconds the leader's lease lasts from a renewal"
+    )
+    renew: _PositiveSeconds = Field(
+        default=DEFAULT_RENEW, description="seconds between the leader's renewals"
+    )
+    replica: Annotated[str, BeforeValidator(_check_replica)] = Field(
+        default="", description="this replica's name; empty: the host name"
+    )
+
+    @model_validator(mode="after")
+    def _check_terms(self) -> HaSettings:
+        found = terms_problem(self.terms())
+        if found is not None:
+            raise PydanticCustomError("ha_terms", "{problem}",
+                                      {"field": "renew", "problem": found})
+        return self
+
+    def terms(self) -> Terms:
+        return Terms(lease=self.lease, renew=self.renew)
+
+
 class WebhookSettings(BaseModel):
     """The endpoint for the provider's session events (a hint: each one has the session
     read from the API at once). It exists only with ``hmac_key`` (or its file), or with
@@ -733,6 +778,7 @@ class Settings(BaseSettings):
     statuses: StatusSettings = Field(default=StatusSettings())
     alerts: AlertSettings = Field(default=AlertSettings())
     webhooks: WebhookSettings = Field(default=WebhookSettings())
+    ha: HaSettings = Field(default=HaSettings())
     log_format: Annotated[_LogFormat, BeforeValidator(_lower)] = Field(
         default="auto", description="json, console, or auto (console on a TTY)"
     )
@@ -810,6 +856,21 @@ class Settings(BaseSettings):
                 "one_of", "cannot be given with state_path (the state is in PostgreSQL or"
                 " in an SQLite file, not both)", {"field": named, "other": "state_path"})
         return self
+
+    @model_validator(mode="after")
+    def _check_ha(self) -> Settings:
+        if self.ha.enabled and self.state_url is None and self.state_url_file is None:
+            raise PydanticCustomError(
+                "needs_other", "needs the state in PostgreSQL (state_url or state_url_file):"
+                " replicas share it", {"field": "ha.enabled"})
+        return self
+
+    def ha_enabled(self) -> bool:
+        """Whether this process takes part in leadership (``ha.enabled``, on by default
+        with the state in PostgreSQL)."""
+        if self.ha.enabled is not None:
+            return self.ha.enabled
+        return self.state_url is not None or self.state_url_file is not None
 
     @model_validator(mode="after")
     def _check_metrics_auth(self) -> Settings:
@@ -922,6 +983,7 @@ TABLES: dict[str, type[BaseModel]] = {
     "statuses": StatusSettings,
     "alerts": AlertSettings,
     "webhooks": WebhookSettings,
+    "ha": HaSettings,
 }
 """The tables of keys (``[backoff]`` in TOML, ``backoff.initial`` dotted)."""
 

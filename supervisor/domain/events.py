@@ -40,6 +40,13 @@ DAEMON_STOPPED: Final = "daemon.stopped"
 DAEMON_STOPPING: Final = "daemon.stopping"
 DAEMON_TASK_CRASHED: Final = "daemon.task_crashed"
 
+# ha.*
+HA_ELECTED: Final = "ha.elected"
+HA_LOST: Final = "ha.lost"
+HA_RESIGNED: Final = "ha.resigned"
+HA_STANDBY: Final = "ha.standby"
+HA_UNREACHABLE: Final = "ha.unreachable"
+
 # http.*
 HTTP_AUTH_FILE_PERMISSIONS: Final = "http.auth_file_permissions"
 HTTP_AUTH_RELOAD_FAILED: Final = "http.auth_reload_failed"

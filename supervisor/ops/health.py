@@ -12,6 +12,11 @@
   lock held too long) makes it unready at once, saying why, until a poll uses it again:
   nothing can be restarted meanwhile, since no restart is sent before it is recorded.
 
+Among replicas (``ha``), the body says the replica's role, the leader's name and the
+lease's epoch: a standby is ready while it reaches the database (it can take over); a
+leader is judged by its polls as above; a leader that stopped for want of the database
+(role ``stopped``) is not ready until it leads again.
+
 Times are the clock's monotonic seconds; ``Health`` learns of polls through
 ``poll_done``, called by the daemon after each one.
 """
@@ -40,8 +45,11 @@ class Health:
         *,
         unready_after: float,
         alive: Callable[[], tuple[bool, str]],
+        leadership: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.clock = clock
+        # This replica's role among replicas (``Leadership.view``); None: no replicas.
+        self._leadership = leadership
         self.unready_after = unready_after
         self._alive = alive
         self.last_success: float | None = None  # monotonic
@@ -78,6 +86,20 @@ class Health:
             "consecutive_failures": self.consecutive_failures,
             "unready_after": self.unready_after,
         }
+        if self._leadership is not None:
+            view = self._leadership()
+            body.update(view)
+            problem = view.get("problem")
+            if view["role"] == "stopped":
+                reason = ("supervision stopped: the lease could not be renewed before it "
+                          f"could expire ({problem or 'the database did not answer'})")
+                return Verdict(False, {"status": "not_ready", "reason": reason, **body})
+            if view["role"] == "standby":
+                if problem is not None:
+                    reason = f"standing by, and the database cannot be reached: {problem}"
+                    return Verdict(False, {"status": "not_ready", "reason": reason, **body})
+                reason = f"standing by (leader: {view['leader'] or 'none yet'})"
+                return Verdict(True, {"status": "standby", "reason": reason, **body})
         if self.state_error is not None:
             reason = f"the state file cannot be used: {self.state_error}"
             if self.last_success is not None:

@@ -17,7 +17,7 @@ Per-session series exist only with ``metrics_per_session = true``. Every name st
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -100,6 +100,7 @@ class Metrics:
         self._gate: RateGate | None = None
         self._listener: HttpListener | None = None
         self._webhooks: tuple[Mapping[str, int], Callable[[], int]] | None = None
+        self._leadership: Callable[[], Mapping[str, Any]] | None = None
         self._census: Census | None = None
         self._consecutive_failures = 0
         r.register(_StateCollector(self))
@@ -117,6 +118,10 @@ class Metrics:
         they made (``reads()``): only with webhooks on, so ``/metrics`` without them is as
         before."""
         self._webhooks = (counts, reads)
+
+    def watch_leadership(self, view: Callable[[], Mapping[str, Any]]) -> None:
+        """This replica's role (``Leadership.view``): only with replicas (``ha``)."""
+        self._leadership = view
 
     def observe_request(self, call: str, http_status: int | None, seconds: float) -> None:
         status = "none" if http_status is None else str(http_status)
@@ -237,6 +242,20 @@ class Metrics:
                 PREFIX + "webhook_reads",
                 "Sessions read from the API because a webhook spoke of them (coalesced).",
                 value=reads())
+        if self._leadership is not None:
+            view = self._leadership()
+            yield GaugeMetricFamily(
+                PREFIX + "ha_leader",
+                "1 while this replica leads (holds the lease and acts), else 0.",
+                value=1 if view["role"] == "leader" else 0)
+            yield GaugeMetricFamily(
+                PREFIX + "ha_epoch",
+                "The lease's epoch as this replica last saw it (0: no holder seen).",
+                value=view["epoch"] or 0)
+            yield GaugeMetricFamily(
+                PREFIX + "ha_stopped",
+                "1 while this replica stopped supervising for want of the database.",
+                value=1 if view["role"] == "stopped" else 0)
         if self.per_session and census is not None:
             yield from _per_session(census)
 

@@ -609,12 +609,16 @@ class Supervisor:
         ``claim`` (a decision, to be read and made again) then logs nothing; what came
         of an action (or a lookup) yields to the other record, but the events of what
         happened stand: a further restart the step asked for is neither recorded nor
-        sent."""
+        sent. A step that asks for a restart or a stop is written only while this
+        process may act (``Store.fenced``: with replicas, while it leads): else
+        ``Fenced``, and nothing is written or sent."""
         if not dry_run:
             rows = history.entries(step.events, self.clock.now(), action)
             changed = step.record is not old
             if changed or rows:
                 with self.store.transaction():
+                    if step.action is not None and step.action.kind is not ActionKind.GET:
+                        self.store.fenced()  # a request to claim: only while leading
                     won = not changed or self.store.swap(old, step.record)
                     if won:
                         self.store.add_history(rows)

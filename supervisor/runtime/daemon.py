@@ -15,7 +15,8 @@ hands the daemon the rebuilt supervisor and schedule through ``switch``.
 Small hooks let the shell around it add what ``run`` needs in production without the
 daemon knowing of systemd or HTTP: ``listeners`` (after each poll), ``after_poll``
 (coroutines awaited after each poll, before the next, such as the alert episodes'
-``runtime.alerting.Alerting.after_poll``), ``background``
+``runtime.alerting.Alerting.after_poll``), ``may_poll`` (asked before each poll: a
+replica that does not lead skips it; ``wake`` polls at once), ``background``
 (coroutines that run while the daemon runs, such as the systemd watchdog), ``on_stopping``
 (when a stop begins) and ``closers`` (awaited, in order, after the scheduler has stopped).
 
@@ -76,6 +77,9 @@ class PollScheduler(Protocol):
     def reschedule(self, schedule: Schedule) -> None:
         """Runs from now on at the new interval and jitter."""
 
+    def wake(self) -> None:
+        """Run the job now (unless it is running), then on as before."""
+
     def pause(self) -> None: ...
 
     def shutdown(self) -> None: ...
@@ -116,6 +120,11 @@ class ApsScheduler:
             scheduler.modify_job("poll", misfire_grace_time=schedule.misfire_grace)
             scheduler.reschedule_job("poll", trigger=self._trigger(schedule))
 
+    def wake(self) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.running:
+            scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
+
     def pause(self) -> None:
         if self._scheduler is not None:
             self._scheduler.pause()
@@ -154,6 +163,8 @@ class Daemon:
         self.on_stopping: list[Callable[[], None]] = []
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.on_reload: Callable[[], Awaitable[object]] | None = None
+        # Asked before each poll: False skips it (a replica standing by: ``leadership``).
+        self.may_poll: Callable[[], bool] | None = None
         self.polls = 0
         self._scheduler: PollScheduler = scheduler or ApsScheduler()
         self._clock: Clock = clock or SystemClock()
@@ -226,6 +237,8 @@ class Daemon:
         async with self._turn:  # not while a reload is being applied
             if self._stop.is_set():  # the stop came while a reload held this poll back
                 return
+            if self.may_poll is not None and not self.may_poll():
+                return  # another replica leads
             task = asyncio.ensure_future(self.supervisor.poll())
             self._inflight = task
             try:
@@ -287,6 +300,11 @@ class Daemon:
         yields the supervisor polling now."""
         async with self._turn:
             yield self.supervisor
+
+    def wake(self) -> None:
+        """Poll now rather than at the next tick (a replica just elected)."""
+        if self._started and not self._stop.is_set():
+            self._scheduler.wake()
 
     def alive(self) -> tuple[bool, str]:
         """Whether the scheduler is running with its poll job (for ``/livez``)."""

@@ -28,7 +28,7 @@ from supervisor.domain import events as ev
 log = structlog.get_logger("supervisor.reload")
 
 RESTART_ONLY = ("http_listen", "http_auth_file", "http_metrics_auth", "alerts", "webhooks",
-                "state_url", "state_url_file")
+                "state_url", "state_url_file", "ha")
 """Settings a running daemon cannot change; a new value waits for the next start."""
 
 

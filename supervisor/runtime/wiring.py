@@ -58,6 +58,7 @@ class Runtime(msgspec.Struct):
     transport: httpx.AsyncBaseTransport | None = None
     observer: Observer | None = None
     secrets: Secrets | None = None
+    replica: str = ""  # among replicas (``ha``), this one's name; "" none
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -108,6 +109,8 @@ def rebuild(old: Runtime, settings: Settings) -> Runtime:
         check=old.supervisor.poll_interval is None,
         max_wait=old.gate.max_wait,
         secrets=old.secrets,
+        replica=old.replica,
+        permit=old.gate.permit,
     )
 
 
@@ -178,12 +181,18 @@ def build(
     check: bool = False,
     max_wait: float | None = None,
     secrets: Secrets | None = None,
+    replica: str = "",
+    permit: Callable[[], None] | None = None,
 ) -> Runtime:
     """The running parts for ``settings``: for the first start, and (handed what must
     survive, see ``rebuild``) for a reload. ``check``: one pass, not a daemon (no poll
     backoff: ``--wait`` polls every second; its heartbeat says check); ``max_wait``: a
     longer Retry-After pause is refused, not waited out (``check --wait``). ``secrets``:
-    the process's, as handed to the log configuration: the client adds its key to them."""
+    the process's, as handed to the log configuration: the client adds its key to them.
+    ``replica``: this replica's name among replicas (``ha``; its requests name it), whose
+    gate asks ``permit`` (``Leadership.permit``) as each request leaves. A restart that
+    another replica recorded as in flight is then not left to it: only the leader acts,
+    and a replica that lost the lease sends nothing more."""
     clock = clock or SystemClock()
     rng = rng or random.Random()
     policy = settings.policy()
@@ -201,6 +210,7 @@ def build(
         key=key_fingerprint(key.get_secret_value()),
         max_wait=max_wait,
         state=gate_state,
+        permit=permit,
     )
     client = WasendClient(
         settings.base_url,
@@ -211,6 +221,7 @@ def build(
         transport=transport,
         observer=observer,
         secrets=secrets,
+        replica=replica,
     )
     supervisor = Supervisor(
         client,
@@ -223,13 +234,13 @@ def build(
         auth_retry_interval=settings.auth_retry_interval,
         key_reader=lambda: read_key(settings),
         poll_interval=None if check else settings.poll_interval,
-        in_flight_grace=settings.in_flight_grace,
+        in_flight_grace=0.0 if replica else settings.in_flight_grace,
         carried=carried,
         observers=observers,
     )
     gate.on_pause = lambda until: _waiting(supervisor, until)
     return Runtime(settings, client, gate, store, supervisor, clock, rng, transport, observer,
-                   secrets)
+                   secrets, replica)
 
 
 async def _waiting(supervisor: Supervisor, until: float) -> None:

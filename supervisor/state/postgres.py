@@ -50,6 +50,8 @@ from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Pending, Transition
 from supervisor.domain.models import HistoryEntry, Record
 from supervisor.state import schema
+from supervisor.state.lease import CURRENT, FENCE, Held, held_of
+from supervisor.state.lease import NAME as LEASE_NAME
 from supervisor.state.rows import Row, SqlRows
 from supervisor.state.schema import SCHEMA_VERSION, decode, encode
 from supervisor.state.sqlite import DEFAULT_BUSY_TIMEOUT
@@ -62,6 +64,7 @@ from supervisor.state.store import (
     HISTORY_COLUMNS,
     PRUNE_EVERY,
     Beat,
+    Fenced,
     GateRow,
     Heartbeat,
     Hold,
@@ -141,6 +144,17 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     5: (
         "CREATE TABLE holds (session_id TEXT PRIMARY KEY, held_by TEXT NOT NULL,"
         f" held_at {_DOUBLE} NOT NULL)",
+    ),
+    6: (
+        # The lease one replica holds (supervisor.state.lease): one row per name while
+        # held; ``lease_epochs`` keeps each name's last epoch, which a new holder raises.
+        "CREATE TABLE lease_epochs (name TEXT PRIMARY KEY, epoch BIGINT NOT NULL)",
+        # The database's clock, which alone judges a lease's expiry.
+        "CREATE FUNCTION lease_now() RETURNS DOUBLE PRECISION LANGUAGE sql VOLATILE"
+        " AS 'SELECT extract(epoch FROM clock_timestamp())::double precision'",
+        "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL,"
+        f" replica TEXT NOT NULL, epoch BIGINT NOT NULL, acquired_at {_DOUBLE} NOT NULL,"
+        f" expires_at {_DOUBLE} NOT NULL)",
     ),
 }
 # The descriptions are SQLite's: one list of versions for both.
@@ -266,6 +280,10 @@ class PostgresStore(SqlRows):
         self._beats_pruned = False
         self._closed = False
         self._lock = threading.RLock()  # one user of the connection at a time
+        # (lease name, holder, epoch) a claim must still hold (``fenced``); None: no
+        # replicas. Set by ``supervisor.runtime.leadership`` (epoch 0: never, standing by).
+        self._fence: tuple[str, str, int] | None = None
+        self._fence_checked = False  # in this transaction
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -484,7 +502,7 @@ class PostgresStore(SqlRows):
             except BaseException:
                 self._abort()
                 raise
-            self._depth, self._dirty = 1, False
+            self._depth, self._dirty, self._fence_checked = 1, False, False
             try:
                 yield
             except BaseException:
@@ -810,6 +828,32 @@ class PostgresStore(SqlRows):
             return 0
         with self._lock:
             return int(self._one("SELECT count(*) FROM outbox")[0])
+
+    # ----------------------------------------------------------- the lease's fence
+
+    def fence(self, name: str, holder: str, epoch: int) -> None:
+        """From now on a claim must hold the lease ``name`` as ``holder`` at ``epoch``
+        (0: it holds none; every claim is refused)."""
+        self._fence = (name, holder, epoch)
+
+    def lease(self, name: str = LEASE_NAME) -> Held | None:
+        """The replicas' lease as the database has it now (None: nobody holds it)."""
+        if self.schema_version < 6:
+            return None
+        with self._lock:
+            return held_of(self._run(CURRENT, (name,)).fetchone())
+
+    def fenced(self) -> None:
+        fence = self._fence
+        if fence is None or self._fence_checked:
+            return
+        if not self._depth:
+            raise RuntimeError("fenced() is for inside a transaction()")
+        name, holder, epoch = fence
+        if epoch <= 0 or self._run(FENCE, (name, holder, epoch)).fetchone() is None:
+            raise Fenced(f"this replica does not hold the lease in {self.location}"
+                         + (f" (epoch {epoch} is over)" if epoch > 0 else ""))
+        self._fence_checked = True
 
     # ------------------------------------------------------------ operator holds
 

@@ -210,6 +210,11 @@ def status_report(store: SqliteStore | PostgresStore, classes: StatusClasses, no
     if running or daemons:
         shown = (running or daemons)[0]
         daemon.update(_process(shown, now, wrote[shown.id]))
+    held = store.lease()
+    ha = None if isinstance(store, SqliteStore) else {
+        "leader": None if held is None or held.expires_in <= 0 else held.replica,
+        "epoch": None if held is None else held.epoch,
+        "expires_in": None if held is None else round(held.expires_in, 3)}
     paused_until = store.paused_until()
     if paused_until is not None and paused_until <= now:
         paused_until = None
@@ -234,6 +239,7 @@ def status_report(store: SqliteStore | PostgresStore, classes: StatusClasses, no
         "last_successful_poll": None if last_ok is None or last_ok.last_ok_at is None
         else _poll(last_ok, last_ok.last_ok_at, now),
         "daemon": daemon,
+        "ha": ha,
         "api_paused_until": iso(paused_until),
         "api_paused_for": None if paused_until is None else round(paused_until - now, 3),
         "processes": [_process(b, now, wrote[b.id]) for b in beats],
@@ -254,6 +260,16 @@ def _daemon_line(daemon: dict[str, Any]) -> str:
         return f"daemon: none running; the last was {who}, stopped at {daemon['stopped_at']}"
     return (f"daemon: none running; the last was {who}, heartbeat {ago} ago,"
             " no clean stop recorded")
+
+
+def _leader_line(ha: dict[str, Any]) -> str:
+    if ha["leader"] is None:
+        if ha["epoch"] is None:
+            return "leader: none (no replica holds the lease)"
+        return (f"leader: none (the lease of epoch {ha['epoch']} expired "
+                f"{span(-ha['expires_in'])} ago; a standby takes it)")
+    return (f"leader: {ha['leader']} (epoch {ha['epoch']}, lease expires in "
+            f"{span(ha['expires_in'])} unless renewed)")
 
 
 def _poll_line(label: str, poll: dict[str, Any] | None) -> str:
@@ -284,6 +300,8 @@ def render_status(report: dict[str, Any], now: float, *, as_json: bool, location
         _poll_line("last successful poll", report["last_successful_poll"]),
         _daemon_line(report["daemon"]),
     ]
+    if report["ha"] is not None:
+        lines.append(_leader_line(report["ha"]))
     if report["api_paused_until"] is not None:
         lines.append(f"api: paused by a Retry-After until {report['api_paused_until']}"
                      f" ({span(report['api_paused_for'])} more); no process sends a request"

@@ -27,7 +27,7 @@ import msgspec
 from supervisor.domain.models import Phase, Record
 from supervisor.state.store import StateError
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 
 # --------------------------------------------------------------------- migrations
@@ -103,12 +103,19 @@ def _v5(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v6(conn: sqlite3.Connection) -> None:
+    """The leader's lease lives in PostgreSQL only (``supervisor.state.postgres``): an
+    SQLite file is one host's, and has no replicas to choose among. Nothing to do here;
+    the version is kept in step with PostgreSQL's."""
+
+
 MIGRATIONS: Final[tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...]] = (
     (1, "records and restart history", _v1),
     (2, "writer of each record; reason, status and next attempt in the history", _v2),
     (3, "the rate gate shared by processes, and their heartbeats", _v3),
     (4, "open alert episodes, the alert outbox, and the outage watch", _v4),
     (5, "operator holds: sessions whose supervision a person paused", _v5),
+    (6, "the leader's lease among replicas (PostgreSQL only)", _v6),
 )
 
 

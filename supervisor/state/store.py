@@ -55,6 +55,11 @@ class StateError(Exception):
     """The state cannot be read or written: one line, naming the file and the problem."""
 
 
+class Fenced(StateError):
+    """This process may not act: it leads no longer (or not yet) among the replicas that
+    share the state (``supervisor.runtime.leadership``). Nothing was written or sent."""
+
+
 class Store(Protocol):
     def get(self, session_id: str) -> Record | None:
         """The record as stored now (another process may have written it)."""
@@ -199,6 +204,13 @@ class Store(Protocol):
 
     def hold(self, h: Hold) -> None:
         """Put ``h.session_id`` on hold (replacing a hold it has)."""
+        ...
+
+    def fenced(self) -> None:
+        """Inside a ``transaction()`` that claims a request (a restart, a stop): raise
+        ``Fenced`` unless this process may still act, and keep it so until the commit: with
+        replicas, the lease is still its own at the epoch it won (``state.lease.FENCE``).
+        A store without replicas has nothing to check."""
         ...
 
     def release(self, session_id: str) -> Hold | None:
@@ -403,6 +415,9 @@ class MemoryStore:
 
     def hold(self, h: Hold) -> None:
         self._holds[h.session_id] = h
+
+    def fenced(self) -> None:
+        """One process's memory: no replicas, nothing to check."""
 
     def release(self, session_id: str) -> Hold | None:
         return self._holds.pop(session_id, None)

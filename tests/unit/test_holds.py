@@ -279,13 +279,13 @@ def test_a_file_at_schema_version_4_is_upgraded_to_keep_holds(tmp_path: Path) ->
     readonly.close()
 
     store = open_file(path)
-    assert store.schema_version == SCHEMA_VERSION == 5
+    assert store.schema_version == SCHEMA_VERSION >= 5
     assert store.get("s1") == Record("s1", phase=Phase.UNHEALTHY)
     store.hold(Hold("s1", "alice", T0))
     store.close()
     with contextlib.closing(sqlite3.connect(path)) as observer:
         applied = [v for (v,) in observer.execute("SELECT version FROM schema_migrations")]
-    assert applied == [1, 2, 3, 4, 5]
+    assert applied == list(range(1, SCHEMA_VERSION + 1))
     again = SqliteStore.open_readonly(path, clock=FakeClock())
     assert again.holds() == {"s1": Hold("s1", "alice", T0)}
     again.close()

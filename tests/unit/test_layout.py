@@ -113,13 +113,15 @@ def test_the_alerts_import_apprise_only_inside_functions() -> None:
 
 
 def test_psycopg_is_loaded_only_by_the_postgresql_store_and_only_with_state_url() -> None:
-    """Without ``state_url`` no process loads psycopg: only ``state/postgres.py`` imports
-    it, inside a function, and no module imports that store on load."""
+    """Without ``state_url`` no process loads psycopg: only ``state/postgres.py`` and the
+    replicas' lease (``state/lease.py``) import it, inside a function, and no module
+    imports that store on load."""
     wrong = sorted(
         f"{path.relative_to(PACKAGE)} imports {module}"
         for path in PACKAGE.rglob("*.py")
         for module in imports(path)
-        if module.split(".")[0] == "psycopg" and path != PACKAGE / "state" / "postgres.py"
+        if module.split(".")[0] == "psycopg"
+        and path not in (PACKAGE / "state" / "postgres.py", PACKAGE / "state" / "lease.py")
     )
     wrong += sorted(
         f"{path.relative_to(PACKAGE)} imports {module} on load"
@@ -129,6 +131,7 @@ def test_psycopg_is_loaded_only_by_the_postgresql_store_and_only_with_state_url(
     )
     assert wrong == []
     assert "psycopg" in imports(PACKAGE / "state" / "postgres.py")
+    assert "psycopg" in imports(PACKAGE / "state" / "lease.py")
 
 
 def test_every_module_lives_in_a_room_or_is_a_known_leaf_or_entry_point() -> None:

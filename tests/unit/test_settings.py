@@ -372,7 +372,7 @@ def test_relative_api_key_file_is_relative_to_the_config_file(tmp_path: Path) ->
 
 UNSET_IN_EXAMPLE = ("state_path", "alerts.urls_file", "alerts.alertmanager_url", "http_auth_file",
                     "webhooks.hmac_key", "webhooks.hmac_key_file", "state_url",
-                    "state_url_file")
+                    "state_url_file", "ha.enabled")
 
 
 def _uncommented_example() -> str:
@@ -384,10 +384,10 @@ def _uncommented_example() -> str:
         # state_path's default depends on the environment (STATE_DIRECTORY, XDG_STATE_HOME,
         # HOME); the Alertmanager's example is an example, not the default (none), as are
         # the webhooks' key and its file, and state_url (and its file: the state would
-        # leave the SQLite file).
+        # leave the SQLite file), and ha.enabled (which needs state_url).
         enable = re.match(r"#[a-z_]+ = ", line) and not line.startswith(
             ("#api_key_file", "#state_path", "#urls_file", "#alertmanager_url",
-             "#http_auth_file", "#hmac_key", "#state_url"))
+             "#http_auth_file", "#hmac_key", "#state_url", "#enabled"))
         lines.append(line[1:] if enable else line)
     return "\n".join(lines) + "\n"
 
