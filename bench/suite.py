@@ -11,6 +11,7 @@ from typing import Any
 from bench import (
     alerts,
     check_time,
+    failover,
     idle,
     latency,
     retry_after,
@@ -63,6 +64,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("webhooks", "signed webhooks through the daemon: events a second with the "
                   "poll loop on schedule, a burst's reads, forgeries' cost", webhooks.run,
                   webhooks.FULL, webhooks.QUICK),
+        Benchmark("failover", "three replicas on one PostgreSQL database: takeover after "
+                  "SIGKILL and SIGTERM, requests per cycle", failover.run, failover.FULL,
+                  failover.QUICK),
         Benchmark("web", "the status page through the daemon: first view of 10,000 "
                   "sessions, a change to an open page, the poll cycle with 20 pages open",
                   web.run, web.FULL, web.QUICK),

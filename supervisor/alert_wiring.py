@@ -28,7 +28,7 @@ from supervisor.alerts import build as channels
 from supervisor.alerts.sender import Delivery, Sender
 from supervisor.clock import Clock
 from supervisor.config.model import Settings
-from supervisor.domain.episodes import Transition
+from supervisor.domain.episodes import Change, Episode, Kind, Transition
 from supervisor.domain.secrets import Secrets
 from supervisor.ops.metrics import Metrics
 from supervisor.runtime.alerting import Alerting
@@ -48,6 +48,7 @@ class Alerts:
         self.sender = sender
         self.store = store
         self.metrics = metrics
+        self._stopped: Episode | None = None  # supervision stopped, as sent
 
     @classmethod
     def build(
@@ -104,6 +105,21 @@ class Alerts:
         except StateError:
             return False
         return True
+
+    async def supervision_stopped(self, replica: str, problem: str, now: float) -> None:
+        """This leading replica stopped for want of its database: said at once, without
+        the outbox (which is in that database), to every channel routed the kind."""
+        episode = Episode(Kind.SUPERVISION_STOPPED, "", now, session_name=replica,
+                          detail=problem)
+        self._stopped = episode
+        await self.sender.send_now(Transition(Change.OPENED, episode, now))
+
+    async def supervision_resumed(self, now: float) -> None:
+        """It reaches the database again: the resolution of what ``supervision_stopped``
+        said (nothing if it said nothing)."""
+        episode, self._stopped = self._stopped, None
+        if episode is not None:
+            await self.sender.send_now(Transition(Change.RESOLVED, episode, now))
 
     def reloaded(self, settings: Settings) -> None:
         """A reload (SIGHUP) loaded ``settings``: the alerts in force stay as they are

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -100,17 +100,20 @@ class Service:
         self.health = Health(supervisor.clock, unready_after=settings.unready_threshold,
                              alive=self.daemon.alive,
                              leadership=None if leadership is None else leadership.view)
-        if leadership is not None:
-            self.daemon.may_poll = leadership.acting
-            leadership.on_elected.append(self.daemon.wake)
-            self.daemon.background.append(leadership.run)
-            # After the last poll (the scheduler stopped): the standbys take over at once.
-            self.daemon.closers.append(self._resign)
-            metrics.watch_leadership(leadership.view)
         self.systemd = SystemdHooks(
             Notifier.from_env(env),
             watchdog=watchdog_interval(env, os.getpid() if pid is None else pid),
         )
+        if leadership is not None:
+            self.daemon.may_poll = leadership.acting
+            leadership.on_elected.append(  # the supervisor of the moment: a reload swaps it
+                lambda: self.runtime.supervisor.took_over())  # noqa: PLW0108
+            leadership.on_elected.append(self.daemon.wake)
+            leadership.on_standby.append(self.systemd.standing_by)
+            self.daemon.background.append(leadership.run)
+            # After the last poll (the scheduler stopped): the standbys take over at once.
+            self.daemon.closers.append(self._resign)
+            metrics.watch_leadership(leadership.view)
         self.listener: HttpListener | None = None
         self.page: StatusPage | None = None
         self.webhooks = WebhookEndpoint(self, settings) if settings.webhooks.enabled else None
@@ -155,6 +158,11 @@ class Service:
         self.alerts = alerts
         self._stop_sending = asyncio.Event()
         self._sending: asyncio.Task[None] | None = None
+        if alerts is not None and leadership is not None:  # said at once, without the outbox
+            leadership.on_stopped.append(lambda problem: self._spawn(
+                alerts.supervision_stopped(leadership.replica, problem, self.runtime.clock.now())))
+            leadership.on_resumed.append(lambda: self._spawn(
+                alerts.supervision_resumed(self.runtime.clock.now())))
         if alerts is not None:  # episodes after each poll; their delivery in the background
             self.daemon.after_poll.append(alerts.after_poll)
             self.daemon.background.append(self._send_alerts)
@@ -226,6 +234,12 @@ class Service:
         await self.runtime.aclose()
 
     # --- hooks ---
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` beside the daemon (finished, at most ``shutdown_grace``, at stop)."""
+        task = asyncio.ensure_future(work)
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _resign(self) -> None:
         assert self.leadership is not None

@@ -52,6 +52,7 @@ ALERTNAMES: Final = {
     Kind.API_UNREACHABLE: "WasendApiUnreachable",
     Kind.GONE: "WasendSessionGone",
     Kind.ZOMBIE: "WasendSessionZombie",
+    Kind.SUPERVISION_STOPPED: "WasendSupervisionStopped",
 }
 SEVERITIES: Final = {
     Kind.NEEDS_PERSON: "critical",
@@ -60,6 +61,7 @@ SEVERITIES: Final = {
     Kind.API_UNREACHABLE: "critical",
     Kind.GONE: "warning",
     Kind.ZOMBIE: "warning",
+    Kind.SUPERVISION_STOPPED: "critical",
 }
 
 

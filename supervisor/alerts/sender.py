@@ -60,7 +60,7 @@ from supervisor.alerts.outbox import Outbox, Pending
 from supervisor.alerts.text import BODY_LIMIT, render_parts
 from supervisor.clock import Clock
 from supervisor.domain import events as ev
-from supervisor.domain.episodes import Change, Episode, Kind
+from supervisor.domain.episodes import Change, Episode, Kind, Transition
 from supervisor.domain.policy import Backoff
 from supervisor.domain.secrets import Secrets
 
@@ -328,6 +328,32 @@ class Sender:
         for message in messages:
             await channel.send(message)
             parts.append(len(message.transitions))
+
+    async def send_now(self, transition: Transition) -> int:
+        """Send one transition to every channel routed its kind at once, one attempt
+        each, without the outbox (the database that holds it is what failed:
+        ``supervision_stopped``); the channels that took it."""
+        kind, change = transition.episode.kind, transition.change
+        row = Pending(0, "", transition, transition.at, 0, transition.at)
+        group = Group(kind=kind, change=change, rows=(row,), first_at=transition.at)
+        took = 0
+        for channel in self.channels:
+            if not routed(channel, kind, self.routes):
+                continue
+            started = self.clock.monotonic()
+            parts: list[int] = []
+            fields = {"channel": channel.id, "kind": kind.value, "change": change.value,
+                      "sessions": 1, "attempt": 1, "direct": True}
+            error = await self._attempt(channel.id, self._deliver(channel, group, parts))
+            if error is None:
+                took += 1
+                log.info(ev.ALERT_SENT, **fields, parts=len(parts),
+                         duration_ms=round((self.clock.monotonic() - started) * 1000))
+                self._observe(Delivery("sent", 1, channel.id, kind, change))
+            else:
+                log.warning(ev.ALERT_FAILED, **fields, error=error, retry_in=None)
+                self._observe(Delivery("failed", 1, channel.id, kind, change))
+        return took
 
     async def refresh(self, now: float) -> None:
         """Have the channels that want it post the open episodes again."""

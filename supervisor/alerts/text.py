@@ -25,7 +25,7 @@ from typing import Final
 
 import msgspec
 
-from supervisor.domain.episodes import Change, Kind, Transition
+from supervisor.domain.episodes import KEY_WIDE, Change, Kind, Transition
 from supervisor.domain.secrets import Secrets
 from supervisor.printable import printable
 
@@ -80,6 +80,8 @@ _OPENED_TITLE: Final = {
                   "connected"),
     Kind.AUTH_FAILED: ("The WASend API key was refused", "The WASend API key was refused"),
     Kind.API_UNREACHABLE: ("The WASend API is unreachable", "The WASend API is unreachable"),
+    Kind.SUPERVISION_STOPPED: ("Supervision stopped: replica {name} cannot reach its database",
+                               "Supervision stopped: replicas cannot reach their database"),
 }
 _RESOLVED_TITLE: Final = {
     Kind.NEEDS_PERSON: ("Resolved: WhatsApp session {name} no longer needs a person",
@@ -94,6 +96,8 @@ _RESOLVED_TITLE: Final = {
                        "Resolved: the WASend API key works again"),
     Kind.API_UNREACHABLE: ("Resolved: the WASend API is reachable again",
                            "Resolved: the WASend API is reachable again"),
+    Kind.SUPERVISION_STOPPED: ("Resolved: replica {name} reaches its database again",
+                               "Resolved: replicas reach their database again"),
 }
 # What the supervisor did, when the episode does not say (its ``detail``).
 _DID: Final = {
@@ -110,6 +114,10 @@ _DID: Final = {
                       "tries it again now and then.",
     Kind.API_UNREACHABLE: "Polls of the WASend API keep failing; the supervisor keeps "
                           "trying, with backoff.",
+    Kind.SUPERVISION_STOPPED: "The leading replica could not renew its lease in the "
+                              "PostgreSQL database, so it stopped polling and restarting "
+                              "before another could take over; it keeps trying, and "
+                              "supervision resumes by itself when the database answers.",
 }
 _TODO: Final = {
     Kind.GAVE_UP: "Look at the session in the WASend dashboard. Once it can start, "
@@ -124,8 +132,10 @@ _TODO: Final = {
                       "picked up).",
     Kind.API_UNREACHABLE: "Check this host's network and DNS, and WASend's own status; "
                           "nothing needs restarting.",
+    Kind.SUPERVISION_STOPPED: "Check the PostgreSQL server (state_url) and the network to "
+                              "it: until it answers, no session is restarted.",
 }
-_KEY_WIDE: Final = frozenset({Kind.AUTH_FAILED, Kind.API_UNREACHABLE})
+_KEY_WIDE: Final = KEY_WIDE
 
 
 def advice(kind: Kind, change: Change, status_page_url: str = "") -> str:

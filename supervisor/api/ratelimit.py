@@ -189,27 +189,29 @@ class RateGate:
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - self._clock.monotonic())
 
-    async def acquire(self, *, spare: bool = False) -> None:
+    async def acquire(self, *, spare: bool = False, fenced: bool = True) -> None:
         """Wait until a request may be sent, then count it as sent. ``spare``: only while
-        no request that is not spare waits here (see the module).
+        no request that is not spare waits here (see the module). ``fenced``: only if
+        ``permit`` lets it (a person's read, the status page's QR code, is not fenced: any
+        replica may make it).
 
         Raises RateLimited, sending nothing, if a pause is longer than ``max_wait``;
         whatever ``permit`` raises (``Fenced``: this process may not act now), last of
         all, after any wait.
         """
         if spare:
-            await self._acquire(spare=True)
+            await self._acquire(spare=True, fenced=fenced)
             return
         self._urgent += 1
         self._no_urgent.clear()
         try:
-            await self._acquire(spare=False)
+            await self._acquire(spare=False, fenced=fenced)
         finally:
             self._urgent -= 1
             if not self._urgent:
                 self._no_urgent.set()
 
-    async def _acquire(self, *, spare: bool) -> None:
+    async def _acquire(self, *, spare: bool, fenced: bool) -> None:
         while True:
             if spare and self._urgent:
                 await self._no_urgent.wait()
@@ -232,7 +234,7 @@ class RateGate:
                 if wait > 0:
                     await self._clock.sleep(wait)
                     continue
-            if self.permit is not None:
+            if fenced and self.permit is not None:
                 self.permit()
             return
 

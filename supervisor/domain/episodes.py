@@ -24,6 +24,9 @@ the session id, ``""`` for the key-wide kinds):
   sessions with a key that was not refused.
 - ``api_unreachable`` opens when polls have failed for ``unreachable_after`` seconds or
   more, counted from the first failure; resolves when a poll listed the sessions.
+- ``supervision_stopped`` is not a poll's: a leading replica sends it itself, at once,
+  when it stops for want of its PostgreSQL database (where the outbox is), and its
+  resolution when it reaches the database again (``runtime.leadership``).
 
 How they meet:
 
@@ -68,6 +71,9 @@ class Kind(StrEnum):
     API_UNREACHABLE = "api_unreachable"
     GONE = "gone"
     ZOMBIE = "zombie"
+    # A leading replica stopped for want of its PostgreSQL database: sent at once, by
+    # that replica (its outbox is in the database); never an episode in the store.
+    SUPERVISION_STOPPED = "supervision_stopped"
 
 
 class Change(StrEnum):
@@ -76,7 +82,7 @@ class Change(StrEnum):
 
 
 # The kinds that speak of the whole key rather than one session (their subject is "").
-KEY_WIDE = frozenset({Kind.AUTH_FAILED, Kind.API_UNREACHABLE})
+KEY_WIDE = frozenset({Kind.AUTH_FAILED, Kind.API_UNREACHABLE, Kind.SUPERVISION_STOPPED})
 # The poll failures that count towards ``api_unreachable`` (``ApiError.kind``).
 UNREACHABLE_FAILURES = frozenset({"unreachable", "timeout", "server_error",
                                   "unexpected_response"})

@@ -10,7 +10,8 @@ and never raises: a failure is logged once (``systemd.notify_failed``).
 
 * ``STATUS=`` before the first poll and after each poll (``status_line`` in ``census``);
 * ``READY=1`` once, when the first poll has completed, whether it succeeded or failed
-  with an API error the daemon rides out (a poll that crashed with a bug is not ready);
+  with an API error the daemon rides out (a poll that crashed with a bug is not ready),
+  or, among replicas, when it stands by for another that leads;
 * ``WATCHDOG=1`` every half of ``WATCHDOG_USEC``, from a task on the daemon's own event
   loop, so that a blocked loop stops pinging and systemd kills and restarts the service
   (only when ``WATCHDOG_PID`` is unset or is our pid);
@@ -126,6 +127,15 @@ class SystemdHooks:
 
     def poll_done(self, result: PollResult, census: Census, when: float) -> None:
         lines = [f"STATUS={status_line(census, result, when)}"]
+        if not self.ready:
+            self.ready = True
+            lines.insert(0, "READY=1")
+        self.notifier.send(*lines)
+
+    def standing_by(self, leader: str) -> None:
+        """Among replicas, another leads: this one is up and ready to take over, which
+        is all ``READY=1`` can mean for it (it makes no poll)."""
+        lines = [f"STATUS=standing by: replica {leader} leads"]
         if not self.ready:
             self.ready = True
             lines.insert(0, "READY=1")

@@ -221,6 +221,14 @@ class Supervisor:
         # left to it this long (its request may still be waiting at its rate gate).
         self.in_flight_grace = in_flight_grace
         self._journal = Journal(lambda: self.observers)
+        # Whether this process's last successful poll was the last poll of the sessions
+        # (False after ``took_over``: another replica polled in between).
+        self._polled_last = True
+
+    def took_over(self) -> None:
+        """This replica leads again, after others polled: its own last poll is not the
+        poll before the next one (the zombie rule counts from that one)."""
+        self._polled_last = False
 
     def continuity(self) -> Continuity:
         """What a supervisor that replaces this one takes over."""
@@ -289,6 +297,7 @@ class Supervisor:
 
         self.last_success = self.clock.now()
         self.consecutive_failures = 0
+        self._polled_last = True
         result.duration = self.clock.monotonic() - started
         log.info(
             ev.POLL_COMPLETED,
@@ -392,7 +401,8 @@ class Supervisor:
             now = self.clock.now()
             result.held = self.store.holds()
             # The poll before this one, if it saw the sessions (none failed in between).
-            previous = self.last_success if self.consecutive_failures == 0 else None
+            previous = (self.last_success if self.consecutive_failures == 0
+                        and self._polled_last else None)
             for info in seen:
                 self._decide(info, observed_at, now, dry_run, result, pending, previous)
             if not dry_run:  # the heartbeat: one small row, in the same commit

@@ -100,6 +100,8 @@ class Leadership:
         self.elections = 0
         self.on_elected: list[Callable[[], None]] = []
         self.on_stopped: list[Callable[[str], None]] = []  # with the problem
+        self.on_resumed: list[Callable[[], None]] = []  # the database answers again
+        self.on_standby: list[Callable[[str], None]] = []  # another leads: its name
         self._until = -math.inf  # monotonic: acting until
         self._seen_at = -math.inf  # monotonic: when the lease was last seen
         self._expires_in: float | None = None  # as last seen
@@ -141,14 +143,23 @@ class Leadership:
         cancels its background work once the scheduler has stopped)."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
-            if self.role is Role.LEADER:
-                await self._wait(stop, min(self.terms.renew, self._until - self.clock.monotonic()))
-                if not stop.is_set():
-                    await self._renew()
-            else:
-                wait = await self._try_take()
-                if wait > 0 and not stop.is_set():
-                    await self._wait_for_resignation(stop, wait)
+            try:
+                await self._step(stop)
+            except Exception:  # a bug: said, and the loop goes on (standing by first)
+                log.exception(ev.DAEMON_TASK_CRASHED, task="leadership")
+                if self.role is Role.LEADER:
+                    self._lost("lease_expired")
+                await self._wait(stop, self.terms.renew)
+
+    async def _step(self, stop: asyncio.Event) -> None:
+        if self.role is Role.LEADER:
+            await self._wait(stop, min(self.terms.renew, self._until - self.clock.monotonic()))
+            if not stop.is_set():
+                await self._renew()
+        else:
+            wait = await self._try_take()
+            if wait > 0 and not stop.is_set():
+                await self._wait_for_resignation(stop, wait)
 
     async def resign(self) -> None:
         """Give the lease up (a clean stop, after the last poll): the standbys are told and
@@ -180,6 +191,10 @@ class Leadership:
             self._unreachable(str(exc))
             return self.terms.renew
         self._reached()
+        if self.role is Role.STOPPED:  # supervision resumes: by this replica or another
+            self.role = Role.STANDBY
+            for hook in self.on_resumed:
+                hook()
         previous = self.leader_epoch
         self._saw(held, sent)
         if held is not None and held.holder == self.leases.holder:
@@ -250,6 +265,8 @@ class Leadership:
             if held is not None and held.holder != self.leases.holder:
                 log.info(ev.HA_STANDBY, replica=self.replica, leader=leader, epoch=epoch,
                          expires_in=round(held.expires_in, 3))
+                for hook in self.on_standby:
+                    hook(held.replica)
 
     def _unreachable(self, problem: str) -> None:
         first = self.problem is None
@@ -282,29 +299,32 @@ class Leadership:
         told = asyncio.ensure_future(self.leases.resigned(seconds))
         try:
             await asyncio.wait({stopping, told}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stopping
-        if told.done():
-            if told.exception() is not None:  # could not listen: wait as asked instead
-                self._unreachable(str(told.exception()))
-                await self._wait(stop, seconds)
-            return
-        told.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await told
+        finally:  # cancelled too (the daemon stops): nothing left on the connection
+            for task in (stopping, told):
+                if not task.done():
+                    task.cancel()
+            for task in (stopping, told):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if told.done() and not told.cancelled() and told.exception() is not None:
+            self._unreachable(str(told.exception()))  # could not listen: wait as asked
+            await self._wait(stop, seconds)
 
 
 def build_leadership(settings: Settings, store: object, clock: Clock, replica: str,
                      ) -> Leadership:
     """The leadership of a ``run`` among replicas (``settings.ha_enabled()``): the lease
     in the state's PostgreSQL database, fencing ``store`` (a ``PostgresStore``)."""
-    from supervisor.state.lease import Leases  # noqa: PLC0415 (psycopg: with ha only)
+    from supervisor.state.lease import CONNECT_TIMEOUT, Leases  # noqa: PLC0415 (with ha)
     from supervisor.state.postgres import PostgresStore  # noqa: PLC0415
 
     dsn = settings.state_dsn()
     if dsn is None or not isinstance(store, PostgresStore):
         raise StateError("ha needs the state in PostgreSQL (state_url or state_url_file)")
-    leases = Leases(dsn.get_secret_value(), holder_id(replica), replica)
-    return Leadership(leases, store, settings.ha.terms(), clock)
+    terms = settings.ha.terms()
+    # A claim's transaction holds the lease row: one its process was stopped in ends well
+    # before a standby's takeover is due.
+    store.end_idle_transactions_after(terms.lease / 3)
+    leases = Leases(dsn.get_secret_value(), holder_id(replica), replica,
+                    timeout=min(CONNECT_TIMEOUT, terms.renew))
+    return Leadership(leases, store, terms, clock)

@@ -30,7 +30,7 @@ import structlog
 from supervisor.api.errors import ApiError
 from supervisor.domain import events as ev
 from supervisor.domain.models import Phase
-from supervisor.state.store import Hold, StateError, Store
+from supervisor.state.store import Fenced, Hold, StateError, Store
 
 if TYPE_CHECKING:
     from supervisor.runtime.daemon import Daemon
@@ -132,6 +132,9 @@ class Operator:
                 result, record = await supervisor.restart_now(session_id, by)
             except ValueError as exc:
                 raise refused("restart_now", session_id, by, str(exc)) from None
+            except Fenced as exc:  # a replica standing by: only the leader sends
+                raise refused("restart_now", session_id, by,
+                              f"{exc}: only the leading replica restarts sessions") from None
             except StateError as exc:
                 raise refused("restart_now", session_id, by,
                               f"the state file cannot be used: {exc}") from None

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from supervisor.state.store import StateError, describe_dsn, dsn_secrets
+from supervisor.state.store import StateError, db_problem, describe_dsn, dsn_secrets
 
 if TYPE_CHECKING:
     import psycopg
@@ -102,6 +102,7 @@ class Leases:
         self.timeout = timeout
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._listening = False
+        self._limit = f"SET LOCAL lock_timeout = '{round(timeout * 1000)}ms'"
 
     def __repr__(self) -> str:
         return f"<Leases {self.location} {self.name} holder={self.replica}>"
@@ -114,8 +115,11 @@ class Leases:
             return known
         await self._drop()
         try:
+            # No prepared statements: through a transaction pool (PgBouncer) another
+            # client's would collide with them on a shared server connection.
             conn = await self._psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=max(1, round(self.timeout)))
+                self._url, autocommit=True, prepare_threshold=None,
+                connect_timeout=max(1, round(self.timeout)))
         except self._psycopg.Error as exc:
             raise StateError(f"cannot reach {self.location}: {self._problem(exc)}") from None
         self._conn = conn
@@ -129,12 +133,7 @@ class Leases:
                 await conn.close()
 
     def _problem(self, exc: BaseException) -> str:
-        """One line about a database error, with nothing of the DSN in it."""
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, "********")
-        return text[:300]
+        return db_problem(exc, self._secrets)
 
     async def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]],
                            within: float) -> list[tuple[Any, ...] | None]:
@@ -145,6 +144,11 @@ class Leases:
             async with asyncio.timeout(within):
                 conn = await self._db()
                 async with conn.transaction():
+                    # A statement waits for another's lock (a claim holding the lease row)
+                    # this long at most on the server too, whatever becomes of the
+                    # caller's wait; for this transaction alone (a pool's other clients
+                    # never get it).
+                    await conn.execute(self._limit)
                     for sql, params in statements:
                         cursor = await conn.execute(sql, params)
                         row = await cursor.fetchone() if cursor.description else None

@@ -70,6 +70,7 @@ from supervisor.state.store import (
     Hold,
     Outage,
     StateError,
+    db_problem,
     describe_dsn,
     dsn_secrets,
     gate_row_of,
@@ -183,10 +184,21 @@ def applied_versions(conn: psycopg.Connection[Any]) -> list[int]:
     return [int(v) for (v,) in rows]
 
 
-def migrate(conn: psycopg.Connection[Any], now: float, *, target: int = SCHEMA_VERSION) -> int:
+def begin(*, lock_timeout: float, idle_timeout: float, readonly: bool = False) -> str:
+    """The statements that begin a transaction of ours, in one round trip: its limits set
+    for it alone (``SET LOCAL``), never for the connection, so that through a transaction
+    pool (PgBouncer) they reach no other client of the server connection."""
+    return (f"BEGIN{' READ ONLY' if readonly else ''};"
+            f" SET LOCAL lock_timeout = '{round(lock_timeout * 1000)}ms';"
+            f" SET LOCAL idle_in_transaction_session_timeout = '{round(idle_timeout * 1000)}ms'")
+
+
+def migrate(conn: psycopg.Connection[Any], now: float, *, target: int = SCHEMA_VERSION,
+            start: str = "BEGIN") -> int:
     """Apply the missing migrations up to ``target`` in one transaction (under an
-    advisory lock: processes starting together migrate once); the version."""
-    conn.execute("BEGIN")
+    advisory lock: processes starting together migrate once); the version. ``start``:
+    the statements that begin it (``begin``)."""
+    conn.execute(start)
     try:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         done = applied_versions(conn)
@@ -284,6 +296,7 @@ class PostgresStore(SqlRows):
         # replicas. Set by ``supervisor.runtime.leadership`` (epoch 0: never, standing by).
         self._fence: tuple[str, str, int] | None = None
         self._fence_checked = False  # in this transaction
+        self._idle_timeout = IDLE_IN_TRANSACTION_TIMEOUT
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -312,7 +325,7 @@ class PostgresStore(SqlRows):
         with store._lock:
             conn = store._db()
             try:
-                store.schema_version = migrate(conn, store._clock.now())
+                store.schema_version = migrate(conn, store._clock.now(), start=store._begin())
             except StateError as exc:
                 store.close()
                 raise StateError(f"{store.location} {exc}") from None
@@ -386,26 +399,22 @@ class PostgresStore(SqlRows):
             return known
         self._drop()
         try:
-            conn: psycopg.Connection[Any] = self._psycopg.connect(self._url, autocommit=True,
-                                         connect_timeout=max(1, round(self._connect_timeout)))
-            conn.execute("SELECT set_config('lock_timeout', %s, false),"
-                         " set_config('idle_in_transaction_session_timeout', %s, false)",
-                         (f"{round(self._busy_timeout * 1000)}ms",
-                          f"{round(IDLE_IN_TRANSACTION_TIMEOUT * 1000)}ms"))
-            if self.readonly:
-                conn.execute("SET default_transaction_read_only = on")
+            # No prepared statements (``prepare_threshold=None``): through a transaction
+            # pool, another client's would collide with them on a shared server connection.
+            conn: psycopg.Connection[Any] = self._psycopg.connect(
+                self._url, autocommit=True, prepare_threshold=None,
+                connect_timeout=max(1, round(self._connect_timeout)))
         except self._psycopg.Error as exc:
             raise StateError(f"cannot reach {self.location}: {self._problem(exc)}") from None
         self._conn = conn
         return conn
 
     def _problem(self, exc: BaseException) -> str:
-        """One line about a database error, with nothing of the DSN in it."""
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, "********")
-        return text[:300]
+        return db_problem(exc, self._secrets)
+
+    def _begin(self) -> str:
+        return begin(lock_timeout=self._busy_timeout, idle_timeout=self._idle_timeout,
+                     readonly=self.readonly)
 
     def _fail(self, exc: BaseException) -> NoReturn:
         """Raise the StateError for ``exc``; a lost connection is dropped (and made
@@ -492,7 +501,7 @@ class PostgresStore(SqlRows):
                 self._depth -= 1
             return
         with self._lock:
-            self._run("BEGIN")
+            self._run(self._begin())
             try:
                 (n,) = self._one("SELECT n FROM record_changes WHERE id = 1" if self.readonly
                                  else "SELECT n FROM record_changes WHERE id = 1 FOR UPDATE")
@@ -528,7 +537,7 @@ class PostgresStore(SqlRows):
             if self._depth:
                 yield
                 return
-            self._run("BEGIN")
+            self._run(self._begin())
             try:
                 yield
             except BaseException:
@@ -835,6 +844,12 @@ class PostgresStore(SqlRows):
         """From now on a claim must hold the lease ``name`` as ``holder`` at ``epoch``
         (0: it holds none; every claim is refused)."""
         self._fence = (name, holder, epoch)
+
+    def end_idle_transactions_after(self, seconds: float) -> None:
+        """Have the server end a transaction of this store left idle this long (a process
+        stopped inside one). Among replicas, less than the lease: a claim's transaction
+        holds the lease row, and a standby must not wait longer than the lease for it."""
+        self._idle_timeout = seconds  # from the next transaction on
 
     def lease(self, name: str = LEASE_NAME) -> Held | None:
         """The replicas' lease as the database has it now (None: nobody holds it)."""

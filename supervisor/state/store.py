@@ -27,7 +27,7 @@ import os
 import secrets
 import socket
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -577,6 +577,16 @@ def describe_dsn(url: str) -> str:
     if not where and not database:
         return "postgresql:// (from the PG* environment variables)"
     return f"postgresql://{where}/{database}"
+
+
+def db_problem(exc: BaseException, secrets: Iterable[str]) -> str:
+    """One line about a database error, with none of ``secrets`` (the DSN, its password:
+    ``dsn_secrets``) in it."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "********")
+    return text[:300]
 
 
 def dsn_secrets(url: str) -> tuple[str, ...]:

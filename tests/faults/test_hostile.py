@@ -115,7 +115,7 @@ async def test_waiting_at_the_rate_gate_is_not_part_of_a_calls_deadline(
     ``Retry-After`` may) does not make the call time out: the deadline starts after it."""
 
     class SlowGate(RateGate):
-        async def acquire(self, *, spare: bool = False) -> None:
+        async def acquire(self, *, spare: bool = False, fenced: bool = True) -> None:
             await asyncio.sleep(0.6)
 
     server = raw_server(answer(LISTING))

@@ -56,9 +56,9 @@ class RecordingGate(RateGate):
         self.journal = journal
         self.told: list[tuple[str, float | None, str]] = []
 
-    async def acquire(self, *, spare: bool = False) -> None:
+    async def acquire(self, *, spare: bool = False, fenced: bool = True) -> None:
         self.journal.append("acquire")
-        await super().acquire(spare=spare)
+        await super().acquire(spare=spare, fenced=fenced)
 
     async def rate_limited(self, retry_after: float | None, *, call: str = "") -> float:
         self.journal.append("rate_limited")

@@ -98,3 +98,36 @@ def test_a_poll_that_could_not_use_the_state_file_makes_it_unready_at_once() -> 
     assert not health.readiness().ok
     health.poll_done(PollResult(ok=True))
     assert health.readiness().ok
+
+
+def view(role: str, problem: str | None = None) -> dict[str, object]:
+    return {"role": role, "replica": "b", "leader": "a" if role == "standby" else "b",
+            "epoch": 4, "lease_expires_in": 12.0, "problem": problem}
+
+
+def test_among_replicas_a_standby_is_ready_while_it_reaches_the_database() -> None:
+    clock = FakeClock()
+    role = {"now": view("standby")}
+    health = Health(clock, unready_after=90.0, alive=lambda: (True, "ok"),
+                    leadership=lambda: dict(role["now"]))
+    ready = health.readiness()  # it has never polled, and needs not
+    assert ready.ok and ready.body["status"] == "standby"
+    assert ready.body["reason"] == "standing by (leader: a)"
+    assert (ready.body["role"], ready.body["leader"], ready.body["epoch"]) == ("standby", "a", 4)
+    role["now"] = view("standby", problem="cannot reach postgresql://db:5432/w: refused")
+    cut_off = health.readiness()
+    assert not cut_off.ok and "database cannot be reached" in cut_off.body["reason"]
+
+
+def test_among_replicas_the_leader_is_judged_by_its_polls_and_unready_once_stopped() -> None:
+    clock = FakeClock()
+    role = {"now": view("leader")}
+    health = Health(clock, unready_after=90.0, alive=lambda: (True, "ok"),
+                    leadership=lambda: dict(role["now"]))
+    assert not health.readiness().ok  # elected, no poll yet
+    health.poll_done(PollResult(ok=True))
+    assert health.readiness().ok and health.readiness().body["role"] == "leader"
+    role["now"] = view("stopped", problem="lost the connection to postgresql://db:5432/w")
+    stopped = health.readiness()
+    assert not stopped.ok and stopped.body["role"] == "stopped"
+    assert stopped.body["reason"].startswith("supervision stopped: the lease could not be renewed")

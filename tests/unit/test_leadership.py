@@ -96,8 +96,10 @@ class FakeLeases:
         self._check("take")
         current = self._current()
         if current is None or current.expires_in <= 0:
-            epoch = int(self.row.get("epoch", 0)) + 1
-            self.row.update(epoch=epoch, expires_at=self.clock.wall + lease,
+            last = self.row.get("epoch", 0.0)
+            assert isinstance(last, float | int)
+            epoch = int(last) + 1
+            self.row.update(epoch=float(epoch), expires_at=self.clock.wall + lease,
                             held=Held(self.holder, self.replica, epoch, lease))
         return self._current()
 
@@ -332,3 +334,27 @@ def test_no_replica_leads_before_its_loop_has_run(clock: ManualClock) -> None:
     assert leadership.expires_in() is None
     with pytest.raises(Fenced, match="leader: none"):
         leadership.permit()
+
+
+async def test_a_bug_in_the_loop_is_logged_and_the_replica_stands_by_and_goes_on(
+        clock: ManualClock, running: list[asyncio.Task[None]]) -> None:
+    row: dict[str, Held | float] = {}
+    a, leases, _ = replica(clock, "a", row, running)
+    await settle()
+    assert a.role is Role.LEADER
+
+    async def broken(epoch: int, lease: float, within: float) -> Held | None:
+        raise KeyError("a bug")
+
+    leases.renew = broken  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        clock.advance(5.0)
+        await settle()
+    assert (a.role, a.acting()) == (Role.STANDBY, False)
+    crashed = [e for e in logs if e["event"] == ev.DAEMON_TASK_CRASHED]
+    assert crashed and crashed[0]["task"] == "leadership"
+    row.clear()  # the lease lapsed meanwhile
+    for _ in range(6):
+        clock.advance(5.0)
+        await settle()
+    assert a.role is Role.LEADER and not running[0].done()

@@ -6,6 +6,7 @@ and a claim refused to a replica whose lease is over."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -13,8 +14,11 @@ import psycopg
 import pytest
 
 from supervisor.domain.models import Phase, Record
+from supervisor.domain.policy import Policy
 from supervisor.state.lease import NAME, Leases
 from supervisor.state.postgres import PostgresStore
+from supervisor.state.report import render_status, status_report
+from supervisor.state.sqlite import SqliteStore
 from supervisor.state.store import Fenced, StateError
 from tests.fakes import FakeClock
 
@@ -196,3 +200,83 @@ async def test_nobody_takes_the_lease_between_a_claims_check_and_its_commit(
     taken = await taking
     assert taken is not None and (taken.holder, taken.epoch) == (b.holder, won.epoch + 1)
     assert store.get("s1") == Record("s1", phase=Phase.VERIFYING)  # committed before
+
+
+async def test_status_names_the_leader_and_says_when_nobody_holds_the_lease(
+        pg_url: str, store: PostgresStore, leases: Callable[[str], Leases]) -> None:
+    def report() -> tuple[dict[str, object], str]:
+        readonly = PostgresStore.open_readonly(pg_url, clock=FakeClock())
+        try:
+            made = status_report(readonly, Policy().classes, readonly_now, 600)
+        finally:
+            readonly.close()
+        text = render_status(made, readonly_now, as_json=False, location="db")
+        return made, text
+
+    readonly_now = FakeClock().now()
+    made, text = report()
+    assert made["ha"] == {"leader": None, "epoch": None, "expires_in": None}
+    assert "leader: none (no replica holds the lease)" in text
+    won = await leases("web-1").take(15.0, WITHIN)
+    assert won is not None
+    made, text = report()
+    ha = made["ha"]
+    assert isinstance(ha, dict) and (ha["leader"], ha["epoch"]) == ("web-1", 1)
+    assert re.search(r"leader: web-1 \(epoch 1, lease expires in 1\ds unless renewed\)", text)
+    expire(pg_url)
+    made, text = report()
+    assert "leader: none (the lease of epoch 1 expired" in text
+    sqlite = SqliteStore.open(":memory:")
+    try:
+        assert status_report(sqlite, Policy().classes, readonly_now, 600)["ha"] is None
+    finally:
+        sqlite.close()  # no replicas on an SQLite file
+
+
+async def test_a_claim_left_open_by_a_stopped_replica_holds_a_takeover_back_briefly(
+        pg_url: str, leases: Callable[[str], Leases]) -> None:
+    """A replica stopped (SIGSTOP, a hung host) inside a claim's transaction holds the
+    lease row; the server ends that transaction after the store's idle limit (a third of
+    the lease among replicas), and a standby takes over then, not a minute later."""
+    stuck = PostgresStore.open(pg_url, clock=FakeClock())
+    stuck.end_idle_transactions_after(1.0)
+    a, b = leases("a"), leases("b")
+    won = await a.take(15.0, WITHIN)
+    assert won is not None
+    stuck.fence(NAME, a.holder, won.epoch)
+    checked, never = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def stopped_in_claim() -> None:
+        try:
+            with stuck.transaction():
+                stuck.fenced()
+                checked.set()
+                never.wait(10)  # the process is stopped here
+                stuck.swap(None, Record("s9", phase=Phase.VERIFYING))
+        except StateError as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=stopped_in_claim)
+    worker.start()
+    try:
+        assert await asyncio.to_thread(checked.wait, 10)
+        expire(pg_url)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        taken = None
+        while taken is None or taken.holder != b.holder:
+            assert loop.time() - started < 8.0, "the stopped claim held the takeover back"
+            try:
+                taken = await b.take(15.0, 2.0)
+            except StateError:
+                taken = None
+        assert loop.time() - started < 8.0
+    finally:
+        never.set()
+        await asyncio.to_thread(worker.join, 10)
+        stuck.close()
+    assert failed  # its claim was not committed:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM records WHERE session_id = 's9'"
+                            ).fetchone() == (0,)

@@ -125,3 +125,19 @@ def test_no_per_session_series_unless_asked() -> None:
     assert value(on, "wasend_supervisor_session_healthy", session="c") == 0
     assert value(on, "wasend_supervisor_session_status", session="c", status="FAILED",
                  phase="gave_up", **{"class": "restartable"}) == 1
+
+
+def test_among_replicas_the_role_and_the_epoch_are_shown_and_only_then() -> None:
+    metrics = Metrics()
+    assert not any(name.startswith("wasend_supervisor_ha_") for name, _ in samples(metrics))
+    role: dict[str, object] = {"role": "standby", "epoch": None}
+    metrics.watch_leadership(lambda: role)
+    assert value(metrics, "wasend_supervisor_ha_leader") == 0
+    assert value(metrics, "wasend_supervisor_ha_epoch") == 0
+    role.update(role="leader", epoch=3)
+    assert value(metrics, "wasend_supervisor_ha_leader") == 1
+    assert value(metrics, "wasend_supervisor_ha_epoch") == 3
+    assert value(metrics, "wasend_supervisor_ha_stopped") == 0
+    role.update(role="stopped")
+    assert (value(metrics, "wasend_supervisor_ha_leader"),
+            value(metrics, "wasend_supervisor_ha_stopped")) == (0, 1)

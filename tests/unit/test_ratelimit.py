@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from supervisor.api.errors import RateLimited
 from supervisor.api.ratelimit import RateGate, admit, key_fingerprint
 from supervisor.state.sqlite import SqliteStore
-from supervisor.state.store import GateRow, MemoryStore, StateError, Store
+from supervisor.state.store import Fenced, GateRow, MemoryStore, StateError, Store
 from tests.conftest import Opener
 from tests.fakes import FakeClock
 
@@ -328,3 +328,25 @@ async def test_spare_requests_alone_go_as_any_other() -> None:
     for _ in range(3):
         await gate.acquire(spare=True)
     assert clock.monotonic() == start
+
+
+async def test_a_request_leaves_only_if_permit_lets_it_after_any_wait() -> None:
+    clock = FakeClock()
+    leading = {"now": True}
+    asked: list[float] = []
+
+    def permit() -> None:
+        asked.append(clock.monotonic())
+        if not leading["now"]:
+            raise Fenced("replica b does not lead (leader: a)")
+
+    gate = RateGate(clock, rate_limit=None, max_retry_after=60, permit=permit)
+    await gate.acquire()
+    await gate.rate_limited(5.0)
+    started = clock.monotonic()
+    leading["now"] = False  # it lost the lease while waiting out the pause
+    with pytest.raises(Fenced):
+        await gate.acquire()
+    assert asked[-1] == started + 5.0  # asked as it would have left, not before
+    await gate.acquire(fenced=False)  # a person's read (the page's QR code) may go
+    assert len(asked) == 2

@@ -231,3 +231,20 @@ def test_status_line_counts_sessions_by_what_they_need() -> None:
         "STATUS=5 sessions: 2 healthy, 1 recovering, 1 given up, 1 need a person; "
         "last poll 22:13:20Z ok",
     ]
+
+
+def test_a_replica_standing_by_is_ready_once_and_says_who_leads() -> None:
+    lines: list[str] = []
+
+    class Capture(Notifier):
+        def send(self, *sent: str) -> bool:
+            lines.extend(sent)
+            return True
+
+    hooks = SystemdHooks(Capture(None))
+    hooks.standing_by("web-1")
+    hooks.standing_by("web-3")  # another took over: no second READY
+    assert lines == ["READY=1", "STATUS=standing by: replica web-1 leads",
+                     "STATUS=standing by: replica web-3 leads"]
+    hooks.poll_done(PollResult(ok=True), Census.take([], StatusClasses()), 1_700_000_000.0)
+    assert "READY=1" not in lines[3:]  # elected later: still ready once
