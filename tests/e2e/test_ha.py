@@ -586,6 +586,12 @@ def test_a_database_gone_for_30_s_stops_supervision_loudly_and_it_resumes(
     no_duplicate_rows(rows)
     assert events_per_session(rows, "restart.requested") == {"s3": 1}
     assert {replica_of(r.agent) for r in requests_of(server, since=back)} == {again.name}
+    # Loudly, not noisily: the database gone is said by ``state.unavailable`` and
+    # ``ha.lost``, not by a poll job that crashed (a traceback from the scheduler).
+    for replica in group.values():
+        crashed = [e for e in replica.events() if "raised an exception" in str(e.get("event"))
+                   or e.get("event") == "poll.crashed"]
+        assert not crashed, (replica.name, len(crashed), crashed[0])
 
 
 def test_a_leader_stopped_for_want_of_the_database_stands_by_when_another_won_it_back(
