@@ -5,6 +5,8 @@ PostgreSQL refuses to run as root: as root, the directory is given to the ``post
 user and ``initdb`` and ``pg_ctl`` run as that user (``runuser``). The server is made
 for speed, not durability (``fsync`` off). One server per test session
 (``tests/conftest.py``'s ``pg_server``), a fresh database per test (``database``).
+``pause`` and ``resume`` stop a server and start it again in place (an outage of the
+database: the same data, port and DSNs afterwards).
 Under CI (``CI=true``) a missing server fails the tests that need one; elsewhere they
 are skipped with the reason.
 """
@@ -72,6 +74,7 @@ class Server:
         self.user = "postgres"
         self._names = itertools.count(1)
         self._as: list[str] = []
+        self._options = ""
         if os.geteuid() == 0:
             entry = pwd.getpwnam("postgres")
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
@@ -92,9 +95,23 @@ class Server:
         if not self.durable:
             options += (" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                         " -c max_connections=100")
-        self._pg("pg_ctl", "-D", str(self.data), "-o", options, "-l",
-                 str(self.root / "server.log"), "-w", "-t", "60", "start")
+        self._options = options
+        self._launch()
         return self
+
+    def _launch(self) -> None:
+        self._pg("pg_ctl", "-D", str(self.data), "-o", self._options, "-l",
+                 str(self.root / "server.log"), "-w", "-t", "60", "start")
+
+    def pause(self) -> None:
+        """Stop the server in place, as an outage does: a fast shutdown (every client is
+        disconnected, new connections are refused), its data directory and port kept for
+        ``resume``."""
+        self._pg("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+
+    def resume(self) -> None:
+        """Start the server again after ``pause``: the same data, port and options."""
+        self._launch()
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
