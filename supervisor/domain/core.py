@@ -325,8 +325,11 @@ def _seen_restartable(
             return Step(record)  # clock went backwards; judge on the next poll
         # A session that needed a stop before (a conflict, or stuck starting) keeps
         # needing one while it fails: ``stop_first`` stays set until it is healthy.
+        # No answer recorded (the process that claimed it died, or lost its lease, before
+        # one came: it may never have been sent): "unanswered", else "relapsed".
+        why = "unanswered" if record.verify_deadline is None else "relapsed"
         record = replace(record, last_status=status)
-        return _failed(record, now, policy, rng, reason="relapsed", status=status)
+        return _failed(record, now, policy, rng, reason=why, status=status)
     if record.phase in (Phase.UNHEALTHY, Phase.GAVE_UP):
         if record.last_status != status:
             record = replace(record, last_status=status)

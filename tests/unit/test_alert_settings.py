@@ -352,7 +352,8 @@ def test_an_unknown_kind_is_a_problem_with_a_guess() -> None:
         f"(got needs_persn=oncall, from environment variable {ROUTES_ENV})"]
     [line] = problems({ROUTES_ENV: '{"Pager Duty!": "x"}', URLS_ENV: f"x={SLACK}"})
     assert line.startswith("alerts.routes: a kind is no kind of alert (kinds: needs_person, "
-                           "gave_up, auth_failed, api_unreachable, gone, zombie)")
+                           "gave_up, auth_failed, api_unreachable, gone, zombie, "
+                           "supervision_stopped)")
 
 
 def test_a_kind_routed_to_tags_no_url_carries_is_a_problem(tmp_path: Path) -> None:

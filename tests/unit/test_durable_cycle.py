@@ -213,10 +213,10 @@ async def test_after_dying_mid_restart_the_session_is_not_restarted_in_its_windo
             await sup.poll()
             clock.advance(5)
         assert restarts(api) == []
-        await sup.poll()  # past the grace: the attempt failed (relapsed), backoff starts
+        await sup.poll()  # past the grace: the attempt failed (unanswered), backoff starts
         assert restarts(api) == []
         failed = next(e for e in events if e["event"] == "restart.failed")
-        assert failed["reason"] == "relapsed" and failed["next_attempt_in"] == 10
+        assert failed["reason"] == "unanswered" and failed["next_attempt_in"] == 10
         clock.advance(9)
         await sup.poll()
         assert restarts(api) == []  # still inside the backoff

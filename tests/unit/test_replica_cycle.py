@@ -101,7 +101,8 @@ async def test_a_restart_another_replica_left_in_flight_is_judged_at_once() -> N
     supervisor = make(api, store, clock, in_flight_grace=0.0)
     assert (await supervisor.poll()).ok
     record = store.get("s1")
-    assert record is not None and record.phase is Phase.UNHEALTHY  # judged: it relapsed
+    assert record is not None and record.phase is Phase.UNHEALTHY  # judged at once
+    assert record.last_outcome == "failed:unanswered"  # it may never have been sent
     assert record.next_attempt_at is not None and record.next_attempt_at > clock.now()
     assert ("restart", "s1") not in api.calls  # not again inside its backoff
 
