@@ -36,6 +36,7 @@ from supervisor.simulator.reqlog import RequestRecord
 from supervisor.state.postgres import PostgresStore
 from supervisor.state.store import StateError
 from tests import pg
+from tests.alerts.receivers import HttpReceiver
 from tests.e2e.conftest import ROOT, SimFactory
 from tests.waiting import wait_for
 
@@ -530,14 +531,27 @@ def own_pg(pg_server: pg.Server) -> Iterator[pg.Server]:
     server.stop()
 
 
+def titles(receiver: HttpReceiver) -> list[str]:
+    return [str(r.json()["title"]) for r in receiver.requests]
+
+
+@pytest.fixture
+def alerts_receiver() -> Iterator[HttpReceiver]:
+    running = HttpReceiver().start()
+    yield running
+    running.stop()
+
+
 def test_a_database_gone_for_30_s_stops_supervision_loudly_and_it_resumes(
-    simulator: SimFactory, own_pg: pg.Server, replicas: Start,
+    simulator: SimFactory, own_pg: pg.Server, replicas: Start, alerts_receiver: HttpReceiver,
 ) -> None:
     url = own_pg.database()
     ids = [f"s{i}" for i in range(5)]
     server = simulator({"sessions": [{"id": s} for s in ids], "session_count": 0,
                         "start_delay": 0.3})
-    group = replicas(server, url)
+    # A person is told, by the leader that stopped: its outbox is in the database.
+    group = replicas(server, url,
+                     WASEND_SUPERVISOR_ALERTS__URLS=f"json://{alerts_receiver.url}/ha")
     leader, epoch = leader_among(group)
     wait_for(lambda: listed_ok(server, leader.name), timeout=15,
              describe="the leader never polled")
@@ -563,6 +577,10 @@ def test_a_database_gone_for_30_s_stops_supervision_loudly_and_it_resumes(
     def quiet() -> bool:
         return not requests_of(server, since=gone + LEASE + 0.25)
 
+    wait_for(lambda: titles(alerts_receiver), timeout=10,
+             describe="no alert that supervision stopped")
+    assert titles(alerts_receiver) == [
+        f"Supervision stopped: replica '{leader.name}' cannot reach its database"]
     holds_for(30 - (time.monotonic() - gone), quiet,
               lambda: f"sent without the database: {requests_of(server, since=gone + LEASE)}")
     assert stopped()
@@ -586,6 +604,10 @@ def test_a_database_gone_for_30_s_stops_supervision_loudly_and_it_resumes(
     no_duplicate_rows(rows)
     assert events_per_session(rows, "restart.requested") == {"s3": 1}
     assert {replica_of(r.agent) for r in requests_of(server, since=back)} == {again.name}
+    wait_for(lambda: len(titles(alerts_receiver)) == 2, timeout=10,
+             describe=lambda: f"alerts: {titles(alerts_receiver)}")
+    assert titles(alerts_receiver)[1] == (
+        f"Resolved: replica '{leader.name}' reaches its database again")
     # Loudly, not noisily: the database gone is said by ``state.unavailable`` and
     # ``ha.lost``, not by a poll job that crashed (a traceback from the scheduler).
     for replica in group.values():
