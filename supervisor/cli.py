@@ -573,7 +573,8 @@ def _open_state(args: argparse.Namespace, *, unknown: int | None = None,
         if dsn is not None:
             from supervisor.state.postgres import PostgresStore
 
-            return settings, PostgresStore.open_readonly(dsn.get_secret_value())
+            return settings, PostgresStore.open_readonly(
+                dsn.get_secret_value(), prepare=settings.state_prepared_statements)
         from supervisor.state.sqlite import SqliteStore
 
         return settings, SqliteStore.open_readonly(settings.state_location())

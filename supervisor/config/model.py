@@ -764,6 +764,11 @@ class Settings(BaseSettings):
         "instead of state_path)",
     )
     state_url_file: Path | None = Field(default=None, description="a file holding state_url")
+    state_prepared_statements: bool = Field(
+        default=True,
+        description="with state_url: let psycopg prepare the statements it runs often; "
+        "false through a transaction pool that does not track them (PgBouncer before 1.21)",
+    )
     state_path: Path | None = Field(
         default=None,
         description="the SQLite state file, or :memory:; load_settings fills in "

@@ -158,6 +158,7 @@ def open_store(settings: Settings, clock: Clock | None = None) -> SqliteStore | 
             clock=clock,
             history_max_age=settings.history_max_age,
             history_max_rows=settings.history_max_rows,
+            prepare=settings.state_prepared_statements,
         )
     return SqliteStore.open(
         settings.state_location(),

@@ -269,8 +269,10 @@ class PostgresStore(SqlRows):
         writer: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        prepare: bool = True,
     ) -> None:
         self._psycopg = _import_psycopg()
+        self._prepare = prepare
         self._url = url
         self._secrets = dsn_secrets(url)
         self.location = describe_dsn(url)
@@ -314,14 +316,16 @@ class PostgresStore(SqlRows):
         history_max_rows: int = DEFAULT_HISTORY_MAX_ROWS,
         connect_timeout: float = CONNECT_TIMEOUT,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        prepare: bool = True,
     ) -> PostgresStore:
         """Connect and migrate. Raises StateError (one line) when the database cannot be
         reached or used, or holds tables that are not ours (left as they were).
         ``busy_timeout``: seconds a statement waits for a lock another process holds
-        (SQLite's busy timeout), then fails."""
+        (SQLite's busy timeout), then fails. ``prepare``: let psycopg prepare the
+        statements it runs often (``state_prepared_statements``)."""
         store = cls(url, clock=clock or SystemClock(), history_max_age=history_max_age,
                     history_max_rows=history_max_rows, connect_timeout=connect_timeout,
-                    busy_timeout=busy_timeout)
+                    busy_timeout=busy_timeout, prepare=prepare)
         with store._lock:
             conn = store._db()
             try:
@@ -338,11 +342,12 @@ class PostgresStore(SqlRows):
         return store
 
     @classmethod
-    def open_readonly(cls, url: str, *, clock: Clock | None = None) -> PostgresStore:
+    def open_readonly(cls, url: str, *, clock: Clock | None = None,
+                      prepare: bool = True) -> PostgresStore:
         """Connect for reading only (``status``, ``history``): nothing is created or
         migrated. Raises FileNotFoundError for a database with no state yet, StateError
         when it cannot be used."""
-        store = cls(url, clock=clock or SystemClock(), readonly=True)
+        store = cls(url, clock=clock or SystemClock(), readonly=True, prepare=prepare)
         with store._lock:
             conn = store._db()
             try:
@@ -399,11 +404,13 @@ class PostgresStore(SqlRows):
             return known
         self._drop()
         try:
-            # No prepared statements (``prepare_threshold=None``): through a transaction
-            # pool, another client's would collide with them on a shared server connection.
+            # Prepared statements (psycopg's, after 5 runs) make a poll cycle cheaper, and
+            # collide with another client's through a transaction pool that does not track
+            # them: ``state_prepared_statements = false`` turns them off.
+            unprepared: dict[str, Any] = {} if self._prepare else {"prepare_threshold": None}
             conn: psycopg.Connection[Any] = self._psycopg.connect(
-                self._url, autocommit=True, prepare_threshold=None,
-                connect_timeout=max(1, round(self._connect_timeout)))
+                self._url, autocommit=True, connect_timeout=max(1, round(self._connect_timeout)),
+                **unprepared)
         except self._psycopg.Error as exc:
             raise StateError(f"cannot reach {self.location}: {self._problem(exc)}") from None
         self._conn = conn

@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
+from supervisor.config.model import Settings
 from supervisor.domain.models import Phase, Record
+from supervisor.runtime.wiring import open_store
 from supervisor.state.lease import NAME, Leases
 from supervisor.state.postgres import PostgresStore
 from supervisor.state.store import Fenced, StateError
@@ -211,13 +214,14 @@ def claim(store: PostgresStore, session_id: str) -> bool:
 
 async def test_two_lease_holders_through_the_pool_take_renew_fence_and_resign(
         through: str, pg_url: str) -> None:
-    """The supervisor's own connections prepare no statement and set nothing for the
-    session, so the lease and the store work through a transaction pool as they do
-    directly (only a resignation's NOTIFY does not come through)."""
+    """The lease prepares no statement and the supervisor's connections set nothing for
+    the session, so the lease and the store (its prepared statements off, as this pool
+    needs) work through a transaction pool as they do directly (only a resignation's
+    NOTIFY does not come through)."""
     migrated = PostgresStore.open(pg_url, clock=FakeClock())  # schema 6: the lease's tables
     migrated.close()
     a, b = Leases(through, "a/1/t", "a"), Leases(through, "b/1/t", "b")
-    stores = [PostgresStore.open(through, clock=FakeClock()) for _ in "ab"]
+    stores = [PostgresStore.open(through, clock=FakeClock(), prepare=False) for _ in "ab"]
     try:
         won = await a.take(15.0, WITHIN)
         assert won is not None and (won.replica, won.epoch) == ("a", 1)
@@ -258,10 +262,10 @@ def test_a_stores_limits_and_read_only_reach_no_other_client_through_the_pool(
     """The store sets its lock timeout, its idle limit and read-only for each transaction
     alone (``SET LOCAL``, ``BEGIN READ ONLY``): another client handed the same server
     connection (one, in this pool) keeps the server's defaults and may write."""
-    writer = PostgresStore.open(through, clock=FakeClock(), busy_timeout=0.25)
+    writer = PostgresStore.open(through, clock=FakeClock(), busy_timeout=0.25, prepare=False)
     writer.end_idle_transactions_after(2.0)
     writer.put(Record("s1"))
-    reader = PostgresStore.open_readonly(through, clock=FakeClock())
+    reader = PostgresStore.open_readonly(through, clock=FakeClock(), prepare=False)
     try:
         with reader.transaction():
             assert reader.get("s1") == Record("s1")
@@ -278,3 +282,33 @@ def test_a_stores_limits_and_read_only_reach_no_other_client_through_the_pool(
     finally:
         reader.close()
         writer.close()
+
+
+def test_stores_built_from_settings_need_prepared_statements_off_through_such_a_pool(
+        through: str, pg_url: str) -> None:
+    """Two daemons' stores on one server connection of a pool that does not track
+    prepared statements: with psycopg's preparation (the default, for a cheaper poll)
+    they collide as soon as a statement has run five times; with
+    ``state_prepared_statements = false`` they never do."""
+    PostgresStore.open(pg_url, clock=FakeClock()).close()  # migrated directly
+
+    def collisions(prepared: bool) -> list[str]:
+        settings = Settings(api_key=SecretStr("k" * 40), state_url=SecretStr(through),
+                            state_prepared_statements=prepared)
+        stores = [open_store(settings, FakeClock()) for _ in "ab"]
+        failures: list[str] = []
+        try:
+            for n in range(8):
+                for store in stores:
+                    try:
+                        store.put(Record(f"s{n}"))
+                    except StateError as exc:
+                        failures.append(str(exc))
+        finally:
+            for store in stores:
+                store.close()
+        return failures
+
+    found = collisions(prepared=True)
+    assert found and "already exists" in found[0]
+    assert collisions(prepared=False) == []
