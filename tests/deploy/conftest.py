@@ -48,3 +48,19 @@ def needs_settings(*keys: str) -> None:
     absent = [key for key in keys if key not in setting_keys()]
     if absent:
         pytest.skip(f"setting(s) {', '.join(absent)} not in this build yet")
+
+
+def directives(path: Path) -> list[tuple[str, str, str]]:
+    """(section, key, value) for every line of a unit file, repeated keys kept in order."""
+    found: list[tuple[str, str, str]] = []
+    section = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        found.append((section, key.strip(), value.strip()))
+    return found

@@ -24,7 +24,15 @@ from supervisor.config.model import HaSettings, Settings
 from supervisor.config.problems import ConfigError
 from supervisor.simulator import SimulatorServer, parse_scenario
 from tests.deploy import mdwe
-from tests.deploy.conftest import ROOT, SIDECAR, SYSTEMD, missing, needs_settings, tool
+from tests.deploy.conftest import (
+    ROOT,
+    SIDECAR,
+    SYSTEMD,
+    directives,
+    missing,
+    needs_settings,
+    tool,
+)
 from tests.waiting import wait_for
 
 Doc = dict[str, Any]
@@ -269,22 +277,6 @@ def test_manifest_environment_without_its_dsn_is_refused(container: Doc,
 
 
 # ----------------------------------------------------------------- systemd
-
-
-def directives(path: Path) -> list[tuple[str, str, str]]:
-    """(section, key, value) for every line of a unit file or drop-in."""
-    found: list[tuple[str, str, str]] = []
-    section = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        found.append((section, key.strip(), value.strip()))
-    return found
 
 
 def verify(drop_in: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

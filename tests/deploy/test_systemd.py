@@ -13,7 +13,7 @@ import pytest
 from supervisor.config.load import load_settings
 from supervisor.config.model import Settings
 from supervisor.config.problems import ConfigError
-from tests.deploy.conftest import SYSTEMD, needs_settings, tool
+from tests.deploy.conftest import SYSTEMD, directives, needs_settings, tool
 
 DAEMON = SYSTEMD / "wasend-supervisor.service"
 CHECK = SYSTEMD / "wasend-supervisor-check.service"
@@ -23,22 +23,6 @@ INSTALLED = "/opt/wasend-supervisor/bin/wasend-supervisor"
 CONFIG = "/etc/wasend-supervisor/config.toml"
 MAX_EXPOSURE = 2.0
 HOW = "Debian: apt-get install systemd"
-
-
-def directives(path: Path) -> list[tuple[str, str, str]]:
-    """(section, key, value) for every line of a unit file, repeated keys kept in order."""
-    found: list[tuple[str, str, str]] = []
-    section = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        found.append((section, key.strip(), value.strip()))
-    return found
 
 
 def values(path: Path, key: str) -> list[str]:

@@ -356,21 +356,31 @@ def test_exactly_one_replica_polls_and_all_three_agree_on_it(
     assert first - sent <= 1.0 + POLL + SLACK
 
 
+def storm(simulator: SimFactory, url: str, replicas: Start, count: int, *, sent: int,
+          ) -> tuple[list[str], SimulatorServer, dict[str, Replica], Replica, int]:
+    """Three replicas on ``url`` (our own rate limit 8 a second, so that a storm lasts),
+    ``count`` sessions all set FAILED once one leads and has polled, until the leader has
+    sent ``sent`` restarts: the sessions, the simulator, the replicas, the leader, its
+    epoch."""
+    ids = [f"s{i:02d}" for i in range(count)]
+    server = simulator({"sessions": [{"id": s} for s in ids], "session_count": 0,
+                        "start_delay": 0.5})
+    group = replicas(server, url, WASEND_SUPERVISOR_RATE_LIMIT="8")
+    leader, epoch = leader_among(group)
+    wait_for(lambda: listed_ok(server, leader.name), timeout=15,
+             describe="the leader never polled")
+    for session in ids:
+        server.simulator.set_status(session, "FAILED")
+    wait_for(lambda: len(requests_of(server, leader.name, kind="restart")) >= sent,
+             timeout=20, describe=lambda: f"the storm did not start: {restarts(server)}")
+    return ids, server, group, leader, epoch
+
+
 def test_a_leader_killed_in_a_storm_is_replaced_and_no_restart_is_doubled_or_lost(
     simulator: SimFactory, pg_url: str, replicas: Start,
 ) -> None:
-    ids = [f"s{i:02d}" for i in range(40)]
-    server = simulator({"sessions": [{"id": s} for s in ids], "session_count": 0,
-                        "start_delay": 0.5})
     # Our own rate limit makes the storm last: 40 restarts at 8 a second.
-    group = replicas(server, pg_url, WASEND_SUPERVISOR_RATE_LIMIT="8")
-    old, epoch = leader_among(group)
-    wait_for(lambda: listed_ok(server, old.name), timeout=15, describe="the leader never polled")
-
-    for session in ids:
-        server.simulator.set_status(session, "FAILED")
-    wait_for(lambda: len(requests_of(server, old.name, kind="restart")) >= 12, timeout=20,
-             describe=lambda: f"the storm did not start: {restarts(server)}")
+    ids, server, group, old, epoch = storm(simulator, pg_url, replicas, 40, sent=12)
     killed_wall, killed = time.time(), time.monotonic()
     old.kill()
     sent_by_old = Counter(r.session for r in requests_of(server, old.name, kind="restart"))
@@ -475,18 +485,8 @@ def test_a_retry_after_given_to_the_leader_is_honoured_by_the_next_across_a_sigk
 def test_a_leader_frozen_past_its_lease_sends_nothing_once_it_thaws(
     simulator: SimFactory, pg_url: str, replicas: Start,
 ) -> None:
-    ids = [f"s{i:02d}" for i in range(20)]
-    server = simulator({"sessions": [{"id": s} for s in ids], "session_count": 0,
-                        "start_delay": 0.5})
-    group = replicas(server, pg_url, WASEND_SUPERVISOR_RATE_LIMIT="8")
-    old, epoch = leader_among(group)
-    wait_for(lambda: listed_ok(server, old.name), timeout=15, describe="the leader never polled")
-
     # Frozen in the middle of a storm: restarts claimed, waiting to be sent.
-    for session in ids:
-        server.simulator.set_status(session, "FAILED")
-    wait_for(lambda: len(requests_of(server, old.name, kind="restart")) >= 3, timeout=20,
-             describe="the storm did not start")
+    ids, server, group, old, epoch = storm(simulator, pg_url, replicas, 20, sent=3)
     old.signal(signal.SIGSTOP)
     stopped = time.monotonic()
     new, new_epoch = leader_among(group, exclude=(old.name,), timeout=LEASE + RENEW + 10)
