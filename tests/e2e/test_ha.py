@@ -48,6 +48,7 @@ POLL = 0.3  # poll_interval
 # What a loaded two-CPU machine may add to a bound the contract sets (a process's turn
 # on a CPU, a request's way through the loopback).
 SLACK = 0.5
+IN_FLIGHT = 0.5  # seconds a request sent just before a SIGSTOP may take to arrive
 NAMES = ("a", "b", "c")
 
 _REPLICA = re.compile(r"\(replica ([^)\s]+)\)")
@@ -488,7 +489,9 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_once_it_thaws(
     # Frozen in the middle of a storm: restarts claimed, waiting to be sent.
     ids, server, group, old, epoch = storm(simulator, pg_url, replicas, 20, sent=3)
     old.signal(signal.SIGSTOP)
-    stopped = time.monotonic()
+    # A request it had written to its socket before the signal may still be read by the
+    # simulator just after it (a busy machine): what counts is what arrives after that.
+    stopped = time.monotonic() + IN_FLIGHT
     new, new_epoch = leader_among(group, exclude=(old.name,), timeout=LEASE + RENEW + 10)
     wait_for(lambda: requests_of(server, new.name, since=stopped), timeout=10,
              describe="the new leader does not poll")
