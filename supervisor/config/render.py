@@ -86,6 +86,10 @@ def render_settings(settings: Settings) -> str:
                     settings.source_of(key) + "; password and options not shown")
         elif key in _ALERT_KEYS:
             line = _alert_line(settings, key, name, value)
+        elif key == "ha.enabled" and value is None:  # it follows where the state is
+            on = "on: the state is in PostgreSQL" if settings.ha_enabled() else (
+                "off: the state is in SQLite")
+            line = (f"# {name} = (not set)", f"{settings.source_of(key)}; {on}")
         elif value is None:
             line = (f"# {name} = (not set)", settings.source_of(key))
         else:

@@ -149,3 +149,19 @@ def test_config_shows_the_state_url_as_its_host_and_database_only() -> None:
     [line] = [x for x in shown.splitlines() if x.startswith("state_url ")]
     assert line.startswith('state_url = "postgresql://db.example:5433/wasend"')
     assert "dsn-PASSWORD-4f1e" not in shown and "bob" not in shown and "sslmode" not in shown
+
+
+def test_config_says_whether_leadership_is_on_when_it_follows_the_state() -> None:
+    from supervisor.config.render import render_settings
+
+    def enabled_line(env: dict[str, str]) -> str:
+        shown = render_settings(load({"HOME": "/home/u", **env}))
+        [line] = [x for x in shown.splitlines() if x.startswith("# enabled = ")]
+        return line
+
+    assert enabled_line({"WASEND_SUPERVISOR_STATE_URL": DSN}).endswith(
+        "# default; on: the state is in PostgreSQL")
+    assert enabled_line({}).endswith("# default; off: the state is in SQLite")
+    shown = render_settings(load({"HOME": "/home/u", "WASEND_SUPERVISOR_STATE_URL": DSN,
+                                  "WASEND_SUPERVISOR_HA__ENABLED": "false"}))
+    assert "enabled = false" in shown
