@@ -97,7 +97,6 @@ class Leadership:
         self.leader: str | None = None  # the holder's replica name, as last seen
         self.leader_epoch: int | None = None
         self.problem: str | None = None  # why the database could not be used, last time
-        self.elections = 0
         self.on_elected: list[Callable[[], None]] = []
         self.on_stopped: list[Callable[[str], None]] = []  # with the problem
         self.on_resumed: list[Callable[[], None]] = []  # the database answers again
@@ -200,8 +199,6 @@ class Leadership:
         if held is not None and held.holder == self.leases.holder:
             self._elected(held, sent, previous)
             return 0.0
-        if self.role is Role.LEADER:  # pragma: no cover (taken only while standing by)
-            self._stand_by()
         return self.terms.standby_wait(None if held is None else held.expires_in)
 
     async def _renew(self) -> None:
@@ -230,7 +227,6 @@ class Leadership:
         self.role = Role.LEADER
         self.epoch = held.epoch
         self._until = self.terms.acting_until(sent, held.expires_in)
-        self.elections += 1
         self.fencing.fence(self.name, self.leases.holder, held.epoch)
         log.info(ev.HA_ELECTED, replica=self.replica, epoch=held.epoch,
                  previous_epoch=previous, lease=self.terms.lease)

@@ -86,13 +86,9 @@ class Leases:
 
     def __init__(self, url: str, holder: str, replica: str, *, name: str = NAME,
                  timeout: float = CONNECT_TIMEOUT) -> None:
-        try:
-            import psycopg  # noqa: PLC0415 (loaded only with state_url)
-        except ImportError:
-            raise StateError("ha needs the 'postgres' extra (pip install "
-                             "'wasend-supervisor[postgres]'), and psycopg is not installed"
-                             ) from None
-        self._psycopg = psycopg
+        from supervisor.state.postgres import import_psycopg  # noqa: PLC0415 (its store's)
+
+        self._psycopg = import_psycopg()
         self._url = url
         self._secrets = dsn_secrets(url)
         self.location = describe_dsn(url)
@@ -117,7 +113,7 @@ class Leases:
         try:
             # No prepared statements: through a transaction pool (PgBouncer) another
             # client's would collide with them on a shared server connection.
-            conn = await self._psycopg.AsyncConnection.connect(
+            conn: psycopg.AsyncConnection[Any] = await self._psycopg.AsyncConnection.connect(
                 self._url, autocommit=True, prepare_threshold=None,
                 connect_timeout=max(1, round(self.timeout)))
         except self._psycopg.Error as exc:
@@ -207,11 +203,6 @@ class Leases:
             ("SELECT pg_notify(%s, %s)", (CHANNEL, self.name)),
         ], within)
         return gone is not None
-
-    async def current(self, within: float) -> Held | None:
-        """The lease as the database has it now (None: nobody holds it)."""
-        (row,) = await self._transaction([(CURRENT, (self.name,))], within)
-        return held_of(row)
 
     async def resigned(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for a holder's resignation; whether one came. StateError

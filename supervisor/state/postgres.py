@@ -229,7 +229,8 @@ def migrate(conn: psycopg.Connection[Any], now: float, *, target: int = SCHEMA_V
     return max(done)
 
 
-def _import_psycopg() -> Any:
+def import_psycopg() -> Any:
+    """psycopg, loaded now (only with ``state_url``); StateError when it is not installed."""
     try:
         import psycopg  # noqa: PLC0415 (loaded only with state_url)
     except ImportError:
@@ -271,7 +272,7 @@ class PostgresStore(SqlRows):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         prepare: bool = True,
     ) -> None:
-        self._psycopg = _import_psycopg()
+        self._psycopg = import_psycopg()
         self._prepare = prepare
         self._url = url
         self._secrets = dsn_secrets(url)
