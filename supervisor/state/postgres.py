@@ -42,12 +42,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
-import msgspec
 import structlog
 
 from supervisor.clock import Clock, SystemClock
 from supervisor.domain import events as ev
-from supervisor.domain.episodes import Change, Episode, Pending, Transition
+from supervisor.domain.episodes import Change, Episode, Transition
 from supervisor.domain.models import HistoryEntry, Record
 from supervisor.state import schema
 from supervisor.state.lease import CURRENT, FENCE, Held, held_of
@@ -68,7 +67,6 @@ from supervisor.state.store import (
     GateRow,
     Heartbeat,
     Hold,
-    Outage,
     StateError,
     db_problem,
     describe_dsn,
@@ -772,48 +770,6 @@ class PostgresStore(SqlRows):
             self.enqueue(channels, applied, now)
         return applied
 
-    def outage(self, reached: bool | None, now: float, failure: str = "") -> Outage | None:
-        found = self._outage_row()  # read first: a poll that changes nothing writes nothing
-        if reached is None or (found is None) == bool(reached):
-            return found
-        with self._small_write():
-            if reached:
-                self._run("DELETE FROM alert_watch WHERE name = 'api'")
-            else:
-                self._run("INSERT INTO alert_watch (name, since, failure) VALUES ('api', %s, %s)"
-                          " ON CONFLICT (name) DO NOTHING", (now, failure))
-        return self._outage_row()
-
-    def enqueue(
-        self, channels: Sequence[str], transitions: Sequence[Transition], now: float
-    ) -> None:
-        if not channels or not transitions:
-            return
-        rows = [(channel, msgspec.json.encode(t).decode(), now)
-                for t in transitions for channel in channels]
-        with self._small_write():
-            self._many("INSERT INTO outbox (channel, transition, created_at)"
-                       " VALUES (%s, %s, %s)", rows)
-
-    def due(self, channel: str, now: float, limit: int) -> list[Pending]:
-        if self.schema_version < 4 or limit <= 0:
-            return []
-        with self._lock:
-            rows = self._run(
-                "SELECT id, channel, transition, created_at, attempts, next_try_at FROM outbox"
-                " WHERE channel = %s AND next_try_at <= %s ORDER BY id LIMIT %s",
-                (channel, now, limit),
-            ).fetchall()
-        found: list[Pending] = []
-        for row_id, row_channel, data, created_at, attempts, next_try_at in rows:
-            try:
-                transition = msgspec.json.decode(data, type=Transition)
-            except msgspec.DecodeError:  # another version's kind: left for expire
-                continue
-            found.append(Pending(int(row_id), row_channel, transition, float(created_at),
-                                 int(attempts), float(next_try_at)))
-        return found
-
     def claim(self, ids: Sequence[int], now: float, until: float) -> bool:
         # The rows are locked (FOR UPDATE) before they are looked at: of two senders
         # claiming the same rows, the second sees them as the first left them.
@@ -839,12 +795,6 @@ class PostgresStore(SqlRows):
             with self._small_write():
                 self._run("UPDATE outbox SET attempts = attempts + 1, next_try_at = %s"
                           " WHERE id = ANY(%s)", (next_try_at, list(ids)))
-
-    def pending_count(self) -> int:
-        if self.schema_version < 4:
-            return 0
-        with self._lock:
-            return int(self._one("SELECT count(*) FROM outbox")[0])
 
     # ----------------------------------------------------------- the lease's fence
 

@@ -75,7 +75,7 @@ import structlog
 
 from supervisor.clock import Clock, SystemClock
 from supervisor.domain import events as ev
-from supervisor.domain.episodes import Change, Episode, Pending, Transition
+from supervisor.domain.episodes import Change, Episode, Transition
 from supervisor.domain.models import HistoryEntry, Record
 from supervisor.state.file import (
     APPLICATION_ID,
@@ -100,7 +100,6 @@ from supervisor.state.store import (
     Beat,
     GateRow,
     Hold,
-    Outage,
     StateError,
     gate_row_of,
     heartbeat_id,
@@ -994,52 +993,6 @@ class SqliteStore(SqlRows):
             self.enqueue(channels, applied, now)
         return applied
 
-    def outage(self, reached: bool | None, now: float, failure: str = "") -> Outage | None:
-        # Read first: a poll that changes nothing (the usual one) writes nothing.
-        found = self._outage_row()
-        if reached is None or (found is None) == bool(reached):
-            return found
-        with self._small_write():
-            if reached:
-                self._run("DELETE FROM alert_watch WHERE name = 'api'")
-            else:
-                self._run("INSERT INTO alert_watch (name, since, failure) VALUES ('api', ?, ?)"
-                          " ON CONFLICT (name) DO NOTHING", (now, failure))
-        return self._outage_row()
-
-    def enqueue(
-        self, channels: Sequence[str], transitions: Sequence[Transition], now: float
-    ) -> None:
-        if not channels or not transitions:
-            return
-        rows = [(channel, msgspec.json.encode(t).decode(), now)
-                for t in transitions for channel in channels]
-        with self._small_write():
-            try:
-                self._db().executemany(
-                    "INSERT INTO outbox (channel, transition, created_at) VALUES (?, ?, ?)", rows)
-            except sqlite3.Error as exc:
-                self._fail(exc)
-
-    def due(self, channel: str, now: float, limit: int) -> list[Pending]:
-        if self.schema_version < 4 or limit <= 0:
-            return []
-        with self._lock:
-            rows = self._run(
-                "SELECT id, channel, transition, created_at, attempts, next_try_at FROM outbox"
-                " WHERE channel = ? AND next_try_at <= ? ORDER BY id LIMIT ?",
-                (channel, now, limit),
-            ).fetchall()
-        found: list[Pending] = []
-        for row_id, row_channel, data, created_at, attempts, next_try_at in rows:
-            try:
-                transition = msgspec.json.decode(data, type=Transition)
-            except msgspec.DecodeError:  # another version's kind: left for expire
-                continue
-            found.append(Pending(row_id, row_channel, transition, created_at, attempts,
-                                 next_try_at))
-        return found
-
     def claim(self, ids: Sequence[int], now: float, until: float) -> bool:
         # One write transaction (BEGIN IMMEDIATE): no other process's claim comes between
         # the look and the mark. All or nothing: a group is sent whole or not at all.
@@ -1071,12 +1024,6 @@ class SqliteStore(SqlRows):
             "UPDATE outbox SET attempts = attempts + 1, next_try_at = ? WHERE id = ?",
             [(next_try_at, i) for i in ids],
         )
-
-    def pending_count(self) -> int:
-        if self.schema_version < 4:
-            return 0
-        with self._lock:
-            return int(self._run("SELECT count(*) FROM outbox").fetchone()[0])
 
     # ------------------------------------------------------------ operator holds
     #
@@ -1127,14 +1074,17 @@ class SqliteStore(SqlRows):
         self._holds = None
         return None if found is None else Hold(session_id, str(found[0]), float(found[1]))
 
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self._db().executemany(sql, rows)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
     def _outbox_write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
         with self._small_write():
-            try:
-                self._db().executemany(sql, rows)
-            except sqlite3.Error as exc:
-                self._fail(exc)
+            self._many(sql, rows)
 
 
 # What a lost file's alert tables (and its holds) hold that is copied into the file the
