@@ -169,6 +169,15 @@ async def attempt(channel: str, sending: Coroutine[Any, Any, None],
     return None
 
 
+class _Tried(msgspec.Struct, frozen=True):
+    """One attempt at sending a group on a channel (``Sender._try``)."""
+
+    error: str | None  # None: delivered
+    fields: dict[str, Any]
+    parts: int  # messages it took
+    seconds: float
+
+
 class Sender:
     """The outbox's background sender (see the module's docstring). ``group_window``,
     ``max_age`` and ``queue_max`` are the settings' (``alerts.*``), which hold their
@@ -298,23 +307,39 @@ class Sender:
         """Send one group; None once delivered, else when to try again."""
         ids = [row.id for row in group.rows]
         attempt = max(row.attempts for row in group.rows)
-        started = self.clock.monotonic()
-        fields = {"channel": channel.id, "kind": group.kind.value,
-                  "change": group.change.value, "sessions": len(ids), "attempt": attempt + 1}
-        parts: list[int] = []
-        error = await self._attempt(channel.id, self._deliver(channel, group, parts))
-        if error is None:
+        tried = await self._try(channel, group, attempt + 1)
+        if tried.error is None:
             await self.outbox.run(lambda: self.outbox.delivered(ids))
-            log.info(ev.ALERT_SENT, **fields, parts=len(parts),
-                     duration_ms=round((self.clock.monotonic() - started) * 1000))
-            self._observe(Delivery("sent", len(ids), channel.id, group.kind, group.change))
+            self._told(channel, group, tried)
             return None
         delay = self.backoff.delay(attempt, self.rng)
         retry_at = self.clock.now() + delay
         await self.outbox.run(lambda: self.outbox.retry(ids, retry_at))
-        log.warning(ev.ALERT_FAILED, **fields, error=error, retry_in=round(delay, 3))
-        self._observe(Delivery("failed", len(ids), channel.id, group.kind, group.change))
+        self._not_told(channel, group, tried, retry_in=round(delay, 3))
         return retry_at
+
+    async def _try(self, channel: Channel, group: Group, attempt: int,
+                   **extra: Any) -> _Tried:
+        """One attempt at sending the group on ``channel``: what became of it, and the
+        fields its ``alert.sent`` or ``alert.failed`` says."""
+        started = self.clock.monotonic()
+        fields = {"channel": channel.id, "kind": group.kind.value,
+                  "change": group.change.value, "sessions": len(group.rows),
+                  "attempt": attempt, **extra}
+        parts: list[int] = []
+        error = await self._attempt(channel.id, self._deliver(channel, group, parts))
+        return _Tried(error, fields, len(parts), self.clock.monotonic() - started)
+
+    def _told(self, channel: Channel, group: Group, tried: _Tried) -> None:
+        log.info(ev.ALERT_SENT, **tried.fields, parts=tried.parts,
+                 duration_ms=round(tried.seconds * 1000))
+        self._observe(Delivery("sent", len(group.rows), channel.id, group.kind, group.change))
+
+    def _not_told(self, channel: Channel, group: Group, tried: _Tried,
+                  retry_in: float | None) -> None:
+        log.warning(ev.ALERT_FAILED, **tried.fields, error=tried.error, retry_in=retry_in)
+        self._observe(Delivery("failed", len(group.rows), channel.id, group.kind,
+                               group.change))
 
     async def _deliver(self, channel: Channel, group: Group, parts: list[int]) -> None:
         """The group as one message, or in parts cut to what the channel takes, in order
@@ -340,19 +365,12 @@ class Sender:
         for channel in self.channels:
             if not routed(channel, kind, self.routes):
                 continue
-            started = self.clock.monotonic()
-            parts: list[int] = []
-            fields = {"channel": channel.id, "kind": kind.value, "change": change.value,
-                      "sessions": 1, "attempt": 1, "direct": True}
-            error = await self._attempt(channel.id, self._deliver(channel, group, parts))
-            if error is None:
+            tried = await self._try(channel, group, 1, direct=True)
+            if tried.error is None:
                 took += 1
-                log.info(ev.ALERT_SENT, **fields, parts=len(parts),
-                         duration_ms=round((self.clock.monotonic() - started) * 1000))
-                self._observe(Delivery("sent", 1, channel.id, kind, change))
+                self._told(channel, group, tried)
             else:
-                log.warning(ev.ALERT_FAILED, **fields, error=error, retry_in=None)
-                self._observe(Delivery("failed", 1, channel.id, kind, change))
+                self._not_told(channel, group, tried, retry_in=None)
         return took
 
     async def refresh(self, now: float) -> None:
