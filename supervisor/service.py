@@ -94,7 +94,9 @@ class Service:
             scheduler=scheduler,
             clock=supervisor.clock,
         )
-        self._retiring: set[asyncio.Task[None]] = set()  # old clients closed once idle
+        # Work beside the daemon (old clients closed once idle, alerts sent at once),
+        # awaited by ``aclose``.
+        self._beside: set[asyncio.Task[None]] = set()
         # A person's actions on the sessions (pause, resume, restart now), for the page.
         self.operator = Operator(self.daemon)
         self.leadership = leadership
@@ -232,16 +234,16 @@ class Service:
         if self.webhook_listener is not None:
             await self.webhook_listener.close()
         self.systemd.notifier.close()
-        await asyncio.gather(*self._retiring)  # the daemon has stopped: no poll uses them
+        await asyncio.gather(*self._beside)  # the daemon has stopped: no poll uses them
         await self.runtime.aclose()
 
     # --- hooks ---
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` beside the daemon (finished, at most ``shutdown_grace``, at stop)."""
+        """Run ``work`` beside the daemon (``aclose`` waits for it)."""
         task = asyncio.ensure_future(work)
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._beside.add(task)
+        task.add_done_callback(self._beside.discard)
 
     async def _resign(self) -> None:
         assert self.leadership is not None
@@ -326,9 +328,7 @@ class Service:
             finally:
                 await previous.client.aclose()
 
-        task = asyncio.ensure_future(close())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._spawn(close())
 
 
 class WebhookEndpoint:
