@@ -210,11 +210,12 @@ def status_report(store: SqliteStore | PostgresStore, classes: StatusClasses, no
     if running or daemons:
         shown = (running or daemons)[0]
         daemon.update(_process(shown, now, wrote[shown.id]))
-    held = store.lease()
-    ha = None if isinstance(store, SqliteStore) else {
-        "leader": None if held is None or held.expires_in <= 0 else held.replica,
-        "epoch": None if held is None else held.epoch,
-        "expires_in": None if held is None else round(held.expires_in, 3)}
+    ha = None  # no replicas share an SQLite file
+    if not isinstance(store, SqliteStore):
+        held = store.lease()
+        ha = {"leader": None if held is None or held.expires_in <= 0 else held.replica,
+              "epoch": None if held is None else held.epoch,
+              "expires_in": None if held is None else round(held.expires_in, 3)}
     paused_until = store.paused_until()
     if paused_until is not None and paused_until <= now:
         paused_until = None

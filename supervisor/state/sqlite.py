@@ -1062,9 +1062,6 @@ class SqliteStore(SqlRows):
     def fenced(self) -> None:
         """An SQLite file is one host's: no replicas, nothing to check."""
 
-    def lease(self) -> None:
-        """No replicas share an SQLite file: no lease."""
-
     def release(self, session_id: str) -> Hold | None:
         with self._small_write():
             found = self._run("SELECT held_by, held_at FROM holds WHERE session_id = ?",
