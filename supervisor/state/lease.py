@@ -62,6 +62,18 @@ CURRENT: Final = (
 )
 
 
+def import_psycopg() -> Any:
+    """psycopg, loaded now, for the lease and the PostgreSQL store alike (only with
+    ``state_url``); StateError when it is not installed."""
+    try:
+        import psycopg  # noqa: PLC0415 (loaded only with state_url)
+    except ImportError:
+        raise StateError("state_url needs the 'postgres' extra (pip install "
+                         "'wasend-supervisor[postgres]'), and psycopg is not installed"
+                         ) from None
+    return psycopg
+
+
 class Held(msgspec.Struct, frozen=True):
     """The lease as the database has it: who holds it (``holder``, one process;
     ``replica``, its name), its ``epoch``, and seconds until it expires by the
@@ -86,8 +98,6 @@ class Leases:
 
     def __init__(self, url: str, holder: str, replica: str, *, name: str = NAME,
                  timeout: float = CONNECT_TIMEOUT) -> None:
-        from supervisor.state.postgres import import_psycopg  # noqa: PLC0415 (its store's)
-
         self._psycopg = import_psycopg()
         self._url = url
         self._secrets = dsn_secrets(url)

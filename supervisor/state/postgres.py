@@ -49,7 +49,7 @@ from supervisor.domain import events as ev
 from supervisor.domain.episodes import Change, Episode, Transition
 from supervisor.domain.models import HistoryEntry, Record
 from supervisor.state import schema
-from supervisor.state.lease import CURRENT, FENCE, Held, held_of
+from supervisor.state.lease import CURRENT, FENCE, Held, held_of, import_psycopg
 from supervisor.state.lease import NAME as LEASE_NAME
 from supervisor.state.rows import Row, SqlRows
 from supervisor.state.schema import SCHEMA_VERSION, decode, encode
@@ -227,15 +227,6 @@ def migrate(conn: psycopg.Connection[Any], now: float, *, target: int = SCHEMA_V
     return max(done)
 
 
-def import_psycopg() -> Any:
-    """psycopg, loaded now (only with ``state_url``); StateError when it is not installed."""
-    try:
-        import psycopg  # noqa: PLC0415 (loaded only with state_url)
-    except ImportError:
-        raise StateError("state_url needs the 'postgres' extra (pip install "
-                         "'wasend-supervisor[postgres]'), and psycopg is not installed"
-                         ) from None
-    return psycopg
 
 
 
